@@ -1,0 +1,98 @@
+// The engine facade the daemon and prefixctl use: open a model on a backend (Vulkan or the CPU
+// reference), create sequences with their own latent KV caches, and step a batch that mixes
+// prefill chunks of new sequences with decode tokens of running ones.
+#pragma once
+
+#include "model.h"
+#include "tokenizer.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace prefixd {
+
+struct EngineError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+using SeqId = uint32_t;
+
+// One input row run: either token ids or embedding rows [n, hidden] (f32, already validated:
+// finite, width == hidden). Embedding rows bypass the token-embedding lookup.
+struct Segment {
+    std::vector<int32_t> tokens;
+    std::vector<float> embeds;  // n_rows * hidden
+    uint32_t n_embed_rows = 0;
+    bool is_embeds() const { return n_embed_rows > 0; }
+    uint32_t size() const { return is_embeds() ? n_embed_rows : uint32_t(tokens.size()); }
+    static Segment from_tokens(std::vector<int32_t> t) { Segment s; s.tokens = std::move(t); return s; }
+    static Segment from_embeds(std::vector<float> e, uint32_t rows) {
+        Segment s; s.embeds = std::move(e); s.n_embed_rows = rows; return s;
+    }
+};
+
+// A sequence's slice of one step: its next input rows (appended after what it already holds).
+struct BatchItem {
+    SeqId seq = 0;
+    std::vector<Segment> inputs;
+    // Which of this item's rows (0-based within the item) return logits. Typically only the
+    // last row; Score asks for all.
+    std::vector<uint32_t> logit_rows;
+    // log p(target | prefix) wanted: pairs (row within item, target token id).
+    std::vector<std::pair<uint32_t, int32_t>> targets;
+    uint32_t n_rows() const;
+};
+
+struct ItemOutput {
+    std::vector<float> logits;    // logit_rows.size() * n_vocab, row-major
+    std::vector<float> logprobs;  // one per target
+};
+
+struct EngineOptions {
+    std::string model_path;
+    std::string backend = "vulkan";   // "vulkan" | "cpu"
+    std::string device;               // Vulkan device index or name substring; empty = best
+    uint32_t max_seqs = 16;           // concurrent sequences (KV caches)
+    uint32_t max_ctx = 4096;          // per-sequence context limit (<= n_ctx_train)
+    uint32_t max_batch_rows = 512;    // rows per step (prefill chunking)
+    bool verbose = false;             // progress lines on stderr (model loading)
+};
+
+// Implemented by vk/ (VulkanBackend) and cpu/ (CpuBackend).
+class Backend {
+  public:
+    virtual ~Backend() = default;
+    virtual std::string device_name() const = 0;
+    virtual SeqId create_sequence() = 0;                // throws EngineError when full
+    virtual void free_sequence(SeqId) noexcept = 0;
+    virtual uint32_t sequence_length(SeqId) const = 0;   // rows held in its cache
+    // Copies the first n cached rows of src into dst (dst must be empty): prefix reuse.
+    virtual void copy_prefix(SeqId src, SeqId dst, uint32_t n) = 0;
+    virtual void truncate(SeqId, uint32_t n) = 0;        // keeps the first n rows
+    virtual std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) = 0;
+    virtual uint64_t peak_device_memory() const { return 0; }
+};
+
+class Engine {
+  public:
+    static std::unique_ptr<Engine> open(const EngineOptions& opts);  // throws ModelError/EngineError
+    const ModelConfig& config() const { return model_->config(); }
+    const Model& model() const { return *model_; }
+    const Tokenizer& tokenizer() const { return *tokenizer_; }
+    Backend& backend() { return *backend_; }
+    const EngineOptions& options() const { return opts_; }
+
+    // Input embeddings of token ids (the token_embd rows, dequantised): (n, hidden).
+    std::vector<float> embed_tokens(const std::vector<int32_t>& ids) const;
+
+  private:
+    EngineOptions opts_;
+    std::unique_ptr<Model> model_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    std::unique_ptr<Backend> backend_;
+    friend std::unique_ptr<Engine> open_engine(const EngineOptions&);
+};
+
+}  // namespace prefixd

@@ -1,0 +1,76 @@
+// Continuous-batching request runner on top of Engine: many requests (generate, score, embed
+// prefixes) advance together, one Backend::step per call. Used by the daemon's engine thread,
+// `prefixctl run` and `prefixctl bench`. Not thread-safe: one owner thread.
+#pragma once
+
+#include "engine.h"
+#include "sampler.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace prefixd {
+
+enum class FinishReason { None, Stop, Length, Eos, Cancelled, Error };
+const char* finish_reason_name(FinishReason r);
+
+enum class RequestKind { Generate, Score };
+
+struct Request {
+    RequestKind kind = RequestKind::Generate;
+    std::vector<Segment> prompt;          // virtual-token rows and/or token ids, in order
+    std::vector<int32_t> continuation;    // Score: tokens whose log-probs are wanted
+    SamplingParams sampling;
+    uint32_t max_tokens = 16;
+    std::vector<std::string> stop;        // stop strings (not included in the text)
+    bool stop_at_eos = true;
+    uint32_t top_logprobs = 0;            // per generated token, the n best (id, logprob)
+};
+
+struct TokenEvent {                       // one generated token
+    int32_t id = 0;
+    std::string text;                     // new complete UTF-8 text (held back at a partial char/stop prefix)
+    float logprob = 0.0f;
+    std::vector<std::pair<int32_t, float>> top;  // (id, logprob) when top_logprobs > 0
+};
+
+struct RequestResult {
+    FinishReason finish = FinishReason::None;
+    std::vector<int32_t> token_ids;       // generated
+    std::string text;
+    std::vector<float> token_logprobs;    // Score: one per continuation token; Generate: per token
+    double logprob_sum = 0.0;
+    uint32_t virtual_tokens = 0, prompt_tokens = 0, completion_tokens = 0;
+    std::string error;                    // when finish == Error
+};
+
+using RequestId = uint64_t;
+
+struct StepEvents {
+    std::vector<std::pair<RequestId, TokenEvent>> tokens;
+    std::vector<std::pair<RequestId, RequestResult>> finished;
+};
+
+class Runner {
+  public:
+    explicit Runner(Engine& engine);
+    ~Runner();
+    // Validates (lengths vs context, token ids) and queues; throws EngineError with a clear
+    // message on invalid input. Returns the id used in events.
+    RequestId submit(Request r);
+    void cancel(RequestId id);            // finishes at the next step with FinishReason::Cancelled
+    bool idle() const;
+    size_t active() const;
+    // Runs one engine step over all admitted requests (prefill chunks + decode tokens).
+    StepEvents step();
+    // Convenience: runs one request to completion (calls step until it finishes).
+    RequestResult run(Request r);
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace prefixd

@@ -1,0 +1,45 @@
+// Byte-level BPE tokenizer built from the vocabulary and merges stored in the GGUF
+// (tokenizer.ggml.*), with DeepSeek-V3's pre-tokenizer rules (Unicode classes via ICU).
+// Special/added tokens written literally in the text are recognised as single ids.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace prefixd {
+
+namespace gguf { class Parsed; }
+
+struct TokenizerError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+class Tokenizer {
+  public:
+    // token_types: GGUF token types (1 normal, 3 control, 4 user-defined, ...).
+    Tokenizer(std::vector<std::string> tokens, std::vector<int32_t> token_types,
+              std::vector<std::string> merges, std::string pre, int32_t bos, int32_t eos, bool add_bos);
+    static std::unique_ptr<Tokenizer> from_gguf(const gguf::Parsed& g);  // throws TokenizerError
+    ~Tokenizer();
+
+    // Text (valid UTF-8, else TokenizerError) -> ids; BOS first when add_bos.
+    std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+    // ids -> text (byte-level decoding; specials rendered as their text).
+    std::string decode(std::span<const int32_t> ids) const;
+    // Raw bytes of one token (may be a partial UTF-8 sequence).
+    std::string token_bytes(int32_t id) const;
+    size_t vocab_size() const;
+    int32_t bos() const;
+    int32_t eos() const;
+    bool add_bos() const;
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace prefixd
