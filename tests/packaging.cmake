@@ -1,0 +1,20 @@
+# Packaging, Python client and demo tests (ctest fragment, included by tests/CMakeLists.txt).
+# Shell/Python tests run the real tools: systemd-analyze on the unit, cpack + dpkg-deb on the
+# package, the packaged prefixd against a test model through NOTIFY_SOCKET, the Python client.
+set(PKG_TEST_DIR ${CMAKE_CURRENT_SOURCE_DIR})
+
+add_test(NAME packaging_unit
+         COMMAND ${PKG_TEST_DIR}/test_packaging_unit.sh ${PROJECT_SOURCE_DIR} ${CMAKE_BINARY_DIR})
+set_tests_properties(packaging_unit PROPERTIES TIMEOUT 120 LABELS packaging
+                                               ENVIRONMENT "${PREFIXD_TEST_ENV}")
+
+# Builds the .deb once; the READY test below unpacks it.
+add_test(NAME packaging_deb
+         COMMAND ${PKG_TEST_DIR}/test_packaging_deb.sh ${PROJECT_SOURCE_DIR} ${CMAKE_BINARY_DIR})
+set_tests_properties(packaging_deb PROPERTIES TIMEOUT 600 LABELS packaging FIXTURES_SETUP packaging_deb
+                                              ENVIRONMENT "${PREFIXD_TEST_ENV}")
+
+add_test(NAME python_client_wire
+         COMMAND /usr/bin/python3 ${PKG_TEST_DIR}/test_python_client_wire.py)
+set_tests_properties(python_client_wire PROPERTIES TIMEOUT 60 LABELS python
+                                                   ENVIRONMENT "${PREFIXD_TEST_ENV}")

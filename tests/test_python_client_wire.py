@@ -1,0 +1,241 @@
+#!/usr/bin/python3
+# Python client wire tests (no daemon): requests built by prefixd_client read back field by field
+# through the flatc-generated readers, replies built like the daemon builds them decode to the
+# client's objects, key files parse, and malformed replies raise PrefixdError instead of crashing.
+import os
+import sys
+import tempfile
+import unittest
+
+import flatbuffers
+import numpy as np
+
+SRC = os.environ.get("PREFIXD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(SRC, "daemon", "python"))
+
+import prefixd_client as pc  # noqa: E402
+from prefixd_client import _proto as P  # noqa: E402
+
+
+def read_envelope(buf):
+    assert P.Envelope.Envelope.EnvelopeBufferHasIdentifier(buf, 0)
+    return P.Envelope.Envelope.GetRootAs(buf, 0)
+
+
+def payload_as(env, cls):
+    t = env.Payload()
+    obj = cls()
+    obj.Init(t.Bytes, t.Pos)
+    return obj
+
+
+def reply(job_id, ptype, build_payload):
+    b = flatbuffers.Builder(256)
+    payload = build_payload(b)
+    jid = b.CreateString(job_id)
+    P.Envelope.Start(b)
+    P.Envelope.AddJobId(b, jid)
+    P.Envelope.AddPayloadType(b, ptype)
+    P.Envelope.AddPayload(b, payload)
+    b.Finish(P.Envelope.End(b), file_identifier=b"PFXD")
+    return bytes(b.Output())
+
+
+class RequestEncoding(unittest.TestCase):
+    def test_generate_all_fields(self):
+        rng = np.random.default_rng(7)
+        emb = rng.standard_normal((3, 16)).astype(np.float32)
+        buf = pc.encode_request("generate", "job-1", text="héllo 世界", adapter="intent", embeddings=emb,
+                                max_tokens=9, temperature=0.7, top_p=0.9, top_k=40, seed=123,
+                                stop=["\n", "END"], stream=True, choices=["a", "b c"], top_logprobs=3,
+                                tenant="dev")
+        env = read_envelope(buf)
+        self.assertEqual(env.JobId(), b"job-1")
+        self.assertEqual(env.PayloadType(), P.Payload.Payload.Generate)
+        job = payload_as(env, P.Generate.Generate).Job()
+        self.assertEqual(job.Text().decode(), "héllo 世界")
+        self.assertEqual(job.Adapter(), b"intent")
+        self.assertTrue(job.Stream())
+        self.assertEqual([job.Choices(i) for i in range(job.ChoicesLength())], [b"a", b"b c"])
+        self.assertEqual(job.TopLogprobs(), 3)
+        self.assertEqual(job.Tenant(), b"dev")
+        s = job.Sampling()
+        self.assertEqual((s.MaxTokens(), s.TopK(), s.Seed()), (9, 40, 123))
+        self.assertAlmostEqual(s.Temperature(), 0.7, places=6)
+        self.assertAlmostEqual(s.TopP(), 0.9, places=6)
+        self.assertEqual([s.Stop(i) for i in range(s.StopLength())], [b"\n", b"END"])
+        t = job.Embeddings()
+        self.assertEqual((t.Rows(), t.Cols(), t.Dtype()), (3, 16, P.DType.DType.F32))
+        got = np.frombuffer(t.DataAsNumpy().tobytes(), dtype="<f4").reshape(3, 16)
+        np.testing.assert_array_equal(got, emb)
+
+    def test_f16_embeddings_and_token_ids(self):
+        emb = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float16)
+        buf = pc.encode_request("embed", "e", token_ids=[0, 5, 100000], embeddings=emb)
+        job = payload_as(read_envelope(buf), P.Embed.Embed).Job()
+        self.assertEqual([job.TokenIds(i) for i in range(job.TokenIdsLength())], [0, 5, 100000])
+        t = job.Embeddings()
+        self.assertEqual((t.Dtype(), t.DataLength()), (P.DType.DType.F16, 2 * 8 * 2))
+        np.testing.assert_array_equal(np.frombuffer(t.DataAsNumpy().tobytes(), "<f2").reshape(2, 8), emb)
+
+    def test_score_cancel_health(self):
+        env = read_envelope(pc.encode_request("score", "s", text="Q:", continuation=" yes"))
+        sc = payload_as(env, P.Score.Score)
+        self.assertEqual((sc.Continuation(), sc.Job().Text()), (b" yes", b"Q:"))
+        self.assertEqual(read_envelope(pc.encode_request("cancel", "x")).PayloadType(), P.Payload.Payload.Cancel)
+        self.assertEqual(read_envelope(pc.encode_request("health", "h")).PayloadType(), P.Payload.Payload.Health)
+
+    def test_bad_inputs(self):
+        with self.assertRaises(ValueError):
+            pc.encode_request("generate", "j", embeddings=np.zeros((2, 2, 2), np.float32))
+        with self.assertRaises(ValueError):
+            pc.encode_request("nope", "j")
+
+
+class ReplyDecoding(unittest.TestCase):
+    def test_result(self):
+        def build(b):
+            text = b.CreateString("billing")
+            lab = [b.CreateString(s) for s in ("billing", "other")]
+            choices = []
+            for s, p in zip(lab, (0.75, 0.25)):
+                P.ChoiceProb.Start(b)
+                P.ChoiceProb.AddLabel(b, s)
+                P.ChoiceProb.AddProb(b, p)
+                P.ChoiceProb.AddLogprob(b, float(np.log(p)))
+                choices.append(P.ChoiceProb.End(b))
+            P.Result.StartChoicesVector(b, 2)
+            for c in reversed(choices):
+                b.PrependUOffsetTRelative(c)
+            cv = b.EndVector()
+            P.Result.StartTokenIdsVector(b, 2)
+            b.PrependInt32(8)
+            b.PrependInt32(7)
+            ids = b.EndVector()
+            P.Usage.Start(b)
+            P.Usage.AddVirtualTokens(b, 4)
+            P.Usage.AddPromptTokens(b, 5)
+            P.Usage.AddCompletionTokens(b, 2)
+            P.Usage.AddTotalTokens(b, 11)
+            u = P.Usage.End(b)
+            P.Result.Start(b)
+            P.Result.AddText(b, text)
+            P.Result.AddTokenIds(b, ids)
+            P.Result.AddFinish(b, P.FinishReason.FinishReason.Stop)
+            P.Result.AddUsage(b, u)
+            P.Result.AddChoices(b, cv)
+            P.Result.AddLogprobSum(b, -1.5)
+            return P.Result.End(b)
+
+        jid, r = pc.decode_reply(reply("r1", P.Payload.Payload.Result, build))
+        self.assertEqual(jid, "r1")
+        self.assertIsInstance(r, pc.Result)
+        self.assertEqual((r.text, r.token_ids, r.finish), ("billing", [7, 8], "stop"))
+        self.assertEqual(r.usage, pc.Usage(4, 5, 2, 11))
+        self.assertAlmostEqual(r.choices["billing"], 0.75)
+        self.assertAlmostEqual(r.logprob_sum, -1.5)
+
+    def test_embed_result_tensor(self):
+        emb = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+
+        def build(b):
+            data = b.CreateByteVector(emb.astype("<f4").tobytes())
+            P.Tensor.Start(b)
+            P.Tensor.AddRows(b, 4)
+            P.Tensor.AddCols(b, 6)
+            P.Tensor.AddData(b, data)
+            t = P.Tensor.End(b)
+            P.Result.Start(b)
+            P.Result.AddEmbeddings(b, t)
+            return P.Result.End(b)
+
+        _, r = pc.decode_reply(reply("e", P.Payload.Payload.Result, build))
+        np.testing.assert_array_equal(r.embeddings, emb)
+
+    def test_error_chunk_health(self):
+        def err(b):
+            m = b.CreateString("adapter not found")
+            P.Error.Start(b)
+            P.Error.AddCode(b, P.ErrorCode.ErrorCode.NotFound)
+            P.Error.AddMessage(b, m)
+            return P.Error.End(b)
+
+        _, e = pc.decode_reply(reply("x", P.Payload.Payload.Error, err))
+        self.assertIsInstance(e, pc.PrefixdError)
+        self.assertEqual((e.name, e.message, e.job_id), ("NotFound", "adapter not found", "x"))
+
+        def chunk(b):
+            t = b.CreateString("ab")
+            P.TokenChunk.Start(b)
+            P.TokenChunk.AddIndex(b, 2)
+            P.TokenChunk.AddText(b, t)
+            return P.TokenChunk.End(b)
+
+        _, c = pc.decode_reply(reply("x", P.Payload.Payload.TokenChunk, chunk))
+        self.assertEqual((c.index, c.text, c.token_ids), (2, "ab", []))
+
+        def health(b):
+            s = b.CreateString("ok")
+            P.HealthStatus.Start(b)
+            P.HealthStatus.AddStatus(b, s)
+            P.HealthStatus.AddHidden(b, 64)
+            return P.HealthStatus.End(b)
+
+        _, h = pc.decode_reply(reply("h", P.Payload.Payload.HealthStatus, health))
+        self.assertEqual((h.status, h.hidden), ("ok", 64))
+
+    def test_malformed(self):
+        rng = np.random.default_rng(11)
+        for bad in (b"", b"garbage", b"\x00" * 7, b"\x00" * 64, b"\xff\xff\xff\x7fPFXD" + b"\x01" * 16):
+            with self.assertRaises(pc.PrefixdError):
+                pc.decode_reply(bad)
+        cases = []
+        good = pc.encode_request("generate", "j", text="abc")
+        for _ in range(200):  # truncations and byte flips of a real buffer, identifier kept
+            b = bytearray(good[: int(rng.integers(8, len(good)))])
+            b[int(rng.integers(0, len(b)))] ^= 0xFF
+            b[4:8] = b"PFXD"
+            cases.append(bytes(b))
+        for bad in cases:
+            try:
+                pc.decode_reply(bad)  # a mutated request may still parse: it is then a valid reply
+            except pc.PrefixdError as e:
+                self.assertIn(e.name, ("Malformed", "Unsupported"))
+
+    def test_bad_tensor_length(self):
+        def build(b):
+            data = b.CreateByteVector(b"\x00" * 10)
+            P.Tensor.Start(b)
+            P.Tensor.AddRows(b, 4)
+            P.Tensor.AddCols(b, 6)
+            P.Tensor.AddData(b, data)
+            t = P.Tensor.End(b)
+            P.Result.Start(b)
+            P.Result.AddEmbeddings(b, t)
+            return P.Result.End(b)
+
+        with self.assertRaises(pc.PrefixdError):
+            pc.decode_reply(reply("e", P.Payload.Payload.Result, build))
+
+
+class Keys(unittest.TestCase):
+    def test_prefixctl_and_zcert_formats(self):
+        pub, sec = pc.generate_keypair()
+        with tempfile.TemporaryDirectory() as d:
+            f1 = os.path.join(d, "k1")
+            with open(f1, "w") as f:
+                f.write('# prefixd CURVE key for tenant "acme"\npublic %s\nsecret %s\n' % (pub, sec))
+            self.assertEqual(pc.load_client_keys(f1), (pub, sec))
+            f2 = os.path.join(d, "k2")
+            with open(f2, "w") as f:
+                f.write('curve\n    public-key = "%s"\n    secret-key = "%s"\n' % (pub, sec))
+            self.assertEqual(pc.load_client_keys(f2), (pub, sec))
+            f3 = os.path.join(d, "k3")
+            with open(f3, "w") as f:
+                f.write("public %s\n" % pub)
+            with self.assertRaises(ValueError):
+                pc.load_client_keys(f3)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
