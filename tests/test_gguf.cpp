@@ -1,0 +1,141 @@
+// GGUF parser and writer: a round trip through the Writer and File, and malformed inputs
+// (truncations at every length, bad magic/version, bad counts, misalignment, overlaps).
+#include "engine/cpu/ops.h"
+#include "engine/gguf.h"
+#include "test_env.h"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+using namespace prefixd;
+using namespace prefixd::gguf;
+
+static std::vector<uint8_t> read_all(const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+static std::string write_sample(const std::filesystem::path& dir) {
+    Writer w;
+    w.set_str("general.architecture", "test");
+    w.set_u32("test.count", 42);
+    w.set_f32("test.eps", 1e-6f);
+    w.set_bool("test.flag", true);
+    w.set_str_array("test.tokens", {"a", "bc", ""});
+    w.set_i32_array("test.types", {1, -3, 4});
+    std::vector<float> x(64);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float(i) * 0.25f - 3;
+    w.add_tensor("t.f32", {64}, GgmlType::F32, cpu::quantize_row(GgmlType::F32, x.data(), 64));
+    w.add_tensor_lazy("t.q8", {32, 2}, GgmlType::Q8_0, [x] { return cpu::quantize_row(GgmlType::Q8_0, x.data(), 64); });
+    w.add_tensor("t.q4", {64}, GgmlType::Q4_0, cpu::quantize_row(GgmlType::Q4_0, x.data(), 64));
+    auto path = (dir / "sample.gguf").string();
+    w.write(path);
+    return path;
+}
+
+TEST_CASE("writer -> File round trip") {
+    auto dir = test::temp_dir("gguf");
+    auto path = write_sample(dir);
+    File f = File::open(path);
+    const Parsed& p = f.parsed();
+    CHECK(p.version == 3);
+    CHECK(p.get_str("general.architecture") == "test");
+    CHECK(p.get_u64("test.count") == 42);
+    CHECK(p.get_f64("test.eps", 0) == doctest::Approx(1e-6));
+    CHECK(p.get_bool("test.flag", false));
+    CHECK(p.get_u64("missing", 7) == 7);
+    CHECK_THROWS_AS(p.get_u64("missing"), GgufError);
+    CHECK_THROWS_AS(p.get_u64("general.architecture"), GgufError);
+    auto& toks = p.get("test.tokens")->as_array();
+    REQUIRE(toks.size() == 3);
+    CHECK(toks[1].as_str() == "bc");
+    CHECK(p.get("test.types")->as_array()[1].as_i64() == -3);
+    REQUIRE(p.tensors.size() == 3);
+    auto* q8 = p.find("t.q8");
+    REQUIRE(q8);
+    CHECK(q8->ne == std::vector<uint64_t>{32, 2});
+    CHECK(q8->nbytes == 68);
+    CHECK(q8->offset % 32 == 0);
+    std::vector<float> y(64);
+    cpu::dequantize_row(GgmlType::Q8_0, q8->data, y.data(), 64);
+    CHECK(y[5] == doctest::Approx(5 * 0.25 - 3).epsilon(0.02));
+    auto* f32 = p.find("t.f32");
+    float v;
+    std::memcpy(&v, f32->data + 4 * 10, 4);
+    CHECK(v == 10 * 0.25f - 3);
+    CHECK(p.find("nope") == nullptr);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("every truncation of a valid file fails cleanly") {
+    auto dir = test::temp_dir("gguf-trunc");
+    auto bytes = read_all(write_sample(dir));
+    // Trailing alignment padding after the last tensor may be cut; anything before its end may not.
+    Parsed whole = Parsed::parse(bytes);
+    size_t end = 0;
+    for (auto& t : whole.tensors) end = std::max<size_t>(end, t.data + t.nbytes - bytes.data());
+    CHECK(end > bytes.size() - 32);
+    for (size_t n = 0; n < end; ++n) {
+        std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + n);
+        CHECK_THROWS_AS(Parsed::parse(cut), GgufError);
+    }
+    CHECK_NOTHROW(Parsed::parse(bytes));
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("malformed headers") {
+    auto dir = test::temp_dir("gguf-bad");
+    auto good = read_all(write_sample(dir));
+    auto expect_error = [&](std::vector<uint8_t> b, const char* needle) {
+        try {
+            Parsed::parse(b);
+            FAIL("parse accepted a malformed file: " << needle);
+        } catch (const GgufError& e) {
+            CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+        }
+    };
+    auto b = good;
+    b[0] = 'X';
+    expect_error(b, "magic");
+    b = good;
+    b[4] = 1;
+    expect_error(b, "version");
+    b = good;
+    std::memset(&b[8], 0xff, 8);  // tensor count huge
+    expect_error(b, "tensor count");
+    b = good;
+    std::memset(&b[16], 0x7f, 8);  // kv count huge
+    expect_error(b, "metadata count");
+    b = good;
+    std::memset(&b[24], 0xff, 8);  // first key length huge
+    expect_error(b, "truncated");
+    // Random bit flips never crash (errors or a valid parse are both fine).
+    std::mt19937 rng(5);
+    for (int i = 0; i < 2000; ++i) {
+        b = good;
+        for (int k = 0; k < 3; ++k) b[rng() % b.size()] ^= uint8_t(1u << (rng() % 8));
+        try {
+            Parsed::parse(b);
+        } catch (const GgufError&) {
+        }
+    }
+    CHECK_THROWS_AS(File::open((dir / "does-not-exist.gguf").string()), GgufError);
+    CHECK_THROWS_AS(File::open(dir.string()), GgufError);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("writer rejects inconsistent tensors") {
+    Writer w;
+    CHECK_THROWS_AS(w.add_tensor("x", {33}, GgmlType::Q8_0, std::vector<uint8_t>(34)), GgufError);
+    CHECK_THROWS_AS(w.add_tensor("x", {32}, GgmlType::Q8_0, std::vector<uint8_t>(33)), GgufError);
+    Writer w2;
+    w2.add_tensor_lazy("y", {32}, GgmlType::F32, [] { return std::vector<uint8_t>(3); });
+    auto dir = test::temp_dir("gguf-w");
+    CHECK_THROWS_AS(w2.write((dir / "y.gguf").string()), GgufError);
+    CHECK_FALSE(std::filesystem::exists(dir / "y.gguf"));
+    std::filesystem::remove_all(dir);
+}
