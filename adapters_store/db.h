@@ -51,6 +51,8 @@ class Stmt {
     // Binding is 1-based like SQLite; each returns *this for chaining.
     Stmt& bind(int i, int64_t v);
     Stmt& bind(int i, std::string_view v);
+    Stmt& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+    Stmt& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
     Stmt& bind(int i, const std::optional<std::string>& v);  // NULL when empty optional
     Stmt& bind_blob(int i, std::span<const uint8_t> v);
     Stmt& bind_null(int i);
