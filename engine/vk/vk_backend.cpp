@@ -1,8 +1,18 @@
-// Vulkan backend entry points: device listing and the backend factory. The forward pass
-// itself lives in vk_forward.cpp; instance/device/buffer plumbing in vk_context.cpp.
+// Vulkan backend entry points (device listing, factory) and VulkanBackend's sequence
+// management and step driver; the per-layer recipe is in vk_forward.cpp, device plumbing in
+// vk_context.cpp, weight upload in vk_weights.cpp.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"  // Vk*Info{sType} idiom
 #include "vk_backend.h"
 
+#include "../cpu/ops.h"
+#include "vk_forward.h"
+
 #include <vulkan/vulkan.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
 
 namespace prefixd::vk {
 
@@ -47,8 +57,251 @@ std::vector<DeviceInfo> list_devices() {
     return out;
 }
 
-std::unique_ptr<Backend> make_vulkan_backend(const Model&, const EngineOptions&) {
-    throw EngineError("Vulkan backend: forward pass not implemented yet");
+std::unique_ptr<Backend> make_vulkan_backend(const Model& model, const EngineOptions& opts) {
+    return std::make_unique<VulkanBackend>(model, opts);
+}
+
+VulkanBackend::VulkanBackend(const Model& model, const EngineOptions& opts)
+    : model_(model), cfg_(model.config()), opts_(opts) {
+    if (cfg_.kv_lora_rank > 1024 || cfg_.kv_lora_rank % 4 != 0 || cfg_.qk_rope > 256 || cfg_.qk_rope % 2 != 0)
+        throw EngineError("Vulkan backend: kv_lora_rank must be a multiple of 4 and <= 1024, qk_rope even and <= 256");
+    if (cfg_.n_expert > 0 && cfg_.n_expert_used == 0) throw EngineError("Vulkan backend: expert_used_count is 0");
+    max_ctx_ = opts.max_ctx;
+    if (cfg_.n_ctx_train > 0) max_ctx_ = std::min(max_ctx_, cfg_.n_ctx_train);
+    if (max_ctx_ == 0) throw EngineError("Vulkan backend: max_ctx is 0");
+    ctx_ = std::make_unique<Context>(opts.device);
+    if (opts.verbose) std::fprintf(stderr, "vulkan: device %s\n", ctx_->device_name().c_str());
+    w_ = std::make_unique<GpuWeights>(*ctx_, model, opts.verbose);
+    seqs_.resize(std::max<uint32_t>(opts.max_seqs, 1));
+}
+
+VulkanBackend::~VulkanBackend() {
+    ctx_->discard();
+    seqs_.clear();
+    scratch_ = Buffer();
+    w_.reset();
+}
+
+VulkanBackend::Seq& VulkanBackend::seq(SeqId id) {
+    if (id >= seqs_.size() || !seqs_[id].used) throw EngineError("unknown sequence " + std::to_string(id));
+    return seqs_[id];
+}
+const VulkanBackend::Seq& VulkanBackend::seq(SeqId id) const {
+    if (id >= seqs_.size() || !seqs_[id].used) throw EngineError("unknown sequence " + std::to_string(id));
+    return seqs_[id];
+}
+
+SeqId VulkanBackend::create_sequence() {
+    for (SeqId i = 0; i < seqs_.size(); ++i) {
+        if (seqs_[i].used) continue;
+        const uint64_t bytes = uint64_t(cfg_.n_layer) * max_ctx_ * cfg_.kv_cache_width() * 4;
+        seqs_[i].cache = ctx_->create_buffer(bytes, false);
+        seqs_[i].used = true;
+        seqs_[i].len = 0;
+        return i;
+    }
+    throw EngineError("all " + std::to_string(seqs_.size()) + " sequence slots are in use");
+}
+
+void VulkanBackend::free_sequence(SeqId id) noexcept {
+    if (id >= seqs_.size() || !seqs_[id].used) return;
+    seqs_[id].cache = Buffer();
+    seqs_[id].used = false;
+    seqs_[id].len = 0;
+}
+
+uint32_t VulkanBackend::sequence_length(SeqId id) const { return seq(id).len; }
+
+void VulkanBackend::copy_prefix(SeqId src, SeqId dst, uint32_t n) {
+    Seq& s = seq(src);
+    Seq& d = seq(dst);
+    if (d.len != 0) throw EngineError("copy_prefix: destination sequence is not empty");
+    if (n > s.len) throw EngineError("copy_prefix: source holds only " + std::to_string(s.len) + " rows");
+    const uint64_t row = uint64_t(cfg_.kv_cache_width()) * 4, layer = row * max_ctx_;
+    if (n > 0) {
+        for (uint32_t il = 0; il < cfg_.n_layer; ++il) ctx_->copy(s.cache, il * layer, d.cache, il * layer, n * row);
+        ctx_->submit_wait();
+    }
+    d.len = n;
+}
+
+void VulkanBackend::truncate(SeqId id, uint32_t n) {
+    Seq& s = seq(id);
+    s.len = std::min(s.len, n);
+}
+
+VulkanBackend::Scratch VulkanBackend::layout(uint32_t R, uint32_t L) const {
+    const uint64_t K = cfg_.n_expert > 0 ? cfg_.n_expert_used : 0, nh = cfg_.n_head;
+    Scratch s{};
+    uint64_t off = 0;
+    auto take = [&](uint64_t& field, uint64_t floats) {
+        field = off;
+        off += (floats * 4 + 255) & ~uint64_t(255);
+    };
+    take(s.x, uint64_t(R) * cfg_.hidden);
+    take(s.qa, uint64_t(R) * cfg_.q_lora_rank);
+    take(s.q, uint64_t(R) * nh * cfg_.qk_head());
+    take(s.kva, uint64_t(R) * cfg_.kv_cache_width());
+    take(s.qlat, uint64_t(R) * nh * cfg_.kv_lora_rank);
+    take(s.lat, uint64_t(R) * nh * cfg_.kv_lora_rank);
+    take(s.v, uint64_t(R) * nh * cfg_.v_head);
+    take(s.rlog, uint64_t(R) * cfg_.n_expert);
+    take(s.hs, uint64_t(R) * std::max<uint64_t>(cfg_.n_ff, uint64_t(cfg_.n_ff_exp) * cfg_.n_expert_shared));
+    take(s.h, uint64_t(R) * K * cfg_.n_ff_exp);
+    take(s.slots, uint64_t(R) * K * cfg_.hidden);
+    take(s.wts, uint64_t(R) * K);
+    take(s.map, 2 * (3 * uint64_t(cfg_.n_expert) + 2 * R * K) + 3 + 2 * uint64_t(L));
+    take(s.rows, uint64_t(R) * 4);
+    take(s.freqs, cfg_.qk_rope / 2);
+    take(s.logits, uint64_t(L) * cfg_.n_vocab);
+    s.total = off;
+    return s;
+}
+
+// RoPE frequencies per pair exactly as cpu::rope forms them: theta_i = pos * f_i.
+static std::vector<float> rope_freqs(const ModelConfig& cfg) {
+    const uint32_t n_dims = cfg.qk_rope;
+    const float freq_scale = 1.0f / cfg.rope_factor;
+    const bool yarn = cfg.rope_factor != 1.0f;
+    float corr0 = 0, corr1 = 0;
+    if (yarn) {
+        const uint32_t orig = cfg.rope_orig_ctx ? cfg.rope_orig_ctx : cfg.n_ctx_train;
+        auto corr = [&](float n_rot) {
+            return float(n_dims) * std::log(float(orig) / (n_rot * 2.0f * float(M_PI))) / (2.0f * std::log(cfg.rope_base));
+        };
+        corr0 = std::max(0.0f, std::floor(corr(cfg.yarn_beta_fast)));
+        corr1 = std::min(float(n_dims - 1), std::ceil(corr(cfg.yarn_beta_slow)));
+    }
+    const float theta_scale = std::pow(cfg.rope_base, -2.0f / float(n_dims));
+    std::vector<float> f(n_dims / 2);
+    float te = 1.0f;
+    for (uint32_t i = 0; i < n_dims / 2; ++i) {
+        float th = freq_scale * te;
+        if (yarn) {
+            float y = (float(i) - corr0) / std::max(0.001f, corr1 - corr0);
+            float ramp_mix = 1.0f - std::min(1.0f, std::max(0.0f, y));
+            th = th * (1.0f - ramp_mix) + te * ramp_mix;
+        }
+        f[i] = th;
+        te *= theta_scale;
+    }
+    return f;
+}
+
+std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch) {
+    const uint32_t H = cfg_.hidden;
+    // Validate and count rows; the output rows of each item (logits or targets) are gathered.
+    uint32_t R = 0, L = 0;
+    std::vector<std::vector<uint32_t>> out_rows(batch.size());
+    std::set<SeqId> seen;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const BatchItem& it = batch[i];
+        const Seq& s = seq(it.seq);
+        if (!seen.insert(it.seq).second) throw EngineError("step: sequence appears twice in one batch");
+        const uint32_t n = it.n_rows();
+        if (n == 0) throw EngineError("step: empty batch item");
+        if (uint64_t(s.len) + n > max_ctx_)
+            throw EngineError("step: sequence would exceed the context limit of " + std::to_string(max_ctx_));
+        std::set<uint32_t> rows(it.logit_rows.begin(), it.logit_rows.end());
+        for (auto& [r, tok] : it.targets) {
+            rows.insert(r);
+            if (tok < 0 || uint32_t(tok) >= cfg_.n_vocab) throw EngineError("step: target token out of range");
+        }
+        for (uint32_t r : rows)
+            if (r >= n) throw EngineError("step: output row beyond the item's rows");
+        out_rows[i].assign(rows.begin(), rows.end());
+        R += n;
+        L += uint32_t(rows.size());
+    }
+    if (R == 0) return {};
+    const Scratch s = layout(R, L);
+    if (!scratch_ || scratch_.size() < s.total) {
+        scratch_ = Buffer();
+        scratch_ = ctx_->create_buffer(s.total + s.total / 4, true);
+        base_ = scratch_.addr();
+    }
+    auto* host = static_cast<uint8_t*>(scratch_.map());
+    if (!host) throw EngineError("Vulkan: scratch buffer is not host-visible");
+    // Inputs: embeddings (token_embd rows dequantised on the host, or given rows), row infos.
+    float* x = reinterpret_cast<float*>(host + s.x);
+    uint32_t* rows = reinterpret_cast<uint32_t*>(host + s.rows);
+    uint32_t* gmap = reinterpret_cast<uint32_t*>(host + s.map) + 2 * (3 * cfg_.n_expert + 2 * R *
+                                                                         (cfg_.n_expert ? cfg_.n_expert_used : 0));
+    const Tensor& emb = model_.weights().token_embd;
+    gmap[0] = 0;
+    gmap[1] = L;
+    gmap[2] = 3;
+    uint32_t row = 0, lrow = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const BatchItem& it = batch[i];
+        const Seq& sq = seq(it.seq);
+        const uint32_t first = row;
+        for (const Segment& seg : it.inputs) {
+            if (seg.is_embeds() && seg.embeds.size() != uint64_t(seg.n_embed_rows) * H)
+                throw EngineError("step: embeddings segment size is not rows x hidden");
+            for (uint32_t r = 0; r < seg.size(); ++r, ++row) {
+                float* dst = x + uint64_t(row) * H;
+                if (seg.is_embeds()) {
+                    std::memcpy(dst, seg.embeds.data() + uint64_t(r) * H, H * 4);
+                } else {
+                    const int32_t id = seg.tokens[r];
+                    if (id < 0 || uint32_t(id) >= cfg_.n_vocab) throw EngineError("step: token id out of range");
+                    cpu::dequantize_row(emb.type, emb.data + uint64_t(id) * emb.row_bytes(), dst, H);
+                }
+                const uint64_t a = sq.cache.addr();
+                rows[4 * row] = uint32_t(a);
+                rows[4 * row + 1] = uint32_t(a >> 32);
+                rows[4 * row + 2] = sq.len + (row - first);
+                rows[4 * row + 3] = 0;
+            }
+        }
+        for (uint32_t r : out_rows[i]) {
+            gmap[3 + 2 * lrow] = first + r;
+            gmap[3 + 2 * lrow + 1] = lrow;
+            ++lrow;
+        }
+    }
+    const auto freqs = rope_freqs(cfg_);
+    std::memcpy(host + s.freqs, freqs.data(), freqs.size() * 4);
+    try {
+        for (uint32_t il = 0; il < cfg_.n_layer; ++il) {
+            attention(il, R, s);
+            ffn(il, R, s);
+        }
+        if (L > 0) {
+            const uint64_t gmap_addr = base_ + (reinterpret_cast<uint8_t*>(gmap) - host);
+            matmul(w_->output(), nullptr, base_ + s.x, base_ + s.logits, 0, H, cfg_.n_vocab, MM_NORM_X | MM_MAP,
+                   w_->output_norm().addr, gmap_addr, 1);
+        }
+        ctx_->submit_wait();
+    } catch (...) {
+        ctx_->discard();
+        throw;
+    }
+    // Outputs: logits rows and log-probabilities of the targets (log-softmax on the host).
+    const float* logits = reinterpret_cast<const float*>(host + s.logits);
+    std::vector<ItemOutput> out(batch.size());
+    lrow = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const BatchItem& it = batch[i];
+        auto lrow_of = [&](uint32_t r) {
+            return lrow + uint32_t(std::lower_bound(out_rows[i].begin(), out_rows[i].end(), r) - out_rows[i].begin());
+        };
+        out[i].logits.resize(it.logit_rows.size() * uint64_t(cfg_.n_vocab));
+        for (size_t j = 0; j < it.logit_rows.size(); ++j)
+            std::memcpy(out[i].logits.data() + j * cfg_.n_vocab, logits + uint64_t(lrow_of(it.logit_rows[j])) * cfg_.n_vocab,
+                        cfg_.n_vocab * 4);
+        for (auto& [r, tok] : it.targets) {
+            const float* lg = logits + uint64_t(lrow_of(r)) * cfg_.n_vocab;
+            const float m = *std::max_element(lg, lg + cfg_.n_vocab);
+            double sum = 0;
+            for (uint32_t v = 0; v < cfg_.n_vocab; ++v) sum += std::exp(double(lg[v] - m));
+            out[i].logprobs.push_back(float(double(lg[tok] - m) - std::log(sum)));
+        }
+        lrow += uint32_t(out_rows[i].size());
+        seq(it.seq).len += it.n_rows();
+    }
+    return out;
 }
 
 }  // namespace prefixd::vk

@@ -1,0 +1,104 @@
+// Vulkan plumbing for the compute backend: instance and device selection (best type first, or by
+// index / name substring), limits, buffers addressed by device address (move-only RAII), compute
+// pipelines from the embedded SPIR-V, and one command buffer recorded and submitted per phase.
+#pragma once
+
+#include "../engine.h"
+#include "shaders/push.h"
+
+#include <vulkan/vulkan.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace prefixd::vk {
+
+// Throws EngineError naming the call and the VkResult.
+void vk_check(VkResult r, const char* what);
+
+class Context;
+
+// A buffer with its own memory, always created with a device address. Host-visible buffers stay
+// mapped. Move-only; frees itself.
+class Buffer {
+  public:
+    Buffer() = default;
+    Buffer(Buffer&& o) noexcept { *this = std::move(o); }
+    Buffer& operator=(Buffer&& o) noexcept;
+    Buffer(const Buffer&) = delete;
+    ~Buffer();
+    VkBuffer handle() const { return buf_; }
+    uint64_t addr() const { return addr_; }
+    uint64_t size() const { return size_; }
+    void* map() const { return map_; }
+    explicit operator bool() const { return buf_ != VK_NULL_HANDLE; }
+
+  private:
+    friend class Context;
+    Context* ctx_ = nullptr;
+    VkBuffer buf_ = VK_NULL_HANDLE;
+    VkDeviceMemory mem_ = VK_NULL_HANDLE;
+    void* map_ = nullptr;
+    uint64_t size_ = 0, addr_ = 0;
+};
+
+struct DeviceLimits {
+    uint64_t max_alloc = 0;            // maxMemoryAllocationSize
+    uint64_t max_storage_range = 0;    // maxStorageBufferRange (not needed with device addresses)
+    uint32_t subgroup_size = 0;
+    uint32_t max_push = 0;
+    uint32_t max_groups_x = 0, max_groups_y = 0;
+};
+
+class Context {
+  public:
+    explicit Context(const std::string& device_sel);  // "" = best; index or name substring
+    ~Context();
+    Context(const Context&) = delete;
+
+    const std::string& device_name() const { return name_; }
+    const DeviceLimits& limits() const { return limits_; }
+    // host: host-visible, coherent, mapped (activations, I/O). Otherwise device-local (weights).
+    Buffer create_buffer(uint64_t bytes, bool host);
+    // Copies bytes into a buffer (mapped write when host-visible, else through a staging buffer).
+    void upload(const Buffer& dst, uint64_t off, const void* src, uint64_t bytes);
+    uint64_t allocated_bytes() const { return allocated_; }
+    uint64_t peak_bytes() const { return peak_; }
+
+    // Command recording: begin() once, then dispatch/barrier/copy; submit_wait() runs what was
+    // recorded and starts a fresh recording.
+    void dispatch(const std::string& pipeline, const void* push, uint32_t push_bytes, uint32_t gx,
+                  uint32_t gy = 1, uint32_t gz = 1);
+    void barrier();
+    void copy(const Buffer& src, uint64_t src_off, const Buffer& dst, uint64_t dst_off, uint64_t bytes);
+    void submit_wait();
+    void discard() noexcept;  // drops what was recorded (after an error mid-recording)
+    uint32_t dispatch_count() const { return dispatches_; }
+
+  private:
+    void create_pipelines();
+    VkPipeline make_pipeline(const char* spirv_name, uint32_t rows_spec);
+    void begin();
+    friend class Buffer;
+
+    VkInstance inst_ = VK_NULL_HANDLE;
+    VkPhysicalDevice pd_ = VK_NULL_HANDLE;
+    VkDevice dev_ = VK_NULL_HANDLE;
+    VkQueue queue_ = VK_NULL_HANDLE;
+    uint32_t qfam_ = 0;
+    VkPhysicalDeviceMemoryProperties memprops_{};
+    std::string name_;
+    DeviceLimits limits_;
+    VkCommandPool pool_ = VK_NULL_HANDLE;
+    VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+    VkFence fence_ = VK_NULL_HANDLE;
+    VkPipelineLayout layout_ = VK_NULL_HANDLE;
+    std::map<std::string, VkPipeline> pipelines_;
+    bool recording_ = false, dirty_ = false;
+    uint32_t dispatches_ = 0;
+    uint64_t allocated_ = 0, peak_ = 0;
+    Buffer staging_;
+};
+
+}  // namespace prefixd::vk

@@ -1,0 +1,190 @@
+// The Vulkan forward pass for a mixed batch (prefill chunks and decode rows of many sequences).
+// Per layer, under the same names as the CPU reference:
+//   attention: q (or q_a -> q_b), kv_a (norm fused) -> kv_store (c_kv norm, k_pe rope into the
+//              cache) -> q_lat = W_kb q_nope per head -> attn_mla over the latent cache ->
+//              v = W_vb latent per head -> x += W_o v
+//   ffn:       dense SwiGLU, or router logits (read back, routed on the CPU exactly as the
+//              reference), shared experts + routed experts (each expert's weights read once for
+//              all its rows) -> weighted combine into x
+// Output: output_norm + output projection on the gathered rows that want logits/log-probs.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"  // Vk*Info{sType} idiom
+#include "vk_forward.h"
+
+#include "../cpu/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace prefixd::vk {
+
+using gguf::GgmlType;
+
+static const char* type_suffix(GgmlType t) {
+    switch (t) {
+    case GgmlType::F32: return "f32";
+    case GgmlType::F16: return "f16";
+    case GgmlType::BF16: return "bf16";
+    case GgmlType::Q8_0: return "q8_0";
+    case GgmlType::Q4_0: return "q4_0";
+    default: throw EngineError(std::string("Vulkan: no matmul for type ") + gguf::type_name(t));
+    }
+}
+
+static constexpr uint32_t kRowsPerGroup = 4;  // spec constant ROWS of matmul pipelines
+
+void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
+                           uint32_t x_stride, uint32_t y_stride, uint32_t flags, uint64_t norm, uint64_t map,
+                           uint32_t groups, uint32_t x_mat_off, uint32_t y_mat_off) {
+    MatmulPush p{};
+    p.w = w.addr;
+    p.w2 = w2 ? w2->addr : 0;
+    p.x = x;
+    p.y = y;
+    p.map = map;
+    p.norm = norm;
+    p.mat_stride = w.mat_stride;
+    p.d_off = w.d_off;
+    p.rows = uint32_t(w.rows);
+    p.cols = uint32_t(w.cols);
+    p.n_tok = n_tok;
+    p.x_stride = x_stride;
+    p.y_stride = y_stride;
+    p.x_mat_off = x_mat_off;
+    p.y_mat_off = y_mat_off;
+    p.flags = flags;
+    p.eps = cfg_.rms_eps;
+    if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
+        throw EngineError("Vulkan: SwiGLU gate/up tensors differ in type or shape");
+    const std::string name = std::string(w2 ? "swiglu_" : "matmul_") + type_suffix(w.type);
+    ctx_->dispatch(name, &p, sizeof p, uint32_t((w.rows + kRowsPerGroup - 1) / kRowsPerGroup), groups);
+}
+
+void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
+    const GpuLayer& L = w_->layers()[il];
+    const uint32_t H = cfg_.hidden, rank = cfg_.kv_lora_rank, rope = cfg_.qk_rope, nh = cfg_.n_head;
+    const uint32_t qh = cfg_.qk_head(), W = rank + rope;
+    const uint64_t b = base_;
+    // q (or q_a) and kv_a from the attn_norm'ed x
+    if (L.wq_a) {
+        matmul(L.wq_a, nullptr, b + s.x, b + s.qa, R, H, cfg_.q_lora_rank, MM_NORM_X, L.attn_norm.addr);
+    } else {
+        matmul(L.wq, nullptr, b + s.x, b + s.q, R, H, nh * qh, MM_NORM_X, L.attn_norm.addr);
+    }
+    matmul(L.wkv_a, nullptr, b + s.x, b + s.kva, R, H, W, MM_NORM_X, L.attn_norm.addr);
+    ctx_->barrier();
+    if (L.wq_a) {
+        matmul(L.wq_b, nullptr, b + s.qa, b + s.q, R, cfg_.q_lora_rank, nh * qh, MM_NORM_X, L.q_a_norm.addr);
+    }
+    KvStorePush kp{};
+    kp.kva = b + s.kva;
+    kp.norm = L.kv_a_norm.addr;
+    kp.rows = b + s.rows;
+    kp.freqs = b + s.freqs;
+    kp.layer_off = uint64_t(il) * max_ctx_ * W * 4;
+    kp.n_rows = R;
+    kp.rank = rank;
+    kp.rope = rope;
+    kp.kva_stride = W;
+    kp.eps = cfg_.rms_eps;
+    kp.mscale = 1.0f;
+    ctx_->dispatch("kv_store", &kp, sizeof kp, R);
+    if (L.wq_a) ctx_->barrier();
+    // q_lat_h = W_kb_h q_nope_h for every head (matrix h of the stack)
+    matmul(L.wk_b, nullptr, b + s.q, b + s.qlat, R, nh * qh, nh * rank, 0, 0, 0, nh, qh, rank);
+    ctx_->barrier();
+    AttnPush ap{};
+    ap.qlat = b + s.qlat;
+    ap.q = b + s.q;
+    ap.rows = b + s.rows;
+    ap.freqs = b + s.freqs;
+    ap.dst = b + s.lat;
+    ap.layer_off = kp.layer_off;
+    ap.n_rows = R;
+    ap.n_head = nh;
+    ap.rank = rank;
+    ap.rope = rope;
+    ap.q_stride = nh * qh;
+    ap.q_head = qh;
+    ap.q_nope = cfg_.qk_nope;
+    ap.scale = cfg_.attn_scale();
+    ap.mscale = 1.0f;
+    ctx_->dispatch("attn_mla", &ap, sizeof ap, R, nh);
+    ctx_->barrier();
+    // v_h = W_vb_h latent_h, then x += W_o v
+    matmul(L.wv_b, nullptr, b + s.lat, b + s.v, R, nh * rank, nh * cfg_.v_head, 0, 0, 0, nh, rank, cfg_.v_head);
+    ctx_->barrier();
+    matmul(L.wo, nullptr, b + s.v, b + s.x, R, nh * cfg_.v_head, H, MM_ACCUM);
+    ctx_->barrier();
+}
+
+void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
+    const GpuLayer& L = w_->layers()[il];
+    const uint32_t H = cfg_.hidden;
+    const uint64_t b = base_;
+    if (!cfg_.is_moe_layer(il)) {
+        matmul(L.ffn_gate, &L.ffn_up, b + s.x, b + s.hs, R, H, cfg_.n_ff, MM_NORM_X, L.ffn_norm.addr);
+        ctx_->barrier();
+        matmul(L.ffn_down, nullptr, b + s.hs, b + s.x, R, cfg_.n_ff, H, MM_ACCUM);
+        ctx_->barrier();
+        return;
+    }
+    const uint32_t E = cfg_.n_expert, K = cfg_.n_expert_used, F = cfg_.n_ff_exp;
+    matmul(L.gate_inp, nullptr, b + s.x, b + s.rlog, R, H, E, MM_NORM_X, L.ffn_norm.addr);
+    ctx_->submit_wait();
+    // Route on the host, exactly as the reference does.
+    auto* host = static_cast<uint8_t*>(scratch_.map());
+    const float* rlog = reinterpret_cast<const float*>(host + s.rlog);
+    const Tensor& bias_t = model_.weights().layers[il].exp_probs_b;
+    const float* bias = bias_t ? reinterpret_cast<const float*>(bias_t.data) : nullptr;
+    std::vector<std::vector<uint32_t>> per_expert(E);  // slots t*K+k routed to e
+    float* wts = reinterpret_cast<float*>(host + s.wts);
+    for (uint32_t t = 0; t < R; ++t) {
+        cpu::Route r = cpu::route(rlog + uint64_t(t) * E, bias, cfg_);
+        for (uint32_t k = 0; k < K; ++k) {
+            per_expert[uint32_t(r.ids[k])].push_back(t * K + k);
+            wts[t * K + k] = r.weights[k];
+        }
+    }
+    // Two maps: A (x row t -> slot row) for gate/up, B (slot row -> slot row) for down.
+    uint32_t* mapA = reinterpret_cast<uint32_t*>(host + s.map);
+    uint32_t G = 0;
+    for (uint32_t e = 0; e < E; ++e) G += per_expert[e].empty() ? 0 : 1;
+    uint32_t* mapB = mapA + 3 * G + 2 * R * K;
+    uint32_t g = 0, off = 3 * G;
+    for (uint32_t e = 0; e < E; ++e) {
+        if (per_expert[e].empty()) continue;
+        const uint32_t n = uint32_t(per_expert[e].size());
+        mapA[3 * g] = mapB[3 * g] = e;
+        mapA[3 * g + 1] = mapB[3 * g + 1] = n;
+        mapA[3 * g + 2] = mapB[3 * g + 2] = off;
+        for (uint32_t i = 0; i < n; ++i) {
+            const uint32_t slot = per_expert[e][i];
+            mapA[off + 2 * i] = slot / K;
+            mapA[off + 2 * i + 1] = slot;
+            mapB[off + 2 * i] = slot;
+            mapB[off + 2 * i + 1] = slot;
+        }
+        off += 2 * n;
+        ++g;
+    }
+    const uint64_t mapB_addr = b + s.map + uint64_t(3 * G + 2 * R * K) * 4;
+    const uint32_t FS = F * cfg_.n_expert_shared;
+    if (L.gate_shexp) matmul(L.gate_shexp, &L.up_shexp, b + s.x, b + s.hs, R, H, FS, MM_NORM_X, L.ffn_norm.addr);
+    matmul(L.gate_exps, &L.up_exps, b + s.x, b + s.h, 0, H, F, MM_NORM_X | MM_MAP, L.ffn_norm.addr, b + s.map, G);
+    ctx_->barrier();
+    if (L.down_shexp) matmul(L.down_shexp, nullptr, b + s.hs, b + s.x, R, FS, H, MM_ACCUM);
+    matmul(L.down_exps, nullptr, b + s.h, b + s.slots, 0, F, H, MM_MAP, 0, mapB_addr, G);
+    ctx_->barrier();
+    CombinePush cp{};
+    cp.x = b + s.x;
+    cp.slots = b + s.slots;
+    cp.wts = b + s.wts;
+    cp.n_rows = R;
+    cp.hidden = H;
+    cp.k = K;
+    ctx_->dispatch("moe_combine", &cp, sizeof cp, R);
+    ctx_->barrier();
+}
+
+}  // namespace prefixd::vk

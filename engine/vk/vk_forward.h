@@ -1,0 +1,56 @@
+// VulkanBackend: the Backend implementation on a Vulkan device. Owns the context, the uploaded
+// weights, one latent KV cache per sequence and the activation scratch; step() records the
+// forward of a mixed prefill/decode batch (see vk_forward.cpp for the recipe).
+#pragma once
+
+#include "vk_weights.h"
+
+#include <memory>
+
+namespace prefixd::vk {
+
+class VulkanBackend final : public Backend {
+  public:
+    VulkanBackend(const Model& model, const EngineOptions& opts);
+    ~VulkanBackend() override;
+    std::string device_name() const override { return ctx_->device_name(); }
+    SeqId create_sequence() override;
+    void free_sequence(SeqId) noexcept override;
+    uint32_t sequence_length(SeqId) const override;
+    void copy_prefix(SeqId src, SeqId dst, uint32_t n) override;
+    void truncate(SeqId, uint32_t n) override;
+    std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) override;
+    uint64_t peak_device_memory() const override { return ctx_->peak_bytes(); }
+    Context& context() { return *ctx_; }
+
+  private:
+    struct Seq {
+        bool used = false;
+        uint32_t len = 0;
+        Buffer cache;  // (n_layer, max_ctx, kv_lora_rank + qk_rope) f32
+    };
+    // Scratch offsets (bytes) inside scratch_ for a step of R rows and L logit rows.
+    struct Scratch {
+        uint64_t x, qa, q, kva, qlat, lat, v, rlog, hs, h, slots, wts, map, rows, freqs, logits, total;
+    };
+    Scratch layout(uint32_t R, uint32_t L) const;
+    Seq& seq(SeqId id);
+    const Seq& seq(SeqId id) const;
+    void matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
+                uint32_t x_stride, uint32_t y_stride, uint32_t flags, uint64_t norm = 0, uint64_t map = 0,
+                uint32_t groups = 1, uint32_t x_mat_off = 0, uint32_t y_mat_off = 0);
+    void attention(uint32_t il, uint32_t R, const Scratch& s);
+    void ffn(uint32_t il, uint32_t R, const Scratch& s);
+
+    const Model& model_;
+    const ModelConfig& cfg_;
+    EngineOptions opts_;
+    std::unique_ptr<Context> ctx_;
+    std::unique_ptr<GpuWeights> w_;
+    std::vector<Seq> seqs_;
+    uint32_t max_ctx_ = 0;
+    Buffer scratch_;
+    uint64_t base_ = 0;  // scratch_.addr()
+};
+
+}  // namespace prefixd::vk

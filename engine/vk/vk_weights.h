@@ -1,0 +1,50 @@
+// Model weights on the device: each tensor repacked for wide loads (Q8_0/Q4_0 as quants then
+// f32 scales per matrix) and placed in arena chunks below maxMemoryAllocationSize, addressed by
+// device address so no tensor needs descriptor-range splitting.
+#pragma once
+
+#include "vk_context.h"
+
+namespace prefixd::vk {
+
+struct GpuTensor {
+    uint64_t addr = 0;              // device address of matrix 0
+    gguf::GgmlType type = gguf::GgmlType::F32;
+    uint64_t rows = 0, cols = 0, n_mat = 1;
+    uint64_t mat_stride = 0;        // bytes between stacked matrices
+    uint64_t d_off = 0;             // bytes from a matrix start to its scales (Q8_0/Q4_0)
+    explicit operator bool() const { return addr != 0; }
+};
+
+struct GpuLayer {
+    GpuTensor attn_norm, wq, wq_a, q_a_norm, wq_b, wkv_a, kv_a_norm, wk_b, wv_b, wo, ffn_norm;
+    GpuTensor ffn_gate, ffn_up, ffn_down, gate_inp, gate_exps, up_exps, down_exps;
+    GpuTensor gate_shexp, up_shexp, down_shexp;
+};
+
+class GpuWeights {
+  public:
+    GpuWeights(Context& ctx, const Model& model, bool verbose);
+    const GpuTensor& token_embd() const { return token_embd_; }
+    const GpuTensor& output_norm() const { return output_norm_; }
+    const GpuTensor& output() const { return output_; }
+    const std::vector<GpuLayer>& layers() const { return layers_; }
+    uint64_t bytes() const { return used_; }
+
+    // Repacked byte size of one matrix (rows, cols) of `type`, rounded to 16.
+    static uint64_t packed_mat_bytes(gguf::GgmlType type, uint64_t rows, uint64_t cols);
+    // Repacks one matrix from GGUF encoding into `dst` (packed_mat_bytes long).
+    static void repack(gguf::GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst);
+    // Uploads a tensor (weights: as stored; as_f32: dequantised, for norms).
+    GpuTensor add(const Tensor& t, const char* what, bool as_f32 = false);
+
+  private:
+    uint64_t alloc(uint64_t bytes);
+    Context& ctx_;
+    std::vector<Buffer> chunks_;
+    uint64_t chunk_used_ = 0, chunk_size_ = 0, used_ = 0;
+    GpuTensor token_embd_, output_norm_, output_;
+    std::vector<GpuLayer> layers_;
+};
+
+}  // namespace prefixd::vk

@@ -1,0 +1,188 @@
+// Matrix x rows of activations: y = W x for up to TB tokens per pass, ROWS weight rows per
+// workgroup, each invocation streaming 16-byte units of a row. Type variants via -D W_F32,
+// W_F16, W_BF16, W_Q8_0, W_Q4_0 (Q8_0/Q4_0 repacked at upload: quants, then f32 scales).
+// -D SWIGLU: y = silu(W x) * (W2 x). Flags (push.h): accumulate, RMS-norm x, row map (MoE).
+#version 460
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+#include "push.h"
+
+layout(local_size_x = 32) in;
+layout(constant_id = 0) const uint ROWS = 4;
+layout(push_constant) uniform PC { MatmulPush p; };
+
+#define WG 32
+#define TB 8
+#define MAXR 8
+
+#if defined(W_F32)
+#define EPU 4
+#define ROW_BYTES(c) (uint64_t(c) * 4)
+#elif defined(W_F16) || defined(W_BF16)
+#define EPU 8
+#define ROW_BYTES(c) (uint64_t(c) * 2)
+#elif defined(W_Q8_0)
+#define EPU 16
+#define ROW_BYTES(c) (uint64_t(c))
+#elif defined(W_Q4_0)
+#define EPU 32
+#define ROW_BYTES(c) (uint64_t(c) / 2)
+#endif
+
+shared float red[WG][MAXR * TB * 2];
+shared float xscale[TB];
+
+// Decodes unit u of the row starting at `row` (scales at `srow`) into f[EPU].
+void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
+    uvec4 q = Uvec4Buf(row).v[u];
+#if defined(W_F32)
+    f[0] = uintBitsToFloat(q.x); f[1] = uintBitsToFloat(q.y);
+    f[2] = uintBitsToFloat(q.z); f[3] = uintBitsToFloat(q.w);
+#elif defined(W_F16)
+    for (uint i = 0; i < 4; ++i) {
+        vec2 h = unpackHalf2x16(q[i]);
+        f[2 * i] = h.x; f[2 * i + 1] = h.y;
+    }
+#elif defined(W_BF16)
+    for (uint i = 0; i < 4; ++i) {
+        f[2 * i] = uintBitsToFloat(q[i] << 16);
+        f[2 * i + 1] = uintBitsToFloat(q[i] & 0xffff0000u);
+    }
+#elif defined(W_Q8_0)
+    float d = FloatBuf(srow).v[u >> 1];
+    for (uint i = 0; i < 4; ++i) {
+        int w = int(q[i]);
+        vec4 b = vec4(bitfieldExtract(w, 0, 8), bitfieldExtract(w, 8, 8), bitfieldExtract(w, 16, 8),
+                      bitfieldExtract(w, 24, 8));
+        f[4 * i] = b.x * d; f[4 * i + 1] = b.y * d; f[4 * i + 2] = b.z * d; f[4 * i + 3] = b.w * d;
+    }
+#elif defined(W_Q4_0)
+    float d = FloatBuf(srow).v[u];
+    for (uint i = 0; i < 4; ++i) {
+        uint w = q[i];
+        for (uint j = 0; j < 4; ++j) {
+            uint b = (w >> (8 * j)) & 0xffu;
+            f[4 * i + j] = (float(b & 15u) - 8.0) * d;
+            f[16 + 4 * i + j] = (float(b >> 4) - 8.0) * d;
+        }
+    }
+#endif
+}
+
+uint map_at(uint i) { return UintBuf(p.map).v[i]; }
+
+void main() {
+    const uint lid = gl_LocalInvocationID.x;
+    const uint g = gl_WorkGroupID.y;
+    const uint r0 = gl_WorkGroupID.x * ROWS;
+    const bool use_map = (p.flags & MM_MAP) != 0;
+    const uint mat = use_map ? map_at(3 * g) : g;
+    const uint count = use_map ? map_at(3 * g + 1) : p.n_tok;
+    const uint moff = use_map ? map_at(3 * g + 2) : 0;
+    const uint units = p.cols / EPU;
+    const uint64_t mbase = uint64_t(mat) * p.mat_stride;
+    const uint xg = use_map ? 0 : g * p.x_mat_off;
+    const uint yg = use_map ? 0 : g * p.y_mat_off;
+
+    for (uint t0 = 0; t0 < count; t0 += TB) {
+        const uint nt = min(uint(TB), count - t0);
+        uint xr[TB], yr[TB];
+        for (uint tt = 0; tt < TB; ++tt) {
+            uint t = t0 + min(tt, nt - 1);
+            xr[tt] = xg + (use_map ? map_at(moff + 2 * t) : t) * p.x_stride;
+            yr[tt] = yg + (use_map ? map_at(moff + 2 * t + 1) : t) * p.y_stride;
+        }
+        if ((p.flags & MM_NORM_X) != 0) {
+            for (uint tt = 0; tt < TB; ++tt) {
+                float ss = 0.0;
+                if (tt < nt)
+                    for (uint c = lid; c < p.cols; c += WG) {
+                        float v = FloatBuf(p.x).v[xr[tt] + c];
+                        ss += v * v;
+                    }
+                ss = subgroupAdd(ss);
+                if (subgroupElect()) red[gl_SubgroupID][tt] = ss;
+            }
+            barrier();
+            if (lid < TB) {
+                float s = 0.0;
+                for (uint i = 0; i < gl_NumSubgroups; ++i) s += red[i][lid];
+                xscale[lid] = inversesqrt(s / float(p.cols) + p.eps);
+            }
+            barrier();
+        }
+        float acc[MAXR][TB];
+#ifdef SWIGLU
+        float acc2[MAXR][TB];
+#endif
+        for (uint r = 0; r < ROWS; ++r) {
+            for (uint tt = 0; tt < TB; ++tt) {
+                acc[r][tt] = 0.0;
+#ifdef SWIGLU
+                acc2[r][tt] = 0.0;
+#endif
+            }
+            const uint row = r0 + r;
+            if (row >= p.rows) continue;
+            const uint64_t roff = mbase + uint64_t(row) * ROW_BYTES(p.cols);
+            const uint64_t soff = mbase + p.d_off + uint64_t(row) * (p.cols / 32) * 4;
+            for (uint u = lid; u < units; u += WG) {
+                float f[EPU];
+                load_unit(p.w + roff, p.w + soff, u, f);
+                if ((p.flags & MM_NORM_X) != 0)
+                    for (uint e = 0; e < EPU; ++e) f[e] *= FloatBuf(p.norm).v[u * EPU + e];
+#ifdef SWIGLU
+                float f2[EPU];
+                load_unit(p.w2 + roff, p.w2 + soff, u, f2);
+                if ((p.flags & MM_NORM_X) != 0)
+                    for (uint e = 0; e < EPU; ++e) f2[e] *= FloatBuf(p.norm).v[u * EPU + e];
+#endif
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    float s = 0.0;
+#ifdef SWIGLU
+                    float s2 = 0.0;
+#endif
+                    for (uint e = 0; e < EPU; ++e) {
+                        float xv = FloatBuf(p.x).v[xr[tt] + u * EPU + e];
+                        s += f[e] * xv;
+#ifdef SWIGLU
+                        s2 += f2[e] * xv;
+#endif
+                    }
+                    acc[r][tt] += s;
+#ifdef SWIGLU
+                    acc2[r][tt] += s2;
+#endif
+                }
+            }
+        }
+        for (uint r = 0; r < ROWS; ++r)
+            for (uint tt = 0; tt < TB; ++tt) {
+                float s = subgroupAdd(acc[r][tt]);
+                if (subgroupElect()) red[gl_SubgroupID][r * TB + tt] = s;
+#ifdef SWIGLU
+                float s2 = subgroupAdd(acc2[r][tt]);
+                if (subgroupElect()) red[gl_SubgroupID][MAXR * TB + r * TB + tt] = s2;
+#endif
+            }
+        barrier();
+        for (uint i = lid; i < ROWS * TB; i += WG) {
+            const uint r = i / TB, tt = i % TB, row = r0 + r;
+            if (tt >= nt || row >= p.rows) continue;
+            float s = 0.0;
+            for (uint k = 0; k < gl_NumSubgroups; ++k) s += red[k][i];
+            if ((p.flags & MM_NORM_X) != 0) s *= xscale[tt];
+#ifdef SWIGLU
+            float s2 = 0.0;
+            for (uint k = 0; k < gl_NumSubgroups; ++k) s2 += red[k][MAXR * TB + i];
+            if ((p.flags & MM_NORM_X) != 0) s2 *= xscale[tt];
+            s = silu(s) * s2;
+#endif
+            const uint yi = yr[tt] + row;
+            if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
+            FloatBuf(p.y).v[yi] = s;
+        }
+        barrier();
+    }
+}

@@ -1,0 +1,63 @@
+// Push-constant structs shared by the GLSL shaders and the C++ host (one definition, included by
+// both). All device pointers are buffer device addresses; u64 fields come first so std430 and
+// C++ layouts agree (static_asserts in engine/vk/vk_pipelines.cpp check the sizes).
+#ifndef PREFIXD_SHADERS_PUSH_H
+#define PREFIXD_SHADERS_PUSH_H
+
+#ifdef __cplusplus
+#include <cstdint>
+#define PX_U64 uint64_t
+#define PX_U32 uint32_t
+namespace prefixd::vk {
+#else
+#define PX_U64 uint64_t
+#define PX_U32 uint
+#endif
+
+// matmul flags
+#define MM_ACCUM 1u    // y += W x instead of y = W x
+#define MM_NORM_X 2u   // x is RMS-normalised (eps) and scaled by `norm` before use
+#define MM_MAP 4u      // group/rows come from `map` (MoE experts, row gathers)
+
+// y[g][yrow][r] = sum_c W_mat[r][c] * x[g][xrow][c]   (SWIGLU: silu(W x) * (W2 x))
+// Without MM_MAP: group g = gl_WorkGroupID.y is also the matrix index, rows are 0..n_tok-1.
+// With MM_MAP: map[3g] = matrix index, map[3g+1] = row count, map[3g+2] = offset of the
+// (xrow, yrow) pairs in map.
+struct MatmulPush {
+    PX_U64 w, w2, x, y, map, norm;
+    PX_U64 mat_stride;  // bytes between matrices of a stack (0 for single matrices)
+    PX_U64 d_off;       // bytes from a matrix's start to its scales (Q8_0/Q4_0 repacked)
+    PX_U32 rows, cols, n_tok, x_stride, y_stride, x_mat_off, y_mat_off, flags;
+    float eps;
+    PX_U32 pad0, pad1, pad2;
+};
+
+// Writes the latent cache rows: c_kv = rmsnorm(kva[:rank]) * norm, k_pe = rope(kva[rank:]).
+struct KvStorePush {
+    PX_U64 kva, norm, rows, freqs;  // rows: per row uvec4 {cache addr lo, hi, pos, 0}
+    PX_U64 layer_off;               // bytes from a cache base to this layer
+    PX_U32 n_rows, rank, rope, kva_stride;
+    float eps, mscale;
+    PX_U32 pad0, pad1;
+};
+
+// Absorbed MLA attention, one workgroup per (row, head).
+struct AttnPush {
+    PX_U64 qlat, q, rows, freqs, dst;
+    PX_U64 layer_off;
+    PX_U32 n_rows, n_head, rank, rope;
+    PX_U32 q_stride, q_head, q_nope, pad0;
+    float scale, mscale;
+    PX_U32 pad1, pad2;
+};
+
+// x[t][c] += sum_k wts[t*K+k] * slots[(t*K+k)][c]
+struct CombinePush {
+    PX_U64 x, slots, wts;
+    PX_U32 n_rows, hidden, k, pad0;
+};
+
+#ifdef __cplusplus
+}  // namespace prefixd::vk
+#endif
+#endif
