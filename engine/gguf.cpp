@@ -207,7 +207,7 @@ Value read_value(Reader& r, ValueType t, int depth) {
         if (et > uint32_t(ValueType::F64)) r.fail("unknown array element type " + std::to_string(et));
         uint64_t n = r.get<uint64_t>("array length");
         out.elem_type = ValueType(et);
-        if (n > r.remaining() / min_value_bytes(out.elem_type)) r.fail("array length " + std::to_string(n) + " exceeds file");
+        if (n > r.remaining() / min_value_bytes(out.elem_type)) r.fail("array length " + std::to_string(n) + " exceeds the file (truncated?)");
         Array a;
         a.reserve(size_t(n));
         for (uint64_t i = 0; i < n; ++i) a.push_back(read_value(r, out.elem_type, depth + 1));
@@ -230,8 +230,8 @@ Parsed Parsed::parse(std::span<const uint8_t> bytes) {
     if (p.version != 2 && p.version != 3) r.fail("unsupported GGUF version " + std::to_string(p.version));
     uint64_t n_tensors = r.get<uint64_t>("tensor count");
     uint64_t n_kv = r.get<uint64_t>("metadata count");
-    if (n_kv > r.remaining() / 13) r.fail("metadata count " + std::to_string(n_kv) + " exceeds file");
-    if (n_tensors > r.remaining() / 28) r.fail("tensor count " + std::to_string(n_tensors) + " exceeds file");
+    if (n_kv > r.remaining() / 13) r.fail("metadata count " + std::to_string(n_kv) + " exceeds the file (truncated?)");
+    if (n_tensors > r.remaining() / 28) r.fail("tensor count " + std::to_string(n_tensors) + " exceeds the file (truncated?)");
     for (uint64_t i = 0; i < n_kv; ++i) {
         std::string key = r.str("metadata key");
         uint32_t t = r.get<uint32_t>("metadata value type");

@@ -95,7 +95,7 @@ TEST_CASE("malformed headers") {
             Parsed::parse(b);
             FAIL("parse accepted a malformed file: " << needle);
         } catch (const GgufError& e) {
-            CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+            CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, std::string(e.what()));
         }
     };
     auto b = good;

@@ -1,0 +1,5 @@
+# gen_model: random-weight deepseek2 GGUF writer (test models, demo, benchmarks) -> build*/bin/gen_model.
+add_executable(gen_model ${CMAKE_CURRENT_SOURCE_DIR}/gen_model.cpp)
+target_include_directories(gen_model PRIVATE ${PROJECT_SOURCE_DIR})
+target_compile_definitions(gen_model PRIVATE PREFIXD_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+target_link_libraries(gen_model PRIVATE prefixd_engine CLI11::CLI11)
