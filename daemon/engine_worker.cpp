@@ -1,0 +1,339 @@
+// Engine thread implementation: job → Runner requests (one per job; `choices` → one Score
+// request per label), step loop, events back to the I/O loop. The only thread touching the
+// Engine and its Runner (the tokenizer included).
+#include "daemon/engine_worker.h"
+
+#include "daemon/log.h"
+#include "daemon/notify.h"
+#include "engine/runner.h"
+
+#include <chrono>
+#include <cmath>
+#include <map>
+
+namespace prefixd::daemon {
+
+int64_t mono_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+namespace {
+Finish to_finish(FinishReason r) {
+    switch (r) {
+    case FinishReason::Stop: return Finish::Stop;
+    case FinishReason::Length: return Finish::Length;
+    case FinishReason::Eos: return Finish::Eos;
+    case FinishReason::Cancelled: return Finish::Cancelled;
+    case FinishReason::Error: return Finish::Error;
+    default: return Finish::None;
+    }
+}
+}  // namespace
+
+// Per-job state inside the engine thread.
+struct Active {
+    uint64_t key = 0;
+    JobSpec spec;
+    std::vector<RequestId> reqs;       // 1, or one per choice
+    std::vector<RequestResult> results;
+    size_t n_done = 0;
+    uint32_t n_tokens = 0;             // streamed so far
+    std::vector<TokenOut> tokens;      // top logprobs
+};
+
+EngineWorker::EngineWorker(Engine& engine, void* ctx, std::string wake)
+    : engine_(engine), ctx_(ctx), wake_ep_(std::move(wake)) {
+    last_progress_ = mono_ms();
+}
+
+EngineWorker::~EngineWorker() {
+    {
+        std::lock_guard lk(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+void EngineWorker::start() { thread_ = std::thread([this] { run(); }); }
+
+void EngineWorker::submit(EngineJob job) {
+    {
+        std::lock_guard lk(mu_);
+        inbox_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+}
+
+void EngineWorker::cancel(uint64_t key) {
+    {
+        std::lock_guard lk(mu_);
+        cancels_.push_back(key);
+    }
+    cv_.notify_one();
+}
+
+void EngineWorker::cancel_all() {
+    {
+        std::lock_guard lk(mu_);
+        cancel_all_ = true;
+    }
+    cv_.notify_one();
+}
+
+void EngineWorker::take_events(std::deque<EngineEvent>& out) {
+    std::lock_guard lk(mu_);
+    for (auto& e : outbox_) out.push_back(std::move(e));
+    outbox_.clear();
+}
+
+std::string EngineWorker::failure() const {
+    std::lock_guard lk(mu_);
+    return failure_;
+}
+
+void EngineWorker::post(EngineEvent ev) {
+    std::lock_guard lk(mu_);
+    outbox_.push_back(std::move(ev));
+}
+
+// Builds the prompt segments: adapter rows, client rows, then text (with BOS) or given ids.
+static std::vector<Segment> build_prompt(Engine& eng, EngineJob& job) {
+    std::vector<Segment> segs;
+    if (job.adapter_n) segs.push_back(Segment::from_embeds(std::move(job.adapter_rows), job.adapter_n));
+    if (job.spec.embed_rows) segs.push_back(Segment::from_embeds(std::move(job.spec.embeds), job.spec.embed_rows));
+    if (job.spec.has_text)
+        segs.push_back(Segment::from_tokens(eng.tokenizer().encode(job.spec.text, eng.tokenizer().add_bos())));
+    else if (!job.spec.token_ids.empty())
+        segs.push_back(Segment::from_tokens(job.spec.token_ids));
+    return segs;
+}
+
+static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
+    Request r;
+    r.prompt = std::move(prompt);
+    r.sampling.temperature = s.temperature;
+    r.sampling.top_k = s.top_k;
+    r.sampling.top_p = s.top_p;
+    r.sampling.seed = s.seed;
+    r.max_tokens = s.max_tokens;
+    r.stop = s.stop;
+    r.top_logprobs = s.top_logprobs;
+    return r;
+}
+
+// Embed jobs need no step: the token_embd rows of the ids.
+static ResultOut run_embed(Engine& eng, const JobSpec& s) {
+    std::vector<int32_t> ids = s.has_text ? eng.tokenizer().encode(s.text, eng.tokenizer().add_bos()) : s.token_ids;
+    ResultOut r;
+    r.token_ids = ids;
+    r.embeds = eng.embed_tokens(ids);
+    r.embed_rows = uint32_t(ids.size());
+    r.embed_cols = eng.config().hidden;
+    r.usage.prompt_tokens = uint32_t(ids.size());
+    r.finish = Finish::Stop;
+    return r;
+}
+
+// Combines a finished job's request results into its ResultOut.
+static ResultOut assemble(Active& a) {
+    ResultOut out;
+    const RequestResult& r0 = a.results[0];
+    out.usage.virtual_tokens = r0.virtual_tokens;
+    out.usage.prompt_tokens = r0.prompt_tokens;
+    if (a.spec.kind == Kind::Generate && !a.spec.choices.empty()) {
+        // Each label scored as a continuation; probabilities normalised over the labels.
+        double mx = -INFINITY;
+        for (auto& r : a.results) mx = std::max(mx, r.logprob_sum);
+        double z = 0;
+        for (auto& r : a.results) z += std::exp(r.logprob_sum - mx);
+        size_t best = 0;
+        for (size_t i = 0; i < a.results.size(); ++i) {
+            const RequestResult& r = a.results[i];
+            out.choices.push_back({a.spec.choices[i], float(std::exp(r.logprob_sum - mx) / z), float(r.logprob_sum)});
+            out.usage.completion_tokens += uint32_t(r.token_logprobs.size());
+            if (r.logprob_sum > a.results[best].logprob_sum) best = i;
+        }
+        out.text = a.spec.choices[best];
+        out.finish = Finish::Stop;
+        return out;
+    }
+    out.text = r0.text;
+    out.token_ids = r0.token_ids;
+    out.finish = to_finish(r0.finish);
+    out.logprobs = r0.token_logprobs;
+    out.logprob_sum = r0.logprob_sum;
+    out.usage.completion_tokens = a.spec.kind == Kind::Score ? uint32_t(r0.token_logprobs.size()) : r0.completion_tokens;
+    if (a.spec.top_logprobs) out.tokens = std::move(a.tokens);
+    return out;
+}
+
+void EngineWorker::run() noexcept {
+    void* wake = zmq_socket(ctx_, ZMQ_PAIR);
+    int zero = 0;
+    zmq_setsockopt(wake, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect(wake, wake_ep_.c_str());
+    auto signal_io = [&] { zmq_send(wake, "", 0, ZMQ_DONTWAIT); };
+    std::unique_ptr<Runner> runner;
+    try {
+        runner = std::make_unique<Runner>(engine_);
+    } catch (const std::exception& e) {
+        std::lock_guard lk(mu_);
+        failure_ = e.what();
+        failed_ = true;
+    }
+    std::map<uint64_t, Active> jobs;
+    std::map<RequestId, uint64_t> req_job;
+    auto fail_job = [&](uint64_t key, Code code, const std::string& msg, bool work, ResultOut partial) {
+        EngineEvent ev;
+        ev.type = EngineEvent::Failed;
+        ev.key = key;
+        ev.code = code;
+        ev.message = msg;
+        ev.work_done = work;
+        ev.result = std::move(partial);
+        post(std::move(ev));
+    };
+    bool stopping = false;
+    while (!stopping && runner) {
+        std::deque<EngineJob> inbox;
+        std::vector<uint64_t> cancels;
+        bool cancel_everything = false;
+        {
+            std::unique_lock lk(mu_);
+            if (inbox_.empty() && cancels_.empty() && !cancel_all_ && !stop_ && jobs.empty())
+                cv_.wait_for(lk, std::chrono::milliseconds(500));
+            stopping = stop_;
+            inbox.swap(inbox_);
+            cancels.swap(cancels_);
+            cancel_everything = cancel_all_;
+            cancel_all_ = false;
+        }
+        last_progress_ = mono_ms();
+        notify_watchdog();
+        for (auto& job : inbox) {
+            uint64_t key = job.key;
+            try {
+                if (job.spec.kind == Kind::Embed) {
+                    EngineEvent ev;
+                    ev.type = EngineEvent::Done;
+                    ev.key = key;
+                    ev.result = run_embed(engine_, job.spec);
+                    post(std::move(ev));
+                    continue;
+                }
+                Active a;
+                a.key = key;
+                std::vector<Segment> prompt = build_prompt(engine_, job);
+                a.spec = std::move(job.spec);
+                std::vector<Request> reqs;
+                if (a.spec.kind == Kind::Score) {
+                    Request r = base_request(a.spec, prompt);
+                    r.kind = RequestKind::Score;
+                    r.continuation = a.spec.has_continuation_text
+                                         ? engine_.tokenizer().encode(a.spec.continuation, false)
+                                         : a.spec.continuation_ids;
+                    if (r.continuation.empty()) throw EngineError("score continuation tokenizes to nothing");
+                    reqs.push_back(std::move(r));
+                } else if (!a.spec.choices.empty()) {
+                    for (auto& label : a.spec.choices) {
+                        Request r = base_request(a.spec, prompt);
+                        r.kind = RequestKind::Score;
+                        r.continuation = engine_.tokenizer().encode(label, false);
+                        reqs.push_back(std::move(r));
+                    }
+                } else {
+                    reqs.push_back(base_request(a.spec, std::move(prompt)));
+                }
+                std::vector<RequestId> ids;
+                try {
+                    for (auto& r : reqs) ids.push_back(runner->submit(std::move(r)));
+                } catch (...) {
+                    for (auto id : ids) runner->cancel(id);  // finish (unreported) at the next step
+                    throw;
+                }
+                a.reqs = ids;
+                a.results.resize(ids.size());
+                for (auto id : ids) req_job[id] = key;
+                jobs.emplace(key, std::move(a));
+            } catch (const std::exception& e) {
+                fail_job(key, Code::InvalidArgument, e.what(), false, {});
+            }
+        }
+        if (!inbox.empty()) signal_io();
+        for (auto& [key, a] : jobs)
+            if (cancel_everything || std::find(cancels.begin(), cancels.end(), key) != cancels.end())
+                for (auto id : a.reqs) runner->cancel(id);
+        running_ = jobs.size();
+        if (runner->idle()) continue;
+        StepEvents evs;
+        try {
+            evs = runner->step();
+        } catch (const std::exception& e) {
+            // A failed step fails every running job (billed for what was produced) and, since the
+            // backend state is unknown, the engine: systemd restarts the service.
+            PLOG_ERR("engine step failed: %s", e.what());
+            for (auto& [key, a] : jobs) {
+                ResultOut partial;
+                partial.usage.completion_tokens = a.n_tokens;
+                fail_job(key, Code::EngineFailure, std::string("engine failure: ") + e.what(), true, partial);
+            }
+            jobs.clear();
+            {
+                std::lock_guard lk(mu_);
+                failure_ = e.what();
+            }
+            failed_ = true;
+            signal_io();
+            break;
+        }
+        last_progress_ = mono_ms();
+        for (auto& [rid, tok] : evs.tokens) {
+            auto it = req_job.find(rid);
+            if (it == req_job.end()) continue;
+            Active& a = jobs.at(it->second);
+            if (a.spec.top_logprobs) a.tokens.push_back({tok.id, tok.logprob, tok.top});
+            if (a.spec.stream) {
+                EngineEvent ev;
+                ev.type = EngineEvent::Token;
+                ev.key = a.key;
+                ev.index = a.n_tokens;
+                ev.ids = {tok.id};
+                ev.text = tok.text;
+                post(std::move(ev));
+            }
+            ++a.n_tokens;
+        }
+        for (auto& [rid, res] : evs.finished) {
+            auto it = req_job.find(rid);
+            if (it == req_job.end()) continue;
+            uint64_t key = it->second;
+            req_job.erase(it);
+            Active& a = jobs.at(key);
+            size_t idx = std::find(a.reqs.begin(), a.reqs.end(), rid) - a.reqs.begin();
+            a.results[idx] = std::move(res);
+            if (++a.n_done < a.reqs.size()) continue;
+            const RequestResult* err = nullptr;
+            for (auto& r : a.results)
+                if (r.finish == FinishReason::Error) err = &r;
+            ResultOut out = assemble(a);
+            if (err) {
+                fail_job(key, Code::EngineFailure, err->error, true, std::move(out));
+            } else {
+                EngineEvent ev;
+                ev.type = EngineEvent::Done;
+                ev.key = key;
+                ev.result = std::move(out);
+                post(std::move(ev));
+            }
+            jobs.erase(key);
+        }
+        running_ = jobs.size();
+        signal_io();
+    }
+    zmq_close(wake);
+}
+
+}  // namespace prefixd::daemon
