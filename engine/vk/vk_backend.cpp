@@ -159,7 +159,7 @@ VulkanBackend::Scratch VulkanBackend::layout(uint32_t R, uint32_t L) const {
 }
 
 // RoPE frequencies per pair exactly as cpu::rope forms them: theta_i = pos * f_i.
-static std::vector<float> rope_freqs(const ModelConfig& cfg) {
+std::vector<float> rope_freqs(const ModelConfig& cfg) {
     const uint32_t n_dims = cfg.qk_rope;
     const float freq_scale = 1.0f / cfg.rope_factor;
     const bool yarn = cfg.rope_factor != 1.0f;
@@ -188,6 +188,13 @@ static std::vector<float> rope_freqs(const ModelConfig& cfg) {
     return f;
 }
 
+static uint32_t item_rows(const BatchItem& it) {
+    uint64_t n = 0;
+    for (const Segment& s : it.inputs) n += s.size();
+    if (n > UINT32_MAX) throw EngineError("step: too many rows in one item");
+    return uint32_t(n);
+}
+
 std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch) {
     const uint32_t H = cfg_.hidden;
     // Validate and count rows; the output rows of each item (logits or targets) are gathered.
@@ -198,7 +205,7 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
         const BatchItem& it = batch[i];
         const Seq& s = seq(it.seq);
         if (!seen.insert(it.seq).second) throw EngineError("step: sequence appears twice in one batch");
-        const uint32_t n = it.n_rows();
+        const uint32_t n = item_rows(it);
         if (n == 0) throw EngineError("step: empty batch item");
         if (uint64_t(s.len) + n > max_ctx_)
             throw EngineError("step: sequence would exceed the context limit of " + std::to_string(max_ctx_));
@@ -299,7 +306,7 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
             out[i].logprobs.push_back(float(double(lg[tok] - m) - std::log(sum)));
         }
         lrow += uint32_t(out_rows[i].size());
-        seq(it.seq).len += it.n_rows();
+        seq(it.seq).len += item_rows(it);
     }
     return out;
 }

@@ -33,20 +33,27 @@ static const char* type_suffix(GgmlType t) {
 
 static constexpr uint32_t kRowsPerGroup = 4;  // spec constant ROWS of matmul pipelines
 
-void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
-                           uint32_t x_stride, uint32_t y_stride, uint32_t flags, uint64_t norm, uint64_t map,
-                           uint32_t groups, uint32_t x_mat_off, uint32_t y_mat_off) {
-    MatmulPush p{};
+void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups) {
+    if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
+        throw EngineError("Vulkan: SwiGLU gate/up tensors differ in type or shape");
     p.w = w.addr;
     p.w2 = w2 ? w2->addr : 0;
-    p.x = x;
-    p.y = y;
-    p.map = map;
-    p.norm = norm;
     p.mat_stride = w.mat_stride;
     p.d_off = w.d_off;
     p.rows = uint32_t(w.rows);
     p.cols = uint32_t(w.cols);
+    const std::string name = std::string(w2 ? "swiglu_" : "matmul_") + type_suffix(w.type);
+    ctx.dispatch(name, &p, sizeof p, uint32_t((w.rows + kRowsPerGroup - 1) / kRowsPerGroup), groups);
+}
+
+void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
+                           uint32_t x_stride, uint32_t y_stride, uint32_t flags, uint64_t norm, uint64_t map,
+                           uint32_t groups, uint32_t x_mat_off, uint32_t y_mat_off) {
+    MatmulPush p{};
+    p.x = x;
+    p.y = y;
+    p.map = map;
+    p.norm = norm;
     p.n_tok = n_tok;
     p.x_stride = x_stride;
     p.y_stride = y_stride;
@@ -54,10 +61,7 @@ void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, 
     p.y_mat_off = y_mat_off;
     p.flags = flags;
     p.eps = cfg_.rms_eps;
-    if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
-        throw EngineError("Vulkan: SwiGLU gate/up tensors differ in type or shape");
-    const std::string name = std::string(w2 ? "swiglu_" : "matmul_") + type_suffix(w.type);
-    ctx_->dispatch(name, &p, sizeof p, uint32_t((w.rows + kRowsPerGroup - 1) / kRowsPerGroup), groups);
+    dispatch_matmul(*ctx_, w, w2, p, groups);
 }
 
 void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {

@@ -9,6 +9,13 @@
 
 namespace prefixd::vk {
 
+// Records one matmul/SwiGLU dispatch: fills p's weight fields from w (and w2) and picks the
+// pipeline by type. The caller sets x, y, map, norm, n_tok, strides, offsets, flags, eps.
+void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups);
+
+// RoPE frequency per rotated pair, exactly as cpu::rope forms theta: theta_i = pos * f_i.
+std::vector<float> rope_freqs(const ModelConfig& cfg);
+
 class VulkanBackend final : public Backend {
   public:
     VulkanBackend(const Model& model, const EngineOptions& opts);

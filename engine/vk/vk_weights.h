@@ -25,6 +25,7 @@ struct GpuLayer {
 class GpuWeights {
   public:
     GpuWeights(Context& ctx, const Model& model, bool verbose);
+    explicit GpuWeights(Context& ctx) : ctx_(ctx) {}  // empty arena (tests add tensors)
     const GpuTensor& token_embd() const { return token_embd_; }
     const GpuTensor& output_norm() const { return output_norm_; }
     const GpuTensor& output() const { return output_; }
