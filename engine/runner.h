@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace prefixd {
@@ -52,6 +53,10 @@ struct StepEvents {
     std::vector<std::pair<RequestId, TokenEvent>> tokens;
     std::vector<std::pair<RequestId, RequestResult>> finished;
 };
+
+// A prompt in PEFT order: the embedding rows (virtual tokens, if n_rows > 0) first, then `text`
+// tokenized with BOS when the model asks for it. Throws TokenizerError on invalid UTF-8.
+std::vector<Segment> make_prompt(const Engine& e, std::vector<float> embeds, uint32_t n_rows, std::string_view text);
 
 class Runner {
   public:

@@ -8,3 +8,5 @@ add_test(NAME gen_test_models COMMAND gen_model --test-set ${PREFIXD_TEST_MODELS
 set_tests_properties(gen_test_models PROPERTIES FIXTURES_SETUP test_models TIMEOUT 600
                                                 ENVIRONMENT "${PREFIXD_TEST_ENV}")
 prefixd_test(test_model SOURCES test_model.cpp LIBS prefixd_engine FIXTURES test_models TIMEOUT 300)
+prefixd_test(test_core_forward SOURCES test_core_forward.cpp LIBS prefixd_engine FIXTURES test_models TIMEOUT 300)
+prefixd_test(test_sampler SOURCES test_sampler.cpp LIBS prefixd_engine TIMEOUT 60)
