@@ -1,16 +1,15 @@
 // Byte-level BPE tokenizer (GPT-2 byte<->unicode mapping, merge ranks) with DeepSeek-V3's
-// pre-tokenizer: added tokens are cut out first (leftmost-longest), the rest is split by three
-// ICU regexes in sequence (digits 1-3, CJK/kana runs, the letter/punctuation/space rule), each match
-// "Isolated", then every piece is BPE-merged. Results per piece are cached.
+// pre-tokenizer: added tokens are cut out first (leftmost-longest), the rest is split by the three
+// DeepSeek-V3 rules in sequence (digits 1-3, CJK/kana runs, the letter/punctuation/space rule; ICU
+// character properties), each match "Isolated", then every piece is BPE-merged (cached per piece).
 #include "engine/tokenizer.h"
 
 #include "engine/gguf.h"
 
-#include <unicode/regex.h>
-#include <unicode/unistr.h>
+#include <unicode/uchar.h>
 
 #include <mutex>
-#include <queue>
+#include <algorithm>
 #include <unordered_map>
 
 namespace prefixd {
@@ -20,19 +19,38 @@ namespace {
 constexpr int32_t kTypeNormal = 1, kTypeUnknown = 2, kTypeControl = 3, kTypeUserDefined = 4, kTypeUnused = 5,
                   kTypeByte = 6;
 
-// DeepSeek-V3 pre-tokenizer (tokenizer.json "pre_tokenizer": Sequence of Split/Isolated).
-// The first set of the third rule is the 32 ASCII punctuation characters, written as ranges so
-// no ICU set-syntax character needs escaping. ICU's \s is Unicode White_Space, like Oniguruma's.
-const char* const kDeepSeekV3Regexes[] = {
-    "\\p{N}{1,3}",
-    "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
-    "[\\x{21}-\\x{2F}\\x{3A}-\\x{40}\\x{5B}-\\x{60}\\x{7B}-\\x{7E}][A-Za-z]+"
-    "|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
-    "| ?[\\p{P}\\p{S}]+[\\r\\n]*"
-    "|\\s*[\\r\\n]+"
-    "|\\s+(?!\\S)"
-    "|\\s+",
+// DeepSeek-V3 pre-tokenizer (tokenizer.json "pre_tokenizer": a Sequence of three Split/Isolated
+// regexes, then ByteLevel without its own regex):
+//   1. \p{N}{1,3}
+//   2. [\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+
+//   3. [ASCII punctuation][A-Za-z]+ | [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+ | ?[\p{P}\p{S}]+[\r\n]*
+//      | \s*[\r\n]+ | \s+(?!\S) | \s+
+// Each rule is applied to every piece the previous one produced; matches and the gaps between them
+// both become pieces. The rules are matched by hand below over per-character ICU properties (\s is
+// Unicode White_Space, as in Oniguruma, which HF tokenizers uses); tests check this scanner
+// against the same regexes run by ICU's regex engine, and the ids against the reference tokenizer.
+enum CharClass : uint16_t {
+    kN = 1, kCjk = 2, kL = 4, kM = 8, kP = 16, kS = 32, kWs = 64, kCrLf = 128, kAsciiPunct = 256,
+    kAsciiLetter = 512, kSpace = 1024,
 };
+
+uint16_t char_class(char32_t c) {
+    uint32_t gc = U_GET_GC_MASK(static_cast<UChar32>(c));
+    uint16_t f = 0;
+    if (gc & U_GC_N_MASK) f |= kN;
+    if (gc & U_GC_L_MASK) f |= kL;
+    if (gc & U_GC_M_MASK) f |= kM;
+    if (gc & U_GC_P_MASK) f |= kP;
+    if (gc & U_GC_S_MASK) f |= kS;
+    if (u_isUWhiteSpace(static_cast<UChar32>(c))) f |= kWs;
+    if ((c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x3040 && c <= 0x30FF)) f |= kCjk;
+    if (c == '\r' || c == '\n') f |= kCrLf;
+    if (c == ' ') f |= kSpace;
+    if ((c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E))
+        f |= kAsciiPunct;
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) f |= kAsciiLetter;
+    return f;
+}
 
 // GPT-2 byte-level mapping: printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100 upwards in byte order.
@@ -105,6 +123,47 @@ struct Range {
     int32_t b, e;
 };
 
+// Open-addressing map (left id, right id) -> (rank, merged id): BPE's hot lookup, one probe
+// sequence in a flat array instead of a node per entry.
+class MergeMap {
+  public:
+    struct Entry {
+        uint64_t key = kEmpty;
+        int32_t rank = 0, id = 0;
+    };
+    void reserve(size_t n) {
+        size_t cap = 16;
+        while (cap < n * 2) cap <<= 1;
+        slots_.assign(cap, Entry{});
+        mask_ = cap - 1;
+    }
+    // Keeps the first (lowest-rank) entry for a key, like a map's emplace.
+    void insert(int32_t a, int32_t b, int32_t rank, int32_t id) {
+        uint64_t k = key(a, b);
+        for (size_t i = hash(k);; i = (i + 1) & mask_) {
+            if (slots_[i].key == k) return;
+            if (slots_[i].key == kEmpty) {
+                slots_[i] = {k, rank, id};
+                return;
+            }
+        }
+    }
+    const Entry* find(int32_t a, int32_t b) const {
+        uint64_t k = key(a, b);
+        for (size_t i = hash(k);; i = (i + 1) & mask_) {
+            if (slots_[i].key == k) return &slots_[i];
+            if (slots_[i].key == kEmpty) return nullptr;
+        }
+    }
+
+  private:
+    static constexpr uint64_t kEmpty = ~uint64_t{0};
+    static uint64_t key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+    size_t hash(uint64_t k) const { return size_t((k * 0x9E3779B97F4A7C15ull) >> 20) & mask_; }
+    std::vector<Entry> slots_;
+    size_t mask_ = 0;
+};
+
 }  // namespace
 
 struct Tokenizer::Impl {
@@ -115,13 +174,14 @@ struct Tokenizer::Impl {
     bool add_bos = false;
 
     std::array<int32_t, 256> byte_id{};                          // id of each single-byte token
-    std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left<<32|right) -> (rank, merged id)
+    MergeMap merges;  // (left, right) -> (rank, merged id)
 
     // Byte trie over added (control / user-defined) tokens: edge key = node*256 + byte.
     std::unordered_map<uint64_t, int32_t> trie_edges;
     std::vector<int32_t> trie_token;  // node -> token id ending there, or -1
+    std::array<bool, 256> trie_first{};  // bytes that can start an added token
 
-    std::vector<std::unique_ptr<icu::RegexPattern>> regexes;
+    std::array<uint16_t, 128> ascii_class_{};  // char_class() of ASCII, precomputed
 
     mutable std::mutex cache_mu;
     mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
@@ -129,6 +189,7 @@ struct Tokenizer::Impl {
     void build(const std::string& pre, const std::vector<std::string>& merge_list);
     void split_added(std::string_view text, std::vector<int32_t>& out) const;
     void encode_plain(std::string_view text, std::vector<int32_t>& out) const;
+    void pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces) const;
     void bpe(std::string_view piece, std::vector<int32_t>& out) const;
     void bpe_uncached(std::string_view piece, std::vector<int32_t>& out) const;
 };
@@ -201,15 +262,17 @@ void Tokenizer::Impl::build(const std::string& pre, const std::vector<std::strin
         auto rt = normal_id.find(std::string_view(m).substr(sp + 1));
         auto res = normal_id.find(m.substr(0, sp) + m.substr(sp + 1));
         if (l == normal_id.end() || rt == normal_id.end() || res == normal_id.end()) continue;
-        uint64_t key = (uint64_t(uint32_t(l->second)) << 32) | uint32_t(rt->second);
-        merges.emplace(key, std::make_pair(static_cast<int32_t>(r), res->second));
+        merges.insert(l->second, rt->second, static_cast<int32_t>(r), res->second);
     }
+
+    for (char32_t c = 0; c < 128; ++c) ascii_class_[c] = char_class(c);
 
     // Added-token trie (control and user-defined tokens are matched literally in text).
     trie_token.assign(1, -1);
     for (int32_t i = 0; i < n; ++i) {
         if ((types[i] != kTypeControl && types[i] != kTypeUserDefined) || tokens[i].empty()) continue;
         int32_t node = 0;
+        trie_first[static_cast<unsigned char>(tokens[i][0])] = true;
         for (unsigned char c : tokens[i]) {
             auto [it, fresh] = trie_edges.emplace(uint64_t(node) * 256 + c, static_cast<int32_t>(trie_token.size()));
             if (fresh) trie_token.push_back(-1);
@@ -218,19 +281,16 @@ void Tokenizer::Impl::build(const std::string& pre, const std::vector<std::strin
         if (trie_token[node] < 0) trie_token[node] = i;
     }
 
-    for (const char* re : kDeepSeekV3Regexes) {
-        UErrorCode st = U_ZERO_ERROR;
-        UParseError pe;
-        std::unique_ptr<icu::RegexPattern> p(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(re), pe, st));
-        if (U_FAILURE(st)) throw TokenizerError(std::string("tokenizer: ICU regex failed: ") + u_errorName(st));
-        regexes.push_back(std::move(p));
-    }
 }
 
 // Cuts added tokens out of `text` (leftmost, longest match first) and encodes the rest.
 void Tokenizer::Impl::split_added(std::string_view text, std::vector<int32_t>& out) const {
     size_t start = 0, i = 0;
     while (i < text.size()) {
+        if (!trie_first[static_cast<unsigned char>(text[i])]) {
+            ++i;
+            continue;
+        }
         int32_t node = 0, match = -1;
         size_t match_end = 0;
         for (size_t j = i; j < text.size(); ++j) {
@@ -250,43 +310,115 @@ void Tokenizer::Impl::split_added(std::string_view text, std::vector<int32_t>& o
     if (start < text.size()) encode_plain(text.substr(start), out);
 }
 
-// Pre-tokenizes text without added tokens (three Isolated regex splits) and BPE-encodes each piece.
-void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
-    icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
-    // UTF-16 index -> UTF-8 byte offset.
-    std::vector<int32_t> off(static_cast<size_t>(u.length()) + 1);
+namespace {
+
+// Length (in characters) of the rule-3 match starting at i within [i, e), or 0 if no alternative
+// matches there. Alternatives are tried in regex order; the first that matches wins.
+int32_t rule3_match(const uint16_t* f, int32_t i, int32_t e) {
+    auto run = [&](int32_t k, uint16_t mask) {
+        while (k < e && (f[k] & mask)) ++k;
+        return k;
+    };
+    // [ASCII punctuation][A-Za-z]+
+    if ((f[i] & kAsciiPunct) && i + 1 < e && (f[i + 1] & kAsciiLetter)) return run(i + 1, kAsciiLetter) - i;
+    // [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+
+    bool opt = !(f[i] & (kCrLf | kL | kP | kS));
+    if (opt && i + 1 < e && (f[i + 1] & (kL | kM))) return run(i + 1, kL | kM) - i;
+    if (f[i] & (kL | kM)) return run(i, kL | kM) - i;
+    //  ?[\p{P}\p{S}]+[\r\n]*
+    if ((f[i] & kSpace) && i + 1 < e && (f[i + 1] & (kP | kS))) return run(run(i + 1, kP | kS), kCrLf) - i;
+    if (f[i] & (kP | kS)) return run(run(i, kP | kS), kCrLf) - i;
+    if (!(f[i] & kWs)) return 0;
+    int32_t w = run(i, kWs);  // maximal whitespace run [i, w)
+    // \s*[\r\n]+ : greedy \s* backs off to the last CR/LF of the run, which [\r\n]+ then takes.
+    for (int32_t k = w - 1; k >= i; --k)
+        if (f[k] & kCrLf) return k + 1 - i;
+    // \s+(?!\S) : the whole run at the end of the piece, else all but its last character.
+    if (w == e) return w - i;
+    if (w - i >= 2) return w - 1 - i;
+    return w - i;  // \s+
+}
+
+}  // namespace
+
+// Splits text without added tokens into pre-tokenizer pieces (views into `text`).
+void Tokenizer::Impl::pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces) const {
+    // Characters, their byte offsets and classes.
+    std::vector<int32_t> off;
+    std::vector<uint16_t> cls;
+    off.reserve(text.size() + 1);
+    cls.reserve(text.size());
+    for (size_t i = 0; i < text.size();) {
+        char32_t cp = 0;
+        size_t n = utf8_next(text, i, cp);
+        if (n == 0) throw TokenizerError("tokenizer: input is not valid UTF-8 (byte offset " + std::to_string(i) + ")");
+        off.push_back(static_cast<int32_t>(i));
+        cls.push_back(cp < 0x80 ? ascii_class_[cp] : char_class(cp));
+        i += n;
+    }
+    off.push_back(static_cast<int32_t>(text.size()));
+    const int32_t n = static_cast<int32_t>(cls.size());
+    const uint16_t* f = cls.data();
+
+    std::vector<Range> r1, r2, r3;
+    auto emit = [&](std::vector<Range>& v, int32_t b, int32_t e) {
+        if (e > b) v.push_back({b, e});
+    };
+    // Rule 1: \p{N}{1,3}.
     {
-        int32_t byte = 0;
-        for (int32_t k = 0; k < u.length();) {
-            UChar32 c = u.char32At(k);
-            int32_t units = U16_LENGTH(c);
-            for (int32_t q = 0; q < units; ++q) off[k + q] = byte;
-            byte += c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
-            k += units;
-        }
-        off[u.length()] = byte;
-    }
-    std::vector<Range> cur{{0, u.length()}}, next;
-    for (const auto& re : regexes) {
-        UErrorCode st = U_ZERO_ERROR;
-        std::unique_ptr<icu::RegexMatcher> m(re->matcher(u, st));
-        if (U_FAILURE(st)) throw TokenizerError(std::string("tokenizer: ICU matcher: ") + u_errorName(st));
-        next.clear();
-        for (const Range& r : cur) {
-            m->region(r.b, r.e, st);
-            int32_t prev = r.b;
-            while (m->find()) {
-                int32_t s = m->start(st), e = m->end(st);
-                if (s > prev) next.push_back({prev, s});
-                if (e > s) next.push_back({s, e});
-                prev = e;
+        int32_t prev = 0;
+        for (int32_t i = 0; i < n;) {
+            if (!(f[i] & kN)) {
+                ++i;
+                continue;
             }
-            if (U_FAILURE(st)) throw TokenizerError(std::string("tokenizer: ICU match: ") + u_errorName(st));
-            if (prev < r.e) next.push_back({prev, r.e});
+            emit(r1, prev, i);
+            int32_t e = i;
+            while (e < n && e - i < 3 && (f[e] & kN)) ++e;
+            emit(r1, i, e);
+            prev = i = e;
         }
-        cur.swap(next);
+        emit(r1, prev, n);
     }
-    for (const Range& r : cur) bpe(text.substr(off[r.b], off[r.e] - off[r.b]), out);
+    // Rule 2: CJK / kana runs.
+    for (const Range& r : r1) {
+        int32_t prev = r.b;
+        for (int32_t i = r.b; i < r.e;) {
+            if (!(f[i] & kCjk)) {
+                ++i;
+                continue;
+            }
+            emit(r2, prev, i);
+            int32_t e = i;
+            while (e < r.e && (f[e] & kCjk)) ++e;
+            emit(r2, i, e);
+            prev = i = e;
+        }
+        emit(r2, prev, r.e);
+    }
+    // Rule 3: letters / punctuation / whitespace.
+    for (const Range& r : r2) {
+        int32_t prev = r.b;
+        for (int32_t i = r.b; i < r.e;) {
+            int32_t len = rule3_match(f, i, r.e);
+            if (len == 0) {
+                ++i;
+                continue;
+            }
+            emit(r3, prev, i);
+            emit(r3, i, i + len);
+            prev = i = i + len;
+        }
+        emit(r3, prev, r.e);
+    }
+    pieces.clear();
+    for (const Range& r : r3) pieces.push_back(text.substr(off[r.b], off[r.e] - off[r.b]));
+}
+
+void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
+    std::vector<std::string_view> pieces;
+    pre_tokenize(text, pieces);
+    for (std::string_view p : pieces) bpe(p, out);
 }
 
 void Tokenizer::Impl::bpe(std::string_view piece, std::vector<int32_t>& out) const {
@@ -316,7 +448,14 @@ void Tokenizer::Impl::bpe_uncached(std::string_view piece, std::vector<int32_t>&
         int32_t id, prev, next;
         bool alive;
     };
-    std::vector<Sym> sym(n);
+    struct Cand {
+        int32_t rank, pos, id;
+        bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    thread_local std::vector<Sym> sym;  // scratch reused across calls (no allocation per piece)
+    thread_local std::vector<Cand> heap;
+    sym.resize(n);
+    heap.clear();
     for (int32_t i = 0; i < n; ++i) {
         unsigned char c = static_cast<unsigned char>(piece[i]);
         if (byte_id[c] < 0) {
@@ -326,27 +465,24 @@ void Tokenizer::Impl::bpe_uncached(std::string_view piece, std::vector<int32_t>&
         }
         sym[i] = {byte_id[c], i - 1, i + 1 < n ? i + 1 : -1, true};
     }
-    struct Cand {
-        int32_t rank, pos, id;
-        bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
-    };
-    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
-    auto lookup = [&](int32_t a, int32_t b) -> const std::pair<int32_t, int32_t>* {
-        auto it = merges.find((uint64_t(uint32_t(a)) << 32) | uint32_t(b));
-        return it == merges.end() ? nullptr : &it->second;
-    };
+    const std::greater<Cand> later;  // min-heap on (rank, pos)
+    auto lookup = [&](int32_t a, int32_t b) { return merges.find(a, b); };
     auto consider = [&](int32_t pos) {
         if (pos < 0 || sym[pos].next < 0) return;
-        if (auto* m = lookup(sym[pos].id, sym[sym[pos].next].id)) heap.push({m->first, pos, m->second});
+        if (auto* m = lookup(sym[pos].id, sym[sym[pos].next].id)) {
+            heap.push_back({m->rank, pos, m->id});
+            std::push_heap(heap.begin(), heap.end(), later);
+        }
     };
     for (int32_t i = 0; i + 1 < n; ++i) consider(i);
     while (!heap.empty()) {
-        Cand c = heap.top();
-        heap.pop();
+        std::pop_heap(heap.begin(), heap.end(), later);
+        Cand c = heap.back();
+        heap.pop_back();
         Sym& s = sym[c.pos];
         if (!s.alive || s.next < 0) continue;
         auto* m = lookup(s.id, sym[s.next].id);
-        if (!m || m->second != c.id || m->first != c.rank) continue;  // stale entry
+        if (!m || m->id != c.id || m->rank != c.rank) continue;  // stale entry
         int32_t nx = s.next;
         s.id = c.id;
         s.next = sym[nx].next;
@@ -449,6 +585,12 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
 std::string Tokenizer::token_bytes(int32_t id) const {
     int32_t one[1] = {id};
     return decode(one);
+}
+
+std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
+    std::vector<std::string_view> views;
+    impl_->pre_tokenize(text, views);
+    return std::vector<std::string>(views.begin(), views.end());
 }
 
 size_t Tokenizer::vocab_size() const { return impl_->tokens.size(); }

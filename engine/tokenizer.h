@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,9 @@ class Tokenizer {
     std::string decode(std::span<const int32_t> ids) const;
     // Raw bytes of one token (may be a partial UTF-8 sequence).
     std::string token_bytes(int32_t id) const;
+    // The pre-tokenizer's pieces of `text` (valid UTF-8, else TokenizerError), without added-token
+    // matching: what BPE runs over. For tests and debugging.
+    std::vector<std::string> pre_tokenize(std::string_view text) const;
     size_t vocab_size() const;
     int32_t bos() const;
     int32_t eos() const;

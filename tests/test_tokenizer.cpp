@@ -9,6 +9,7 @@
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+#include <unicode/regex.h>
 
 #include <chrono>
 #include <cstdio>
@@ -137,6 +138,58 @@ std::string random_text(std::mt19937& rng) {
     return s;
 }
 
+// The pre-tokenizer's Split regexes exactly as tokenizer.json states them, run by ICU's regex engine
+// (opaque region bounds: a lookahead never sees past its piece): the oracle for
+// Tokenizer::pre_tokenize, which matches the same rules by hand over character properties.
+class RegexPreTokenizer {
+  public:
+    RegexPreTokenizer() {
+        json j = json::parse(read_file(tokenizer_json_path()));
+        for (const json& p : j.at("pre_tokenizer").at("pretokenizers")) {
+            if (p.at("type") != "Split") continue;
+            REQUIRE(p.at("behavior") == "Isolated");
+            UErrorCode st = U_ZERO_ERROR;
+            UParseError pe;
+            std::string re = p.at("pattern").at("Regex").get<std::string>();
+            patterns_.emplace_back(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(re), pe, st));
+            REQUIRE_MESSAGE(U_SUCCESS(st), "ICU cannot compile " << re << ": " << u_errorName(st));
+        }
+        REQUIRE(patterns_.size() == 3);
+    }
+    std::vector<std::string> split(const std::string& text) const {
+        icu::UnicodeString u = icu::UnicodeString::fromUTF8(text);
+        std::vector<std::pair<int32_t, int32_t>> cur{{0, u.length()}}, next;
+        for (const auto& p : patterns_) {
+            UErrorCode st = U_ZERO_ERROR;
+            std::unique_ptr<icu::RegexMatcher> m(p->matcher(u, st));
+            next.clear();
+            for (auto [b, e] : cur) {
+                m->region(b, e, st);
+                int32_t prev = b;
+                while (m->find()) {
+                    int32_t s = m->start(st), t = m->end(st);
+                    if (s > prev) next.push_back({prev, s});
+                    if (t > s) next.push_back({s, t});
+                    prev = t;
+                }
+                if (prev < e) next.push_back({prev, e});
+            }
+            REQUIRE(U_SUCCESS(st));
+            cur.swap(next);
+        }
+        std::vector<std::string> out;
+        for (auto [b, e] : cur) {
+            std::string piece;
+            u.tempSubStringBetween(b, e).toUTF8String(piece);
+            out.push_back(piece);
+        }
+        return out;
+    }
+
+  private:
+    std::vector<std::unique_ptr<icu::RegexPattern>> patterns_;
+};
+
 uint32_t test_seed() {
     const char* e = std::getenv("PREFIXD_TOKENIZER_SEED");
     return e && *e ? static_cast<uint32_t>(std::stoul(e)) : std::random_device{}();
@@ -179,6 +232,30 @@ TEST_CASE("ids equal the JavaScript reference on fresh random strings") {
     std::vector<std::string> strings;
     for (int i = 0; i < 300; ++i) strings.push_back(random_text(rng));
     check_against_reference(strings, "random");
+}
+
+TEST_CASE("pre_tokenize equals tokenizer.json's regexes run by ICU") {
+    const Tokenizer& tok = ref_tokenizer();
+    RegexPreTokenizer oracle;
+    json corpus = json::parse(read_file(test::source_dir() / "tests/data/tokenizer_strings.json"));
+    std::vector<std::string> strings = corpus.get<std::vector<std::string>>();
+    uint32_t seed = test_seed();
+    MESSAGE("random strings seed " << seed);
+    std::mt19937 rng(seed);
+    for (int i = 0; i < 5000; ++i) strings.push_back(random_text(rng));
+    // Whitespace that JavaScript's \s treats differently is fine here: both sides are ICU/Oniguruma-like.
+    for (std::string extra : {"a\u0085\u0085b", "x\ufeff y", "\u0085\n\u0085", "  \u000b\u000b z\u000c",
+                              "\u1680\u180e\u2000a", "e\u0301\u0301 \u0301x", "\u200d\u200da", "1\u0301"})
+        strings.push_back(extra);
+    size_t bad = 0;
+    for (const std::string& s : strings) {
+        auto want = oracle.split(s);
+        auto got = tok.pre_tokenize(s);
+        if (got != want && ++bad <= 10)
+            FAIL_CHECK("pieces differ for " << show(s) << "\n  icu regex: " << json(want).dump()
+                                            << "\n  c++:       " << json(got).dump());
+    }
+    CHECK(bad == 0);
 }
 
 TEST_CASE("BOS is prepended on request and special ids are single tokens") {
