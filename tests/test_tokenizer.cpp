@@ -16,6 +16,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 using namespace prefixd;
 namespace fs = std::filesystem;
@@ -359,6 +360,45 @@ TEST_CASE("from_gguf: a GGUF written with gguf::Writer tokenizes like tokenizer.
     empty.write((dir / "empty.gguf").string());
     CHECK_THROWS_AS(Tokenizer::from_gguf(gguf::File::open((dir / "empty.gguf").string()).parsed()), TokenizerError);
     fs::remove_all(dir);
+}
+
+TEST_CASE("concurrent encodes share the piece cache safely") {
+    const Tokenizer& tok = ref_tokenizer();
+    json corpus = json::parse(read_file(test::source_dir() / "tests/data/tokenizer_strings.json"));
+    std::vector<std::string> strings = corpus.get<std::vector<std::string>>();
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& s : strings) want.push_back(tok.encode(s, false));
+    std::vector<int> bad(4, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&, t] {
+            for (int rep = 0; rep < 3; ++rep)
+                for (size_t i = 0; i < strings.size(); ++i)
+                    bad[t] += tok.encode(strings[(i * 7 + t * 13 + rep) % strings.size()], false) !=
+                              want[(i * 7 + t * 13 + rep) % strings.size()];
+        });
+    for (auto& th : threads) th.join();
+    for (int t = 0; t < 4; ++t) CHECK(bad[t] == 0);
+}
+
+// Needs the ctest fixture test_models (gen_model --test-set): the generated GGUFs must carry a
+// tokenizer equal to tokenizer.json's.
+TEST_CASE("fixture models: tokenizer from the generated GGUFs") {
+    const char* names[] = {"tiny-v2-f32.gguf",  "tiny-v3-f32.gguf",  "tiny-v2-q8_0.gguf",   "tiny-v2-q4_0.gguf",
+                           "tiny-v3-q8_0.gguf", "tiny-v3-q4_0.gguf", "tiny-v2-f32-kvb.gguf"};
+    const std::vector<std::string> texts = {"Hello world", "<｜User｜>你好<｜Assistant｜>", "  x = 12345;\n\tdone 🎉", ""};
+    for (const char* name : names) {
+        fs::path p = test::models_dir() / name;
+        INFO(p.string());
+        REQUIRE_MESSAGE(fs::exists(p), "fixture model missing: run the gen_test_models ctest fixture first");
+        gguf::File f = gguf::File::open(p.string());
+        auto tok = Tokenizer::from_gguf(f.parsed());
+        CHECK(tok->vocab_size() == ref_tokenizer().vocab_size());
+        CHECK(tok->bos() == ref_tokenizer().bos());
+        CHECK(tok->eos() == ref_tokenizer().eos());
+        CHECK(tok->add_bos());
+        for (const auto& t : texts) CHECK(tok->encode(t, true) == ref_tokenizer().encode(t, true));
+    }
 }
 
 TEST_CASE("encode throughput (reported, not asserted)") {
