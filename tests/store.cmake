@@ -1,0 +1,2 @@
+# Store tests (adapters, tenants, ledger, prefixctl store commands). Each runs in seconds.
+prefixd_test(test_store_files SOURCES test_store_files.cpp LIBS prefixd_store LABELS store TIMEOUT 120)
