@@ -1,0 +1,228 @@
+// Integration tests: the real prefixd (CPU backend, tiny V2 model, insecure dev mode) over ipc.
+// The four job kinds equal the engine's direct result, streaming equals the final Result, many
+// concurrent clients are each answered once and billed exactly what they were told.
+#include "engine/runner.h"
+#include "test_daemon_harness.h"
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <random>
+
+using namespace prefixd;
+using namespace prefixd::daemon;
+using namespace prefixd::test;
+
+namespace {
+// The engine run in-process: the oracle for greedy results.
+struct Direct {
+    std::unique_ptr<Engine> eng;
+    std::unique_ptr<Runner> runner;
+    Direct() {
+        EngineOptions o;
+        o.model_path = tiny_model();
+        o.backend = "cpu";
+        o.max_ctx = 256;
+        eng = Engine::open(o);
+        runner = std::make_unique<Runner>(*eng);
+    }
+    RequestResult generate(const std::vector<Segment>& pre, const std::string& text, uint32_t n) {
+        Request r;
+        r.prompt = pre;
+        r.prompt.push_back(Segment::from_tokens(eng->tokenizer().encode(text, eng->tokenizer().add_bos())));
+        r.max_tokens = n;
+        return runner->run(std::move(r));
+    }
+};
+
+std::vector<float> random_rows(uint32_t rows, uint32_t cols, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.0f, 0.05f);
+    std::vector<float> v(size_t(rows) * cols);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+void add_adapter(const std::string& db, const std::string& name, const std::optional<std::string>& tenant,
+                 const std::vector<float>& rows, uint32_t n, uint32_t hidden) {
+    store::Store st = store::Store::open(db);
+    if (tenant) st.ensure_tenant(*tenant);
+    store::NewAdapter a;
+    a.name = name;
+    a.scope = tenant ? store::AdapterScope::of(*tenant) : store::AdapterScope::global();
+    a.tensor.rows = n;
+    a.tensor.cols = hidden;
+    a.tensor.data.resize(rows.size() * 4);
+    std::memcpy(a.tensor.data.data(), rows.data(), a.tensor.data.size());
+    st.add_adapter(a);
+}
+}  // namespace
+
+TEST_CASE("four job kinds: results equal the engine's direct run, streaming equals the final") {
+    auto dir = temp_dir("daemon-jobs");
+    Direct direct;
+    const uint32_t hidden = direct.eng->config().hidden;
+    auto adapter_rows = random_rows(4, hidden, 1);
+    auto client_rows = random_rows(3, hidden, 2);
+    {
+        store::Store::open((dir / "prefixd.db").string());  // created before the daemon
+    }
+    add_adapter((dir / "prefixd.db").string(), "ad1", std::string("t1"), adapter_rows, 4, hidden);
+    DaemonProcess d(dir);
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    const std::string text = "The quick brown fox";
+
+    SUBCASE("text only") {
+        auto out = c.run(gen_job("a", text, 8), 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        auto ref = direct.generate({}, text, 8);
+        CHECK(out.final.result.token_ids == ref.token_ids);
+        CHECK(out.final.result.text == ref.text);
+        CHECK(out.final.result.usage.prompt_tokens == ref.prompt_tokens);
+        CHECK(out.final.result.usage.completion_tokens == 8);
+    }
+    SUBCASE("adapter name + text") {
+        JobRequest r = gen_job("b", text, 8);
+        r.adapter = "ad1";
+        auto out = c.run(r, 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        auto ref = direct.generate({Segment::from_embeds(adapter_rows, 4)}, text, 8);
+        CHECK(out.final.result.token_ids == ref.token_ids);
+        CHECK(out.final.result.usage.virtual_tokens == 4);
+    }
+    SUBCASE("raw embeddings + text, and adapter + embeddings + text") {
+        JobRequest r = gen_job("c", text, 8);
+        r.set_embeds_f32(client_rows, 3, hidden);
+        auto out = c.run(r, 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        auto ref = direct.generate({Segment::from_embeds(client_rows, 3)}, text, 8);
+        CHECK(out.final.result.token_ids == ref.token_ids);
+        CHECK(out.final.result.usage.virtual_tokens == 3);
+        r.job_id = "c2";
+        r.adapter = "ad1";
+        auto out2 = c.run(r, 60000);
+        REQUIRE(out2.final.type == Reply::Result);
+        auto ref2 = direct.generate({Segment::from_embeds(adapter_rows, 4), Segment::from_embeds(client_rows, 3)}, text, 8);
+        CHECK(out2.final.result.token_ids == ref2.token_ids);
+        CHECK(out2.final.result.usage.virtual_tokens == 7);
+    }
+    SUBCASE("streaming delivers the same text and ids as the final Result") {
+        JobRequest r = gen_job("d", text, 12);
+        r.stream = true;
+        auto out = c.run(r, 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        REQUIRE(out.accepted);
+        std::string streamed;
+        std::vector<int32_t> ids;
+        for (size_t i = 0; i < out.chunks.size(); ++i) {
+            CHECK(out.chunks[i].index == i);
+            streamed += out.chunks[i].text;
+            ids.insert(ids.end(), out.chunks[i].ids.begin(), out.chunks[i].ids.end());
+        }
+        CHECK(streamed == out.final.result.text);
+        CHECK(ids == out.final.result.token_ids);
+        CHECK(ids == direct.generate({}, text, 12).token_ids);
+    }
+    SUBCASE("score: log-probs equal the engine's") {
+        JobRequest r = gen_job("e", text, 1);
+        r.kind = Kind::Score;
+        r.continuation = " jumps over";
+        auto out = c.run(r, 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        Request q;
+        q.kind = RequestKind::Score;
+        q.prompt = {Segment::from_tokens(direct.eng->tokenizer().encode(text, direct.eng->tokenizer().add_bos()))};
+        q.continuation = direct.eng->tokenizer().encode(" jumps over", false);
+        auto ref = direct.runner->run(q);
+        REQUIRE(out.final.result.logprobs.size() == ref.token_logprobs.size());
+        for (size_t i = 0; i < ref.token_logprobs.size(); ++i)
+            CHECK(out.final.result.logprobs[i] == doctest::Approx(ref.token_logprobs[i]).epsilon(1e-5));
+        CHECK(out.final.result.logprob_sum == doctest::Approx(ref.logprob_sum).epsilon(1e-5));
+    }
+    SUBCASE("choices: probabilities sum to 1 and follow the label scores") {
+        JobRequest r = gen_job("f", text, 1);
+        r.choices = {"yes", "no", "maybe"};
+        auto out = c.run(r, 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        REQUIRE(out.final.result.choices.size() == 3);
+        float sum = 0;
+        size_t best = 0;
+        for (size_t i = 0; i < 3; ++i) {
+            sum += out.final.result.choices[i].prob;
+            if (out.final.result.choices[i].logprob > out.final.result.choices[best].logprob) best = i;
+        }
+        CHECK(sum == doctest::Approx(1.0f).epsilon(1e-4));
+        CHECK(out.final.result.text == r.choices[best]);
+    }
+    SUBCASE("embed returns the token embedding rows") {
+        JobRequest r = gen_job("g", text, 1);
+        r.kind = Kind::Embed;
+        auto out = c.run(r, 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        auto ids = direct.eng->tokenizer().encode(text, direct.eng->tokenizer().add_bos());
+        CHECK(out.final.result.embed_rows == ids.size());
+        CHECK(out.final.result.embed_cols == hidden);
+        CHECK(out.final.result.embeds == direct.eng->embed_tokens(ids));
+    }
+    CHECK(d.stop() == 0);
+}
+
+TEST_CASE("8 concurrent clients x 20 jobs: each answered once, ledger sums equal returned usage") {
+    auto dir = temp_dir("daemon-load");
+    Direct direct;
+    const std::vector<std::string> prompts = {"Hello", "Once upon a time", "def f(x):", "数据"};
+    std::vector<std::vector<int32_t>> expect;
+    for (auto& p : prompts) expect.push_back(direct.generate({}, p, 4).token_ids);
+    DaemonProcess d(dir);
+    REQUIRE(d.wait_ready());
+    std::mutex mu;
+    std::map<std::string, uint64_t> billed_by_client;  // tenant -> total tokens returned
+    std::atomic<int> wrong{0}, missing{0}, extra{0};
+    std::vector<std::thread> th;
+    for (int k = 0; k < 8; ++k)
+        th.emplace_back([&, k] {
+            Client c(d.client_options());
+            std::string tenant = "tenant" + std::to_string(k % 4);
+            std::map<std::string, int> finals;
+            std::map<std::string, size_t> which;
+            for (int j = 0; j < 20; ++j) {
+                std::string id = "c" + std::to_string(k) + "-" + std::to_string(j);
+                which[id] = size_t(j + k) % prompts.size();
+                c.send(build_request(gen_job(id, prompts[which[id]], 4, tenant)));
+            }
+            uint64_t tokens = 0;
+            auto end = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+            while (finals.size() < 20 && std::chrono::steady_clock::now() < end) {
+                auto b = c.recv(1000);
+                if (!b) continue;
+                Reply r = parse_reply(*b);
+                if (r.type == Reply::Accepted || r.type == Reply::Chunk) continue;
+                if (finals[r.job_id]++) ++extra;
+                if (r.type != Reply::Result || r.result.token_ids != expect[which[r.job_id]]) ++wrong;
+                auto& u = r.result.usage;
+                tokens += u.virtual_tokens + u.prompt_tokens + u.completion_tokens;
+            }
+            while (auto b = c.recv(200))  // nothing more may arrive
+                if (parse_reply(*b).type == Reply::Result) ++extra;
+            missing += 20 - int(finals.size());
+            std::lock_guard lk(mu);
+            billed_by_client[tenant] += tokens;
+        });
+    for (auto& t : th) t.join();
+    CHECK(wrong == 0);
+    CHECK(missing == 0);
+    CHECK(extra == 0);
+    CHECK(d.stop() == 0);
+    store::Store st = store::Store::open(d.db);
+    auto sums = st.summary();
+    std::map<std::string, uint64_t> ledger;
+    for (auto& s : sums) {
+        ledger[s.tenant] = s.total_tokens;
+        CHECK(s.open_jobs == 0);
+        CHECK(s.jobs == 40);
+    }
+    CHECK(ledger == billed_by_client);
+    CHECK(st.integrity_check().empty());
+}
