@@ -5,11 +5,11 @@
 #include "engine/tokenizer.h"
 
 #include "engine/gguf.h"
+#include "engine/pretokenizer.h"
 
-#include <unicode/uchar.h>
-
-#include <mutex>
 #include <algorithm>
+#include <array>
+#include <mutex>
 #include <unordered_map>
 
 namespace prefixd {
@@ -18,39 +18,6 @@ namespace {
 // GGUF token types.
 constexpr int32_t kTypeNormal = 1, kTypeUnknown = 2, kTypeControl = 3, kTypeUserDefined = 4, kTypeUnused = 5,
                   kTypeByte = 6;
-
-// DeepSeek-V3 pre-tokenizer (tokenizer.json "pre_tokenizer": a Sequence of three Split/Isolated
-// regexes, then ByteLevel without its own regex):
-//   1. \p{N}{1,3}
-//   2. [\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+
-//   3. [ASCII punctuation][A-Za-z]+ | [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+ | ?[\p{P}\p{S}]+[\r\n]*
-//      | \s*[\r\n]+ | \s+(?!\S) | \s+
-// Each rule is applied to every piece the previous one produced; matches and the gaps between them
-// both become pieces. The rules are matched by hand below over per-character ICU properties (\s is
-// Unicode White_Space, as in Oniguruma, which HF tokenizers uses); tests check this scanner
-// against the same regexes run by ICU's regex engine, and the ids against the reference tokenizer.
-enum CharClass : uint16_t {
-    kN = 1, kCjk = 2, kL = 4, kM = 8, kP = 16, kS = 32, kWs = 64, kCrLf = 128, kAsciiPunct = 256,
-    kAsciiLetter = 512, kSpace = 1024,
-};
-
-uint16_t char_class(char32_t c) {
-    uint32_t gc = U_GET_GC_MASK(static_cast<UChar32>(c));
-    uint16_t f = 0;
-    if (gc & U_GC_N_MASK) f |= kN;
-    if (gc & U_GC_L_MASK) f |= kL;
-    if (gc & U_GC_M_MASK) f |= kM;
-    if (gc & U_GC_P_MASK) f |= kP;
-    if (gc & U_GC_S_MASK) f |= kS;
-    if (u_isUWhiteSpace(static_cast<UChar32>(c))) f |= kWs;
-    if ((c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x3040 && c <= 0x30FF)) f |= kCjk;
-    if (c == '\r' || c == '\n') f |= kCrLf;
-    if (c == ' ') f |= kSpace;
-    if ((c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E))
-        f |= kAsciiPunct;
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) f |= kAsciiLetter;
-    return f;
-}
 
 // GPT-2 byte-level mapping: printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100 upwards in byte order.
@@ -64,64 +31,16 @@ std::array<char32_t, 256> byte_to_unicode() {
     return m;
 }
 
-void append_utf8(std::string& out, char32_t c) {
-    if (c < 0x80) {
-        out += char(c);
-    } else if (c < 0x800) {
-        out += char(0xC0 | (c >> 6));
-        out += char(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-        out += char(0xE0 | (c >> 12));
-        out += char(0x80 | ((c >> 6) & 0x3F));
-        out += char(0x80 | (c & 0x3F));
-    } else {
-        out += char(0xF0 | (c >> 18));
-        out += char(0x80 | ((c >> 12) & 0x3F));
-        out += char(0x80 | ((c >> 6) & 0x3F));
-        out += char(0x80 | (c & 0x3F));
-    }
-}
-
-// Decodes one well-formed UTF-8 sequence at s[i]; returns its length or 0 when ill-formed
-// (overlong forms, surrogates, > U+10FFFF and truncation are all rejected).
-size_t utf8_next(std::string_view s, size_t i, char32_t& cp) {
-    auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-    unsigned char c = b(i);
-    size_t n = s.size() - i;
-    if (c < 0x80) return cp = c, 1;
-    auto cont = [&](size_t k) { return (b(k) & 0xC0) == 0x80; };
-    if (c >= 0xC2 && c <= 0xDF) {
-        if (n < 2 || !cont(i + 1)) return 0;
-        cp = ((c & 0x1F) << 6) | (b(i + 1) & 0x3F);
-        return 2;
-    }
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (n < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
-        if ((c == 0xE0 && b(i + 1) < 0xA0) || (c == 0xED && b(i + 1) > 0x9F)) return 0;
-        cp = ((c & 0x0F) << 12) | ((b(i + 1) & 0x3F) << 6) | (b(i + 2) & 0x3F);
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (n < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
-        if ((c == 0xF0 && b(i + 1) < 0x90) || (c == 0xF4 && b(i + 1) > 0x8F)) return 0;
-        cp = ((c & 0x07) << 18) | ((b(i + 1) & 0x3F) << 12) | ((b(i + 2) & 0x3F) << 6) | (b(i + 3) & 0x3F);
-        return 4;
-    }
-    return 0;
-}
-
 void check_utf8(std::string_view s) {
     for (size_t i = 0; i < s.size();) {
         char32_t cp;
         size_t n = utf8_next(s, i, cp);
-        if (n == 0) throw TokenizerError("tokenizer: input is not valid UTF-8 (byte offset " + std::to_string(i) + ")");
+        if (n == 0)
+            throw TokenizerError("tokenizer: input is not valid UTF-8 (byte offset " + std::to_string(i) +
+                                 ")");
         i += n;
     }
 }
-
-struct Range {
-    int32_t b, e;
-};
 
 // Open-addressing map (left id, right id) -> (rank, merged id): BPE's hot lookup, one probe
 // sequence in a flat array instead of a node per entry.
@@ -133,7 +52,8 @@ class MergeMap {
     };
     void reserve(size_t n) {
         size_t cap = 16;
-        while (cap < n * 2) cap <<= 1;
+        while (cap < n * 2)
+            cap <<= 1;
         slots_.assign(cap, Entry{});
         mask_ = cap - 1;
     }
@@ -141,7 +61,8 @@ class MergeMap {
     void insert(int32_t a, int32_t b, int32_t rank, int32_t id) {
         uint64_t k = key(a, b);
         for (size_t i = hash(k);; i = (i + 1) & mask_) {
-            if (slots_[i].key == k) return;
+            if (slots_[i].key == k)
+                return;
             if (slots_[i].key == kEmpty) {
                 slots_[i] = {k, rank, id};
                 return;
@@ -151,8 +72,10 @@ class MergeMap {
     const Entry* find(int32_t a, int32_t b) const {
         uint64_t k = key(a, b);
         for (size_t i = hash(k);; i = (i + 1) & mask_) {
-            if (slots_[i].key == k) return &slots_[i];
-            if (slots_[i].key == kEmpty) return nullptr;
+            if (slots_[i].key == k)
+                return &slots_[i];
+            if (slots_[i].key == kEmpty)
+                return nullptr;
         }
     }
 
@@ -164,24 +87,22 @@ class MergeMap {
     size_t mask_ = 0;
 };
 
-}  // namespace
+} // namespace
 
 struct Tokenizer::Impl {
     std::vector<std::string> tokens;
     std::vector<int32_t> types;
-    std::vector<std::string> bytes_of;  // decoded bytes per id
+    std::vector<std::string> bytes_of; // decoded bytes per id
     int32_t bos = -1, eos = -1;
     bool add_bos = false;
 
-    std::array<int32_t, 256> byte_id{};                          // id of each single-byte token
-    MergeMap merges;  // (left, right) -> (rank, merged id)
+    std::array<int32_t, 256> byte_id{}; // id of each single-byte token
+    MergeMap merges;                    // (left, right) -> (rank, merged id)
 
     // Byte trie over added (control / user-defined) tokens: edge key = node*256 + byte.
     std::unordered_map<uint64_t, int32_t> trie_edges;
-    std::vector<int32_t> trie_token;  // node -> token id ending there, or -1
-    std::array<bool, 256> trie_first{};  // bytes that can start an added token
-
-    std::array<uint16_t, 128> ascii_class_{};  // char_class() of ASCII, precomputed
+    std::vector<int32_t> trie_token;    // node -> token id ending there, or -1
+    std::array<bool, 256> trie_first{}; // bytes that can start an added token
 
     mutable std::mutex cache_mu;
     mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
@@ -189,35 +110,40 @@ struct Tokenizer::Impl {
     void build(const std::string& pre, const std::vector<std::string>& merge_list);
     void split_added(std::string_view text, std::vector<int32_t>& out) const;
     void encode_plain(std::string_view text, std::vector<int32_t>& out) const;
-    void pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces) const;
     void bpe(std::string_view piece, std::vector<int32_t>& out) const;
     void bpe_uncached(std::string_view piece, std::vector<int32_t>& out) const;
 };
 
 void Tokenizer::Impl::build(const std::string& pre, const std::vector<std::string>& merge_list) {
     if (pre != "deepseek-v3")
-        throw TokenizerError("tokenizer: pre-tokenizer '" + pre +
-                             "' is not supported (only 'deepseek-v3'; deepseek-llm/deepseek-coder are not implemented)");
-    if (tokens.empty()) throw TokenizerError("tokenizer: empty vocabulary");
+        throw TokenizerError(
+            "tokenizer: pre-tokenizer '" + pre +
+            "' is not supported (only 'deepseek-v3'; deepseek-llm/deepseek-coder are not implemented)");
+    if (tokens.empty())
+        throw TokenizerError("tokenizer: empty vocabulary");
     if (types.size() != tokens.size())
         throw TokenizerError("tokenizer: " + std::to_string(types.size()) + " token types for " +
                              std::to_string(tokens.size()) + " tokens");
     const int32_t n = static_cast<int32_t>(tokens.size());
     for (int32_t id : {bos, eos})
-        if (id >= n) throw TokenizerError("tokenizer: BOS/EOS id " + std::to_string(id) + " outside the vocabulary");
-    if (add_bos && bos < 0) throw TokenizerError("tokenizer: add_bos_token is set but there is no BOS id");
+        if (id >= n)
+            throw TokenizerError("tokenizer: BOS/EOS id " + std::to_string(id) + " outside the vocabulary");
+    if (add_bos && bos < 0)
+        throw TokenizerError("tokenizer: add_bos_token is set but there is no BOS id");
 
     // Lookup of byte-level (normal) token strings; first occurrence wins.
     std::unordered_map<std::string_view, int32_t> normal_id;
     normal_id.reserve(tokens.size());
     for (int32_t i = 0; i < n; ++i)
-        if (types[i] == kTypeNormal) normal_id.emplace(tokens[i], i);
+        if (types[i] == kTypeNormal)
+            normal_id.emplace(tokens[i], i);
 
     // Byte <-> unicode mapping, byte tokens, decoded bytes.
     const auto b2u = byte_to_unicode();
-    std::unordered_map<char32_t, uint8_t> u2b;
+    std::array<int16_t, 512> u2b; // mapped code point (all < 512) -> byte, or -1
+    u2b.fill(-1);
     for (int b = 0; b < 256; ++b) {
-        u2b[b2u[b]] = static_cast<uint8_t>(b);
+        u2b[b2u[b]] = static_cast<int16_t>(b);
         std::string s;
         append_utf8(s, b2u[b]);
         auto it = normal_id.find(s);
@@ -233,20 +159,25 @@ void Tokenizer::Impl::build(const std::string& pre, const std::vector<std::strin
             for (size_t k = 0; k < t.size() && ok;) {
                 char32_t cp = 0;
                 size_t len = utf8_next(t, k, cp);
-                auto it = len ? u2b.find(cp) : u2b.end();
-                if (it == u2b.end()) ok = false;
-                else out += static_cast<char>(it->second), k += len;
+                int b = len && cp < u2b.size() ? u2b[cp] : -1;
+                if (b < 0)
+                    ok = false;
+                else
+                    out += static_cast<char>(b), k += len;
             }
-            bytes_of[i] = ok ? out : t;  // like HF's ByteLevel decoder: unmappable -> raw text
+            bytes_of[i] = ok ? out : t; // like HF's ByteLevel decoder: unmappable -> raw text
             break;
         }
-        case kTypeUnused: break;  // placeholders render as nothing
+        case kTypeUnused:
+            break; // placeholders render as nothing
         case kTypeByte:
             if (t.size() == 6 && t.rfind("<0x", 0) == 0 && t[5] == '>')
                 bytes_of[i] = std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
-            else bytes_of[i] = t;
+            else
+                bytes_of[i] = t;
             break;
-        default: bytes_of[i] = t;  // control, user-defined, unknown: their text
+        default:
+            bytes_of[i] = t; // control, user-defined, unknown: their text
         }
     }
 
@@ -257,30 +188,33 @@ void Tokenizer::Impl::build(const std::string& pre, const std::vector<std::strin
         const std::string& m = merge_list[r];
         size_t sp = m.find(' ', 1);
         if (sp == std::string::npos || sp + 1 >= m.size())
-            throw TokenizerError("tokenizer: merge #" + std::to_string(r) + " '" + m + "' is not 'left right'");
+            throw TokenizerError("tokenizer: merge #" + std::to_string(r) + " '" + m +
+                                 "' is not 'left right'");
         auto l = normal_id.find(std::string_view(m).substr(0, sp));
         auto rt = normal_id.find(std::string_view(m).substr(sp + 1));
         auto res = normal_id.find(m.substr(0, sp) + m.substr(sp + 1));
-        if (l == normal_id.end() || rt == normal_id.end() || res == normal_id.end()) continue;
+        if (l == normal_id.end() || rt == normal_id.end() || res == normal_id.end())
+            continue;
         merges.insert(l->second, rt->second, static_cast<int32_t>(r), res->second);
     }
-
-    for (char32_t c = 0; c < 128; ++c) ascii_class_[c] = char_class(c);
 
     // Added-token trie (control and user-defined tokens are matched literally in text).
     trie_token.assign(1, -1);
     for (int32_t i = 0; i < n; ++i) {
-        if ((types[i] != kTypeControl && types[i] != kTypeUserDefined) || tokens[i].empty()) continue;
+        if ((types[i] != kTypeControl && types[i] != kTypeUserDefined) || tokens[i].empty())
+            continue;
         int32_t node = 0;
         trie_first[static_cast<unsigned char>(tokens[i][0])] = true;
         for (unsigned char c : tokens[i]) {
-            auto [it, fresh] = trie_edges.emplace(uint64_t(node) * 256 + c, static_cast<int32_t>(trie_token.size()));
-            if (fresh) trie_token.push_back(-1);
+            auto [it, fresh] =
+                trie_edges.emplace(uint64_t(node) * 256 + c, static_cast<int32_t>(trie_token.size()));
+            if (fresh)
+                trie_token.push_back(-1);
             node = it->second;
         }
-        if (trie_token[node] < 0) trie_token[node] = i;
+        if (trie_token[node] < 0)
+            trie_token[node] = i;
     }
-
 }
 
 // Cuts added tokens out of `text` (leftmost, longest match first) and encodes the rest.
@@ -295,135 +229,36 @@ void Tokenizer::Impl::split_added(std::string_view text, std::vector<int32_t>& o
         size_t match_end = 0;
         for (size_t j = i; j < text.size(); ++j) {
             auto it = trie_edges.find(uint64_t(node) * 256 + static_cast<unsigned char>(text[j]));
-            if (it == trie_edges.end()) break;
+            if (it == trie_edges.end())
+                break;
             node = it->second;
-            if (trie_token[node] >= 0) match = trie_token[node], match_end = j + 1;
+            if (trie_token[node] >= 0)
+                match = trie_token[node], match_end = j + 1;
         }
         if (match < 0) {
             ++i;
             continue;
         }
-        if (i > start) encode_plain(text.substr(start, i - start), out);
+        if (i > start)
+            encode_plain(text.substr(start, i - start), out);
         out.push_back(match);
         i = start = match_end;
     }
-    if (start < text.size()) encode_plain(text.substr(start), out);
-}
-
-namespace {
-
-// Length (in characters) of the rule-3 match starting at i within [i, e), or 0 if no alternative
-// matches there. Alternatives are tried in regex order; the first that matches wins.
-int32_t rule3_match(const uint16_t* f, int32_t i, int32_t e) {
-    auto run = [&](int32_t k, uint16_t mask) {
-        while (k < e && (f[k] & mask)) ++k;
-        return k;
-    };
-    // [ASCII punctuation][A-Za-z]+
-    if ((f[i] & kAsciiPunct) && i + 1 < e && (f[i + 1] & kAsciiLetter)) return run(i + 1, kAsciiLetter) - i;
-    // [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+
-    bool opt = !(f[i] & (kCrLf | kL | kP | kS));
-    if (opt && i + 1 < e && (f[i + 1] & (kL | kM))) return run(i + 1, kL | kM) - i;
-    if (f[i] & (kL | kM)) return run(i, kL | kM) - i;
-    //  ?[\p{P}\p{S}]+[\r\n]*
-    if ((f[i] & kSpace) && i + 1 < e && (f[i + 1] & (kP | kS))) return run(run(i + 1, kP | kS), kCrLf) - i;
-    if (f[i] & (kP | kS)) return run(run(i, kP | kS), kCrLf) - i;
-    if (!(f[i] & kWs)) return 0;
-    int32_t w = run(i, kWs);  // maximal whitespace run [i, w)
-    // \s*[\r\n]+ : greedy \s* backs off to the last CR/LF of the run, which [\r\n]+ then takes.
-    for (int32_t k = w - 1; k >= i; --k)
-        if (f[k] & kCrLf) return k + 1 - i;
-    // \s+(?!\S) : the whole run at the end of the piece, else all but its last character.
-    if (w == e) return w - i;
-    if (w - i >= 2) return w - 1 - i;
-    return w - i;  // \s+
-}
-
-}  // namespace
-
-// Splits text without added tokens into pre-tokenizer pieces (views into `text`).
-void Tokenizer::Impl::pre_tokenize(std::string_view text, std::vector<std::string_view>& pieces) const {
-    // Characters, their byte offsets and classes.
-    std::vector<int32_t> off;
-    std::vector<uint16_t> cls;
-    off.reserve(text.size() + 1);
-    cls.reserve(text.size());
-    for (size_t i = 0; i < text.size();) {
-        char32_t cp = 0;
-        size_t n = utf8_next(text, i, cp);
-        if (n == 0) throw TokenizerError("tokenizer: input is not valid UTF-8 (byte offset " + std::to_string(i) + ")");
-        off.push_back(static_cast<int32_t>(i));
-        cls.push_back(cp < 0x80 ? ascii_class_[cp] : char_class(cp));
-        i += n;
-    }
-    off.push_back(static_cast<int32_t>(text.size()));
-    const int32_t n = static_cast<int32_t>(cls.size());
-    const uint16_t* f = cls.data();
-
-    std::vector<Range> r1, r2, r3;
-    auto emit = [&](std::vector<Range>& v, int32_t b, int32_t e) {
-        if (e > b) v.push_back({b, e});
-    };
-    // Rule 1: \p{N}{1,3}.
-    {
-        int32_t prev = 0;
-        for (int32_t i = 0; i < n;) {
-            if (!(f[i] & kN)) {
-                ++i;
-                continue;
-            }
-            emit(r1, prev, i);
-            int32_t e = i;
-            while (e < n && e - i < 3 && (f[e] & kN)) ++e;
-            emit(r1, i, e);
-            prev = i = e;
-        }
-        emit(r1, prev, n);
-    }
-    // Rule 2: CJK / kana runs.
-    for (const Range& r : r1) {
-        int32_t prev = r.b;
-        for (int32_t i = r.b; i < r.e;) {
-            if (!(f[i] & kCjk)) {
-                ++i;
-                continue;
-            }
-            emit(r2, prev, i);
-            int32_t e = i;
-            while (e < r.e && (f[e] & kCjk)) ++e;
-            emit(r2, i, e);
-            prev = i = e;
-        }
-        emit(r2, prev, r.e);
-    }
-    // Rule 3: letters / punctuation / whitespace.
-    for (const Range& r : r2) {
-        int32_t prev = r.b;
-        for (int32_t i = r.b; i < r.e;) {
-            int32_t len = rule3_match(f, i, r.e);
-            if (len == 0) {
-                ++i;
-                continue;
-            }
-            emit(r3, prev, i);
-            emit(r3, i, i + len);
-            prev = i = i + len;
-        }
-        emit(r3, prev, r.e);
-    }
-    pieces.clear();
-    for (const Range& r : r3) pieces.push_back(text.substr(off[r.b], off[r.e] - off[r.b]));
+    if (start < text.size())
+        encode_plain(text.substr(start), out);
 }
 
 void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
     std::vector<std::string_view> pieces;
-    pre_tokenize(text, pieces);
-    for (std::string_view p : pieces) bpe(p, out);
+    pre_tokenize_deepseek_v3(text, pieces);
+    for (std::string_view p : pieces)
+        bpe(p, out);
 }
 
 void Tokenizer::Impl::bpe(std::string_view piece, std::vector<int32_t>& out) const {
     constexpr size_t kMaxCachedPiece = 64, kMaxCacheEntries = 1 << 16;
-    if (piece.size() > kMaxCachedPiece) return bpe_uncached(piece, out);
+    if (piece.size() > kMaxCachedPiece)
+        return bpe_uncached(piece, out);
     std::string key(piece);
     {
         std::lock_guard<std::mutex> lock(cache_mu);
@@ -436,7 +271,8 @@ void Tokenizer::Impl::bpe(std::string_view piece, std::vector<int32_t>& out) con
     size_t first = out.size();
     bpe_uncached(piece, out);
     std::lock_guard<std::mutex> lock(cache_mu);
-    if (cache.size() >= kMaxCacheEntries) cache.clear();
+    if (cache.size() >= kMaxCacheEntries)
+        cache.clear();
     cache.emplace(std::move(key), std::vector<int32_t>(out.begin() + first, out.end()));
 }
 
@@ -452,7 +288,7 @@ void Tokenizer::Impl::bpe_uncached(std::string_view piece, std::vector<int32_t>&
         int32_t rank, pos, id;
         bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
-    thread_local std::vector<Sym> sym;  // scratch reused across calls (no allocation per piece)
+    thread_local std::vector<Sym> sym; // scratch reused across calls (no allocation per piece)
     thread_local std::vector<Cand> heap;
     sym.resize(n);
     heap.clear();
@@ -465,37 +301,43 @@ void Tokenizer::Impl::bpe_uncached(std::string_view piece, std::vector<int32_t>&
         }
         sym[i] = {byte_id[c], i - 1, i + 1 < n ? i + 1 : -1, true};
     }
-    const std::greater<Cand> later;  // min-heap on (rank, pos)
+    const std::greater<Cand> later; // min-heap on (rank, pos)
     auto lookup = [&](int32_t a, int32_t b) { return merges.find(a, b); };
     auto consider = [&](int32_t pos) {
-        if (pos < 0 || sym[pos].next < 0) return;
+        if (pos < 0 || sym[pos].next < 0)
+            return;
         if (auto* m = lookup(sym[pos].id, sym[sym[pos].next].id)) {
             heap.push_back({m->rank, pos, m->id});
             std::push_heap(heap.begin(), heap.end(), later);
         }
     };
-    for (int32_t i = 0; i + 1 < n; ++i) consider(i);
+    for (int32_t i = 0; i + 1 < n; ++i)
+        consider(i);
     while (!heap.empty()) {
         std::pop_heap(heap.begin(), heap.end(), later);
         Cand c = heap.back();
         heap.pop_back();
         Sym& s = sym[c.pos];
-        if (!s.alive || s.next < 0) continue;
+        if (!s.alive || s.next < 0)
+            continue;
         auto* m = lookup(s.id, sym[s.next].id);
-        if (!m || m->id != c.id || m->rank != c.rank) continue;  // stale entry
+        if (!m || m->id != c.id || m->rank != c.rank)
+            continue; // stale entry
         int32_t nx = s.next;
         s.id = c.id;
         s.next = sym[nx].next;
         sym[nx].alive = false;
-        if (s.next >= 0) sym[s.next].prev = c.pos;
+        if (s.next >= 0)
+            sym[s.next].prev = c.pos;
         consider(s.prev);
         consider(c.pos);
     }
-    for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next) out.push_back(sym[i].id);
+    for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next)
+        out.push_back(sym[i].id);
 }
 
-Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<int32_t> token_types, std::vector<std::string> merges,
-                     std::string pre, int32_t bos, int32_t eos, bool add_bos)
+Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<int32_t> token_types,
+                     std::vector<std::string> merges, std::string pre, int32_t bos, int32_t eos, bool add_bos)
     : impl_(std::make_unique<Impl>()) {
     impl_->tokens = std::move(tokens);
     impl_->types = std::move(token_types);
@@ -510,26 +352,30 @@ Tokenizer::~Tokenizer() = default;
 namespace {
 std::vector<std::string> gguf_str_array(const gguf::Parsed& g, const std::string& key) {
     const gguf::Value* v = g.get(key);
-    if (!v) throw TokenizerError("tokenizer: GGUF has no " + key);
+    if (!v)
+        throw TokenizerError("tokenizer: GGUF has no " + key);
     std::vector<std::string> out;
     try {
         const gguf::Array& a = v->as_array();
         out.reserve(a.size());
-        for (const gguf::Value& e : a) out.push_back(e.as_str());
+        for (const gguf::Value& e : a)
+            out.push_back(e.as_str());
     } catch (const gguf::GgufError& e) {
         throw TokenizerError("tokenizer: GGUF " + key + " is not an array of strings: " + e.what());
     }
     return out;
 }
-}  // namespace
+} // namespace
 
 std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::Parsed& g) {
     try {
         std::string model = g.get_str("tokenizer.ggml.model", "");
         if (model != "gpt2")
-            throw TokenizerError("tokenizer: tokenizer.ggml.model is '" + model + "', only 'gpt2' (byte-level BPE) is supported");
+            throw TokenizerError("tokenizer: tokenizer.ggml.model is '" + model +
+                                 "', only 'gpt2' (byte-level BPE) is supported");
         std::string pre = g.get_str("tokenizer.ggml.pre", "");
-        if (pre.empty()) throw TokenizerError("tokenizer: GGUF has no tokenizer.ggml.pre (expected 'deepseek-v3')");
+        if (pre.empty())
+            throw TokenizerError("tokenizer: GGUF has no tokenizer.ggml.pre (expected 'deepseek-v3')");
         std::vector<std::string> tokens = gguf_str_array(g, "tokenizer.ggml.tokens");
         std::vector<std::string> merges = gguf_str_array(g, "tokenizer.ggml.merges");
         std::vector<int32_t> types(tokens.size(), kTypeNormal);
@@ -538,10 +384,12 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::Parsed& g) {
             if (a.size() != tokens.size())
                 throw TokenizerError("tokenizer: tokenizer.ggml.token_type has " + std::to_string(a.size()) +
                                      " entries for " + std::to_string(tokens.size()) + " tokens");
-            for (size_t i = 0; i < a.size(); ++i) types[i] = static_cast<int32_t>(a[i].as_i64());
+            for (size_t i = 0; i < a.size(); ++i)
+                types[i] = static_cast<int32_t>(a[i].as_i64());
         }
         auto id_or = [&](const char* key) -> int32_t {
-            if (!g.get(key)) return -1;
+            if (!g.get(key))
+                return -1;
             uint64_t v = g.get_u64(key);
             if (v >= tokens.size())
                 throw TokenizerError(std::string("tokenizer: ") + key + " = " + std::to_string(v) +
@@ -552,8 +400,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::Parsed& g) {
         int32_t eos = id_or("tokenizer.ggml.eos_token_id");
         // DeepSeek GGUFs set add_bos_token; when absent, add BOS whenever there is one.
         bool add_bos = g.get_bool("tokenizer.ggml.add_bos_token", bos >= 0);
-        return std::make_unique<Tokenizer>(std::move(tokens), std::move(types), std::move(merges), pre, bos, eos,
-                                           add_bos);
+        return std::make_unique<Tokenizer>(std::move(tokens), std::move(types), std::move(merges), pre, bos,
+                                           eos, add_bos);
     } catch (const gguf::GgufError& e) {
         throw TokenizerError(std::string("tokenizer: bad GGUF metadata: ") + e.what());
     }
@@ -564,7 +412,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) cons
     std::vector<int32_t> out;
     out.reserve(text.size() / 3 + 2);
     if (add_bos) {
-        if (impl_->bos < 0) throw TokenizerError("tokenizer: BOS requested but the vocabulary has no BOS id");
+        if (impl_->bos < 0)
+            throw TokenizerError("tokenizer: BOS requested but the vocabulary has no BOS id");
         out.push_back(impl_->bos);
     }
     impl_->split_added(text, out);
@@ -589,13 +438,21 @@ std::string Tokenizer::token_bytes(int32_t id) const {
 
 std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
     std::vector<std::string_view> views;
-    impl_->pre_tokenize(text, views);
+    pre_tokenize_deepseek_v3(text, views);
     return std::vector<std::string>(views.begin(), views.end());
 }
 
-size_t Tokenizer::vocab_size() const { return impl_->tokens.size(); }
-int32_t Tokenizer::bos() const { return impl_->bos; }
-int32_t Tokenizer::eos() const { return impl_->eos; }
-bool Tokenizer::add_bos() const { return impl_->add_bos; }
+size_t Tokenizer::vocab_size() const {
+    return impl_->tokens.size();
+}
+int32_t Tokenizer::bos() const {
+    return impl_->bos;
+}
+int32_t Tokenizer::eos() const {
+    return impl_->eos;
+}
+bool Tokenizer::add_bos() const {
+    return impl_->add_bos;
+}
 
-}  // namespace prefixd
+} // namespace prefixd

@@ -10,10 +10,10 @@
 namespace prefixd {
 
 struct HfVocab {
-    std::vector<std::string> tokens;   // id -> byte-level token string (GPT-2 byte<->unicode form)
-    std::vector<int32_t> token_types;  // id -> GGUF token type
-    std::vector<std::string> merges;   // "left right", in rank order
-    int32_t bos = -1, eos = -1;        // -1 when not found
+    std::vector<std::string> tokens;  // id -> byte-level token string (GPT-2 byte<->unicode form)
+    std::vector<int32_t> token_types; // id -> GGUF token type
+    std::vector<std::string> merges;  // "left right", in rank order
+    int32_t bos = -1, eos = -1;       // -1 when not found
 };
 
 inline constexpr int32_t kDeepSeekV3VocabSize = 129280;
@@ -25,4 +25,4 @@ inline constexpr int32_t kDeepSeekV3VocabSize = 129280;
 // Throws TokenizerError (engine/tokenizer.h) naming the file and what was wrong.
 HfVocab load_hf_tokenizer_json(const std::string& path, int32_t pad_to = kDeepSeekV3VocabSize);
 
-}  // namespace prefixd
+} // namespace prefixd

@@ -12,9 +12,12 @@
 namespace {
 
 void utf8(std::string& o, char32_t c) {
-    if (c < 0x80) o += char(c);
-    else if (c < 0x800) o += char(0xC0 | (c >> 6)), o += char(0x80 | (c & 0x3F));
-    else o += char(0xE0 | (c >> 12)), o += char(0x80 | ((c >> 6) & 0x3F)), o += char(0x80 | (c & 0x3F));
+    if (c < 0x80)
+        o += char(c);
+    else if (c < 0x800)
+        o += char(0xC0 | (c >> 6)), o += char(0x80 | (c & 0x3F));
+    else
+        o += char(0xE0 | (c >> 12)), o += char(0x80 | ((c >> 6) & 0x3F)), o += char(0x80 | (c & 0x3F));
 }
 
 // 256 GPT-2 byte tokens, merges of every pair of lowercase letters and of "Ġ"+letter (then of those
@@ -49,7 +52,8 @@ std::unique_ptr<prefixd::Tokenizer> make_tokenizer() {
             tokens.push_back(sp + a + b);
             types.push_back(1);
         }
-    for (const char* added : {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜U", "<think>"}) {
+    for (const char* added :
+         {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜U", "<think>"}) {
         tokens.push_back(added);
         types.push_back(tokens.size() % 2 ? 3 : 4);
     }
@@ -57,7 +61,7 @@ std::unique_ptr<prefixd::Tokenizer> make_tokenizer() {
     return std::make_unique<prefixd::Tokenizer>(tokens, types, merges, "deepseek-v3", bos, bos + 1, true);
 }
 
-}  // namespace
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static const std::unique_ptr<prefixd::Tokenizer> tok = make_tokenizer();
@@ -66,15 +70,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
         ids = tok->encode(text, size % 2 == 0);
     } catch (const prefixd::TokenizerError&) {
-        return 0;  // invalid UTF-8: a clear error is the expected outcome
+        return 0; // invalid UTF-8: a clear error is the expected outcome
     }
     std::vector<int32_t> body(ids.begin() + (size % 2 == 0 ? 1 : 0), ids.end());
-    if (tok->decode(body) != text) std::abort();
+    if (tok->decode(body) != text)
+        std::abort();
     std::string joined;
     for (const std::string& piece : tok->pre_tokenize(text)) {
-        if (piece.empty()) std::abort();
+        if (piece.empty())
+            std::abort();
         joined += piece;
     }
-    if (joined != text) std::abort();
+    if (joined != text)
+        std::abort();
     return 0;
 }
