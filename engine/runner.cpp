@@ -315,7 +315,7 @@ StepEvents Runner::step() {
         te.id = tok;
         te.logprob = log_prob(logits, tok);
         if (q.r.top_logprobs) {
-            float norm = log_prob(logits, tok) - logits[tok];  // logprob = logit + norm
+            float norm = q.r.top_raw_logits ? 0.0f : te.logprob - logits[tok];  // logprob = logit + norm
             for (auto& [id, l] : top_logits(logits, q.r.top_logprobs)) te.top.emplace_back(id, l + norm);
         }
         q.res.token_ids.push_back(tok);

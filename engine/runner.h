@@ -28,6 +28,7 @@ struct Request {
     std::vector<std::string> stop;        // stop strings (not included in the text)
     bool stop_at_eos = true;
     uint32_t top_logprobs = 0;            // per generated token, the n best (id, logprob)
+    bool top_raw_logits = false;          // TokenEvent::top holds raw logits instead of logprobs
 };
 
 struct TokenEvent {                       // one generated token

@@ -1,0 +1,131 @@
+// `prefixctl bench`: prefill (pp), single-sequence decode (tg) and batched decode (tg_batch)
+// tokens per second of the engine on a model, medians and spread over repeats, plus peak device
+// memory. Drives Backend::step directly so only engine time is measured.
+#include "cli.h"
+
+#include "engine/engine.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+namespace prefixd::cli {
+namespace {
+
+struct BenchArgs {
+    std::string model, backend = "vulkan", device;
+    uint32_t p = 128, n = 32, r = 3, batch = 8, batch_prompt = 16;
+    bool json = false;
+};
+
+struct Stats {
+    std::vector<double> v;
+    double median() const {
+        auto s = v;
+        std::sort(s.begin(), s.end());
+        return s.empty() ? 0 : s.size() % 2 ? s[s.size() / 2] : 0.5 * (s[s.size() / 2 - 1] + s[s.size() / 2]);
+    }
+    double min() const { return v.empty() ? 0 : *std::min_element(v.begin(), v.end()); }
+    double max() const { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
+};
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+int32_t argmax(const std::vector<float>& l, size_t off, size_t n) {
+    return int32_t(std::max_element(l.begin() + off, l.begin() + off + n) - (l.begin() + off));
+}
+
+void do_bench(const BenchArgs& a) {
+    EngineOptions o;
+    o.model_path = a.model;
+    o.backend = a.backend;
+    o.device = a.device;
+    o.max_seqs = std::max(a.batch, 1u) + 1;
+    o.max_ctx = std::max(a.p, a.batch_prompt) + a.n + 8;
+    o.max_batch_rows = std::max({a.p, a.batch, a.batch_prompt * a.batch});
+    auto eng = Engine::open(o);
+    Backend& b = eng->backend();
+    const uint32_t V = eng->config().n_vocab;
+    std::mt19937 rng(42);
+    auto tokens = [&](uint32_t k) {
+        std::vector<int32_t> t{eng->config().bos_id >= 0 ? eng->config().bos_id : 0};
+        while (t.size() < k) t.push_back(int32_t(rng() % std::min<uint32_t>(V, 100000)));
+        return t;
+    };
+    Stats pp, tg, tgb;
+    for (uint32_t rep = 0; rep < a.r; ++rep) {
+        SeqId s = b.create_sequence();
+        double t0 = now();
+        auto out = b.step({{s, {Segment::from_tokens(tokens(a.p))}, {a.p - 1}, {}}});
+        pp.v.push_back(a.p / (now() - t0));
+        int32_t next = argmax(out[0].logits, 0, V);
+        t0 = now();
+        for (uint32_t i = 0; i < a.n; ++i) {
+            out = b.step({{s, {Segment::from_tokens({next})}, {0}, {}}});
+            next = argmax(out[0].logits, 0, V);
+        }
+        tg.v.push_back(a.n / (now() - t0));
+        b.free_sequence(s);
+        if (a.batch > 1) {
+            std::vector<BatchItem> items;
+            for (uint32_t k = 0; k < a.batch; ++k)
+                items.push_back({b.create_sequence(), {Segment::from_tokens(tokens(a.batch_prompt))}, {a.batch_prompt - 1}, {}});
+            auto outs = b.step(items);
+            t0 = now();
+            for (uint32_t i = 0; i < a.n; ++i) {
+                for (uint32_t k = 0; k < a.batch; ++k) {
+                    items[k].inputs = {Segment::from_tokens({argmax(outs[k].logits, 0, V)})};
+                    items[k].logit_rows = {0};
+                }
+                outs = b.step(items);
+            }
+            tgb.v.push_back(double(a.batch) * a.n / (now() - t0));
+            for (auto& it : items) b.free_sequence(it.seq);
+        }
+    }
+    const auto& c = eng->config();
+    if (a.json) {
+        nlohmann::json j = {{"model", a.model}, {"name", c.name}, {"device", b.device_name()}, {"backend", a.backend},
+                            {"p", a.p}, {"n", a.n}, {"r", a.r}, {"batch", a.batch},
+                            {"pp_tps", pp.median()}, {"pp_tps_min", pp.min()}, {"pp_tps_max", pp.max()},
+                            {"tg_tps", tg.median()}, {"tg_tps_min", tg.min()}, {"tg_tps_max", tg.max()},
+                            {"tg_batch_tps", tgb.median()}, {"tg_batch_tps_min", tgb.min()},
+                            {"tg_batch_tps_max", tgb.max()}, {"peak_device_memory_bytes", b.peak_device_memory()}};
+        std::printf("%s\n", j.dump().c_str());
+        return;
+    }
+    std::printf("model   %s (%s, %u layers)\ndevice  %s\n", a.model.c_str(), c.name.c_str(), c.n_layer,
+                b.device_name().c_str());
+    auto line = [](const char* what, const Stats& s) {
+        std::printf("%-30s %10.2f tok/s  (min %.2f, max %.2f, %zu runs)\n", what, s.median(), s.min(), s.max(), s.v.size());
+    };
+    line(("prefill pp" + std::to_string(a.p)).c_str(), pp);
+    line(("decode tg" + std::to_string(a.n)).c_str(), tg);
+    if (a.batch > 1) line(("decode x" + std::to_string(a.batch) + " sequences (aggregate)").c_str(), tgb);
+    std::printf("peak device memory %.1f MiB\n", double(b.peak_device_memory()) / (1 << 20));
+}
+
+void register_bench(CLI::App& app, const Globals&) {
+    auto a = std::make_shared<BenchArgs>();
+    auto* bench = app.add_subcommand("bench", "Measure prefill and decode speed of the engine on a model");
+    bench->add_option("--model", a->model, "GGUF model file")->required();
+    bench->add_option("-p", a->p, "prompt tokens for the prefill measurement")->check(CLI::Range(1u, 65536u));
+    bench->add_option("-n", a->n, "tokens decoded per measurement")->check(CLI::Range(1u, 65536u));
+    bench->add_option("-r", a->r, "repeats (median and spread)")->check(CLI::Range(1u, 100u));
+    bench->add_option("--batch", a->batch, "concurrent sequences for the aggregate decode figure (1 = skip)")
+        ->check(CLI::Range(1u, 256u));
+    bench->add_option("--batch-prompt", a->batch_prompt, "prompt tokens of each batched sequence")
+        ->check(CLI::Range(1u, 4096u));
+    bench->add_option("--backend", a->backend, "vulkan | cpu")->check(CLI::IsMember({"vulkan", "cpu"}));
+    bench->add_option("--device", a->device, "Vulkan device index or name substring");
+    bench->add_flag("--json", a->json, "print one JSON object (pp_tps, tg_tps, tg_batch_tps, device, ...)");
+    bench->callback([a] { do_bench(*a); });
+}
+
+CliModule reg_bench(register_bench);
+
+}  // namespace
+}  // namespace prefixd::cli
