@@ -10,3 +10,4 @@ set_tests_properties(gen_test_models PROPERTIES FIXTURES_SETUP test_models TIMEO
 prefixd_test(test_model SOURCES test_model.cpp LIBS prefixd_engine FIXTURES test_models TIMEOUT 300)
 prefixd_test(test_core_forward SOURCES test_core_forward.cpp LIBS prefixd_engine FIXTURES test_models TIMEOUT 300)
 prefixd_test(test_sampler SOURCES test_sampler.cpp LIBS prefixd_engine TIMEOUT 60)
+prefixd_test(test_runner SOURCES test_runner.cpp LIBS prefixd_engine FIXTURES test_models TIMEOUT 300)

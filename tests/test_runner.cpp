@@ -1,0 +1,178 @@
+// Runner on the CPU backend: deterministic generation, continuous batching with chunked prefill
+// equal to single runs, Score log-probs equal to generation's, stop strings, cancel, PEFT prompt
+// order, UTF-8-safe streamed text, and admission errors.
+#include "engine/runner.h"
+#include "test_env.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+
+using namespace prefixd;
+
+static std::unique_ptr<Engine> open_cpu(const char* f, uint32_t max_seqs = 16, uint32_t rows = 512) {
+    EngineOptions o;
+    o.model_path = (test::models_dir() / f).string();
+    o.backend = "cpu";
+    o.max_seqs = max_seqs;
+    o.max_batch_rows = rows;
+    o.max_ctx = 256;
+    return Engine::open(o);
+}
+
+static Request gen(const Engine& e, const std::string& text, uint32_t n) {
+    Request r;
+    r.prompt = make_prompt(e, {}, 0, text);
+    r.max_tokens = n;
+    return r;
+}
+
+static bool valid_utf8(const std::string& s) {
+    size_t i = 0;
+    while (i < s.size()) {
+        unsigned char c = s[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (n == 0 || i + n > s.size()) return false;
+        for (size_t k = 1; k < n; ++k)
+            if ((s[i + k] & 0xc0) != 0x80) return false;
+        i += n;
+    }
+    return true;
+}
+
+TEST_CASE("generation is deterministic; seeded sampling repeats") {
+    auto e = open_cpu("tiny-v2-q8_0.gguf");
+    Runner r(*e);
+    auto a = r.run(gen(*e, "The quick brown fox", 8));
+    auto b = r.run(gen(*e, "The quick brown fox", 8));
+    CHECK(a.finish == FinishReason::Length);
+    CHECK(a.token_ids.size() == 8);
+    CHECK(a.token_ids == b.token_ids);
+    CHECK(a.prompt_tokens == 5);  // BOS + 4
+    CHECK(a.completion_tokens == 8);
+    CHECK(valid_utf8(a.text));
+    auto s1 = gen(*e, "x", 8), s2 = gen(*e, "x", 8), s3 = gen(*e, "x", 8);
+    s1.sampling = s2.sampling = {1.0f, 0, 1.0f, 77};
+    s3.sampling = {1.0f, 0, 1.0f, 78};
+    auto r1 = r.run(s1), r2 = r.run(s2), r3 = r.run(s3);
+    CHECK(r1.token_ids == r2.token_ids);
+    CHECK(r1.token_ids != r3.token_ids);
+}
+
+TEST_CASE("continuous batching with chunked prefill equals single runs; events stream the text") {
+    auto e = open_cpu("tiny-v3-f32.gguf", 2, 6);  // 2 slots, 6 rows per step
+    Runner r(*e);
+    std::vector<std::string> prompts = {"One two three four five six seven", "你好，世界", "a", "def f(x):\n    return x"};
+    std::vector<RequestResult> single;
+    for (auto& p : prompts) single.push_back(r.run(gen(*e, p, 6)));
+    std::map<RequestId, size_t> ids;
+    for (size_t i = 0; i < prompts.size(); ++i) ids[r.submit(gen(*e, prompts[i], 6))] = i;
+    std::map<RequestId, std::string> streamed;
+    std::map<RequestId, RequestResult> done;
+    int steps = 0;
+    while (!r.idle()) {
+        auto ev = r.step();
+        ++steps;
+        for (auto& [id, t] : ev.tokens) streamed[id] += t.text;
+        for (auto& [id, res] : ev.finished) done[id] = res;
+        REQUIRE(steps < 200);
+    }
+    REQUIRE(done.size() == prompts.size());
+    for (auto& [id, i] : ids) {
+        CHECK(done[id].token_ids == single[i].token_ids);
+        CHECK(done[id].text == single[i].text);
+        CHECK(streamed[id] == done[id].text);
+        for (size_t k = 0; k < single[i].token_logprobs.size(); ++k)
+            CHECK(done[id].token_logprobs[k] == doctest::Approx(single[i].token_logprobs[k]).epsilon(1e-3));
+    }
+}
+
+TEST_CASE("score log-probs equal the generation's") {
+    auto e = open_cpu("tiny-v2-f32.gguf", 4, 5);
+    Runner r(*e);
+    auto g = r.run(gen(*e, "Scoring a continuation", 6));
+    Request s;
+    s.kind = RequestKind::Score;
+    s.prompt = make_prompt(*e, {}, 0, "Scoring a continuation");
+    s.continuation = g.token_ids;
+    auto sc = r.run(s);
+    REQUIRE(sc.token_logprobs.size() == 6);
+    for (size_t i = 0; i < 6; ++i) CHECK(sc.token_logprobs[i] == doctest::Approx(g.token_logprobs[i]).epsilon(1e-3));
+    CHECK(sc.logprob_sum == doctest::Approx(g.logprob_sum).epsilon(1e-3));
+    for (float lp : sc.token_logprobs) CHECK(lp <= 0.0f);
+}
+
+TEST_CASE("stop strings end the text before the stop; text held back until decided") {
+    auto e = open_cpu("tiny-v2-q8_0.gguf");
+    Runner r(*e);
+    auto full = r.run(gen(*e, "Once upon a time", 24));
+    REQUIRE(full.text.size() > 12);
+    // Pick a stop string from the middle of the generated text, on character boundaries.
+    size_t at = full.text.size() / 2;
+    while (at > 0 && (full.text[at] & 0xc0) == 0x80) --at;
+    size_t end = at + 1;
+    while (end < full.text.size() && (full.text[end] & 0xc0) == 0x80) ++end;
+    std::string stop = full.text.substr(at, end - at);  // one character
+    auto req = gen(*e, "Once upon a time", 24);
+    req.stop = {"<never appears>", stop};
+    std::string streamed;
+    RequestId id = r.submit(req);
+    RequestResult res;
+    while (!r.idle()) {
+        auto ev = r.step();
+        for (auto& [i, t] : ev.tokens) streamed += t.text;
+        for (auto& [i, rr] : ev.finished)
+            if (i == id) res = rr;
+    }
+    CHECK(res.finish == FinishReason::Stop);
+    CHECK(res.text == full.text.substr(0, full.text.find(stop)));
+    CHECK(streamed == res.text);
+    CHECK(valid_utf8(res.text));
+}
+
+TEST_CASE("cancel, PEFT order, admission errors") {
+    auto e = open_cpu("tiny-v3-q4_0.gguf");
+    const auto& c = e->config();
+    Runner r(*e);
+    RequestId id = r.submit(gen(*e, "cancel me", 50));
+    r.step();
+    r.cancel(id);
+    auto ev = r.step();
+    REQUIRE(ev.finished.size() == 1);
+    CHECK(ev.finished[0].second.finish == FinishReason::Cancelled);
+    CHECK(r.idle());
+
+    std::vector<float> rows(3 * c.hidden, 0.25f);
+    auto p = make_prompt(*e, rows, 3, "after");
+    REQUIRE(p.size() == 2);
+    CHECK(p[0].n_embed_rows == 3);
+    CHECK(p[1].tokens.front() == c.bos_id);
+    Request v;
+    v.prompt = p;
+    v.max_tokens = 2;
+    auto res = r.run(v);
+    CHECK(res.virtual_tokens == 3);
+    CHECK(res.prompt_tokens == 2);
+
+    auto bad = gen(*e, "x", 4);
+    bad.prompt[0].tokens.push_back(int32_t(c.n_vocab));
+    CHECK_THROWS_AS(r.submit(bad), EngineError);
+    Request empty;
+    CHECK_THROWS_AS(r.submit(empty), EngineError);
+    CHECK_THROWS_AS(r.submit(gen(*e, "x", 1000)), EngineError);  // beyond max_ctx 256
+    auto nan = v;
+    nan.prompt[0].embeds[5] = NAN;
+    CHECK_THROWS_AS(r.submit(nan), EngineError);
+    auto width = v;
+    width.prompt[0].embeds.resize(3 * c.hidden - 3);
+    CHECK_THROWS_AS(r.submit(width), EngineError);
+    auto temp = gen(*e, "x", 2);
+    temp.sampling.temperature = NAN;
+    CHECK_THROWS_AS(r.submit(temp), EngineError);
+
+    // stop_at_eos off: generation runs to max_tokens.
+    auto noeos = gen(*e, "y", 3);
+    noeos.stop_at_eos = false;
+    CHECK(r.run(noeos).token_ids.size() == 3);
+}
