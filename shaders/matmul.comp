@@ -1,5 +1,5 @@
-// Matrix x rows of activations: y = W x for up to TB tokens per pass, ROWS weight rows per
-// workgroup, each invocation streaming 16-byte units of a row. Type variants via -D W_F32,
+// Matrix x rows of activations: y = W x for up to TB tokens per pass, rows_per_group weight rows
+// per workgroup, each subgroup's lanes streaming 16-byte units of a row. Type variants via -D W_F32,
 // W_F16, W_BF16, W_Q8_0, W_Q4_0 (Q8_0/Q4_0 repacked at upload: quants, then f32 scales).
 // -D SWIGLU: y = silu(W x) * (W2 x). Flags (push.h): accumulate, RMS-norm x, row map (MoE).
 #version 460
@@ -8,12 +8,10 @@
 #include "push.h"
 
 layout(local_size_x = 32) in;
-layout(constant_id = 0) const uint ROWS = 4;
 layout(push_constant) uniform PC { MatmulPush p; };
 
 #define WG 32
 #define TB 8
-#define MAXR 8
 
 #if defined(W_F32)
 #define EPU 4
@@ -28,9 +26,6 @@ layout(push_constant) uniform PC { MatmulPush p; };
 #define EPU 32
 #define ROW_BYTES(c) (uint64_t(c) / 2)
 #endif
-
-shared float red[WG][MAXR * TB * 2];
-shared float xscale[TB];
 
 // Decodes unit u of the row starting at `row` (scales at `srow`) into f[EPU].
 void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
@@ -71,11 +66,16 @@ void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
 
 uint map_at(uint i) { return UintBuf(p.map).v[i]; }
 
+// Rows are spread over the subgroups of the workgroup; within a subgroup the lanes stream a
+// row's 16-byte units and reduce with subgroupAdd: no shared memory, no barriers.
 void main() {
-    const uint lid = gl_LocalInvocationID.x;
+    const uint lane = gl_SubgroupInvocationID, sg = gl_SubgroupID, nsg = gl_NumSubgroups;
+    const uint ssz = min(gl_SubgroupSize, uint(WG));
     const uint g = gl_WorkGroupID.y;
-    const uint r0 = gl_WorkGroupID.x * ROWS;
+    const uint r0 = gl_WorkGroupID.x * p.rows_per_group;
+    const uint rend = min(r0 + p.rows_per_group, p.rows);
     const bool use_map = (p.flags & MM_MAP) != 0;
+    const bool norm = (p.flags & MM_NORM_X) != 0;
     const uint mat = use_map ? map_at(3 * g) : g;
     const uint count = use_map ? map_at(3 * g + 1) : p.n_tok;
     const uint moff = use_map ? map_at(3 * g + 2) : 0;
@@ -87,54 +87,43 @@ void main() {
     for (uint t0 = 0; t0 < count; t0 += TB) {
         const uint nt = min(uint(TB), count - t0);
         uint xr[TB], yr[TB];
+        float xs[TB];
         for (uint tt = 0; tt < TB; ++tt) {
             uint t = t0 + min(tt, nt - 1);
             xr[tt] = xg + (use_map ? map_at(moff + 2 * t) : t) * p.x_stride;
             yr[tt] = yg + (use_map ? map_at(moff + 2 * t + 1) : t) * p.y_stride;
-        }
-        if ((p.flags & MM_NORM_X) != 0) {
-            for (uint tt = 0; tt < TB; ++tt) {
+            xs[tt] = 1.0;
+            if (norm && tt < nt) {
                 float ss = 0.0;
-                if (tt < nt)
-                    for (uint c = lid; c < p.cols; c += WG) {
-                        float v = FloatBuf(p.x).v[xr[tt] + c];
-                        ss += v * v;
-                    }
-                ss = subgroupAdd(ss);
-                if (subgroupElect()) red[gl_SubgroupID][tt] = ss;
+                for (uint c = lane; c < p.cols; c += ssz) {
+                    float v = FloatBuf(p.x).v[xr[tt] + c];
+                    ss += v * v;
+                }
+                xs[tt] = inversesqrt(subgroupAdd(ss) / float(p.cols) + p.eps);
             }
-            barrier();
-            if (lid < TB) {
-                float s = 0.0;
-                for (uint i = 0; i < gl_NumSubgroups; ++i) s += red[i][lid];
-                xscale[lid] = inversesqrt(s / float(p.cols) + p.eps);
-            }
-            barrier();
         }
-        float acc[MAXR][TB];
+        for (uint row = r0 + sg; row < rend; row += nsg) {
+            float acc[TB];
 #ifdef SWIGLU
-        float acc2[MAXR][TB];
+            float acc2[TB];
 #endif
-        for (uint r = 0; r < ROWS; ++r) {
             for (uint tt = 0; tt < TB; ++tt) {
-                acc[r][tt] = 0.0;
+                acc[tt] = 0.0;
 #ifdef SWIGLU
-                acc2[r][tt] = 0.0;
+                acc2[tt] = 0.0;
 #endif
             }
-            const uint row = r0 + r;
-            if (row >= p.rows) continue;
             const uint64_t roff = mbase + uint64_t(row) * ROW_BYTES(p.cols);
             const uint64_t soff = mbase + p.d_off + uint64_t(row) * (p.cols / 32) * 4;
-            for (uint u = lid; u < units; u += WG) {
+            for (uint u = lane; u < units; u += ssz) {
                 float f[EPU];
                 load_unit(p.w + roff, p.w + soff, u, f);
-                if ((p.flags & MM_NORM_X) != 0)
+                if (norm)
                     for (uint e = 0; e < EPU; ++e) f[e] *= FloatBuf(p.norm).v[u * EPU + e];
 #ifdef SWIGLU
                 float f2[EPU];
                 load_unit(p.w2 + roff, p.w2 + soff, u, f2);
-                if ((p.flags & MM_NORM_X) != 0)
+                if (norm)
                     for (uint e = 0; e < EPU; ++e) f2[e] *= FloatBuf(p.norm).v[u * EPU + e];
 #endif
                 for (uint tt = 0; tt < TB; ++tt) {
@@ -150,39 +139,25 @@ void main() {
                         s2 += f2[e] * xv;
 #endif
                     }
-                    acc[r][tt] += s;
+                    acc[tt] += s;
 #ifdef SWIGLU
-                    acc2[r][tt] += s2;
+                    acc2[tt] += s2;
 #endif
                 }
             }
-        }
-        for (uint r = 0; r < ROWS; ++r)
             for (uint tt = 0; tt < TB; ++tt) {
-                float s = subgroupAdd(acc[r][tt]);
-                if (subgroupElect()) red[gl_SubgroupID][r * TB + tt] = s;
+                if (tt >= nt) break;
+                float s = subgroupAdd(acc[tt]) * xs[tt];
 #ifdef SWIGLU
-                float s2 = subgroupAdd(acc2[r][tt]);
-                if (subgroupElect()) red[gl_SubgroupID][MAXR * TB + r * TB + tt] = s2;
+                float s2 = subgroupAdd(acc2[tt]) * xs[tt];
+                s = silu(s) * s2;
 #endif
+                if (lane == 0) {
+                    const uint yi = yr[tt] + row;
+                    if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
+                    FloatBuf(p.y).v[yi] = s;
+                }
             }
-        barrier();
-        for (uint i = lid; i < ROWS * TB; i += WG) {
-            const uint r = i / TB, tt = i % TB, row = r0 + r;
-            if (tt >= nt || row >= p.rows) continue;
-            float s = 0.0;
-            for (uint k = 0; k < gl_NumSubgroups; ++k) s += red[k][i];
-            if ((p.flags & MM_NORM_X) != 0) s *= xscale[tt];
-#ifdef SWIGLU
-            float s2 = 0.0;
-            for (uint k = 0; k < gl_NumSubgroups; ++k) s2 += red[k][MAXR * TB + i];
-            if ((p.flags & MM_NORM_X) != 0) s2 *= xscale[tt];
-            s = silu(s) * s2;
-#endif
-            const uint yi = yr[tt] + row;
-            if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
-            FloatBuf(p.y).v[yi] = s;
         }
-        barrier();
     }
 }

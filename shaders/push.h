@@ -29,7 +29,8 @@ struct MatmulPush {
     PX_U64 d_off;       // bytes from a matrix's start to its scales (Q8_0/Q4_0 repacked)
     PX_U32 rows, cols, n_tok, x_stride, y_stride, x_mat_off, y_mat_off, flags;
     float eps;
-    PX_U32 pad0, pad1, pad2;
+    PX_U32 rows_per_group;  // weight rows per workgroup (the host sizes the grid from it)
+    PX_U32 pad1, pad2;
 };
 
 // Writes the latent cache rows: c_kv = rmsnorm(kva[:rank]) * norm, k_pe = rope(kva[rank:]).

@@ -184,8 +184,8 @@ VkPipeline Context::make_pipeline(const char* spirv_name, uint32_t rows_spec) {
 
 void Context::create_pipelines() {
     for (const char* t : {"f32", "f16", "bf16", "q8_0", "q4_0"}) {
-        pipelines_[std::string("matmul_") + t] = make_pipeline((std::string("matmul_") + t).c_str(), 4);
-        pipelines_[std::string("swiglu_") + t] = make_pipeline((std::string("swiglu_") + t).c_str(), 4);
+        pipelines_[std::string("matmul_") + t] = make_pipeline((std::string("matmul_") + t).c_str(), 0);
+        pipelines_[std::string("swiglu_") + t] = make_pipeline((std::string("swiglu_") + t).c_str(), 0);
     }
     for (const char* s : {"kv_store", "attn_mla", "moe_combine"}) pipelines_[s] = make_pipeline(s, 0);
 }

@@ -31,7 +31,12 @@ static const char* type_suffix(GgmlType t) {
     }
 }
 
-static constexpr uint32_t kRowsPerGroup = 4;  // spec constant ROWS of matmul pipelines
+// Weight rows per workgroup: at least 4, and few enough workgroups (<= ~256 per matrix) that a
+// CPU driver's per-workgroup cost stays small while GPUs still get plenty of groups.
+static uint32_t rows_per_group(uint64_t rows) {
+    uint64_t r = std::max<uint64_t>(4, (rows + 255) / 256);
+    return uint32_t((r + 3) & ~uint64_t(3));
+}
 
 void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups) {
     if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
@@ -42,8 +47,9 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     p.d_off = w.d_off;
     p.rows = uint32_t(w.rows);
     p.cols = uint32_t(w.cols);
+    p.rows_per_group = rows_per_group(w.rows);
     const std::string name = std::string(w2 ? "swiglu_" : "matmul_") + type_suffix(w.type);
-    ctx.dispatch(name, &p, sizeof p, uint32_t((w.rows + kRowsPerGroup - 1) / kRowsPerGroup), groups);
+    ctx.dispatch(name, &p, sizeof p, uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group), groups);
 }
 
 void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
