@@ -254,6 +254,30 @@ TEST_CASE("HF tokenizer.json loads into GGUF-style arrays") {
     fs::remove_all(dir);
 }
 
+TEST_CASE("tokenizer.json: [a, b] merges, holes, padding, added tokens without a config") {
+    fs::path dir = test::temp_dir("tokjson-small");
+    std::ofstream(dir / "tokenizer.json") << R"({
+        "added_tokens": [{"id": 5, "content": "<x>", "special": true},
+                         {"id": 4, "content": "<y>", "special": false}],
+        "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 3, "[PAD2]": 6},
+                  "merges": [["a", "b"]]}})";
+    HfVocab v = load_hf_tokenizer_json((dir / "tokenizer.json").string(), 0);
+    REQUIRE(v.tokens.size() == 7);
+    CHECK(v.tokens[2] != "[PAD2]"); // placeholders stay unique even against real tokens
+    CHECK(v.token_types == std::vector<int32_t>{1, 1, 5, 1, 4, 3, 1});
+    CHECK(v.merges == std::vector<std::string>{"a b"});
+    CHECK(v.bos == -1);
+    CHECK(v.eos == -1);
+    HfVocab padded = load_hf_tokenizer_json((dir / "tokenizer.json").string(), 10);
+    CHECK(padded.tokens.size() == 10);
+    CHECK(padded.token_types[9] == 5);
+    Tokenizer tok(v.tokens, v.token_types, v.merges, "deepseek-v3", v.bos, v.eos, false);
+    CHECK(tok.encode("ab<x>a<y>bab", false) == std::vector<int32_t>{3, 5, 0, 4, 1, 3});
+    CHECK(tok.decode(std::vector<int32_t>{3, 5, 0, 4}) == "ab<x>a<y>");
+    CHECK_THROWS_AS(tok.encode("ab", true), TokenizerError); // BOS asked for, none defined
+    fs::remove_all(dir);
+}
+
 TEST_CASE("ids equal the JavaScript reference on the fixed corpus") {
     json corpus = json::parse(read_file(test::source_dir() / "tests/data/tokenizer_strings.json"));
     std::vector<std::string> strings = corpus.get<std::vector<std::string>>();
@@ -266,7 +290,7 @@ TEST_CASE("ids equal the JavaScript reference on fresh random strings") {
     MESSAGE("random strings seed " << seed << " (set PREFIXD_TOKENIZER_SEED to repeat)");
     std::mt19937 rng(seed);
     std::vector<std::string> strings;
-    const char* n_env = std::getenv("PREFIXD_TOKENIZER_RANDOM_N");  // more strings for a long soak
+    const char* n_env = std::getenv("PREFIXD_TOKENIZER_RANDOM_N"); // more strings for a long soak
     const int n = n_env && *n_env ? std::stoi(n_env) : 300;
     for (int i = 0; i < n; ++i)
         strings.push_back(random_text(rng));
