@@ -1,0 +1,148 @@
+// `prefixctl run/tokenize/bench` as a user runs them: good runs print the documented JSON, and
+// bad model files (another architecture, truncated, missing tensor, wrong shape, unsupported
+// type) or bad embeddings (wrong width, NaN/Inf, not a .npy) end with a clear message and a
+// non-zero exit, never a crash.
+#include "test_core_util.h"
+#include "test_env.h"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sys/wait.h>
+
+using namespace prefixd;
+namespace fs = std::filesystem;
+
+struct Ran {
+    int code;
+    std::string out;
+};
+
+static Ran prefixctl(const std::string& args) {
+    std::string cmd = (test::build_dir() / "bin" / "prefixctl").string() + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int st = pclose(p);
+    INFO(cmd << "\n" << out);
+    REQUIRE(WIFEXITED(st));  // a signal (crash) fails here
+    return {WEXITSTATUS(st), out};
+}
+
+static void write_npy(const fs::path& p, uint32_t rows, uint32_t cols, const std::vector<float>& v) {
+    std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
+                      std::to_string(cols) + "), }";
+    while ((10 + hdr.size() + 1) % 64) hdr += ' ';
+    hdr += '\n';
+    std::ofstream f(p, std::ios::binary);
+    f.write("\x93NUMPY\x01\x00", 8);
+    uint16_t len = uint16_t(hdr.size());
+    f.write(reinterpret_cast<const char*>(&len), 2);
+    f.write(hdr.data(), hdr.size());
+    f.write(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+}
+
+static const std::string kModel = (test::models_dir() / "tiny-v2-q8_0.gguf").string();
+
+TEST_CASE("run --json and tokenize print the documented fields") {
+    auto r = prefixctl("run --backend cpu --model " + kModel + " --prompt 'Hello there' -n 5 --json --top-logits 3");
+    REQUIRE(r.code == 0);
+    auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+    CHECK(j["token_ids"].size() == 5);
+    CHECK(j["text"].is_string());
+    CHECK(j["usage"]["prompt_tokens"] == 3);
+    CHECK(j["usage"]["virtual_tokens"] == 0);
+    CHECK(j["usage"]["completion_tokens"] == 5);
+    REQUIRE(j["top_logits"].size() == 5);
+    CHECK(j["top_logits"][0].size() == 3);
+    CHECK(j["top_logits"][0][0][0] == j["token_ids"][0]);  // greedy = the highest logit
+    auto t = prefixctl("tokenize --model " + kModel + " 'Hello there' --json");
+    REQUIRE(t.code == 0);
+    auto tj = nlohmann::json::parse(t.out);
+    CHECK(tj["ids"][0] == 0);
+    CHECK(tj["ids"].size() == 3);
+    auto b = prefixctl("bench --backend cpu --model " + kModel + " -p 8 -n 2 -r 1 --batch 2 --json");
+    REQUIRE(b.code == 0);
+    auto bj = nlohmann::json::parse(b.out);
+    CHECK(bj["pp_tps"].get<double>() > 0);
+    CHECK(bj["tg_tps"].get<double>() > 0);
+    CHECK(bj["tg_batch_tps"].get<double>() > 0);
+    CHECK(bj["device"] == "cpu-reference");
+}
+
+TEST_CASE("run with embedding rows puts them first") {
+    auto dir = test::temp_dir("cli-emb");
+    std::vector<float> v(2 * 128);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(float(i));
+    write_npy(dir / "ok.npy", 2, 128, v);
+    auto r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "ok.npy").string() +
+                       " --prompt hi -n 2 --json");
+    REQUIRE(r.code == 0);
+    auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+    CHECK(j["usage"]["virtual_tokens"] == 2);
+    CHECK(j["usage"]["prompt_tokens"] == 2);
+
+    write_npy(dir / "wide.npy", 2, 64, std::vector<float>(128, 0.5f));
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "wide.npy").string() + " -n 2");
+    CHECK(r.code != 0);
+    CHECK(r.out.find("hidden size is 128") != std::string::npos);
+    v[7] = NAN;
+    write_npy(dir / "nan.npy", 2, 128, v);
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "nan.npy").string() + " -n 2");
+    CHECK(r.code != 0);
+    CHECK(r.out.find("prefixctl: --embeds") != std::string::npos);
+    v[7] = INFINITY;
+    write_npy(dir / "inf.npy", 2, 128, v);
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "inf.npy").string() + " -n 2");
+    CHECK(r.code != 0);
+    std::ofstream(dir / "junk.npy") << "not a numpy file";
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "junk.npy").string() + " -n 2");
+    CHECK(r.code != 0);
+    fs::remove_all(dir);
+}
+
+TEST_CASE("bad model files: clear error, non-zero exit") {
+    auto dir = test::temp_dir("cli-bad");
+    auto p = [&](const char* n) { return (dir / n).string(); };
+    test::GgufEdit arch;
+    arch.kv = [](gguf::Writer& w) { w.set_str("general.architecture", "qwen2"); };
+    test::rewrite_gguf(kModel, p("arch.gguf"), arch);
+    test::GgufEdit missing;
+    missing.drop_tensor = "output_norm.weight";
+    test::rewrite_gguf(kModel, p("missing.gguf"), missing);
+    test::GgufEdit shape;
+    shape.reshape_tensor = "blk.0.attn_kv_a_mqa.weight";
+    shape.new_ne = {128, 96};
+    test::rewrite_gguf(kModel, p("shape.gguf"), shape);
+    test::GgufEdit type;
+    type.retype_tensor = "blk.0.ffn_down.weight";
+    type.new_type = gguf::GgmlType::Q4_K;
+    test::rewrite_gguf(kModel, p("type.gguf"), type);
+    fs::copy_file(kModel, p("trunc.gguf"));
+    fs::resize_file(p("trunc.gguf"), fs::file_size(kModel) / 3);
+    std::ofstream(p("empty.gguf")).close();
+    struct Case { const char* file; const char* needle; };
+    for (auto c : {Case{"arch.gguf", "unsupported architecture 'qwen2'"},
+                   Case{"missing.gguf", "missing tensor output_norm.weight"},
+                   Case{"shape.gguf", "tensor blk.0.attn_kv_a_mqa.weight has shape [128, 96], expected [128, 80]"},
+                   Case{"type.gguf", "tensor blk.0.ffn_down.weight has unsupported type Q4_K"},
+                   Case{"trunc.gguf", "truncated"}, Case{"empty.gguf", "truncated"},
+                   Case{"nonexistent.gguf", "cannot open"}}) {
+        for (std::string cmd : {"run --backend cpu -n 1 --prompt x --model ", "tokenize x --model ",
+                                "bench --backend cpu -p 4 -n 1 -r 1 --model "}) {
+            auto r = prefixctl(cmd + p(c.file));
+            INFO(cmd << c.file << ": " << r.out);
+            CHECK(r.code != 0);
+            CHECK(r.out.find("prefixctl: ") != std::string::npos);
+            CHECK(r.out.find(c.needle) != std::string::npos);
+        }
+    }
+    fs::remove_all(dir);
+}
