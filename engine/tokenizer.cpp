@@ -334,6 +334,10 @@ void Tokenizer::Impl::bpe_uncached(std::string_view piece, std::vector<int32_t>&
     }
     for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next)
         out.push_back(sym[i].id);
+    if (sym.capacity() > (size_t{1} << 16)) { // do not keep a huge piece's scratch alive in the thread
+        std::vector<Sym>().swap(sym);
+        std::vector<Cand>().swap(heap);
+    }
 }
 
 Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<int32_t> token_types,
