@@ -169,6 +169,19 @@ std::vector<SettleOutcome> Store::settle_jobs(const std::vector<JobSettle>& v) {
     });
 }
 
+std::vector<Store::LedgerOutcome> Store::write_ledger(const std::vector<LedgerOp>& ops) {
+    return ledger_write(*db_, opts_.write_retries, [&] {
+        LedgerTx tx(*db_);
+        std::vector<LedgerOutcome> out;
+        out.reserve(ops.size());
+        for (auto& op : ops) {
+            if (auto* a = std::get_if<JobAccept>(&op)) out.emplace_back(tx.accept(*a));
+            else out.emplace_back(tx.settle_one(std::get<JobSettle>(op)));
+        }
+        return out;
+    });
+}
+
 uint64_t Store::reconcile(int64_t settled_ms) {
     return ledger_write(*db_, opts_.write_retries, [&] {
         Stmt s(*db_, "UPDATE jobs SET status = 'interrupted', settled_ms = ?, finish_reason = 'interrupted' "

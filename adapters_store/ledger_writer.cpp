@@ -1,6 +1,6 @@
-// LedgerWriter (ledger_writer.h): a queue drained by one thread that commits each batch in one
-// transaction. On a batch failure every row is retried alone, so the error reaches only the
-// row(s) that caused it; BillingUnavailable then typically reaches all of them.
+// LedgerWriter (ledger_writer.h): a queue drained by one thread that commits each batch (accepts
+// and settles in submission order) in one transaction. BillingUnavailable fails the whole batch;
+// any other batch failure is retried row by row so the error reaches only the row that caused it.
 #include "ledger_writer.h"
 
 namespace prefixd::store {
@@ -80,44 +80,41 @@ void LedgerWriter::run() noexcept {
 }
 
 void LedgerWriter::commit_batch(std::vector<Item>& batch) noexcept {
-    // Fast path: a batch of only settles or only accepts goes through one group transaction.
-    // A mixed batch is split into consecutive runs of the same kind, each one transaction.
-    size_t i = 0;
-    while (i < batch.size()) {
-        bool accept = std::holds_alternative<JobAccept>(batch[i].op);
-        size_t j = i;
-        while (j < batch.size() && std::holds_alternative<JobAccept>(batch[j].op) == accept) ++j;
+    auto complete = [](Item& it, Store::LedgerOutcome&& o) {
+        if (auto* a = std::get_if<AcceptOutcome>(&o)) it.accept_done.set_value(std::move(*a));
+        else it.settle_done.set_value(std::get<SettleOutcome>(o));
+    };
+    try {
+        std::vector<Store::LedgerOp> ops;
+        ops.reserve(batch.size());
+        for (auto& it : batch) ops.push_back(it.op);
+        auto out = store_.write_ledger(ops);  // one transaction, one fsync
+        for (size_t k = 0; k < batch.size(); ++k) complete(batch[k], std::move(out[k]));
+        std::lock_guard lk(mu_);
+        committed_ += batch.size();
+        ++transactions_;
+        return;
+    } catch (const BillingUnavailable&) {
+        // The ledger cannot write at all: every row gets the error at once (no slow retries).
+        for (auto& it : batch) {
+            if (std::holds_alternative<JobAccept>(it.op)) it.accept_done.set_exception(std::current_exception());
+            else it.settle_done.set_exception(std::current_exception());
+        }
+        return;
+    } catch (...) {
+    }
+    // The batch failed as a whole: retry each row alone so only the offending row(s) see the error.
+    for (auto& it : batch) {
         try {
-            if (accept) {
-                std::vector<JobAccept> v;
-                for (size_t k = i; k < j; ++k) v.push_back(std::get<JobAccept>(batch[k].op));
-                auto out = store_.accept_jobs(v);
-                for (size_t k = i; k < j; ++k) batch[k].accept_done.set_value(std::move(out[k - i]));
-            } else {
-                std::vector<JobSettle> v;
-                for (size_t k = i; k < j; ++k) v.push_back(std::get<JobSettle>(batch[k].op));
-                auto out = store_.settle_jobs(v);
-                for (size_t k = i; k < j; ++k) batch[k].settle_done.set_value(out[k - i]);
-            }
+            auto out = store_.write_ledger({it.op});
+            complete(it, std::move(out.front()));
             std::lock_guard lk(mu_);
-            committed_ += j - i;
+            ++committed_;
             ++transactions_;
         } catch (...) {
-            // Retry each row alone so only the offending row(s) see the error.
-            for (size_t k = i; k < j; ++k) {
-                try {
-                    if (accept) batch[k].accept_done.set_value(store_.accept_job(std::get<JobAccept>(batch[k].op)));
-                    else batch[k].settle_done.set_value(store_.settle_job(std::get<JobSettle>(batch[k].op)));
-                    std::lock_guard lk(mu_);
-                    ++committed_;
-                    ++transactions_;
-                } catch (...) {
-                    if (accept) batch[k].accept_done.set_exception(std::current_exception());
-                    else batch[k].settle_done.set_exception(std::current_exception());
-                }
-            }
+            if (std::holds_alternative<JobAccept>(it.op)) it.accept_done.set_exception(std::current_exception());
+            else it.settle_done.set_exception(std::current_exception());
         }
-        i = j;
     }
 }
 

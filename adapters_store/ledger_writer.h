@@ -30,8 +30,9 @@ class LedgerWriter {
     LedgerWriter& operator=(const LedgerWriter&) = delete;
 
     // The future completes after the row's transaction committed; it holds BillingUnavailable
-    // (or another StoreError) when that transaction failed. A failed batch is retried row by row
-    // once, so one bad row (e.g. unknown tenant -> NotFound) does not fail its neighbours.
+    // (or another StoreError) when that transaction failed. BillingUnavailable fails the whole
+    // batch at once; a batch failing otherwise is retried row by row, so one bad row (e.g. an
+    // unknown tenant -> NotFound) does not fail its neighbours.
     std::future<AcceptOutcome> accept(JobAccept);
     std::future<SettleOutcome> settle(JobSettle);
     // Blocks until everything submitted before the call is committed (or failed).

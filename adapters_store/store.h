@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace prefixd::store {
@@ -225,6 +226,10 @@ class Store {
     // Group commit: all in one BEGIN IMMEDIATE transaction (one fsync). Outcomes in order.
     std::vector<AcceptOutcome> accept_jobs(const std::vector<JobAccept>&);
     std::vector<SettleOutcome> settle_jobs(const std::vector<JobSettle>&);
+    // Mixed group commit: accepts and settles applied in order in one transaction.
+    using LedgerOp = std::variant<JobAccept, JobSettle>;
+    using LedgerOutcome = std::variant<AcceptOutcome, SettleOutcome>;
+    std::vector<LedgerOutcome> write_ledger(const std::vector<LedgerOp>&);
     // Marks every still-"accepted" row "interrupted" (call at daemon start). Returns the count.
     uint64_t reconcile(int64_t settled_ms = 0);
     std::optional<JobRecord> find_job(const std::string& tenant, const std::string& job_id);
