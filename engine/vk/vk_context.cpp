@@ -4,6 +4,9 @@
 #include "vk_context.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace prefixd::vk {
@@ -145,9 +148,12 @@ Context::Context(const std::string& sel) {
     lci.pPushConstantRanges = &pcr;
     vk_check(vkCreatePipelineLayout(dev_, &lci, nullptr, &layout_), "vkCreatePipelineLayout");
     create_pipelines();
+    const char* prof = std::getenv("PREFIXD_VK_PROFILE");
+    profiling_ = prof && *prof && *prof != '0';
 }
 
 Context::~Context() {
+    for (auto& [k, t] : prof_) std::fprintf(stderr, "vk profile: %-14s %8.3f s\n", k.c_str(), t);
     if (dev_) vkDeviceWaitIdle(dev_);
     staging_ = Buffer();
     for (auto& [k, p] : pipelines_) vkDestroyPipeline(dev_, p, nullptr);
@@ -273,12 +279,18 @@ void Context::dispatch(const std::string& name, const void* push, uint32_t bytes
     if (gx == 0 || gy == 0 || gz == 0) return;
     if (gx > limits_.max_groups_x || gy > limits_.max_groups_y)
         throw EngineError("Vulkan: dispatch of " + name + " exceeds maxComputeWorkGroupCount");
+    if (profiling_) submit_wait();
     begin();
     vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, it->second);
     vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, push);
     vkCmdDispatch(cmd_, gx, gy, gz);
     dirty_ = true;
     ++dispatches_;
+    if (profiling_) {
+        auto t0 = std::chrono::steady_clock::now();
+        submit_wait();
+        prof_[name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
 }
 
 void Context::barrier() {
