@@ -127,7 +127,7 @@ void run_submit(const SubmitArgs& a) {
             }
             if (a.stream) std::cout << "\n";
             else if (o.embed_rows) std::cout << "embeddings: " << o.embed_rows << " x " << o.embed_cols << "\n";
-            else if (!o.logprobs.empty()) std::cout << "logprob_sum " << o.logprob_sum << " over " << o.logprobs.size() << " token(s)\n";
+            else if (!o.logprobs.empty() && o.token_ids.empty()) std::cout << "logprob_sum " << o.logprob_sum << " over " << o.logprobs.size() << " token(s)\n";
             else std::cout << o.text << "\n";
             for (auto& ch : o.choices) std::printf("  %-20s p=%.4f\n", ch.label.c_str(), ch.prob);
             std::printf("usage: virtual %u, prompt %u, completion %u, total %u%s\n", o.usage.virtual_tokens,

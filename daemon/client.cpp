@@ -32,7 +32,7 @@ Bytes build_request(const JobRequest& r) {
     pb::Payload type = pb::Payload::Health;
     if (r.kind == Kind::Cancel) {
         type = pb::Payload::Cancel;
-        payload = pb::CreateCancel(b).Union();
+        payload = pb::CreateCancel(b, r.tenant.empty() ? 0 : b.CreateString(r.tenant)).Union();
     } else if (r.kind == Kind::Health) {
         payload = pb::CreateHealth(b).Union();
     } else {

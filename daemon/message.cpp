@@ -231,7 +231,10 @@ void decode_payload(const pb::Envelope* env, const Limits& lim, JobSpec& spec) {
         read_job(env->payload_as_Embed()->job(), lim, spec);
         need(spec.has_text || !spec.token_ids.empty(), Code::InvalidArgument, "embed needs text or token_ids");
         break;
-    case pb::Payload::Cancel: spec.kind = Kind::Cancel; break;
+    case pb::Payload::Cancel:
+        spec.kind = Kind::Cancel;
+        spec.tenant = checked_string(env->payload_as_Cancel()->tenant(), 128, "tenant");
+        break;
     case pb::Payload::Health: spec.kind = Kind::Health; break;
     case pb::Payload::NONE: throw Fail{Code::InvalidArgument, "envelope has no payload"};
     default:

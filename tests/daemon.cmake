@@ -6,3 +6,5 @@ prefixd_test(test_daemon_jobs SOURCES test_daemon_jobs.cpp LIBS ${DAEMON_IT_DEPS
 foreach(t test_daemon_jobs)
     add_dependencies(${t} prefixd)
 endforeach()
+prefixd_test(test_daemon_reliability SOURCES test_daemon_reliability.cpp LIBS ${DAEMON_IT_DEPS} FIXTURES test_models TIMEOUT 600)
+add_dependencies(test_daemon_reliability prefixd)

@@ -1,0 +1,254 @@
+// Integration tests of RELIABILITY.md cases against the real prefixd: hostile messages get their
+// Error while the daemon keeps serving; duplicates are billed once; a vanished streaming client is
+// cancelled and billed for what was produced; SIGTERM/kill -9 under load keep the ledger exact;
+// the sd_notify sequence arrives on NOTIFY_SOCKET.
+#include "test_daemon_harness.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <fstream>
+#include <set>
+
+using namespace prefixd;
+using namespace prefixd::daemon;
+using namespace prefixd::test;
+
+namespace {
+Reply final_of(Client& c, const JobRequest& r) {
+    auto out = c.run(r, 60000);
+    REQUIRE_FALSE(out.timed_out);
+    return out.final;
+}
+// The daemon still answers a normal job.
+void still_serving(DaemonProcess& d, const std::string& id) {
+    Client c(d.client_options());
+    Reply r = final_of(c, gen_job(id, "still alive?", 2));
+    CHECK(r.type == Reply::Result);
+}
+std::vector<store::JobRecord> rows(const std::string& db) {
+    store::Store st = store::Store::open(db, {.create = false});
+    return st.query_jobs({});
+}
+}  // namespace
+
+TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
+    auto dir = temp_dir("daemon-rel");
+    {
+        std::ofstream cfg(dir / "prefixd.toml");
+        cfg << "[server]\nmax_frame_bytes = 65536\nmax_pending = 64\n";
+    }
+    DaemonProcess d(dir, {"--config", (dir / "prefixd.toml").string()});
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    uint32_t hidden = 128;
+
+    SUBCASE("garbage bytes and a wrong identifier are malformed") {
+        c.send_raw({"this is not a flatbuffer at all"});
+        auto b = c.recv(5000);
+        REQUIRE(b);
+        CHECK(parse_reply(*b).code == Code::Malformed);
+        Bytes good = build_request(gen_job("w", "x", 2));
+        std::memcpy(good.data() + 4, "NOPE", 4);
+        c.send(good);
+        b = c.recv(5000);
+        REQUIRE(b);
+        Reply r = parse_reply(*b);
+        CHECK(r.code == Code::Malformed);
+        CHECK(r.message.find("identifier") != std::string::npos);
+        c.send_raw({"a", "b", "c", "d", "e", "f"});  // too many frames
+        b = c.recv(5000);
+        REQUIRE(b);
+        CHECK(parse_reply(*b).code == Code::Malformed);
+        still_serving(d, "ok1");
+    }
+    SUBCASE("an oversize frame closes that connection only") {
+        {
+            Client big(d.client_options());
+            big.send_raw({std::string(200000, 'x')});
+            CHECK_FALSE(big.recv(1000));  // MAXMSGSIZE: the peer is disconnected, nothing answered
+        }
+        still_serving(d, "ok2");
+    }
+    SUBCASE("tensor: wrong width, NaN, byte length") {
+        JobRequest r = gen_job("t1", "x", 2);
+        std::vector<float> v(2 * 64, 0.1f);
+        r.set_embeds_f32(v, 2, 64);
+        Reply e = final_of(c, r);
+        CHECK(e.code == Code::InvalidTensor);
+        CHECK(e.message.find("width") != std::string::npos);
+        std::vector<float> n(2 * hidden, 0.1f);
+        n[7] = NAN;
+        r.job_id = "t2";
+        r.set_embeds_f32(n, 2, hidden);
+        CHECK(final_of(c, r).code == Code::InvalidTensor);
+        r.job_id = "t3";
+        n[7] = 0.5f;
+        r.set_embeds_f32(n, 2, hidden);
+        r.embed_bytes.resize(r.embed_bytes.size() - 2);
+        CHECK(final_of(c, r).code == Code::InvalidTensor);
+        still_serving(d, "ok3");
+    }
+    SUBCASE("unknown adapter, max_tokens beyond the context, bad token ids") {
+        JobRequest r = gen_job("u1", "x", 2);
+        r.adapter = "nope";
+        Reply e = final_of(c, r);
+        CHECK(e.code == Code::NotFound);
+        r = gen_job("u2", "x", 100000);
+        CHECK(final_of(c, r).code == Code::InvalidArgument);
+        r = gen_job("u3", "x", 2);
+        r.text.reset();
+        r.token_ids = {1, 999999};
+        CHECK(final_of(c, r).code == Code::InvalidArgument);
+        r = gen_job("u4", "x", 200);  // prompt + max_tokens fit, but the prompt alone is too long
+        r.text = std::string(4000, 'a') + " b c d e f g h";
+        Reply big = final_of(c, r);
+        CHECK(big.type == Reply::Error);
+        still_serving(d, "ok4");
+        for (auto& row : rows(d.db)) CHECK(row.total_tokens() <= 260);
+    }
+    SUBCASE("duplicate job id: the stored outcome, billed once") {
+        Reply a = final_of(c, gen_job("dup", "hello", 4));
+        REQUIRE(a.type == Reply::Result);
+        Reply b = final_of(c, gen_job("dup", "something else", 9));
+        REQUIRE(b.type == Reply::Result);
+        CHECK(b.result.replayed);
+        CHECK(b.result.token_ids == a.result.token_ids);
+        CHECK(b.result.usage.completion_tokens == a.result.usage.completion_tokens);
+        int n = 0;
+        for (auto& row : rows(d.db)) n += row.job_id == "dup";
+        CHECK(n == 1);
+    }
+    SUBCASE("a client vanishing mid-stream is cancelled and billed for what was produced") {
+        {
+            Client v(d.client_options());
+            JobRequest r = gen_job("vanish", "tell me a long story", 200);
+            r.stream = true;
+            v.send(build_request(r));
+            int chunks = 0;
+            while (chunks < 2)
+                if (auto b = v.recv(20000)) chunks += parse_reply(*b).type == Reply::Chunk;
+                else break;
+            REQUIRE(chunks == 2);
+        }  // socket closed (linger 0)
+        std::optional<store::JobRecord> row;
+        for (int i = 0; i < 200 && !(row && row->settled_ms); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            store::Store st = store::Store::open(d.db, {.create = false});
+            row = st.find_job("t1", "vanish");
+        }
+        REQUIRE(row);
+        CHECK(row->status == store::JobStatus::Cancelled);
+        CHECK(row->completion_tokens >= 2);
+        CHECK(row->completion_tokens < 200);
+        still_serving(d, "ok5");
+    }
+    SUBCASE("cancel request finishes a running job as cancelled") {
+        JobRequest r = gen_job("cx", "count", 240);
+        r.stream = true;
+        c.send(build_request(r));
+        Reply first;
+        for (int i = 0; i < 100 && first.type != Reply::Chunk; ++i)
+            if (auto b = c.recv(1000)) first = parse_reply(*b);
+        REQUIRE(first.type == Reply::Chunk);
+        JobRequest k;
+        k.kind = Kind::Cancel;
+        k.job_id = "cx";
+        k.tenant = "t1";
+        c.send(build_request(k));
+        Reply fin;
+        for (int i = 0; i < 100; ++i) {
+            auto b = c.recv(1000);
+            if (!b) continue;
+            fin = parse_reply(*b);
+            if (fin.type == Reply::Result || fin.type == Reply::Error) break;
+        }
+        CAPTURE(fin.message);
+        REQUIRE(fin.type == Reply::Result);
+        CHECK(fin.result.finish == Finish::Cancelled);
+        CHECK(fin.result.usage.completion_tokens < 240);
+    }
+    CHECK(d.stop() == 0);
+    auto all = rows(d.db);
+    std::set<std::pair<std::string, std::string>> keys;
+    for (auto& r : all) {
+        CHECK(keys.insert({r.tenant, r.job_id}).second);
+        CHECK(r.status != store::JobStatus::Accepted);
+    }
+}
+
+TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed once") {
+    auto dir = temp_dir("daemon-term");
+    NotifySocket ns(dir / "notify.sock");
+    DaemonProcess d(dir, {}, true, ns.path);
+    auto msgs = ns.read(60000, "READY=1");
+    REQUIRE_FALSE(msgs.empty());
+    bool saw_loading = false;
+    for (auto& m : msgs) saw_loading |= m.find("STATUS=loading model") != std::string::npos;
+    CHECK(saw_loading);
+    CHECK(msgs.back().find("READY=1") != std::string::npos);
+    Client c(d.client_options());
+    for (int i = 0; i < 30; ++i) c.send(build_request(gen_job("L" + std::to_string(i), "load " + std::to_string(i), 6)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::kill(d.pid, SIGTERM);
+    std::map<std::string, Reply> finals;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (finals.size() < 30 && std::chrono::steady_clock::now() < end) {
+        auto b = c.recv(500);
+        if (!b) { if (!d.alive()) break; continue; }
+        Reply r = parse_reply(*b);
+        if (r.type == Reply::Result || r.type == Reply::Error) finals[r.job_id] = r;
+    }
+    CHECK(d.stop(SIGTERM) == 0);
+    auto after = ns.read(500);
+    bool stopping = false;
+    for (auto& m : after) stopping |= m.find("STOPPING=1") != std::string::npos;
+    CHECK(stopping);
+    store::Store st = store::Store::open(d.db, {.create = false});
+    for (int i = 0; i < 30; ++i) {
+        std::string id = "L" + std::to_string(i);
+        auto row = st.find_job("t1", id);
+        auto it = finals.find(id);
+        if (it != finals.end() && it->second.type == Reply::Result) {
+            REQUIRE(row);
+            CHECK(row->total_tokens() == it->second.result.usage.virtual_tokens + it->second.result.usage.prompt_tokens +
+                                             it->second.result.usage.completion_tokens);
+        } else if (row) {
+            CHECK(row->status != store::JobStatus::Accepted);  // accepted jobs are settled by the drain
+        }
+    }
+    CHECK(st.summary().at(0).open_jobs == 0);
+}
+
+TEST_CASE("kill -9 under load, then restart: ledger intact, no partial or duplicate rows") {
+    auto dir = temp_dir("daemon-kill");
+    DaemonProcess d(dir);
+    REQUIRE(d.wait_ready());
+    {
+        Client c(d.client_options());
+        for (int i = 0; i < 40; ++i) c.send(build_request(gen_job("K" + std::to_string(i), "kill " + std::to_string(i), 8)));
+        int finals = 0;
+        while (finals < 10)
+            if (auto b = c.recv(20000)) finals += parse_reply(*b).type == Reply::Result;
+            else break;
+        CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
+    }
+    d.start();
+    REQUIRE(d.wait_ready());
+    {
+        store::Store st = store::Store::open(d.db, {.create = false});
+        CHECK(st.integrity_check().empty());
+        std::set<std::string> ids;
+        for (auto& r : st.query_jobs({})) {
+            CHECK(ids.insert(r.job_id).second);
+            CHECK(r.status != store::JobStatus::Accepted);  // reconciled at start: interrupted
+            if (r.status == store::JobStatus::Done) CHECK(r.completion_tokens == 8);
+        }
+        CHECK(ids.size() >= 10);
+    }
+    // A job id settled before the crash replays its stored outcome; an interrupted one is refused.
+    Client c(d.client_options());
+    Reply r0 = final_of(c, gen_job("K0", "kill 0", 8));
+    CHECK(((r0.type == Reply::Result && r0.result.replayed) || (r0.type == Reply::Error && r0.code == Code::Duplicate)));
+    CHECK(d.stop() == 0);
+}
