@@ -3,12 +3,15 @@
 // rows equal their tokens, and the quantised models stay close to their own dequantised math.
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/forward.h"
+#include "engine/cpu/ops.h"
 #include "engine/engine.h"
 #include "test_env.h"
 
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 
 using namespace prefixd;
 
@@ -127,12 +130,80 @@ TEST_CASE("CpuBackend: batched items equal single-sequence runs; embeddings equa
     CHECK(b.sequence_length(s) == 10);
 }
 
-TEST_CASE("quantised weights: forward equals the forward of the dequantised weights") {
-    // The reference dequantises every row exactly, so a Q8_0 model's logits must be reproducible
-    // bit for bit between two runs and finite; across types we only check they are different
-    // models (the generator draws quants directly, so the f32 model is not their source).
-    auto q8 = load("tiny-v2-q8_0.gguf");
-    auto toks = prompt(6, 7);
-    auto a = all_logits(*q8, toks), b = all_logits(*q8, toks);
-    CHECK(a == b);
+TEST_CASE("quantised models compute exactly what their dequantised F32 copies compute") {
+    // The reference's contract for Q8_0/Q4_0: every weight row is dequantised, then fp32 math.
+    // A copy of the file with every tensor dequantised to F32 must give the same logits.
+    for (auto f : {"tiny-v2-q8_0.gguf", "tiny-v3-q4_0.gguf"}) {
+        INFO(f);
+        const auto src = (test::models_dir() / f).string();
+        auto dir = test::temp_dir("deq");
+        const auto dst = (dir / "f32.gguf").string();
+        {
+            gguf::File file = gguf::File::open(src);
+            gguf::Writer w;
+            for (auto& [k, v] : file.parsed().kv) w.set(k, v);
+            for (auto& t : file.parsed().tensors) {
+                std::vector<uint8_t> bytes(t.n_elements() * 4);
+                const uint64_t rows = t.n_elements() / t.ne[0];
+                const uint64_t rb = t.nbytes / rows;
+                for (uint64_t r = 0; r < rows; ++r)
+                    cpu::dequantize_row(t.type, t.data + r * rb, reinterpret_cast<float*>(bytes.data()) + r * t.ne[0], t.ne[0]);
+                w.add_tensor(t.name, t.ne, gguf::GgmlType::F32, std::move(bytes));
+            }
+            w.write(dst);
+        }
+        auto q = load(f);
+        auto d = Model::load(dst);
+        auto toks = prompt(7, 9);
+        auto a = all_logits(*q, toks), b = all_logits(*d, toks);
+        check_close(a.data(), b.data(), a.size(), 1e-6f, max_abs(a));
+        std::filesystem::remove_all(dir);
+    }
+}
+
+TEST_CASE("fused attn_kv_b (older converters) gives the same logits as split k_b/v_b") {
+    // Build a fused-kv_b copy of the split tiny-v2 model with the older metadata convention.
+    const auto src = (test::models_dir() / "tiny-v2-f32.gguf").string();
+    auto dir = test::temp_dir("fused");
+    const auto dst = (dir / "fused.gguf").string();
+    {
+        gguf::File f = gguf::File::open(src);
+        const auto& p = f.parsed();
+        gguf::Writer w;
+        for (auto& [k, v] : p.kv) w.set(k, v);
+        const uint32_t H = 4, R = 64, nope = 32, vh = 32;
+        w.set_u32("deepseek2.attention.head_count_kv", H);
+        w.set_u32("deepseek2.attention.key_length", nope + 16);
+        w.set_u32("deepseek2.attention.value_length", vh);
+        w.set("deepseek2.attention.key_length_mla", gguf::Value{gguf::ValueType::U32, gguf::ValueType::U32, uint64_t(nope + 16)});
+        for (auto& t : p.tensors) {
+            const std::string& n = t.name;
+            if (n.find("attn_v_b") != std::string::npos) continue;
+            if (n.find("attn_k_b") != std::string::npos) {
+                const std::string layer = n.substr(0, n.find("attn_k_b"));
+                const float* kb = reinterpret_cast<const float*>(t.data);
+                const float* vb = reinterpret_cast<const float*>(p.find(layer + "attn_v_b.weight")->data);
+                std::vector<float> kv(uint64_t(H) * (nope + vh) * R);
+                for (uint32_t h = 0; h < H; ++h)
+                    for (uint32_t j = 0; j < nope + vh; ++j)
+                        for (uint32_t i = 0; i < R; ++i)
+                            kv[(uint64_t(h) * (nope + vh) + j) * R + i] =
+                                j < nope ? kb[(uint64_t(h) * R + i) * nope + j] : vb[(uint64_t(h) * vh + j - nope) * R + i];
+                std::vector<uint8_t> bytes(kv.size() * 4);
+                std::memcpy(bytes.data(), kv.data(), bytes.size());
+                w.add_tensor(layer + "attn_kv_b.weight", {R, uint64_t(H) * (nope + vh)}, gguf::GgmlType::F32, bytes);
+                continue;
+            }
+            std::vector<uint8_t> bytes(t.data, t.data + t.nbytes);
+            w.add_tensor(n, t.ne, t.type, std::move(bytes));
+        }
+        w.write(dst);
+    }
+    auto split = load("tiny-v2-f32.gguf");
+    auto fused = Model::load(dst);
+    CHECK(fused->weights().layers[0].wkv_b);
+    auto toks = prompt(9, 8);
+    auto a = all_logits(*split, toks), b = all_logits(*fused, toks);
+    check_close(a.data(), b.data(), a.size(), 1e-6f, max_abs(a));
+    std::filesystem::remove_all(dir);
 }
