@@ -18,3 +18,13 @@ add_test(NAME python_client_wire
          COMMAND /usr/bin/python3 ${PKG_TEST_DIR}/test_python_client_wire.py)
 set_tests_properties(python_client_wire PROPERTIES TIMEOUT 60 LABELS python
                                                    ENVIRONMENT "${PREFIXD_TEST_ENV}")
+
+# The packaged prefixd from the packaged config reports READY=1 through NOTIFY_SOCKET.
+add_test(NAME packaging_ready COMMAND /usr/bin/python3 ${PKG_TEST_DIR}/test_packaging_ready.py)
+set_tests_properties(packaging_ready PROPERTIES TIMEOUT 400 LABELS packaging
+                     FIXTURES_REQUIRED "packaging_deb;test_models" ENVIRONMENT "${PREFIXD_TEST_ENV}")
+
+# The Python client against the real daemon on the tiny model (CURVE, tenant + adapter via prefixctl).
+add_test(NAME python_client_daemon COMMAND /usr/bin/python3 ${PKG_TEST_DIR}/test_python_client_daemon.py)
+set_tests_properties(python_client_daemon PROPERTIES TIMEOUT 600 LABELS python
+                     FIXTURES_REQUIRED test_models ENVIRONMENT "${PREFIXD_TEST_ENV}")

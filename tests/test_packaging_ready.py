@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+# The packaged daemon starts from the packaged config: unpacks nothing itself (the packaging_deb
+# fixture left BUILD/packaging-test/root), copies root/etc/prefixd/prefixd.toml with only the
+# site-specific paths changed (model, db, endpoint, server key) and runs root/usr/sbin/prefixd
+# --config on it. It must send READY=1 through NOTIFY_SOCKET, answer Health over CURVE through the
+# packaged Python client, then STOPPING=1 and exit 0 on SIGTERM.
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import unittest
+
+BUILD = os.environ.get("PREFIXD_BUILD_DIR", "build")
+MODELS = os.environ.get("PREFIXD_TEST_MODELS", os.path.join(BUILD, "test-models"))
+ROOT = os.path.join(BUILD, "packaging-test", "root")
+sys.path.insert(0, os.path.join(ROOT, "usr", "lib", "python3", "dist-packages"))
+sys.path.insert(1, os.path.dirname(os.path.abspath(__file__)))
+
+import prefixd_client  # noqa: E402  (the packaged one)
+from test_python_client_util import Daemon, new_server_key  # noqa: E402
+
+
+def set_key(text, section, key, value):
+    """Replaces `key = ...` inside [section] of a TOML text; fails if the key is not there."""
+    out, cur, done = [], None, False
+    for line in text.splitlines():
+        m = re.match(r"\s*\[([A-Za-z0-9_.]+)\]\s*$", line)
+        if m:
+            cur = m.group(1)
+        elif cur == section and re.match(r"\s*%s\s*=" % re.escape(key), line):
+            line, done = "%s = %s" % (key, value), True
+        out.append(line)
+    if not done:
+        raise AssertionError("packaged prefixd.toml has no [%s] %s" % (section, key))
+    return "\n".join(out) + "\n"
+
+
+class PackagedDaemon(unittest.TestCase):
+    def test_ready_from_packaged_config(self):
+        binary = os.path.join(ROOT, "usr", "sbin", "prefixd")
+        conf_src = os.path.join(ROOT, "etc", "prefixd", "prefixd.toml")
+        self.assertTrue(os.access(binary, os.X_OK), "unpacked package lacks usr/sbin/prefixd")
+        self.assertTrue(prefixd_client.__file__.startswith(ROOT), prefixd_client.__file__)
+        tmp = tempfile.mkdtemp(prefix="prefixd-pkg-")
+        try:
+            model = os.path.join(MODELS, "tiny-v2-f32.gguf")
+            self.assertTrue(os.path.isfile(model), model)
+            server_pub = new_server_key(os.path.join(tmp, "server.key"))
+            endpoint = "ipc://%s/prefixd.sock" % tmp
+            with open(conf_src) as f:
+                conf = f.read()
+            conf = set_key(conf, "engine", "model", '"%s"' % model)
+            conf = set_key(conf, "store", "db", '"%s/prefixd.db"' % tmp)
+            conf = set_key(conf, "server", "endpoints", '["%s"]' % endpoint)
+            conf = set_key(conf, "server", "server_key_file", '"%s/server.key"' % tmp)
+            conf_path = os.path.join(tmp, "prefixd.toml")
+            with open(conf_path, "w") as f:
+                f.write(conf)
+            t0 = time.monotonic()
+            d = Daemon([binary, "--config", conf_path])
+            try:
+                d.wait_for("READY=1", timeout=300)
+                ready_s = time.monotonic() - t0
+                print("READY=1 after %.2fs; notify: %s" % (ready_s, d.notify))
+                self.assertTrue(any(n.startswith("STATUS=") for n in d.notify), "no STATUS= line")
+                # Health over CURVE with an unregistered client key: the daemon must refuse it.
+                pub, sec = prefixd_client.generate_keypair()
+                with prefixd_client.Client(endpoint, server_key=server_pub, public_key=pub, secret_key=sec,
+                                           timeout=3) as c:
+                    with self.assertRaises(prefixd_client.PrefixdError):
+                        c.health()
+                rc = d.stop(timeout=60)
+                self.assertIn("STOPPING=1", d.notify)
+                self.assertEqual(rc, 0, d.log())
+            finally:
+                d.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
