@@ -68,9 +68,16 @@ uint map_at(uint i) { return UintBuf(p.map).v[i]; }
 
 // Rows are spread over the subgroups of the workgroup; within a subgroup the lanes stream a
 // row's 16-byte units and reduce with subgroupAdd: no shared memory, no barriers.
+// -D LANE_ROWS: every invocation owns whole rows and walks all of a row's units itself, so the
+// activation loads are the same address for all lanes (cheap on CPU drivers) and no reduction
+// is needed. Without it the lanes of a subgroup split a row (better for GPUs' coalescing).
 void main() {
+#ifdef LANE_ROWS
+    const uint lane = 0, sg = gl_LocalInvocationID.x, nsg = WG, ssz = 1;
+#else
     const uint lane = gl_SubgroupInvocationID, sg = gl_SubgroupID, nsg = gl_NumSubgroups;
     const uint ssz = min(gl_SubgroupSize, uint(WG));
+#endif
     const uint g = gl_WorkGroupID.y;
     const uint r0 = gl_WorkGroupID.x * p.rows_per_group;
     const uint rend = min(r0 + p.rows_per_group, p.rows);
@@ -99,7 +106,10 @@ void main() {
                     float v = FloatBuf(p.x).v[xr[tt] + c];
                     ss += v * v;
                 }
-                xs[tt] = inversesqrt(subgroupAdd(ss) / float(p.cols) + p.eps);
+#ifndef LANE_ROWS
+                ss = subgroupAdd(ss);
+#endif
+                xs[tt] = inversesqrt(ss / float(p.cols) + p.eps);
             }
         }
         for (uint row = r0 + sg; row < rend; row += nsg) {
@@ -147,10 +157,17 @@ void main() {
             }
             for (uint tt = 0; tt < TB; ++tt) {
                 if (tt >= nt) break;
+#ifdef LANE_ROWS
+                float s = acc[tt] * xs[tt];
+#ifdef SWIGLU
+                s = silu(s) * (acc2[tt] * xs[tt]);
+#endif
+#else
                 float s = subgroupAdd(acc[tt]) * xs[tt];
 #ifdef SWIGLU
                 float s2 = subgroupAdd(acc2[tt]) * xs[tt];
                 s = silu(s) * s2;
+#endif
 #endif
                 if (lane == 0) {
                     const uint yi = yr[tt] + row;

@@ -81,8 +81,11 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
     INFO("seed " << seed);
     std::mt19937 rng(seed);
     const uint32_t rows = 37, cols = 320, n_mat = 3, n_tok = 11;  // 11 tokens cross the 8-token tile
-    for (GgmlType type : kTypes) {
-        INFO("type " << gguf::type_name(type));
+    const bool lane_rows_default = ctx().lane_rows();
+    for (int variant = 0; variant < 2 * 5; ++variant) {  // both matmul layouts x every type
+        const GgmlType type = kTypes[variant % 5];
+        ctx().set_lane_rows(variant >= 5);
+        INFO("type " << gguf::type_name(type) << " lane_rows " << ctx().lane_rows());
         GpuWeights gw(ctx());
         HostTensor A = make_tensor(type, rows, cols, n_mat, rng), B = make_tensor(type, rows, cols, n_mat, rng);
         GpuTensor ga = gw.add(A.t, "A"), gb = gw.add(B.t, "B");
@@ -153,6 +156,7 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
             CHECK(norm_err(y.as<float>(), ref.data(), ref.size()) < 1e-5);
         }
     }
+    ctx().set_lane_rows(lane_rows_default);
 }
 
 TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buffer range") {

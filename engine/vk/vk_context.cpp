@@ -148,6 +148,9 @@ Context::Context(const std::string& sel) {
     lci.pPushConstantRanges = &pcr;
     vk_check(vkCreatePipelineLayout(dev_, &lci, nullptr, &layout_), "vkCreatePipelineLayout");
     create_pipelines();
+    // CPU drivers (lavapipe) run matmuls with one row per invocation: see matmul.comp LANE_ROWS.
+    lane_rows_ = props.properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    if (const char* lr = std::getenv("PREFIXD_VK_LANE_ROWS")) lane_rows_ = *lr == '1';
     const char* prof = std::getenv("PREFIXD_VK_PROFILE");
     profiling_ = prof && *prof && *prof != '0';
 }
@@ -192,6 +195,8 @@ void Context::create_pipelines() {
     for (const char* t : {"f32", "f16", "bf16", "q8_0", "q4_0"}) {
         pipelines_[std::string("matmul_") + t] = make_pipeline((std::string("matmul_") + t).c_str(), 0);
         pipelines_[std::string("swiglu_") + t] = make_pipeline((std::string("swiglu_") + t).c_str(), 0);
+        for (const char* k : {"matmul_lr_", "swiglu_lr_"})
+            pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
     }
     for (const char* s : {"kv_store", "attn_mla", "moe_combine"}) pipelines_[s] = make_pipeline(s, 0);
 }

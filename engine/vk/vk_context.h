@@ -75,6 +75,9 @@ class Context {
     void submit_wait();
     void discard() noexcept;  // drops what was recorded (after an error mid-recording)
     uint32_t dispatch_count() const { return dispatches_; }
+    // Matmul layout: one row per invocation (CPU drivers) or rows split across subgroup lanes.
+    bool lane_rows() const { return lane_rows_; }
+    void set_lane_rows(bool v) { lane_rows_ = v; }
     // PREFIXD_VK_PROFILE=1: every dispatch is submitted and timed on its own (slow; for finding
     // the expensive shaders). Seconds per pipeline name, and a stderr summary at destruction.
     const std::map<std::string, double>& profile() const { return prof_; }
@@ -102,7 +105,7 @@ class Context {
     uint32_t dispatches_ = 0;
     uint64_t allocated_ = 0, peak_ = 0;
     Buffer staging_;
-    bool profiling_ = false;
+    bool profiling_ = false, lane_rows_ = false;
     std::map<std::string, double> prof_;
 };
 

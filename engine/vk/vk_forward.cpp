@@ -47,8 +47,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     p.d_off = w.d_off;
     p.rows = uint32_t(w.rows);
     p.cols = uint32_t(w.cols);
-    p.rows_per_group = rows_per_group(w.rows);
-    const std::string name = std::string(w2 ? "swiglu_" : "matmul_") + type_suffix(w.type);
+    p.rows_per_group = ctx.lane_rows() ? std::max<uint32_t>(32, (rows_per_group(w.rows) + 31) & ~31u) : rows_per_group(w.rows);
+    const std::string name = std::string(w2 ? "swiglu_" : "matmul_") + (ctx.lane_rows() ? "lr_" : "") + type_suffix(w.type);
     ctx.dispatch(name, &p, sizeof p, uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group), groups);
 }
 
