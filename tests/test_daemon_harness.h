@@ -57,6 +57,7 @@ struct NotifySocket {
 
 struct DaemonProcess {
     pid_t pid = -1;
+    int exit_status = -1;  // set once the process was reaped
     std::filesystem::path dir;
     std::string endpoint, db, log;
     std::vector<std::string> args;
@@ -75,6 +76,7 @@ struct DaemonProcess {
         start(notify);
     }
     void start(const std::string& notify = "") {
+        exit_status = -1;
         pid = fork();
         if (pid == 0) {
             FILE* f = std::freopen(log.c_str(), "a", stderr);
@@ -110,11 +112,16 @@ struct DaemonProcess {
     bool alive() {
         if (pid <= 0) return false;
         int st;
-        return waitpid(pid, &st, WNOHANG) == 0;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            pid = -1;
+        }
+        return pid > 0;
     }
     // Sends `sig` and waits for the exit status (-1 on timeout, then SIGKILL).
     int stop(int sig = SIGTERM, int timeout_ms = 60000) {
-        if (pid <= 0) return -1;
+        if (pid <= 0) return exit_status;
         ::kill(pid, sig);
         auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
         int st = 0;
