@@ -29,8 +29,9 @@ struct RunArgs {
     bool json = false, verbose = false;
 };
 
-std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& backend, const std::string& device,
-                                    uint32_t max_ctx, uint32_t max_seqs, uint32_t max_rows, bool verbose) {
+std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& backend,
+                                    const std::string& device, uint32_t max_ctx, uint32_t max_seqs,
+                                    uint32_t max_rows, bool verbose) {
     EngineOptions o;
     o.model_path = model;
     o.backend = backend;
@@ -55,7 +56,8 @@ std::vector<float> load_embeds(const std::string& path, uint32_t hidden, uint32_
     if (t.cols != hidden)
         throw CliFailure("--embeds " + path + ": rows have width " + std::to_string(t.cols) +
                          ", the model's hidden size is " + std::to_string(hidden));
-    if (t.rows == 0) throw CliFailure("--embeds " + path + ": no rows");
+    if (t.rows == 0)
+        throw CliFailure("--embeds " + path + ": no rows");
     rows = t.rows;
     return t.to_f32();
 }
@@ -64,7 +66,8 @@ void do_run(const RunArgs& a) {
     auto eng = open_engine(a.model, a.backend, a.device, a.max_ctx, 1, 512, a.verbose);
     uint32_t rows = 0;
     std::vector<float> emb;
-    if (!a.embeds.empty()) emb = load_embeds(a.embeds, eng->config().hidden, rows);
+    if (!a.embeds.empty())
+        emb = load_embeds(a.embeds, eng->config().hidden, rows);
     Request r;
     r.prompt = make_prompt(*eng, std::move(emb), rows, a.prompt);
     r.max_tokens = a.n;
@@ -87,7 +90,8 @@ void do_run(const RunArgs& a) {
             }
             if (a.top_logits) {
                 json row = json::array();
-                for (auto& [tid, v] : te.top) row.push_back({tid, v});
+                for (auto& [tid, v] : te.top)
+                    row.push_back({tid, v});
                 tops.push_back(row);
             }
         }
@@ -98,7 +102,8 @@ void do_run(const RunArgs& a) {
             }
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (res.finish == FinishReason::Error) throw CliFailure("generation failed: " + res.error);
+    if (res.finish == FinishReason::Error)
+        throw CliFailure("generation failed: " + res.error);
     if (a.json) {
         json j = {{"token_ids", res.token_ids},
                   {"text", res.text},
@@ -110,7 +115,8 @@ void do_run(const RunArgs& a) {
                     {"total_tokens", res.virtual_tokens + res.prompt_tokens + res.completion_tokens}}},
                   {"device", eng->backend().device_name()},
                   {"seconds", secs}};
-        if (a.top_logits) j["top_logits"] = tops;
+        if (a.top_logits)
+            j["top_logits"] = tops;
         std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     } else {
         std::printf("\n");
@@ -126,10 +132,14 @@ void do_tokenize(const std::string& model, const std::string& text, bool as_json
     auto ids = tok->encode(text, tok->add_bos());
     if (as_json) {
         json pieces = json::array();
-        for (auto id : ids) pieces.push_back(tok->token_bytes(id));
-        std::printf("%s\n", json{{"ids", ids}, {"tokens", pieces}}.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+        for (auto id : ids)
+            pieces.push_back(tok->token_bytes(id));
+        std::printf("%s\n", json{{"ids", ids}, {"tokens", pieces}}
+                                .dump(-1, ' ', false, json::error_handler_t::replace)
+                                .c_str());
     } else {
-        for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
+        for (size_t i = 0; i < ids.size(); ++i)
+            std::printf("%s%d", i ? " " : "", ids[i]);
         std::printf("\n");
     }
 }
@@ -150,7 +160,8 @@ void register_run(CLI::App& app, const Globals&) {
     run->add_option("--backend", a->backend, "vulkan | cpu")->check(CLI::IsMember({"vulkan", "cpu"}));
     run->add_option("--ctx", a->max_ctx, "context limit");
     run->add_flag("--json", a->json, "print one JSON object");
-    run->add_option("--top-logits", a->top_logits, "with --json: the K highest raw logits per generated token");
+    run->add_option("--top-logits", a->top_logits,
+                    "with --json: the K highest raw logits per generated token");
     run->add_flag("-v,--verbose", a->verbose);
     run->callback([a] { do_run(*a); });
 
@@ -165,5 +176,5 @@ void register_run(CLI::App& app, const Globals&) {
 
 CliModule reg_run(register_run);
 
-}  // namespace
-}  // namespace prefixd::cli
+} // namespace
+} // namespace prefixd::cli

@@ -32,7 +32,9 @@ struct Stats {
     double max() const { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
 };
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 int32_t argmax(const std::vector<float>& l, size_t off, size_t n) {
     return int32_t(std::max_element(l.begin() + off, l.begin() + off + n) - (l.begin() + off));
@@ -52,7 +54,8 @@ void do_bench(const BenchArgs& a) {
     std::mt19937 rng(42);
     auto tokens = [&](uint32_t k) {
         std::vector<int32_t> t{eng->config().bos_id >= 0 ? eng->config().bos_id : 0};
-        while (t.size() < k) t.push_back(int32_t(rng() % std::min<uint32_t>(V, 100000)));
+        while (t.size() < k)
+            t.push_back(int32_t(rng() % std::min<uint32_t>(V, 100000)));
         return t;
     };
     Stats pp, tg, tgb;
@@ -72,7 +75,10 @@ void do_bench(const BenchArgs& a) {
         if (a.batch > 1) {
             std::vector<BatchItem> items;
             for (uint32_t k = 0; k < a.batch; ++k)
-                items.push_back({b.create_sequence(), {Segment::from_tokens(tokens(a.batch_prompt))}, {a.batch_prompt - 1}, {}});
+                items.push_back({b.create_sequence(),
+                                 {Segment::from_tokens(tokens(a.batch_prompt))},
+                                 {a.batch_prompt - 1},
+                                 {}});
             auto outs = b.step(items);
             t0 = now();
             for (uint32_t i = 0; i < a.n; ++i) {
@@ -83,28 +89,43 @@ void do_bench(const BenchArgs& a) {
                 outs = b.step(items);
             }
             tgb.v.push_back(double(a.batch) * a.n / (now() - t0));
-            for (auto& it : items) b.free_sequence(it.seq);
+            for (auto& it : items)
+                b.free_sequence(it.seq);
         }
     }
     const auto& c = eng->config();
     if (a.json) {
-        nlohmann::json j = {{"model", a.model}, {"name", c.name}, {"device", b.device_name()}, {"backend", a.backend},
-                            {"p", a.p}, {"n", a.n}, {"r", a.r}, {"batch", a.batch},
-                            {"pp_tps", pp.median()}, {"pp_tps_min", pp.min()}, {"pp_tps_max", pp.max()},
-                            {"tg_tps", tg.median()}, {"tg_tps_min", tg.min()}, {"tg_tps_max", tg.max()},
-                            {"tg_batch_tps", tgb.median()}, {"tg_batch_tps_min", tgb.min()},
-                            {"tg_batch_tps_max", tgb.max()}, {"peak_device_memory_bytes", b.peak_device_memory()}};
+        nlohmann::json j = {{"model", a.model},
+                            {"name", c.name},
+                            {"device", b.device_name()},
+                            {"backend", a.backend},
+                            {"p", a.p},
+                            {"n", a.n},
+                            {"r", a.r},
+                            {"batch", a.batch},
+                            {"pp_tps", pp.median()},
+                            {"pp_tps_min", pp.min()},
+                            {"pp_tps_max", pp.max()},
+                            {"tg_tps", tg.median()},
+                            {"tg_tps_min", tg.min()},
+                            {"tg_tps_max", tg.max()},
+                            {"tg_batch_tps", tgb.median()},
+                            {"tg_batch_tps_min", tgb.min()},
+                            {"tg_batch_tps_max", tgb.max()},
+                            {"peak_device_memory_bytes", b.peak_device_memory()}};
         std::printf("%s\n", j.dump().c_str());
         return;
     }
     std::printf("model   %s (%s, %u layers)\ndevice  %s\n", a.model.c_str(), c.name.c_str(), c.n_layer,
                 b.device_name().c_str());
     auto line = [](const char* what, const Stats& s) {
-        std::printf("%-30s %10.2f tok/s  (min %.2f, max %.2f, %zu runs)\n", what, s.median(), s.min(), s.max(), s.v.size());
+        std::printf("%-30s %10.2f tok/s  (min %.2f, max %.2f, %zu runs)\n", what, s.median(), s.min(),
+                    s.max(), s.v.size());
     };
     line(("prefill pp" + std::to_string(a.p)).c_str(), pp);
     line(("decode tg" + std::to_string(a.n)).c_str(), tg);
-    if (a.batch > 1) line(("decode x" + std::to_string(a.batch) + " sequences (aggregate)").c_str(), tgb);
+    if (a.batch > 1)
+        line(("decode x" + std::to_string(a.batch) + " sequences (aggregate)").c_str(), tgb);
     std::printf("peak device memory %.1f MiB\n", double(b.peak_device_memory()) / (1 << 20));
 }
 
@@ -127,5 +148,5 @@ void register_bench(CLI::App& app, const Globals&) {
 
 CliModule reg_bench(register_bench);
 
-}  // namespace
-}  // namespace prefixd::cli
+} // namespace
+} // namespace prefixd::cli

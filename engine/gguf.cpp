@@ -16,26 +16,46 @@ namespace prefixd::gguf {
 
 const char* type_name(GgmlType t) {
     switch (t) {
-    case GgmlType::F32: return "F32";
-    case GgmlType::F16: return "F16";
-    case GgmlType::Q4_0: return "Q4_0";
-    case GgmlType::Q4_1: return "Q4_1";
-    case GgmlType::Q5_0: return "Q5_0";
-    case GgmlType::Q5_1: return "Q5_1";
-    case GgmlType::Q8_0: return "Q8_0";
-    case GgmlType::Q8_1: return "Q8_1";
-    case GgmlType::Q2_K: return "Q2_K";
-    case GgmlType::Q3_K: return "Q3_K";
-    case GgmlType::Q4_K: return "Q4_K";
-    case GgmlType::Q5_K: return "Q5_K";
-    case GgmlType::Q6_K: return "Q6_K";
-    case GgmlType::Q8_K: return "Q8_K";
-    case GgmlType::I8: return "I8";
-    case GgmlType::I16: return "I16";
-    case GgmlType::I32: return "I32";
-    case GgmlType::I64: return "I64";
-    case GgmlType::F64: return "F64";
-    case GgmlType::BF16: return "BF16";
+    case GgmlType::F32:
+        return "F32";
+    case GgmlType::F16:
+        return "F16";
+    case GgmlType::Q4_0:
+        return "Q4_0";
+    case GgmlType::Q4_1:
+        return "Q4_1";
+    case GgmlType::Q5_0:
+        return "Q5_0";
+    case GgmlType::Q5_1:
+        return "Q5_1";
+    case GgmlType::Q8_0:
+        return "Q8_0";
+    case GgmlType::Q8_1:
+        return "Q8_1";
+    case GgmlType::Q2_K:
+        return "Q2_K";
+    case GgmlType::Q3_K:
+        return "Q3_K";
+    case GgmlType::Q4_K:
+        return "Q4_K";
+    case GgmlType::Q5_K:
+        return "Q5_K";
+    case GgmlType::Q6_K:
+        return "Q6_K";
+    case GgmlType::Q8_K:
+        return "Q8_K";
+    case GgmlType::I8:
+        return "I8";
+    case GgmlType::I16:
+        return "I16";
+    case GgmlType::I32:
+        return "I32";
+    case GgmlType::I64:
+        return "I64";
+    case GgmlType::F64:
+        return "F64";
+    case GgmlType::BF16:
+        return "BF16";
     }
     static thread_local char buf[32];
     std::snprintf(buf, sizeof buf, "type#%u", unsigned(t));
@@ -44,38 +64,75 @@ const char* type_name(GgmlType t) {
 
 uint64_t type_block_elems(GgmlType t) {
     switch (t) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::I8:
-    case GgmlType::I16: case GgmlType::I32: case GgmlType::I64: case GgmlType::F64: return 1;
-    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
-    case GgmlType::Q8_0: case GgmlType::Q8_1: return 32;
-    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
-    case GgmlType::Q6_K: case GgmlType::Q8_K: return 256;
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+    case GgmlType::I8:
+    case GgmlType::I16:
+    case GgmlType::I32:
+    case GgmlType::I64:
+    case GgmlType::F64:
+        return 1;
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::Q8_0:
+    case GgmlType::Q8_1:
+        return 32;
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+    case GgmlType::Q8_K:
+        return 256;
     }
     return 0;
 }
 
 uint64_t type_block_bytes(GgmlType t) {
     switch (t) {
-    case GgmlType::F32: return 4;
-    case GgmlType::F16: return 2;
-    case GgmlType::BF16: return 2;
-    case GgmlType::I8: return 1;
-    case GgmlType::I16: return 2;
-    case GgmlType::I32: return 4;
-    case GgmlType::I64: return 8;
-    case GgmlType::F64: return 8;
-    case GgmlType::Q4_0: return 18;
-    case GgmlType::Q4_1: return 20;
-    case GgmlType::Q5_0: return 22;
-    case GgmlType::Q5_1: return 24;
-    case GgmlType::Q8_0: return 34;
-    case GgmlType::Q8_1: return 36;
-    case GgmlType::Q2_K: return 84;
-    case GgmlType::Q3_K: return 110;
-    case GgmlType::Q4_K: return 144;
-    case GgmlType::Q5_K: return 176;
-    case GgmlType::Q6_K: return 210;
-    case GgmlType::Q8_K: return 292;
+    case GgmlType::F32:
+        return 4;
+    case GgmlType::F16:
+        return 2;
+    case GgmlType::BF16:
+        return 2;
+    case GgmlType::I8:
+        return 1;
+    case GgmlType::I16:
+        return 2;
+    case GgmlType::I32:
+        return 4;
+    case GgmlType::I64:
+        return 8;
+    case GgmlType::F64:
+        return 8;
+    case GgmlType::Q4_0:
+        return 18;
+    case GgmlType::Q4_1:
+        return 20;
+    case GgmlType::Q5_0:
+        return 22;
+    case GgmlType::Q5_1:
+        return 24;
+    case GgmlType::Q8_0:
+        return 34;
+    case GgmlType::Q8_1:
+        return 36;
+    case GgmlType::Q2_K:
+        return 84;
+    case GgmlType::Q3_K:
+        return 110;
+    case GgmlType::Q4_K:
+        return 144;
+    case GgmlType::Q5_K:
+        return 176;
+    case GgmlType::Q6_K:
+        return 210;
+    case GgmlType::Q8_K:
+        return 292;
     }
     return 0;
 }
@@ -91,49 +148,60 @@ static bool is_int(ValueType t) {
            t == ValueType::U32 || t == ValueType::I32 || t == ValueType::U64 || t == ValueType::I64;
 }
 static const char* vt_name(ValueType t) {
-    static const char* names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool",
-                                  "string", "array", "u64", "i64", "f64"};
+    static const char* names[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+                                  "bool", "string", "array", "u64", "i64", "f64"};
     return uint32_t(t) < 13 ? names[uint32_t(t)] : "unknown";
 }
 
 uint64_t Value::as_u64() const {
-    if (auto p = std::get_if<uint64_t>(&v)) return *p;
+    if (auto p = std::get_if<uint64_t>(&v))
+        return *p;
     if (auto p = std::get_if<int64_t>(&v)) {
-        if (*p < 0) throw GgufError("negative value where unsigned expected");
+        if (*p < 0)
+            throw GgufError("negative value where unsigned expected");
         return uint64_t(*p);
     }
     throw GgufError(std::string("expected integer, got ") + vt_name(type));
 }
 int64_t Value::as_i64() const {
-    if (auto p = std::get_if<int64_t>(&v)) return *p;
+    if (auto p = std::get_if<int64_t>(&v))
+        return *p;
     if (auto p = std::get_if<uint64_t>(&v)) {
-        if (*p > uint64_t(INT64_MAX)) throw GgufError("integer too large");
+        if (*p > uint64_t(INT64_MAX))
+            throw GgufError("integer too large");
         return int64_t(*p);
     }
     throw GgufError(std::string("expected integer, got ") + vt_name(type));
 }
 double Value::as_f64() const {
-    if (auto p = std::get_if<double>(&v)) return *p;
-    if (auto p = std::get_if<uint64_t>(&v)) return double(*p);
-    if (auto p = std::get_if<int64_t>(&v)) return double(*p);
+    if (auto p = std::get_if<double>(&v))
+        return *p;
+    if (auto p = std::get_if<uint64_t>(&v))
+        return double(*p);
+    if (auto p = std::get_if<int64_t>(&v))
+        return double(*p);
     throw GgufError(std::string("expected number, got ") + vt_name(type));
 }
 bool Value::as_bool() const {
-    if (auto p = std::get_if<bool>(&v)) return *p;
+    if (auto p = std::get_if<bool>(&v))
+        return *p;
     throw GgufError(std::string("expected bool, got ") + vt_name(type));
 }
 const std::string& Value::as_str() const {
-    if (auto p = std::get_if<std::string>(&v)) return *p;
+    if (auto p = std::get_if<std::string>(&v))
+        return *p;
     throw GgufError(std::string("expected string, got ") + vt_name(type));
 }
 const Array& Value::as_array() const {
-    if (auto p = std::get_if<Array>(&v)) return *p;
+    if (auto p = std::get_if<Array>(&v))
+        return *p;
     throw GgufError(std::string("expected array, got ") + vt_name(type));
 }
 
 uint64_t TensorInfo::n_elements() const {
     uint64_t n = 1;
-    for (auto d : ne) n *= d;
+    for (auto d : ne)
+        n *= d;
     return n;
 }
 
@@ -150,7 +218,8 @@ struct Reader {
         throw GgufError("GGUF: " + what + " at offset " + std::to_string(pos));
     }
     void need(uint64_t n, const char* what) const {
-        if (n > b.size() - pos) fail(std::string("truncated file reading ") + what);
+        if (n > b.size() - pos)
+            fail(std::string("truncated file reading ") + what);
     }
     template <class T> T get(const char* what) {
         need(sizeof(T), what);
@@ -171,11 +240,24 @@ struct Reader {
 
 size_t min_value_bytes(ValueType t) {
     switch (t) {
-    case ValueType::U8: case ValueType::I8: case ValueType::BOOL: return 1;
-    case ValueType::U16: case ValueType::I16: return 2;
-    case ValueType::U32: case ValueType::I32: case ValueType::F32: return 4;
-    case ValueType::U64: case ValueType::I64: case ValueType::F64: case ValueType::STRING: return 8;
-    case ValueType::ARRAY: return 12;
+    case ValueType::U8:
+    case ValueType::I8:
+    case ValueType::BOOL:
+        return 1;
+    case ValueType::U16:
+    case ValueType::I16:
+        return 2;
+    case ValueType::U32:
+    case ValueType::I32:
+    case ValueType::F32:
+        return 4;
+    case ValueType::U64:
+    case ValueType::I64:
+    case ValueType::F64:
+    case ValueType::STRING:
+        return 8;
+    case ValueType::ARRAY:
+        return 12;
     }
     return 1;
 }
@@ -184,65 +266,101 @@ Value read_value(Reader& r, ValueType t, int depth) {
     Value out;
     out.type = t;
     switch (t) {
-    case ValueType::U8: out.v = uint64_t(r.get<uint8_t>("u8")); break;
-    case ValueType::I8: out.v = int64_t(r.get<int8_t>("i8")); break;
-    case ValueType::U16: out.v = uint64_t(r.get<uint16_t>("u16")); break;
-    case ValueType::I16: out.v = int64_t(r.get<int16_t>("i16")); break;
-    case ValueType::U32: out.v = uint64_t(r.get<uint32_t>("u32")); break;
-    case ValueType::I32: out.v = int64_t(r.get<int32_t>("i32")); break;
-    case ValueType::U64: out.v = r.get<uint64_t>("u64"); break;
-    case ValueType::I64: out.v = r.get<int64_t>("i64"); break;
-    case ValueType::F32: out.v = double(r.get<float>("f32")); break;
-    case ValueType::F64: out.v = r.get<double>("f64"); break;
+    case ValueType::U8:
+        out.v = uint64_t(r.get<uint8_t>("u8"));
+        break;
+    case ValueType::I8:
+        out.v = int64_t(r.get<int8_t>("i8"));
+        break;
+    case ValueType::U16:
+        out.v = uint64_t(r.get<uint16_t>("u16"));
+        break;
+    case ValueType::I16:
+        out.v = int64_t(r.get<int16_t>("i16"));
+        break;
+    case ValueType::U32:
+        out.v = uint64_t(r.get<uint32_t>("u32"));
+        break;
+    case ValueType::I32:
+        out.v = int64_t(r.get<int32_t>("i32"));
+        break;
+    case ValueType::U64:
+        out.v = r.get<uint64_t>("u64");
+        break;
+    case ValueType::I64:
+        out.v = r.get<int64_t>("i64");
+        break;
+    case ValueType::F32:
+        out.v = double(r.get<float>("f32"));
+        break;
+    case ValueType::F64:
+        out.v = r.get<double>("f64");
+        break;
     case ValueType::BOOL: {
         uint8_t b = r.get<uint8_t>("bool");
-        if (b > 1) r.fail("bool value " + std::to_string(b));
+        if (b > 1)
+            r.fail("bool value " + std::to_string(b));
         out.v = b != 0;
         break;
     }
-    case ValueType::STRING: out.v = r.str("string"); break;
+    case ValueType::STRING:
+        out.v = r.str("string");
+        break;
     case ValueType::ARRAY: {
-        if (depth >= kMaxArrayDepth) r.fail("arrays nested too deeply");
+        if (depth >= kMaxArrayDepth)
+            r.fail("arrays nested too deeply");
         uint32_t et = r.get<uint32_t>("array type");
-        if (et > uint32_t(ValueType::F64)) r.fail("unknown array element type " + std::to_string(et));
+        if (et > uint32_t(ValueType::F64))
+            r.fail("unknown array element type " + std::to_string(et));
         uint64_t n = r.get<uint64_t>("array length");
         out.elem_type = ValueType(et);
-        if (n > r.remaining() / min_value_bytes(out.elem_type)) r.fail("array length " + std::to_string(n) + " exceeds the file (truncated?)");
+        if (n > r.remaining() / min_value_bytes(out.elem_type))
+            r.fail("array length " + std::to_string(n) + " exceeds the file (truncated?)");
         Array a;
         a.reserve(size_t(n));
-        for (uint64_t i = 0; i < n; ++i) a.push_back(read_value(r, out.elem_type, depth + 1));
+        for (uint64_t i = 0; i < n; ++i)
+            a.push_back(read_value(r, out.elem_type, depth + 1));
         out.v = std::move(a);
         break;
     }
-    default: r.fail("unknown value type " + std::to_string(uint32_t(t)));
+    default:
+        r.fail("unknown value type " + std::to_string(uint32_t(t)));
     }
     return out;
 }
 
-}  // namespace
+} // namespace
 
 Parsed Parsed::parse(std::span<const uint8_t> bytes) {
     Reader r{bytes};
     Parsed p;
     uint32_t magic = r.get<uint32_t>("magic");
-    if (std::memcmp(&magic, "GGUF", 4) != 0) r.fail("not a GGUF file (bad magic)");
+    if (std::memcmp(&magic, "GGUF", 4) != 0)
+        r.fail("not a GGUF file (bad magic)");
     p.version = r.get<uint32_t>("version");
-    if (p.version != 2 && p.version != 3) r.fail("unsupported GGUF version " + std::to_string(p.version));
+    if (p.version != 2 && p.version != 3)
+        r.fail("unsupported GGUF version " + std::to_string(p.version));
     uint64_t n_tensors = r.get<uint64_t>("tensor count");
     uint64_t n_kv = r.get<uint64_t>("metadata count");
-    if (n_kv > r.remaining() / 13) r.fail("metadata count " + std::to_string(n_kv) + " exceeds the file (truncated?)");
-    if (n_tensors > r.remaining() / 28) r.fail("tensor count " + std::to_string(n_tensors) + " exceeds the file (truncated?)");
+    if (n_kv > r.remaining() / 13)
+        r.fail("metadata count " + std::to_string(n_kv) + " exceeds the file (truncated?)");
+    if (n_tensors > r.remaining() / 28)
+        r.fail("tensor count " + std::to_string(n_tensors) + " exceeds the file (truncated?)");
     for (uint64_t i = 0; i < n_kv; ++i) {
         std::string key = r.str("metadata key");
         uint32_t t = r.get<uint32_t>("metadata value type");
-        if (t > uint32_t(ValueType::F64)) r.fail("key '" + key + "': unknown value type " + std::to_string(t));
+        if (t > uint32_t(ValueType::F64))
+            r.fail("key '" + key + "': unknown value type " + std::to_string(t));
         Value v = read_value(r, ValueType(t), 0);
-        if (!p.kv.emplace(key, std::move(v)).second) r.fail("duplicate metadata key '" + key + "'");
+        if (!p.kv.emplace(key, std::move(v)).second)
+            r.fail("duplicate metadata key '" + key + "'");
     }
     if (auto it = p.kv.find("general.alignment"); it != p.kv.end()) {
-        if (!is_int(it->second.type)) r.fail("general.alignment is not an integer");
+        if (!is_int(it->second.type))
+            r.fail("general.alignment is not an integer");
         uint64_t a = it->second.as_u64();
-        if (a == 0 || (a & (a - 1)) != 0 || a > (1u << 20)) r.fail("bad general.alignment " + std::to_string(a));
+        if (a == 0 || (a & (a - 1)) != 0 || a > (1u << 20))
+            r.fail("bad general.alignment " + std::to_string(a));
         p.alignment = a;
     }
     p.tensors.reserve(size_t(n_tensors));
@@ -250,7 +368,8 @@ Parsed Parsed::parse(std::span<const uint8_t> bytes) {
         TensorInfo ti;
         ti.name = r.str("tensor name");
         uint32_t nd = r.get<uint32_t>("tensor dims");
-        if (nd == 0 || nd > kMaxDims) r.fail("tensor '" + ti.name + "': bad dimension count " + std::to_string(nd));
+        if (nd == 0 || nd > kMaxDims)
+            r.fail("tensor '" + ti.name + "': bad dimension count " + std::to_string(nd));
         uint64_t n = 1;
         for (uint32_t d = 0; d < nd; ++d) {
             uint64_t e = r.get<uint64_t>("tensor dim");
@@ -264,30 +383,36 @@ Parsed Parsed::parse(std::span<const uint8_t> bytes) {
         uint64_t be = type_block_elems(ti.type), bb = type_block_bytes(ti.type);
         if (be != 0) {
             if (ti.ne[0] % be != 0)
-                r.fail("tensor '" + ti.name + "': row of " + std::to_string(ti.ne[0]) + " not a multiple of " +
-                       type_name(ti.type) + " block size");
+                r.fail("tensor '" + ti.name + "': row of " + std::to_string(ti.ne[0]) +
+                       " not a multiple of " + type_name(ti.type) + " block size");
             ti.nbytes = n / be * bb;
         }
-        if (ti.offset % p.alignment != 0) r.fail("tensor '" + ti.name + "': misaligned data offset");
-        if (p.index_.count(ti.name)) r.fail("duplicate tensor name '" + ti.name + "'");
+        if (ti.offset % p.alignment != 0)
+            r.fail("tensor '" + ti.name + "': misaligned data offset");
+        if (p.index_.count(ti.name))
+            r.fail("duplicate tensor name '" + ti.name + "'");
         p.index_[ti.name] = p.tensors.size();
         p.tensors.push_back(std::move(ti));
     }
     uint64_t data_start = (r.pos + p.alignment - 1) / p.alignment * p.alignment;
-    if (n_tensors > 0 && data_start > bytes.size()) r.fail("truncated file: data section missing");
+    if (n_tensors > 0 && data_start > bytes.size())
+        r.fail("truncated file: data section missing");
     uint64_t data_size = bytes.size() - std::min<uint64_t>(data_start, bytes.size());
     // Bounds and overlap of tensor data (tensors of unknown type only get a start check).
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
     for (auto& ti : p.tensors) {
         if (ti.offset > data_size || ti.nbytes > data_size - ti.offset)
-            throw GgufError("GGUF: tensor '" + ti.name + "' data (" + std::to_string(ti.nbytes) + " bytes at " +
-                            std::to_string(ti.offset) + ") lies beyond the end of the file (truncated?)");
+            throw GgufError("GGUF: tensor '" + ti.name + "' data (" + std::to_string(ti.nbytes) +
+                            " bytes at " + std::to_string(ti.offset) +
+                            ") lies beyond the end of the file (truncated?)");
         ti.data = bytes.data() + data_start + ti.offset;
-        if (ti.nbytes) ranges.emplace_back(ti.offset, ti.offset + ti.nbytes);
+        if (ti.nbytes)
+            ranges.emplace_back(ti.offset, ti.offset + ti.nbytes);
     }
     std::sort(ranges.begin(), ranges.end());
     for (size_t i = 1; i < ranges.size(); ++i)
-        if (ranges[i].first < ranges[i - 1].second) throw GgufError("GGUF: overlapping tensor data");
+        if (ranges[i].first < ranges[i - 1].second)
+            throw GgufError("GGUF: overlapping tensor data");
     return p;
 }
 
@@ -301,17 +426,21 @@ const Value* Parsed::get(const std::string& key) const {
 }
 uint64_t Parsed::get_u64(const std::string& key) const {
     const Value* v = get(key);
-    if (!v) throw GgufError("missing key " + key);
+    if (!v)
+        throw GgufError("missing key " + key);
     try {
         return v->as_u64();
     } catch (const GgufError& e) {
         throw GgufError("key " + key + ": " + e.what());
     }
 }
-uint64_t Parsed::get_u64(const std::string& key, uint64_t def) const { return get(key) ? get_u64(key) : def; }
+uint64_t Parsed::get_u64(const std::string& key, uint64_t def) const {
+    return get(key) ? get_u64(key) : def;
+}
 double Parsed::get_f64(const std::string& key, double def) const {
     const Value* v = get(key);
-    if (!v) return def;
+    if (!v)
+        return def;
     try {
         return v->as_f64();
     } catch (const GgufError& e) {
@@ -320,7 +449,8 @@ double Parsed::get_f64(const std::string& key, double def) const {
 }
 bool Parsed::get_bool(const std::string& key, bool def) const {
     const Value* v = get(key);
-    if (!v) return def;
+    if (!v)
+        return def;
     try {
         return v->as_bool();
     } catch (const GgufError& e) {
@@ -329,7 +459,8 @@ bool Parsed::get_bool(const std::string& key, bool def) const {
 }
 std::string Parsed::get_str(const std::string& key, const std::string& def) const {
     const Value* v = get(key);
-    if (!v) return def;
+    if (!v)
+        return def;
     try {
         return v->as_str();
     } catch (const GgufError& e) {
@@ -340,7 +471,8 @@ std::string Parsed::get_str(const std::string& key, const std::string& def) cons
 // ---- File ----
 File File::open(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw GgufError("cannot open " + path + ": " + std::strerror(errno));
+    if (fd < 0)
+        throw GgufError("cannot open " + path + ": " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ::close(fd);
@@ -373,7 +505,8 @@ File::File(File&& o) noexcept
 }
 File& File::operator=(File&& o) noexcept {
     if (this != &o) {
-        if (map_) ::munmap(map_, size_);
+        if (map_)
+            ::munmap(map_, size_);
         path_ = std::move(o.path_);
         map_ = o.map_;
         size_ = o.size_;
@@ -384,161 +517,8 @@ File& File::operator=(File&& o) noexcept {
     return *this;
 }
 File::~File() {
-    if (map_) ::munmap(map_, size_);
+    if (map_)
+        ::munmap(map_, size_);
 }
 
-// ---- Writer ----
-void Writer::set(const std::string& key, Value v) {
-    for (auto& kv : kv_)
-        if (kv.first == key) {
-            kv.second = std::move(v);
-            return;
-        }
-    kv_.emplace_back(key, std::move(v));
-}
-void Writer::set_u32(const std::string& key, uint32_t v) { set(key, Value{ValueType::U32, ValueType::U32, uint64_t(v)}); }
-void Writer::set_f32(const std::string& key, float v) { set(key, Value{ValueType::F32, ValueType::U32, double(v)}); }
-void Writer::set_bool(const std::string& key, bool v) { set(key, Value{ValueType::BOOL, ValueType::U32, v}); }
-void Writer::set_str(const std::string& key, const std::string& v) {
-    set(key, Value{ValueType::STRING, ValueType::U32, v});
-}
-void Writer::set_str_array(const std::string& key, const std::vector<std::string>& v) {
-    Array a;
-    a.reserve(v.size());
-    for (auto& s : v) a.push_back(Value{ValueType::STRING, ValueType::U32, s});
-    set(key, Value{ValueType::ARRAY, ValueType::STRING, std::move(a)});
-}
-void Writer::set_i32_array(const std::string& key, const std::vector<int32_t>& v) {
-    Array a;
-    a.reserve(v.size());
-    for (auto x : v) a.push_back(Value{ValueType::I32, ValueType::U32, int64_t(x)});
-    set(key, Value{ValueType::ARRAY, ValueType::I32, std::move(a)});
-}
-
-static uint64_t tensor_nbytes(const std::string& name, const std::vector<uint64_t>& ne, GgmlType type) {
-    uint64_t be = type_block_elems(type), bb = type_block_bytes(type);
-    if (be == 0) throw GgufError("writer: tensor '" + name + "' has unknown type");
-    if (ne.empty() || ne.size() > kMaxDims || ne[0] % be != 0)
-        throw GgufError("writer: tensor '" + name + "' has a bad shape for its type");
-    uint64_t n = 1;
-    for (auto d : ne) n *= d;
-    return n / be * bb;
-}
-
-void Writer::add_tensor(const std::string& name, std::vector<uint64_t> ne, GgmlType type, std::vector<uint8_t> bytes) {
-    auto shared = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
-    add_tensor_lazy(name, std::move(ne), type, [shared] { return *shared; });
-    if (shared->size() != tensors_.back().info.nbytes)
-        throw GgufError("writer: tensor '" + name + "' has " + std::to_string(shared->size()) + " bytes, expected " +
-                        std::to_string(tensors_.back().info.nbytes));
-}
-
-void Writer::add_tensor_lazy(const std::string& name, std::vector<uint64_t> ne, GgmlType type,
-                             std::function<std::vector<uint8_t>()> produce) {
-    Pending p;
-    p.info.name = name;
-    p.info.nbytes = tensor_nbytes(name, ne, type);
-    p.info.ne = std::move(ne);
-    p.info.type = type;
-    p.produce = std::move(produce);
-    tensors_.push_back(std::move(p));
-}
-
-namespace {
-struct Out {
-    FILE* f;
-    std::string path;
-    uint64_t pos = 0;
-    void raw(const void* p, size_t n) {
-        if (n && std::fwrite(p, 1, n, f) != n) throw GgufError("write failed: " + path + ": " + std::strerror(errno));
-        pos += n;
-    }
-    template <class T> void put(T v) { raw(&v, sizeof v); }
-    void str(const std::string& s) {
-        put<uint64_t>(s.size());
-        raw(s.data(), s.size());
-    }
-    void pad(uint64_t align) {
-        static const uint8_t zeros[64] = {};
-        while (pos % align) raw(zeros, std::min<uint64_t>(64, align - pos % align));
-    }
-    void value(const Value& v) {
-        switch (v.type) {
-        case ValueType::U8: put<uint8_t>(uint8_t(v.as_u64())); break;
-        case ValueType::I8: put<int8_t>(int8_t(v.as_i64())); break;
-        case ValueType::U16: put<uint16_t>(uint16_t(v.as_u64())); break;
-        case ValueType::I16: put<int16_t>(int16_t(v.as_i64())); break;
-        case ValueType::U32: put<uint32_t>(uint32_t(v.as_u64())); break;
-        case ValueType::I32: put<int32_t>(int32_t(v.as_i64())); break;
-        case ValueType::U64: put<uint64_t>(v.as_u64()); break;
-        case ValueType::I64: put<int64_t>(v.as_i64()); break;
-        case ValueType::F32: put<float>(float(v.as_f64())); break;
-        case ValueType::F64: put<double>(v.as_f64()); break;
-        case ValueType::BOOL: put<uint8_t>(v.as_bool() ? 1 : 0); break;
-        case ValueType::STRING: str(v.as_str()); break;
-        case ValueType::ARRAY: {
-            put<uint32_t>(uint32_t(v.elem_type));
-            put<uint64_t>(v.as_array().size());
-            for (auto& e : v.as_array()) value(e);
-            break;
-        }
-        }
-    }
-};
-}  // namespace
-
-void Writer::write(const std::string& path) const {
-    uint64_t alignment = 32;
-    for (auto& kv : kv_)
-        if (kv.first == "general.alignment") alignment = kv.second.as_u64();
-    std::string tmp = path + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw GgufError("cannot create " + tmp + ": " + std::strerror(errno));
-    std::vector<char> buf(1 << 20);
-    std::setvbuf(f, buf.data(), _IOFBF, buf.size());
-    Out o{f, tmp};
-    try {
-        o.raw("GGUF", 4);
-        o.put<uint32_t>(3);
-        o.put<uint64_t>(tensors_.size());
-        o.put<uint64_t>(kv_.size());
-        for (auto& [k, v] : kv_) {
-            o.str(k);
-            o.put<uint32_t>(uint32_t(v.type));
-            o.value(v);
-        }
-        uint64_t off = 0;
-        for (auto& t : tensors_) {
-            o.str(t.info.name);
-            o.put<uint32_t>(uint32_t(t.info.ne.size()));
-            for (auto d : t.info.ne) o.put<uint64_t>(d);
-            o.put<uint32_t>(uint32_t(t.info.type));
-            o.put<uint64_t>(off);
-            off += (t.info.nbytes + alignment - 1) / alignment * alignment;
-        }
-        o.pad(alignment);
-        for (auto& t : tensors_) {
-            std::vector<uint8_t> bytes = t.produce();
-            if (bytes.size() != t.info.nbytes)
-                throw GgufError("writer: tensor '" + t.info.name + "' produced " + std::to_string(bytes.size()) +
-                                " bytes, expected " + std::to_string(t.info.nbytes));
-            o.raw(bytes.data(), bytes.size());
-            o.pad(alignment);
-        }
-        if (std::fclose(f) != 0) {
-            f = nullptr;
-            throw GgufError("write failed: " + tmp + ": " + std::strerror(errno));
-        }
-        f = nullptr;
-    } catch (...) {
-        if (f) std::fclose(f);
-        std::remove(tmp.c_str());
-        throw;
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        std::remove(tmp.c_str());
-        throw GgufError("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
-    }
-}
-
-}  // namespace prefixd::gguf
+} // namespace prefixd::gguf

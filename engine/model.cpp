@@ -21,15 +21,16 @@ uint64_t Tensor::row_bytes() const {
 
 float ModelConfig::attn_scale() const {
     float mscale = 1.0f;
-    if (rope_factor > 1.0f) mscale = 1.0f + yarn_log_mul * std::log(rope_factor);
+    if (rope_factor > 1.0f)
+        mscale = 1.0f + yarn_log_mul * std::log(rope_factor);
     return mscale * mscale / std::sqrt(float(qk_head()));
 }
 
 std::string ModelConfig::fingerprint() const {
     std::ostringstream s;
-    s << "deepseek2-h" << hidden << "-l" << n_layer << "-v" << n_vocab << "-hd" << n_head << "-kv" << kv_lora_rank
-      << "-q" << q_lora_rank << "-r" << qk_rope << "-n" << qk_nope << "-vh" << v_head << "-e" << n_expert << "x"
-      << n_expert_used;
+    s << "deepseek2-h" << hidden << "-l" << n_layer << "-v" << n_vocab << "-hd" << n_head << "-kv"
+      << kv_lora_rank << "-q" << q_lora_rank << "-r" << qk_rope << "-n" << qk_nope << "-vh" << v_head << "-e"
+      << n_expert << "x" << n_expert_used;
     return s.str();
 }
 
@@ -37,7 +38,8 @@ namespace {
 
 std::string dims_str(const std::vector<uint64_t>& ne) {
     std::string s = "[";
-    for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+    for (size_t i = 0; i < ne.size(); ++i)
+        s += (i ? ", " : "") + std::to_string(ne[i]);
     return s + "]";
 }
 
@@ -48,7 +50,8 @@ struct Loader {
 
     uint32_t u32(const std::string& key) const {
         uint64_t v = g.get_u64(arch + "." + key);
-        if (v > 0x7fffffffu) throw ModelError("key " + arch + "." + key + " out of range");
+        if (v > 0x7fffffffu)
+            throw ModelError("key " + arch + "." + key + " out of range");
         return uint32_t(v);
     }
     uint32_t u32(const std::string& key, uint32_t def) const {
@@ -60,17 +63,21 @@ struct Loader {
     Tensor get(const std::string& name, std::vector<uint64_t> ne, bool required = true) const {
         const gguf::TensorInfo* ti = g.find(name);
         if (!ti) {
-            if (required) throw ModelError("missing tensor " + name);
+            if (required)
+                throw ModelError("missing tensor " + name);
             return {};
         }
         auto have = ti->ne;
-        while (have.size() > ne.size() && have.back() == 1) have.pop_back();
-        while (ne.size() > have.size() && ne.back() == 1) ne.pop_back();
+        while (have.size() > ne.size() && have.back() == 1)
+            have.pop_back();
+        while (ne.size() > have.size() && ne.back() == 1)
+            ne.pop_back();
         if (have != ne)
-            throw ModelError("tensor " + name + " has shape " + dims_str(ti->ne) + ", expected " + dims_str(ne));
+            throw ModelError("tensor " + name + " has shape " + dims_str(ti->ne) + ", expected " +
+                             dims_str(ne));
         if (!gguf::engine_supports(ti->type))
-            throw ModelError(std::string("tensor ") + name + " has unsupported type " + gguf::type_name(ti->type) +
-                             " (supported: F32, F16, BF16, Q8_0, Q4_0)");
+            throw ModelError(std::string("tensor ") + name + " has unsupported type " +
+                             gguf::type_name(ti->type) + " (supported: F32, F16, BF16, Q8_0, Q4_0)");
         Tensor t;
         t.info = ti;
         t.type = ti->type;
@@ -83,12 +90,13 @@ struct Loader {
 
     // Keeps an F32 tensor as is; converts other float types into an owned F32 copy.
     Tensor as_f32(Tensor t) {
-        if (!t || t.type == GgmlType::F32) return t;
+        if (!t || t.type == GgmlType::F32)
+            return t;
         uint64_t n = t.rows * t.cols * t.n_mat;
         std::vector<uint8_t> buf(n * 4);
         for (uint64_t r = 0; r < t.rows * t.n_mat; ++r)
-            cpu::dequantize_row(t.type, t.data + r * t.row_bytes(), reinterpret_cast<float*>(buf.data()) + r * t.cols,
-                                t.cols);
+            cpu::dequantize_row(t.type, t.data + r * t.row_bytes(),
+                                reinterpret_cast<float*>(buf.data()) + r * t.cols, t.cols);
         derived.push_back(std::move(buf));
         t.type = GgmlType::F32;
         t.data = derived.back().data();
@@ -98,7 +106,8 @@ struct Loader {
 
 void read_config(const gguf::Parsed& g, const Loader& L, ModelConfig& c) {
     std::string arch = g.get_str("general.architecture");
-    if (arch.empty()) throw ModelError("missing key general.architecture");
+    if (arch.empty())
+        throw ModelError("missing key general.architecture");
     if (arch != "deepseek2")
         throw ModelError("unsupported architecture '" + arch + "' (prefixd runs deepseek2 models only)");
     c.name = g.get_str("general.name", "");
@@ -117,7 +126,8 @@ void read_config(const gguf::Parsed& g, const Loader& L, ModelConfig& c) {
     c.routed_scale = L.f32("expert_weights_scale", 1.0f);
     c.expert_weights_norm = g.get_bool("deepseek2.expert_weights_norm", false);
     uint32_t gating = L.u32("expert_gating_func", 1);
-    if (gating != 1 && gating != 2) throw ModelError("unsupported expert_gating_func " + std::to_string(gating));
+    if (gating != 1 && gating != 2)
+        throw ModelError("unsupported expert_gating_func " + std::to_string(gating));
     c.gating = GatingFunc(gating);
     c.q_lora_rank = L.u32("attention.q_lora_rank", 0);
     c.kv_lora_rank = L.u32("attention.kv_lora_rank");
@@ -125,10 +135,11 @@ void read_config(const gguf::Parsed& g, const Loader& L, ModelConfig& c) {
     // Current converters: key_length_mla / value_length_mla hold the per-head dims (key_length is
     // then kv_lora+rope and head_count_kv 1); older files have them in key_length / value_length.
     uint32_t k_len = g.get("deepseek2.attention.key_length_mla") ? L.u32("attention.key_length_mla")
-                                                                   : L.u32("attention.key_length");
+                                                                 : L.u32("attention.key_length");
     c.v_head = g.get("deepseek2.attention.value_length_mla") ? L.u32("attention.value_length_mla")
-                                                               : L.u32("attention.value_length");
-    if (k_len <= c.qk_rope) throw ModelError("key_length " + std::to_string(k_len) + " not larger than rope dims");
+                                                             : L.u32("attention.value_length");
+    if (k_len <= c.qk_rope)
+        throw ModelError("key_length " + std::to_string(k_len) + " not larger than rope dims");
     c.qk_nope = k_len - c.qk_rope;
     c.rms_eps = L.f32("attention.layer_norm_rms_epsilon", 1e-6f);
     c.rope_base = L.f32("rope.freq_base", 10000.0f);
@@ -152,20 +163,27 @@ void read_config(const gguf::Parsed& g, const Loader& L, ModelConfig& c) {
     c.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
 
     auto bad = [](const std::string& m) { throw ModelError("invalid hyper-parameters: " + m); };
-    if (!c.hidden || !c.n_layer || !c.n_head || !c.kv_lora_rank || !c.v_head) bad("zero dimension");
-    if (c.qk_rope % 2) bad("odd rope dimension count");
+    if (!c.hidden || !c.n_layer || !c.n_head || !c.kv_lora_rank || !c.v_head)
+        bad("zero dimension");
+    if (c.qk_rope % 2)
+        bad("odd rope dimension count");
     if (!(c.rms_eps > 0) || !(c.rope_base > 0) || !(c.rope_factor >= 1.0f) || !std::isfinite(c.routed_scale))
         bad("epsilon, rope base or scaling out of range");
-    if (c.n_dense_lead > c.n_layer) bad("leading_dense_block_count > block_count");
+    if (c.n_dense_lead > c.n_layer)
+        bad("leading_dense_block_count > block_count");
     if (c.n_dense_lead < c.n_layer) {
         if (!c.n_expert || !c.n_expert_used || c.n_expert_used > c.n_expert || !c.n_ff_exp)
-            bad("MoE layers need expert_count, expert_used_count <= expert_count, expert_feed_forward_length");
+            bad("MoE layers need expert_count, expert_used_count <= expert_count, "
+                "expert_feed_forward_length");
         if (!c.n_group || c.n_expert % c.n_group || !c.n_group_used || c.n_group_used > c.n_group)
             bad("expert groups do not divide the experts");
-        if (c.n_group_used * (c.n_expert / c.n_group) < c.n_expert_used) bad("used groups hold fewer than top-k experts");
+        if (c.n_group_used * (c.n_expert / c.n_group) < c.n_expert_used)
+            bad("used groups hold fewer than top-k experts");
     }
-    if (c.n_dense_lead > 0 && !c.n_ff) bad("dense layers need feed_forward_length");
-    if (c.hidden > (1u << 16) || c.n_head > 1024 || c.n_layer > 1024 || c.kv_lora_rank > (1u << 14)) bad("implausibly large");
+    if (c.n_dense_lead > 0 && !c.n_ff)
+        bad("dense layers need feed_forward_length");
+    if (c.hidden > (1u << 16) || c.n_head > 1024 || c.n_layer > 1024 || c.kv_lora_rank > (1u << 14))
+        bad("implausibly large");
 }
 
 // Splits a fused kv_b (n_head*(nope+v), kv_lora) into F32 k_b (per head (kv_lora, nope)) and
@@ -181,7 +199,8 @@ void split_kv_b(Loader& L, const ModelConfig& c, LayerWeights& lw) {
             uint64_t r = h * (nope + vh) + j;
             cpu::dequantize_row(lw.wkv_b.type, lw.wkv_b.data + r * lw.wkv_b.row_bytes(), row.data(), R);
             if (j < nope) {
-                for (uint64_t i = 0; i < R; ++i) k[(h * R + i) * nope + j] = row[i];
+                for (uint64_t i = 0; i < R; ++i)
+                    k[(h * R + i) * nope + j] = row[i];
             } else {
                 std::memcpy(v + (h * vh + (j - nope)) * R, row.data(), R * 4);
             }
@@ -236,7 +255,7 @@ void load_layer(Loader& L, const ModelConfig& c, uint32_t il, LayerWeights& lw) 
     }
 }
 
-}  // namespace
+} // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& path) {
     std::unique_ptr<Model> m;
@@ -251,7 +270,8 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
         ModelConfig& c = m->config_;
         read_config(g, L, c);
         const gguf::TensorInfo* te = g.find("token_embd.weight");
-        if (!te) throw ModelError("missing tensor token_embd.weight");
+        if (!te)
+            throw ModelError("missing tensor token_embd.weight");
         if (te->ne.size() < 2 || te->ne[0] != c.hidden)
             throw ModelError("tensor token_embd.weight has shape " + dims_str(te->ne) + ", expected [" +
                              std::to_string(c.hidden) + ", n_vocab]");
@@ -260,11 +280,14 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
         w.token_embd = L.get("token_embd.weight", {c.hidden, c.n_vocab});
         w.output_norm = L.as_f32(L.get("output_norm.weight", {c.hidden}));
         w.output = L.get("output.weight", {c.hidden, c.n_vocab}, false);
-        if (!w.output) w.output = w.token_embd;  // tied embeddings
+        if (!w.output)
+            w.output = w.token_embd; // tied embeddings
         w.layers.resize(c.n_layer);
-        for (uint32_t il = 0; il < c.n_layer; ++il) load_layer(L, c, il, w.layers[il]);
+        for (uint32_t il = 0; il < c.n_layer; ++il)
+            load_layer(L, c, il, w.layers[il]);
         for (auto id : {c.bos_id, c.eos_id})
-            if (id >= int32_t(c.n_vocab)) throw ModelError("special token id " + std::to_string(id) + " >= n_vocab");
+            if (id >= int32_t(c.n_vocab))
+                throw ModelError("special token id " + std::to_string(id) + " >= n_vocab");
     } catch (const gguf::GgufError& e) {
         throw ModelError(path + ": " + e.what());
     } catch (const ModelError& e) {
@@ -273,4 +296,4 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
     return m;
 }
 
-}  // namespace prefixd
+} // namespace prefixd

@@ -12,12 +12,18 @@ namespace prefixd {
 
 const char* finish_reason_name(FinishReason r) {
     switch (r) {
-    case FinishReason::None: return "none";
-    case FinishReason::Stop: return "stop";
-    case FinishReason::Length: return "length";
-    case FinishReason::Eos: return "eos";
-    case FinishReason::Cancelled: return "cancelled";
-    case FinishReason::Error: return "error";
+    case FinishReason::None:
+        return "none";
+    case FinishReason::Stop:
+        return "stop";
+    case FinishReason::Length:
+        return "length";
+    case FinishReason::Eos:
+        return "eos";
+    case FinishReason::Cancelled:
+        return "cancelled";
+    case FinishReason::Error:
+        return "error";
     }
     return "unknown";
 }
@@ -26,17 +32,24 @@ namespace {
 
 // Length of a complete UTF-8 sequence starting with lead byte b, 0 if b cannot start one.
 size_t utf8_len(unsigned char b) {
-    if (b < 0x80) return 1;
-    if (b >= 0xc2 && b <= 0xdf) return 2;
-    if (b >= 0xe0 && b <= 0xef) return 3;
-    if (b >= 0xf0 && b <= 0xf4) return 4;
+    if (b < 0x80)
+        return 1;
+    if (b >= 0xc2 && b <= 0xdf)
+        return 2;
+    if (b >= 0xe0 && b <= 0xef)
+        return 3;
+    if (b >= 0xf0 && b <= 0xf4)
+        return 4;
     return 0;
 }
 bool utf8_valid_seq(const unsigned char* p, size_t n) {
     for (size_t i = 1; i < n; ++i)
-        if ((p[i] & 0xc0) != 0x80) return false;
-    if (n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f))) return false;
-    if (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))) return false;
+        if ((p[i] & 0xc0) != 0x80)
+            return false;
+    if (n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f)))
+        return false;
+    if (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f)))
+        return false;
     return true;
 }
 
@@ -53,9 +66,11 @@ void drain_utf8(std::string& raw, std::string& text, bool final) {
             continue;
         }
         if (i + n > raw.size()) {
-            bool prefix_ok = true;  // could the tail still become valid?
-            for (size_t k = i + 1; k < raw.size(); ++k) prefix_ok = prefix_ok && (p[k] & 0xc0) == 0x80;
-            if (prefix_ok && !final) break;
+            bool prefix_ok = true; // could the tail still become valid?
+            for (size_t k = i + 1; k < raw.size(); ++k)
+                prefix_ok = prefix_ok && (p[k] & 0xc0) == 0x80;
+            if (prefix_ok && !final)
+                break;
             text += "\xEF\xBF\xBD";
             ++i;
             continue;
@@ -71,35 +86,36 @@ void drain_utf8(std::string& raw, std::string& text, bool final) {
     raw.erase(0, i);
 }
 
-}  // namespace
+} // namespace
 
 struct Runner::Impl {
     struct Req {
         RequestId id;
         Request r;
-        std::vector<Segment> rows;       // prompt (+ continuation for Score) as segments
-        uint32_t total_rows = 0;         // rows to prefill
-        uint32_t fed = 0;                // rows already in the cache
+        std::vector<Segment> rows; // prompt (+ continuation for Score) as segments
+        uint32_t total_rows = 0;   // rows to prefill
+        uint32_t fed = 0;          // rows already in the cache
         bool has_seq = false;
         SeqId seq = 0;
-        bool decoding = false;           // prefill done, feeding sampled tokens
+        bool decoding = false; // prefill done, feeding sampled tokens
         int32_t next_token = -1;
         Sampler sampler{SamplingParams{}};
-        std::string raw, text;           // undecoded bytes / complete text
-        size_t emitted = 0;              // bytes of text already sent in events
+        std::string raw, text; // undecoded bytes / complete text
+        size_t emitted = 0;    // bytes of text already sent in events
         bool cancelled = false;
         RequestResult res;
     };
 
     Engine& eng;
     std::map<RequestId, Req> reqs;
-    std::deque<RequestId> order;  // admission order
+    std::deque<RequestId> order; // admission order
     RequestId next_id = 1;
 
     explicit Impl(Engine& e) : eng(e) {}
 
     // Rows [from, from+n) of the request's input segments, as segments.
-    static std::vector<Segment> slice(const std::vector<Segment>& segs, uint32_t from, uint32_t n, uint32_t hidden) {
+    static std::vector<Segment> slice(const std::vector<Segment>& segs, uint32_t from, uint32_t n,
+                                      uint32_t hidden) {
         std::vector<Segment> out;
         uint32_t pos = 0;
         for (auto& s : segs) {
@@ -107,10 +123,12 @@ struct Runner::Impl {
             if (lo < hi) {
                 if (s.is_embeds()) {
                     out.push_back(Segment::from_embeds(
-                        std::vector<float>(s.embeds.begin() + uint64_t(lo - pos) * hidden, s.embeds.begin() + uint64_t(hi - pos) * hidden),
+                        std::vector<float>(s.embeds.begin() + uint64_t(lo - pos) * hidden,
+                                           s.embeds.begin() + uint64_t(hi - pos) * hidden),
                         hi - lo));
                 } else {
-                    out.push_back(Segment::from_tokens(std::vector<int32_t>(s.tokens.begin() + (lo - pos), s.tokens.begin() + (hi - pos))));
+                    out.push_back(Segment::from_tokens(
+                        std::vector<int32_t>(s.tokens.begin() + (lo - pos), s.tokens.begin() + (hi - pos))));
                 }
             }
             pos += sz;
@@ -125,8 +143,10 @@ struct Runner::Impl {
         q.res.finish = why;
         q.res.text = q.text;
         q.res.error = err;
-        if (q.r.kind == RequestKind::Generate) q.res.completion_tokens = uint32_t(q.res.token_ids.size());
-        if (q.has_seq) eng.backend().free_sequence(q.seq);
+        if (q.r.kind == RequestKind::Generate)
+            q.res.completion_tokens = uint32_t(q.res.token_ids.size());
+        if (q.has_seq)
+            eng.backend().free_sequence(q.seq);
         q.has_seq = false;
         ev.finished.emplace_back(q.id, std::move(q.res));
         reqs.erase(q.id);
@@ -139,12 +159,14 @@ struct Runner::Impl {
         drain_utf8(q.raw, q.text, false);
         size_t hold = 0;
         for (auto& s : q.r.stop) {
-            if (s.empty()) continue;
+            if (s.empty())
+                continue;
             size_t from = q.emitted > s.size() ? q.emitted - s.size() : 0;
             size_t at = q.text.find(s, from);
             if (at != std::string::npos) {
                 q.text.resize(at);
-                if (q.text.size() > q.emitted) te.text = q.text.substr(q.emitted);
+                if (q.text.size() > q.emitted)
+                    te.text = q.text.substr(q.emitted);
                 q.emitted = q.text.size();
                 return true;
             }
@@ -168,41 +190,53 @@ struct Runner::Impl {
         for (auto& s : r.prompt) {
             if (s.is_embeds()) {
                 if (s.embeds.size() != uint64_t(s.n_embed_rows) * c.hidden)
-                    throw EngineError("embedding rows have width " +
-                                      std::to_string(s.embeds.size() / std::max<uint32_t>(1, s.n_embed_rows)) +
-                                      ", the model's hidden size is " + std::to_string(c.hidden));
+                    throw EngineError(
+                        "embedding rows have width " +
+                        std::to_string(s.embeds.size() / std::max<uint32_t>(1, s.n_embed_rows)) +
+                        ", the model's hidden size is " + std::to_string(c.hidden));
                 for (float v : s.embeds)
-                    if (!std::isfinite(v)) throw EngineError("embedding rows contain NaN or Inf");
+                    if (!std::isfinite(v))
+                        throw EngineError("embedding rows contain NaN or Inf");
                 virt += s.n_embed_rows;
             }
             for (auto t : s.tokens)
-                if (t < 0 || uint32_t(t) >= c.n_vocab) throw EngineError("token id " + std::to_string(t) + " outside the vocabulary");
+                if (t < 0 || uint32_t(t) >= c.n_vocab)
+                    throw EngineError("token id " + std::to_string(t) + " outside the vocabulary");
             rows += s.size();
         }
         for (auto t : r.continuation)
-            if (t < 0 || uint32_t(t) >= c.n_vocab) throw EngineError("token id " + std::to_string(t) + " outside the vocabulary");
-        if (rows == 0) throw EngineError("empty prompt");
+            if (t < 0 || uint32_t(t) >= c.n_vocab)
+                throw EngineError("token id " + std::to_string(t) + " outside the vocabulary");
+        if (rows == 0)
+            throw EngineError("empty prompt");
         const uint32_t ctx = eng.options().max_ctx;
         if (r.kind == RequestKind::Generate) {
-            if (r.max_tokens == 0) throw EngineError("max_tokens must be at least 1");
+            if (r.max_tokens == 0)
+                throw EngineError("max_tokens must be at least 1");
             if (uint64_t(rows) + r.max_tokens > ctx)
-                throw EngineError("prompt (" + std::to_string(rows) + ") + max_tokens (" + std::to_string(r.max_tokens) +
-                                  ") exceeds the context of " + std::to_string(ctx));
+                throw EngineError("prompt (" + std::to_string(rows) + ") + max_tokens (" +
+                                  std::to_string(r.max_tokens) + ") exceeds the context of " +
+                                  std::to_string(ctx));
         } else if (uint64_t(rows) + r.continuation.size() > ctx) {
             throw EngineError("prompt + continuation exceeds the context of " + std::to_string(ctx));
         }
         const auto& sp = r.sampling;
-        if (!std::isfinite(sp.temperature) || sp.temperature < 0) throw EngineError("temperature must be finite and >= 0");
-        if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) throw EngineError("top_p must be in (0, 1]");
-        if (sp.top_k > c.n_vocab) throw EngineError("top_k larger than the vocabulary");
-        if (r.top_logprobs > c.n_vocab) throw EngineError("top_logprobs larger than the vocabulary");
+        if (!std::isfinite(sp.temperature) || sp.temperature < 0)
+            throw EngineError("temperature must be finite and >= 0");
+        if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f))
+            throw EngineError("top_p must be in (0, 1]");
+        if (sp.top_k > c.n_vocab)
+            throw EngineError("top_k larger than the vocabulary");
+        if (r.top_logprobs > c.n_vocab)
+            throw EngineError("top_logprobs larger than the vocabulary");
     }
 };
 
 Runner::Runner(Engine& engine) : impl_(std::make_unique<Impl>(engine)) {}
 Runner::~Runner() {
     for (auto& [id, q] : impl_->reqs)
-        if (q.has_seq) impl_->eng.backend().free_sequence(q.seq);
+        if (q.has_seq)
+            impl_->eng.backend().free_sequence(q.seq);
 }
 
 RequestId Runner::submit(Request r) {
@@ -216,7 +250,8 @@ RequestId Runner::submit(Request r) {
     }
     q.rows = r.prompt;
     if (r.kind == RequestKind::Score && r.continuation.size() > 1) {
-        q.rows.push_back(Segment::from_tokens(std::vector<int32_t>(r.continuation.begin(), r.continuation.end() - 1)));
+        q.rows.push_back(
+            Segment::from_tokens(std::vector<int32_t>(r.continuation.begin(), r.continuation.end() - 1)));
         q.total_rows += uint32_t(r.continuation.size() - 1);
     }
     q.sampler = Sampler(r.sampling);
@@ -228,10 +263,15 @@ RequestId Runner::submit(Request r) {
 
 void Runner::cancel(RequestId id) {
     auto it = impl_->reqs.find(id);
-    if (it != impl_->reqs.end()) it->second.cancelled = true;
+    if (it != impl_->reqs.end())
+        it->second.cancelled = true;
 }
-bool Runner::idle() const { return impl_->reqs.empty(); }
-size_t Runner::active() const { return impl_->reqs.size(); }
+bool Runner::idle() const {
+    return impl_->reqs.empty();
+}
+size_t Runner::active() const {
+    return impl_->reqs.size();
+}
 
 StepEvents Runner::step() {
     Impl& I = *impl_;
@@ -240,8 +280,10 @@ StepEvents Runner::step() {
     // Cancellations and empty scores finish without work.
     for (RequestId id : std::vector<RequestId>(I.order.begin(), I.order.end())) {
         auto& q = I.reqs.at(id);
-        if (q.cancelled) I.finish(q, FinishReason::Cancelled, ev);
-        else if (q.r.kind == RequestKind::Score && q.r.continuation.empty()) I.finish(q, FinishReason::Length, ev);
+        if (q.cancelled)
+            I.finish(q, FinishReason::Cancelled, ev);
+        else if (q.r.kind == RequestKind::Score && q.r.continuation.empty())
+            I.finish(q, FinishReason::Length, ev);
     }
     // Build the batch: decode rows first (latency), then prefill chunks in admission order.
     std::vector<BatchItem> batch;
@@ -249,7 +291,8 @@ StepEvents Runner::step() {
     uint32_t budget = I.eng.options().max_batch_rows;
     for (RequestId id : I.order) {
         auto& q = I.reqs.at(id);
-        if (!q.decoding || budget == 0) continue;
+        if (!q.decoding || budget == 0)
+            continue;
         BatchItem b;
         b.seq = q.seq;
         b.inputs.push_back(Segment::from_tokens({q.next_token}));
@@ -260,12 +303,13 @@ StepEvents Runner::step() {
     }
     for (RequestId id : I.order) {
         auto& q = I.reqs.at(id);
-        if (q.decoding || budget == 0) continue;
+        if (q.decoding || budget == 0)
+            continue;
         if (!q.has_seq) {
             try {
                 q.seq = I.eng.backend().create_sequence();
             } catch (const EngineError&) {
-                break;  // no free slot: wait for a finished request (keeps admission order)
+                break; // no free slot: wait for a finished request (keeps admission order)
             }
             q.has_seq = true;
         }
@@ -275,24 +319,28 @@ StepEvents Runner::step() {
         b.inputs = Impl::slice(q.rows, q.fed, n, c.hidden);
         const uint32_t prompt_rows = q.res.virtual_tokens + q.res.prompt_tokens;
         if (q.r.kind == RequestKind::Generate) {
-            if (q.fed + n == q.total_rows) b.logit_rows = {n - 1};
-        } else {  // Score: continuation[i] is predicted by row prompt_rows - 1 + i
+            if (q.fed + n == q.total_rows)
+                b.logit_rows = {n - 1};
+        } else { // Score: continuation[i] is predicted by row prompt_rows - 1 + i
             for (uint32_t i = 0; i < q.r.continuation.size(); ++i) {
                 uint32_t row = prompt_rows - 1 + i;
-                if (row >= q.fed && row < q.fed + n) b.targets.emplace_back(row - q.fed, q.r.continuation[i]);
+                if (row >= q.fed && row < q.fed + n)
+                    b.targets.emplace_back(row - q.fed, q.r.continuation[i]);
             }
         }
         batch.push_back(std::move(b));
         who.push_back(id);
         budget -= n;
     }
-    if (batch.empty()) return ev;
+    if (batch.empty())
+        return ev;
 
     std::vector<ItemOutput> outs;
     try {
         outs = I.eng.backend().step(batch);
     } catch (const std::exception& e) {
-        for (RequestId id : who) I.finish(I.reqs.at(id), FinishReason::Error, ev, e.what());
+        for (RequestId id : who)
+            I.finish(I.reqs.at(id), FinishReason::Error, ev, e.what());
         return ev;
     }
     for (size_t k = 0; k < who.size(); ++k) {
@@ -304,10 +352,12 @@ StepEvents Runner::step() {
                 q.res.token_logprobs.push_back(lp);
                 q.res.logprob_sum += lp;
             }
-            if (q.fed == q.total_rows) I.finish(q, FinishReason::Length, ev);
+            if (q.fed == q.total_rows)
+                I.finish(q, FinishReason::Length, ev);
             continue;
         }
-        if (o.logits.empty()) continue;  // prefill chunk without the last row
+        if (o.logits.empty())
+            continue; // prefill chunk without the last row
         q.decoding = true;
         std::span<const float> logits(o.logits.data(), c.n_vocab);
         int32_t tok = q.sampler.sample(logits);
@@ -315,8 +365,9 @@ StepEvents Runner::step() {
         te.id = tok;
         te.logprob = log_prob(logits, tok);
         if (q.r.top_logprobs) {
-            float norm = q.r.top_raw_logits ? 0.0f : te.logprob - logits[tok];  // logprob = logit + norm
-            for (auto& [id, l] : top_logits(logits, q.r.top_logprobs)) te.top.emplace_back(id, l + norm);
+            float norm = q.r.top_raw_logits ? 0.0f : te.logprob - logits[tok]; // logprob = logit + norm
+            for (auto& [id, l] : top_logits(logits, q.r.top_logprobs))
+                te.top.emplace_back(id, l + norm);
         }
         q.res.token_ids.push_back(tok);
         q.res.token_logprobs.push_back(te.logprob);
@@ -324,27 +375,32 @@ StepEvents Runner::step() {
         q.next_token = tok;
         const bool eos = q.r.stop_at_eos && tok == I.eng.tokenizer().eos();
         const bool stopped = !eos && I.add_text(q, tok, te);
-        FinishReason fr = eos ? FinishReason::Eos
-                        : stopped ? FinishReason::Stop
-                        : q.res.token_ids.size() >= q.r.max_tokens ? FinishReason::Length
-                                                                    : FinishReason::None;
-        if (fr == FinishReason::Eos || fr == FinishReason::Length) {  // flush held-back text
+        FinishReason fr = eos                                        ? FinishReason::Eos
+                          : stopped                                  ? FinishReason::Stop
+                          : q.res.token_ids.size() >= q.r.max_tokens ? FinishReason::Length
+                                                                     : FinishReason::None;
+        if (fr == FinishReason::Eos || fr == FinishReason::Length) { // flush held-back text
             drain_utf8(q.raw, q.text, true);
-            if (q.text.size() > q.emitted) te.text += q.text.substr(q.emitted);
+            if (q.text.size() > q.emitted)
+                te.text += q.text.substr(q.emitted);
             q.emitted = q.text.size();
         }
         ev.tokens.emplace_back(q.id, std::move(te));
-        if (fr != FinishReason::None) I.finish(q, fr, ev);
+        if (fr != FinishReason::None)
+            I.finish(q, fr, ev);
     }
     return ev;
 }
 
-std::vector<Segment> make_prompt(const Engine& e, std::vector<float> embeds, uint32_t n_rows, std::string_view text) {
+std::vector<Segment> make_prompt(const Engine& e, std::vector<float> embeds, uint32_t n_rows,
+                                 std::string_view text) {
     std::vector<Segment> p;
-    if (n_rows) p.push_back(Segment::from_embeds(std::move(embeds), n_rows));
+    if (n_rows)
+        p.push_back(Segment::from_embeds(std::move(embeds), n_rows));
     const Tokenizer& t = e.tokenizer();
     std::vector<int32_t> ids = t.encode(text, t.add_bos());
-    if (!ids.empty()) p.push_back(Segment::from_tokens(std::move(ids)));
+    if (!ids.empty())
+        p.push_back(Segment::from_tokens(std::move(ids)));
     return p;
 }
 
@@ -353,9 +409,11 @@ RequestResult Runner::run(Request r) {
     for (;;) {
         StepEvents ev = step();
         for (auto& [rid, res] : ev.finished)
-            if (rid == id) return std::move(res);
-        if (idle()) throw EngineError("request vanished without a result");
+            if (rid == id)
+                return std::move(res);
+        if (idle())
+            throw EngineError("request vanished without a result");
     }
 }
 
-}  // namespace prefixd
+} // namespace prefixd

@@ -29,17 +29,19 @@ static Ran prefixctl(const std::string& args) {
     std::string out;
     char buf[4096];
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+        out.append(buf, n);
     int st = pclose(p);
     INFO(cmd << "\n" << out);
-    REQUIRE(WIFEXITED(st));  // a signal (crash) fails here
+    REQUIRE(WIFEXITED(st)); // a signal (crash) fails here
     return {WEXITSTATUS(st), out};
 }
 
 static void write_npy(const fs::path& p, uint32_t rows, uint32_t cols, const std::vector<float>& v) {
     std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
                       std::to_string(cols) + "), }";
-    while ((10 + hdr.size() + 1) % 64) hdr += ' ';
+    while ((10 + hdr.size() + 1) % 64)
+        hdr += ' ';
     hdr += '\n';
     std::ofstream f(p, std::ios::binary);
     f.write("\x93NUMPY\x01\x00", 8);
@@ -52,7 +54,8 @@ static void write_npy(const fs::path& p, uint32_t rows, uint32_t cols, const std
 static const std::string kModel = (test::models_dir() / "tiny-v2-q8_0.gguf").string();
 
 TEST_CASE("run --json and tokenize print the documented fields") {
-    auto r = prefixctl("run --backend cpu --model " + kModel + " --prompt 'Hello there' -n 5 --json --top-logits 3");
+    auto r = prefixctl("run --backend cpu --model " + kModel +
+                       " --prompt 'Hello there' -n 5 --json --top-logits 3");
     REQUIRE(r.code == 0);
     auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
     CHECK(j["token_ids"].size() == 5);
@@ -62,7 +65,7 @@ TEST_CASE("run --json and tokenize print the documented fields") {
     CHECK(j["usage"]["completion_tokens"] == 5);
     REQUIRE(j["top_logits"].size() == 5);
     CHECK(j["top_logits"][0].size() == 3);
-    CHECK(j["top_logits"][0][0][0] == j["token_ids"][0]);  // greedy = the highest logit
+    CHECK(j["top_logits"][0][0][0] == j["token_ids"][0]); // greedy = the highest logit
     auto t = prefixctl("tokenize --model " + kModel + " 'Hello there' --json");
     REQUIRE(t.code == 0);
     auto tj = nlohmann::json::parse(t.out);
@@ -80,7 +83,8 @@ TEST_CASE("run --json and tokenize print the documented fields") {
 TEST_CASE("run with embedding rows puts them first") {
     auto dir = test::temp_dir("cli-emb");
     std::vector<float> v(2 * 128);
-    for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(float(i));
+    for (size_t i = 0; i < v.size(); ++i)
+        v[i] = std::sin(float(i));
     write_npy(dir / "ok.npy", 2, 128, v);
     auto r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "ok.npy").string() +
                        " --prompt hi -n 2 --json");
@@ -90,20 +94,24 @@ TEST_CASE("run with embedding rows puts them first") {
     CHECK(j["usage"]["prompt_tokens"] == 2);
 
     write_npy(dir / "wide.npy", 2, 64, std::vector<float>(128, 0.5f));
-    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "wide.npy").string() + " -n 2");
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "wide.npy").string() +
+                  " -n 2");
     CHECK(r.code != 0);
     CHECK(r.out.find("hidden size is 128") != std::string::npos);
     v[7] = NAN;
     write_npy(dir / "nan.npy", 2, 128, v);
-    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "nan.npy").string() + " -n 2");
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "nan.npy").string() +
+                  " -n 2");
     CHECK(r.code != 0);
     CHECK(r.out.find("prefixctl: --embeds") != std::string::npos);
     v[7] = INFINITY;
     write_npy(dir / "inf.npy", 2, 128, v);
-    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "inf.npy").string() + " -n 2");
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "inf.npy").string() +
+                  " -n 2");
     CHECK(r.code != 0);
     std::ofstream(dir / "junk.npy") << "not a numpy file";
-    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "junk.npy").string() + " -n 2");
+    r = prefixctl("run --backend cpu --model " + kModel + " --embeds " + (dir / "junk.npy").string() +
+                  " -n 2");
     CHECK(r.code != 0);
     fs::remove_all(dir);
 }
@@ -128,13 +136,17 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
     fs::copy_file(kModel, p("trunc.gguf"));
     fs::resize_file(p("trunc.gguf"), fs::file_size(kModel) / 3);
     std::ofstream(p("empty.gguf")).close();
-    struct Case { const char* file; const char* needle; };
-    for (auto c : {Case{"arch.gguf", "unsupported architecture 'qwen2'"},
-                   Case{"missing.gguf", "missing tensor output_norm.weight"},
-                   Case{"shape.gguf", "tensor blk.0.attn_kv_a_mqa.weight has shape [128, 96], expected [128, 80]"},
-                   Case{"type.gguf", "tensor blk.0.ffn_down.weight has unsupported type Q4_K"},
-                   Case{"trunc.gguf", "truncated"}, Case{"empty.gguf", "truncated"},
-                   Case{"nonexistent.gguf", "cannot open"}}) {
+    struct Case {
+        const char* file;
+        const char* needle;
+    };
+    for (auto c :
+         {Case{"arch.gguf", "unsupported architecture 'qwen2'"},
+          Case{"missing.gguf", "missing tensor output_norm.weight"},
+          Case{"shape.gguf", "tensor blk.0.attn_kv_a_mqa.weight has shape [128, 96], expected [128, 80]"},
+          Case{"type.gguf", "tensor blk.0.ffn_down.weight has unsupported type Q4_K"},
+          Case{"trunc.gguf", "truncated"}, Case{"empty.gguf", "truncated"},
+          Case{"nonexistent.gguf", "cannot open"}}) {
         for (std::string cmd : {"run --backend cpu -n 1 --prompt x --model ", "tokenize x --model ",
                                 "bench --backend cpu -p 4 -n 1 -r 1 --model "}) {
             auto r = prefixctl(cmd + p(c.file));

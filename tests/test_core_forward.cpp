@@ -15,22 +15,27 @@
 
 using namespace prefixd;
 
-static std::unique_ptr<Model> load(const char* f) { return Model::load((test::models_dir() / f).string()); }
+static std::unique_ptr<Model> load(const char* f) {
+    return Model::load((test::models_dir() / f).string());
+}
 
 static std::vector<int32_t> prompt(uint32_t n, uint32_t seed) {
     std::vector<int32_t> t{0};
-    for (uint32_t i = 1; i < n; ++i) t.push_back(int32_t((seed * 7919u + i * 104729u) % 120000u) + 100);
+    for (uint32_t i = 1; i < n; ++i)
+        t.push_back(int32_t((seed * 7919u + i * 104729u) % 120000u) + 100);
     return t;
 }
 
 static float max_abs(const std::vector<float>& v) {
     float m = 0;
-    for (float x : v) m = std::max(m, std::fabs(x));
+    for (float x : v)
+        m = std::max(m, std::fabs(x));
     return m;
 }
 static void check_close(const float* a, const float* b, size_t n, float tol_rel, float scale) {
     float worst = 0;
-    for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
+    for (size_t i = 0; i < n; ++i)
+        worst = std::max(worst, std::fabs(a[i] - b[i]));
     CHECK_MESSAGE(worst <= tol_rel * scale, "max |diff| " << worst << " vs scale " << scale);
 }
 
@@ -103,7 +108,9 @@ TEST_CASE("CpuBackend: batched items equal single-sequence runs; embeddings equa
         b.free_sequence(s);
     }
     std::vector<BatchItem> batch;
-    for (auto& p : ps) batch.push_back({b.create_sequence(), {Segment::from_tokens(p)}, {uint32_t(p.size() - 1)}, {{0, 42}}});
+    for (auto& p : ps)
+        batch.push_back(
+            {b.create_sequence(), {Segment::from_tokens(p)}, {uint32_t(p.size() - 1)}, {{0, 42}}});
     auto outs = b.step(batch);
     for (size_t i = 0; i < ps.size(); ++i) {
         REQUIRE(outs[i].logits.size() == V);
@@ -114,7 +121,8 @@ TEST_CASE("CpuBackend: batched items equal single-sequence runs; embeddings equa
     // Embedding rows of the same tokens give the same logits as the tokens.
     SeqId s = b.create_sequence();
     auto emb = e->embed_tokens(ps[1]);
-    auto out = b.step({{s, {Segment::from_embeds(emb, uint32_t(ps[1].size()))}, {uint32_t(ps[1].size() - 1)}, {}}});
+    auto out =
+        b.step({{s, {Segment::from_embeds(emb, uint32_t(ps[1].size()))}, {uint32_t(ps[1].size() - 1)}, {}}});
     check_close(out[0].logits.data(), single[1].data(), V, 1e-5f, max_abs(single[1]));
     // copy_prefix + truncate: the prefix then one more token equals the full run.
     SeqId s2 = b.create_sequence();
@@ -141,13 +149,15 @@ TEST_CASE("quantised models compute exactly what their dequantised F32 copies co
         {
             gguf::File file = gguf::File::open(src);
             gguf::Writer w;
-            for (auto& [k, v] : file.parsed().kv) w.set(k, v);
+            for (auto& [k, v] : file.parsed().kv)
+                w.set(k, v);
             for (auto& t : file.parsed().tensors) {
                 std::vector<uint8_t> bytes(t.n_elements() * 4);
                 const uint64_t rows = t.n_elements() / t.ne[0];
                 const uint64_t rb = t.nbytes / rows;
                 for (uint64_t r = 0; r < rows; ++r)
-                    cpu::dequantize_row(t.type, t.data + r * rb, reinterpret_cast<float*>(bytes.data()) + r * t.ne[0], t.ne[0]);
+                    cpu::dequantize_row(t.type, t.data + r * rb,
+                                        reinterpret_cast<float*>(bytes.data()) + r * t.ne[0], t.ne[0]);
                 w.add_tensor(t.name, t.ne, gguf::GgmlType::F32, std::move(bytes));
             }
             w.write(dst);
@@ -170,15 +180,18 @@ TEST_CASE("fused attn_kv_b (older converters) gives the same logits as split k_b
         gguf::File f = gguf::File::open(src);
         const auto& p = f.parsed();
         gguf::Writer w;
-        for (auto& [k, v] : p.kv) w.set(k, v);
+        for (auto& [k, v] : p.kv)
+            w.set(k, v);
         const uint32_t H = 4, R = 64, nope = 32, vh = 32;
         w.set_u32("deepseek2.attention.head_count_kv", H);
         w.set_u32("deepseek2.attention.key_length", nope + 16);
         w.set_u32("deepseek2.attention.value_length", vh);
-        w.set("deepseek2.attention.key_length_mla", gguf::Value{gguf::ValueType::U32, gguf::ValueType::U32, uint64_t(nope + 16)});
+        w.set("deepseek2.attention.key_length_mla",
+              gguf::Value{gguf::ValueType::U32, gguf::ValueType::U32, uint64_t(nope + 16)});
         for (auto& t : p.tensors) {
             const std::string& n = t.name;
-            if (n.find("attn_v_b") != std::string::npos) continue;
+            if (n.find("attn_v_b") != std::string::npos)
+                continue;
             if (n.find("attn_k_b") != std::string::npos) {
                 const std::string layer = n.substr(0, n.find("attn_k_b"));
                 const float* kb = reinterpret_cast<const float*>(t.data);
@@ -188,10 +201,12 @@ TEST_CASE("fused attn_kv_b (older converters) gives the same logits as split k_b
                     for (uint32_t j = 0; j < nope + vh; ++j)
                         for (uint32_t i = 0; i < R; ++i)
                             kv[(uint64_t(h) * (nope + vh) + j) * R + i] =
-                                j < nope ? kb[(uint64_t(h) * R + i) * nope + j] : vb[(uint64_t(h) * vh + j - nope) * R + i];
+                                j < nope ? kb[(uint64_t(h) * R + i) * nope + j]
+                                         : vb[(uint64_t(h) * vh + j - nope) * R + i];
                 std::vector<uint8_t> bytes(kv.size() * 4);
                 std::memcpy(bytes.data(), kv.data(), bytes.size());
-                w.add_tensor(layer + "attn_kv_b.weight", {R, uint64_t(H) * (nope + vh)}, gguf::GgmlType::F32, bytes);
+                w.add_tensor(layer + "attn_kv_b.weight", {R, uint64_t(H) * (nope + vh)}, gguf::GgmlType::F32,
+                             bytes);
                 continue;
             }
             std::vector<uint8_t> bytes(t.data, t.data + t.nbytes);

@@ -11,7 +11,7 @@
 namespace prefixd::test {
 
 struct GgufEdit {
-    std::function<void(gguf::Writer&)> kv;  // applied after copying metadata
+    std::function<void(gguf::Writer&)> kv; // applied after copying metadata
     std::string drop_tensor;
     std::string retype_tensor;
     gguf::GgmlType new_type = gguf::GgmlType::F32;
@@ -22,27 +22,34 @@ struct GgufEdit {
 inline void rewrite_gguf(const std::string& in, const std::string& out, const GgufEdit& e) {
     gguf::File f = gguf::File::open(in);
     gguf::Writer w;
-    for (auto& [k, v] : f.parsed().kv) w.set(k, v);
-    if (e.kv) e.kv(w);
+    for (auto& [k, v] : f.parsed().kv)
+        w.set(k, v);
+    if (e.kv)
+        e.kv(w);
     for (auto& t : f.parsed().tensors) {
-        if (t.name == e.drop_tensor) continue;
+        if (t.name == e.drop_tensor)
+            continue;
         auto ne = t.ne;
         auto type = t.type;
-        if (t.name == e.reshape_tensor) ne = e.new_ne;
-        if (t.name == e.retype_tensor) type = e.new_type;
+        if (t.name == e.reshape_tensor)
+            ne = e.new_ne;
+        if (t.name == e.retype_tensor)
+            type = e.new_type;
         uint64_t n = 1;
-        for (auto d : ne) n *= d;
+        for (auto d : ne)
+            n *= d;
         uint64_t nbytes = n / gguf::type_block_elems(type) * gguf::type_block_bytes(type);
         const uint8_t* src = t.data;
         uint64_t have = t.nbytes;
         w.add_tensor_lazy(t.name, ne, type, [src, have, nbytes] {
             std::vector<uint8_t> b(nbytes);
             std::mt19937 rng(1);
-            for (uint64_t i = 0; i < nbytes; ++i) b[i] = i < have ? src[i] : uint8_t(rng());
+            for (uint64_t i = 0; i < nbytes; ++i)
+                b[i] = i < have ? src[i] : uint8_t(rng());
             return b;
         });
     }
     w.write(out);
 }
 
-}  // namespace prefixd::test
+} // namespace prefixd::test

@@ -17,7 +17,8 @@ static std::vector<float> randv(size_t n, uint32_t seed, float scale = 1.0f) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> d(0.0f, scale);
     std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
+    for (auto& x : v)
+        x = d(rng);
     return v;
 }
 
@@ -33,8 +34,8 @@ TEST_CASE("f16 conversion round-trips every half value and rounds to nearest eve
     CHECK(f16_to_f32(0x3c00) == 1.0f);
     CHECK(f16_to_f32(0xc000) == -2.0f);
     CHECK(f16_to_f32(0x0001) == std::ldexp(1.0f, -24));
-    CHECK(f32_to_f16(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);        // tie -> even
-    CHECK(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02);    // tie -> even (up)
+    CHECK(f32_to_f16(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);     // tie -> even
+    CHECK(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02); // tie -> even (up)
     CHECK(f32_to_f16(70000.0f) == 0x7c00);
     CHECK(f32_to_f16(std::ldexp(1.0f, -26)) == 0);
 }
@@ -43,7 +44,8 @@ TEST_CASE("bf16 conversion") {
     CHECK(bf16_to_f32(f32_to_bf16(1.5f)) == 1.5f);
     CHECK(f32_to_bf16(1.0f) == 0x3f80);
     auto v = randv(1000, 1);
-    for (float x : v) CHECK(std::fabs(bf16_to_f32(f32_to_bf16(x)) - x) <= std::fabs(x) * (1.0f / 256));
+    for (float x : v)
+        CHECK(std::fabs(bf16_to_f32(f32_to_bf16(x)) - x) <= std::fabs(x) * (1.0f / 256));
     CHECK(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
 }
 
@@ -57,21 +59,26 @@ TEST_CASE("quantize/dequantize rows") {
         dequantize_row(t, bytes.data(), y.data(), n);
         for (uint64_t b = 0; b < n / 32; ++b) {
             float amax = 0;
-            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
-            float tol = t == GgmlType::F32 ? 0 : t == GgmlType::Q8_0 ? amax / 127 * 0.5f + 1e-3f * amax
-                      : t == GgmlType::Q4_0 ? amax / 8 + 1e-3f * amax  // a full step at the clamped end
-                                            : amax / 128;
-            for (int j = 0; j < 32; ++j) CHECK(std::fabs(y[b * 32 + j] - x[b * 32 + j]) <= tol);
+            for (int j = 0; j < 32; ++j)
+                amax = std::max(amax, std::fabs(x[b * 32 + j]));
+            float tol = t == GgmlType::F32    ? 0
+                        : t == GgmlType::Q8_0 ? amax / 127 * 0.5f + 1e-3f * amax
+                        : t == GgmlType::Q4_0 ? amax / 8 + 1e-3f * amax // a full step at the clamped end
+                                              : amax / 128;
+            for (int j = 0; j < 32; ++j)
+                CHECK(std::fabs(y[b * 32 + j] - x[b * 32 + j]) <= tol);
         }
         // Re-quantising the decoded values is lossless for the block formats.
         auto again = quantize_row(t, y.data(), n);
-        if (t == GgmlType::Q8_0 || t == GgmlType::F16 || t == GgmlType::BF16) CHECK(again == bytes);
+        if (t == GgmlType::Q8_0 || t == GgmlType::F16 || t == GgmlType::BF16)
+            CHECK(again == bytes);
     }
 }
 
 TEST_CASE("Q8_0 and Q4_0 block layouts are ggml's") {
     float x[32];
-    for (int j = 0; j < 32; ++j) x[j] = float(j - 16);  // max |x| = 16 at j = 0 (value -16)
+    for (int j = 0; j < 32; ++j)
+        x[j] = float(j - 16); // max |x| = 16 at j = 0 (value -16)
     auto q8 = quantize_row(GgmlType::Q8_0, x, 32);
     REQUIRE(q8.size() == 34);
     uint16_t d;
@@ -81,7 +88,7 @@ TEST_CASE("Q8_0 and Q4_0 block layouts are ggml's") {
     auto q4 = quantize_row(GgmlType::Q4_0, x, 32);
     REQUIRE(q4.size() == 18);
     std::memcpy(&d, q4.data(), 2);
-    CHECK(f16_to_f32(d) == 2.0f);  // d = max / -8 = -16 / -8
+    CHECK(f16_to_f32(d) == 2.0f); // d = max / -8 = -16 / -8
     // x[0] = -16 -> q = -16/2 + 8.5 = 0.5 -> 0 (low nibble of byte 0); x[16] = 0 -> 8 (high nibble)
     CHECK((q4[2] & 15) == 0);
     CHECK((q4[2] >> 4) == 8);
@@ -109,7 +116,8 @@ TEST_CASE("matmul matches a direct sum for every type") {
         for (uint32_t tk = 0; tk < 3; ++tk)
             for (uint64_t r = 0; r < rows; ++r) {
                 double ref = 0;
-                for (uint64_t c = 0; c < cols; ++c) ref += double(deq[(rows + r) * cols + c]) * x[tk * cols + c];
+                for (uint64_t c = 0; c < cols; ++c)
+                    ref += double(deq[(rows + r) * cols + c]) * x[tk * cols + c];
                 CHECK(y[tk * rows + r] == doctest::Approx(ref).epsilon(1e-4).scale(1));
             }
     }
@@ -136,8 +144,10 @@ TEST_CASE("rope without scaling rotates adjacent pairs by pos * base^(-2i/n)") {
     rope(y.data(), 16, 5, c);
     for (uint32_t i = 0; i < 8; ++i) {
         double th = 5.0 * std::pow(10000.0, -2.0 * i / 16);
-        CHECK(y[2 * i] == doctest::Approx(x[2 * i] * std::cos(th) - x[2 * i + 1] * std::sin(th)).epsilon(1e-4));
-        CHECK(y[2 * i + 1] == doctest::Approx(x[2 * i] * std::sin(th) + x[2 * i + 1] * std::cos(th)).epsilon(1e-4));
+        CHECK(y[2 * i] ==
+              doctest::Approx(x[2 * i] * std::cos(th) - x[2 * i + 1] * std::sin(th)).epsilon(1e-4));
+        CHECK(y[2 * i + 1] ==
+              doctest::Approx(x[2 * i] * std::sin(th) + x[2 * i + 1] * std::cos(th)).epsilon(1e-4));
         // norm of each pair is preserved
         CHECK(std::hypot(y[2 * i], y[2 * i + 1]) == doctest::Approx(std::hypot(x[2 * i], x[2 * i + 1])));
     }
@@ -156,15 +166,18 @@ TEST_CASE("rope with YaRN: fast dims extrapolate, slow dims interpolate, mscale 
     c.qk_rope = 64;
     const uint32_t n = 64;
     std::vector<float> x(n, 0.0f);
-    for (uint32_t i = 0; i < n; i += 2) x[i] = 1.0f;  // pair (1, 0): angle of the result = theta
+    for (uint32_t i = 0; i < n; i += 2)
+        x[i] = 1.0f; // pair (1, 0): angle of the result = theta
     auto y = x;
     rope(y.data(), n, 100, c);
-    // corr dims for these values: low = floor(64*ln(4096/(32*2pi))/(2 ln 1e4)) = 10, high = ceil(...1...) = 23
-    double th0 = 100.0;  // pair 0: pure extrapolation
+    // corr dims for these values: low = floor(64*ln(4096/(32*2pi))/(2 ln 1e4)) = 10, high = ceil(...1...) =
+    // 23
+    double th0 = 100.0; // pair 0: pure extrapolation
     CHECK(std::atan2(y[1], y[0]) == doctest::Approx(std::remainder(th0, 2 * M_PI)).epsilon(1e-3));
-    double th31 = 100.0 * std::pow(10000.0, -62.0 / 64) / 40;  // last pair: pure interpolation
+    double th31 = 100.0 * std::pow(10000.0, -62.0 / 64) / 40; // last pair: pure interpolation
     CHECK(std::atan2(y[63], y[62]) == doctest::Approx(th31).epsilon(1e-3));
-    for (uint32_t i = 0; i < n; i += 2) CHECK(std::hypot(y[i], y[i + 1]) == doctest::Approx(1.0));  // unscaled
+    for (uint32_t i = 0; i < n; i += 2)
+        CHECK(std::hypot(y[i], y[i + 1]) == doctest::Approx(1.0)); // unscaled
     float ms = 1 + 0.0707f * std::log(40.0f);
     CHECK(c.attn_scale() == doctest::Approx(ms * ms / std::sqrt(192.0f)));
 }
@@ -184,7 +197,7 @@ static ModelConfig router_cfg(GatingFunc g, uint32_t n, uint32_t k, uint32_t gro
 
 TEST_CASE("route: softmax gating, no groups, unnormalised") {
     auto c = router_cfg(GatingFunc::Softmax, 4, 2, 1, 1, false, 1.0f);
-    float logits[4] = {0, std::log(3.0f), std::log(2.0f), std::log(4.0f)};  // probs 0.1 0.3 0.2 0.4
+    float logits[4] = {0, std::log(3.0f), std::log(2.0f), std::log(4.0f)}; // probs 0.1 0.3 0.2 0.4
     auto r = route(logits, nullptr, c);
     CHECK(r.ids == std::vector<int32_t>{3, 1});
     CHECK(r.weights[0] == doctest::Approx(0.4));
@@ -199,17 +212,17 @@ TEST_CASE("route: softmax gating, no groups, unnormalised") {
 TEST_CASE("route: sigmoid + bias selects by biased score, weights from unbiased probs, top-2-sum groups") {
     // 8 experts, 4 groups of 2, keep 2 groups, top-2.
     auto c = router_cfg(GatingFunc::Sigmoid, 8, 2, 4, 2, true, 2.5f);
-    float logits[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // sigmoid = 0.5 everywhere
+    float logits[8] = {0, 0, 0, 0, 0, 0, 0, 0}; // sigmoid = 0.5 everywhere
     float bias[8] = {0.9f, 0.0f, 0.5f, 0.5f, 0.0f, 0.0f, 0.3f, 0.3f};
     // group sums: g0 = 1.4+0.5=1.9, g1 = 1.0+1.0=2.0, g2 = 1.0, g3 = 1.6 -> keep g1, g0
     // selection among {0,1,2,3}: 1.4 (e0), 1.0 (e2), 1.0 (e3), 0.5 (e1) -> e0, e2 (tie -> lower id)
     auto r = route(logits, bias, c);
     CHECK(r.ids == std::vector<int32_t>{0, 2});
-    CHECK(r.weights[0] == doctest::Approx(1.25));  // 0.5/(0.5+0.5) * 2.5
+    CHECK(r.weights[0] == doctest::Approx(1.25)); // 0.5/(0.5+0.5) * 2.5
     CHECK(r.weights[1] == doctest::Approx(1.25));
     // With the max rule (softmax/V2) group 0 would win alone over group 1: check V2 grouping.
     auto c2 = router_cfg(GatingFunc::Softmax, 8, 2, 4, 1, false, 1.0f);
-    float l2[8] = {3, -5, 2.9f, 2.9f, 0, 0, 0, 0};  // g0 max 3 beats g1 max 2.9 though g1 sums higher
+    float l2[8] = {3, -5, 2.9f, 2.9f, 0, 0, 0, 0}; // g0 max 3 beats g1 max 2.9 though g1 sums higher
     r = route(l2, nullptr, c2);
     CHECK(r.ids == std::vector<int32_t>{0, 1});
 }
@@ -218,7 +231,8 @@ TEST_CASE("route invariants on random logits") {
     std::mt19937 rng(11);
     for (int it = 0; it < 200; ++it) {
         bool sig = it % 2;
-        auto c = router_cfg(sig ? GatingFunc::Sigmoid : GatingFunc::Softmax, 16, 4, 4, 2, sig, sig ? 2.5f : 1.0f);
+        auto c =
+            router_cfg(sig ? GatingFunc::Sigmoid : GatingFunc::Softmax, 16, 4, 4, 2, sig, sig ? 2.5f : 1.0f);
         auto l = randv(16, rng(), 2.0f);
         auto b = randv(16, rng(), 0.1f);
         auto r = route(l.data(), sig ? b.data() : nullptr, c);
@@ -226,14 +240,17 @@ TEST_CASE("route invariants on random logits") {
         std::set<int32_t> ids(r.ids.begin(), r.ids.end());
         CHECK(ids.size() == 4);
         std::set<int32_t> groups;
-        for (auto id : r.ids) groups.insert(id / 4);
+        for (auto id : r.ids)
+            groups.insert(id / 4);
         CHECK(groups.size() <= 2);
         double sum = 0;
         for (auto w : r.weights) {
             CHECK(w > 0);
             sum += w;
         }
-        if (sig) CHECK(sum == doctest::Approx(2.5));
-        else CHECK(sum < 1.0);
+        if (sig)
+            CHECK(sum == doctest::Approx(2.5));
+        else
+            CHECK(sum < 1.0);
     }
 }

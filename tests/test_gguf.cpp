@@ -28,9 +28,11 @@ static std::string write_sample(const std::filesystem::path& dir) {
     w.set_str_array("test.tokens", {"a", "bc", ""});
     w.set_i32_array("test.types", {1, -3, 4});
     std::vector<float> x(64);
-    for (size_t i = 0; i < x.size(); ++i) x[i] = float(i) * 0.25f - 3;
+    for (size_t i = 0; i < x.size(); ++i)
+        x[i] = float(i) * 0.25f - 3;
     w.add_tensor("t.f32", {64}, GgmlType::F32, cpu::quantize_row(GgmlType::F32, x.data(), 64));
-    w.add_tensor_lazy("t.q8", {32, 2}, GgmlType::Q8_0, [x] { return cpu::quantize_row(GgmlType::Q8_0, x.data(), 64); });
+    w.add_tensor_lazy("t.q8", {32, 2}, GgmlType::Q8_0,
+                      [x] { return cpu::quantize_row(GgmlType::Q8_0, x.data(), 64); });
     w.add_tensor("t.q4", {64}, GgmlType::Q4_0, cpu::quantize_row(GgmlType::Q4_0, x.data(), 64));
     auto path = (dir / "sample.gguf").string();
     w.write(path);
@@ -77,7 +79,8 @@ TEST_CASE("every truncation of a valid file fails cleanly") {
     // Trailing alignment padding after the last tensor may be cut; anything before its end may not.
     Parsed whole = Parsed::parse(bytes);
     size_t end = 0;
-    for (auto& t : whole.tensors) end = std::max<size_t>(end, t.data + t.nbytes - bytes.data());
+    for (auto& t : whole.tensors)
+        end = std::max<size_t>(end, t.data + t.nbytes - bytes.data());
     CHECK(end > bytes.size() - 32);
     for (size_t n = 0; n < end; ++n) {
         std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + n);
@@ -105,19 +108,20 @@ TEST_CASE("malformed headers") {
     b[4] = 1;
     expect_error(b, "version");
     b = good;
-    std::memset(&b[8], 0xff, 8);  // tensor count huge
+    std::memset(&b[8], 0xff, 8); // tensor count huge
     expect_error(b, "tensor count");
     b = good;
-    std::memset(&b[16], 0x7f, 8);  // kv count huge
+    std::memset(&b[16], 0x7f, 8); // kv count huge
     expect_error(b, "metadata count");
     b = good;
-    std::memset(&b[24], 0xff, 8);  // first key length huge
+    std::memset(&b[24], 0xff, 8); // first key length huge
     expect_error(b, "truncated");
     // Random bit flips never crash (errors or a valid parse are both fine).
     std::mt19937 rng(5);
     for (int i = 0; i < 2000; ++i) {
         b = good;
-        for (int k = 0; k < 3; ++k) b[rng() % b.size()] ^= uint8_t(1u << (rng() % 8));
+        for (int k = 0; k < 3; ++k)
+            b[rng() % b.size()] ^= uint8_t(1u << (rng() % 8));
         try {
             Parsed::parse(b);
         } catch (const GgufError&) {

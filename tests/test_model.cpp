@@ -14,7 +14,9 @@
 using namespace prefixd;
 namespace fs = std::filesystem;
 
-static std::string model_path(const char* f) { return (test::models_dir() / f).string(); }
+static std::string model_path(const char* f) {
+    return (test::models_dir() / f).string();
+}
 
 TEST_CASE("tiny-v2 loads with its hyper-parameters") {
     auto m = Model::load(model_path("tiny-v2-f32.gguf"));
@@ -132,7 +134,8 @@ TEST_CASE("broken model files give clear errors") {
     shape.reshape_tensor = "blk.2.attn_output.weight";
     shape.new_ne = {128, 96};
     test::rewrite_gguf(src, p("shape.gguf"), shape);
-    expect_load_error(p("shape.gguf"), "tensor blk.2.attn_output.weight has shape [128, 96], expected [128, 128]");
+    expect_load_error(p("shape.gguf"),
+                      "tensor blk.2.attn_output.weight has shape [128, 96], expected [128, 128]");
 
     test::GgufEdit type;
     type.retype_tensor = "blk.0.ffn_down.weight";

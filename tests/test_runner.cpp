@@ -33,9 +33,11 @@ static bool valid_utf8(const std::string& s) {
     while (i < s.size()) {
         unsigned char c = s[i];
         size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (n == 0 || i + n > s.size()) return false;
+        if (n == 0 || i + n > s.size())
+            return false;
         for (size_t k = 1; k < n; ++k)
-            if ((s[i + k] & 0xc0) != 0x80) return false;
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
         i += n;
     }
     return true;
@@ -49,7 +51,7 @@ TEST_CASE("generation is deterministic; seeded sampling repeats") {
     CHECK(a.finish == FinishReason::Length);
     CHECK(a.token_ids.size() == 8);
     CHECK(a.token_ids == b.token_ids);
-    CHECK(a.prompt_tokens == 5);  // BOS + 4
+    CHECK(a.prompt_tokens == 5); // BOS + 4
     CHECK(a.completion_tokens == 8);
     CHECK(valid_utf8(a.text));
     auto s1 = gen(*e, "x", 8), s2 = gen(*e, "x", 8), s3 = gen(*e, "x", 8);
@@ -61,21 +63,26 @@ TEST_CASE("generation is deterministic; seeded sampling repeats") {
 }
 
 TEST_CASE("continuous batching with chunked prefill equals single runs; events stream the text") {
-    auto e = open_cpu("tiny-v3-f32.gguf", 2, 6);  // 2 slots, 6 rows per step
+    auto e = open_cpu("tiny-v3-f32.gguf", 2, 6); // 2 slots, 6 rows per step
     Runner r(*e);
-    std::vector<std::string> prompts = {"One two three four five six seven", "你好，世界", "a", "def f(x):\n    return x"};
+    std::vector<std::string> prompts = {"One two three four five six seven", "你好，世界", "a",
+                                        "def f(x):\n    return x"};
     std::vector<RequestResult> single;
-    for (auto& p : prompts) single.push_back(r.run(gen(*e, p, 6)));
+    for (auto& p : prompts)
+        single.push_back(r.run(gen(*e, p, 6)));
     std::map<RequestId, size_t> ids;
-    for (size_t i = 0; i < prompts.size(); ++i) ids[r.submit(gen(*e, prompts[i], 6))] = i;
+    for (size_t i = 0; i < prompts.size(); ++i)
+        ids[r.submit(gen(*e, prompts[i], 6))] = i;
     std::map<RequestId, std::string> streamed;
     std::map<RequestId, RequestResult> done;
     int steps = 0;
     while (!r.idle()) {
         auto ev = r.step();
         ++steps;
-        for (auto& [id, t] : ev.tokens) streamed[id] += t.text;
-        for (auto& [id, res] : ev.finished) done[id] = res;
+        for (auto& [id, t] : ev.tokens)
+            streamed[id] += t.text;
+        for (auto& [id, res] : ev.finished)
+            done[id] = res;
         REQUIRE(steps < 200);
     }
     REQUIRE(done.size() == prompts.size());
@@ -98,9 +105,11 @@ TEST_CASE("score log-probs equal the generation's") {
     s.continuation = g.token_ids;
     auto sc = r.run(s);
     REQUIRE(sc.token_logprobs.size() == 6);
-    for (size_t i = 0; i < 6; ++i) CHECK(sc.token_logprobs[i] == doctest::Approx(g.token_logprobs[i]).epsilon(1e-3));
+    for (size_t i = 0; i < 6; ++i)
+        CHECK(sc.token_logprobs[i] == doctest::Approx(g.token_logprobs[i]).epsilon(1e-3));
     CHECK(sc.logprob_sum == doctest::Approx(g.logprob_sum).epsilon(1e-3));
-    for (float lp : sc.token_logprobs) CHECK(lp <= 0.0f);
+    for (float lp : sc.token_logprobs)
+        CHECK(lp <= 0.0f);
 }
 
 TEST_CASE("stop strings end the text before the stop; text held back until decided") {
@@ -110,10 +119,12 @@ TEST_CASE("stop strings end the text before the stop; text held back until decid
     REQUIRE(full.text.size() > 12);
     // Pick a stop string from the middle of the generated text, on character boundaries.
     size_t at = full.text.size() / 2;
-    while (at > 0 && (full.text[at] & 0xc0) == 0x80) --at;
+    while (at > 0 && (full.text[at] & 0xc0) == 0x80)
+        --at;
     size_t end = at + 1;
-    while (end < full.text.size() && (full.text[end] & 0xc0) == 0x80) ++end;
-    std::string stop = full.text.substr(at, end - at);  // one character
+    while (end < full.text.size() && (full.text[end] & 0xc0) == 0x80)
+        ++end;
+    std::string stop = full.text.substr(at, end - at); // one character
     auto req = gen(*e, "Once upon a time", 24);
     req.stop = {"<never appears>", stop};
     std::string streamed;
@@ -121,9 +132,11 @@ TEST_CASE("stop strings end the text before the stop; text held back until decid
     RequestResult res;
     while (!r.idle()) {
         auto ev = r.step();
-        for (auto& [i, t] : ev.tokens) streamed += t.text;
+        for (auto& [i, t] : ev.tokens)
+            streamed += t.text;
         for (auto& [i, rr] : ev.finished)
-            if (i == id) res = rr;
+            if (i == id)
+                res = rr;
     }
     CHECK(res.finish == FinishReason::Stop);
     CHECK(res.text == full.text.substr(0, full.text.find(stop)));
@@ -160,7 +173,7 @@ TEST_CASE("cancel, PEFT order, admission errors") {
     CHECK_THROWS_AS(r.submit(bad), EngineError);
     Request empty;
     CHECK_THROWS_AS(r.submit(empty), EngineError);
-    CHECK_THROWS_AS(r.submit(gen(*e, "x", 1000)), EngineError);  // beyond max_ctx 256
+    CHECK_THROWS_AS(r.submit(gen(*e, "x", 1000)), EngineError); // beyond max_ctx 256
     auto nan = v;
     nan.prompt[0].embeds[5] = NAN;
     CHECK_THROWS_AS(r.submit(nan), EngineError);

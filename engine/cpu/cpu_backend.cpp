@@ -36,29 +36,36 @@ class CpuBackend final : public Backend {
     void copy_prefix(SeqId src, SeqId dst, uint32_t n) override {
         const LatentCache& s = get(src);
         LatentCache& d = get(dst);
-        if (d.n_tok != 0) throw EngineError("copy_prefix: destination sequence is not empty");
-        if (n > s.n_tok) throw EngineError("copy_prefix: source holds fewer rows than asked");
+        if (d.n_tok != 0)
+            throw EngineError("copy_prefix: destination sequence is not empty");
+        if (n > s.n_tok)
+            throw EngineError("copy_prefix: source holds fewer rows than asked");
         const uint64_t w = m_.config().kv_cache_width();
-        for (size_t l = 0; l < s.layers.size(); ++l) d.layers[l].assign(s.layers[l].begin(), s.layers[l].begin() + n * w);
+        for (size_t l = 0; l < s.layers.size(); ++l)
+            d.layers[l].assign(s.layers[l].begin(), s.layers[l].begin() + n * w);
         d.n_tok = n;
     }
     void truncate(SeqId id, uint32_t n) override {
         LatentCache& c = get(id);
-        if (n > c.n_tok) throw EngineError("truncate: sequence holds fewer rows than asked");
+        if (n > c.n_tok)
+            throw EngineError("truncate: sequence holds fewer rows than asked");
         c.truncate(n, m_.config().kv_cache_width());
     }
 
     std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) override {
-        for (auto& it : batch) validate(it);
+        for (auto& it : batch)
+            validate(it);
         std::vector<ItemOutput> outs;
-        for (auto& it : batch) outs.push_back(run_item(it));
+        for (auto& it : batch)
+            outs.push_back(run_item(it));
         return outs;
     }
 
   private:
     const LatentCache& get(SeqId id) const {
         auto it = seqs_.find(id);
-        if (it == seqs_.end()) throw EngineError("unknown sequence " + std::to_string(id));
+        if (it == seqs_.end())
+            throw EngineError("unknown sequence " + std::to_string(id));
         return it->second;
     }
     LatentCache& get(SeqId id) { return const_cast<LatentCache&>(std::as_const(*this).get(id)); }
@@ -71,8 +78,8 @@ class CpuBackend final : public Backend {
             if (s.is_embeds()) {
                 if (s.embeds.size() != uint64_t(s.n_embed_rows) * c.hidden)
                     throw EngineError("embedding segment has " + std::to_string(s.embeds.size()) +
-                                      " values, expected rows x hidden = " + std::to_string(s.n_embed_rows) + " x " +
-                                      std::to_string(c.hidden));
+                                      " values, expected rows x hidden = " + std::to_string(s.n_embed_rows) +
+                                      " x " + std::to_string(c.hidden));
             } else {
                 for (auto t : s.tokens)
                     if (t < 0 || uint32_t(t) >= c.n_vocab)
@@ -80,13 +87,16 @@ class CpuBackend final : public Backend {
             }
             rows += s.size();
         }
-        if (rows == 0) throw EngineError("batch item without input rows");
+        if (rows == 0)
+            throw EngineError("batch item without input rows");
         if (uint64_t(cache.n_tok) + rows > opts_.max_ctx)
             throw EngineError("sequence would exceed the context limit of " + std::to_string(opts_.max_ctx));
         for (auto r : it.logit_rows)
-            if (r >= rows) throw EngineError("logit row outside the item");
+            if (r >= rows)
+                throw EngineError("logit row outside the item");
         for (auto& [r, t] : it.targets)
-            if (r >= rows || t < 0 || uint32_t(t) >= c.n_vocab) throw EngineError("bad score target");
+            if (r >= rows || t < 0 || uint32_t(t) >= c.n_vocab)
+                throw EngineError("bad score target");
     }
 
     ItemOutput run_item(const BatchItem& it) {
@@ -105,11 +115,14 @@ class CpuBackend final : public Backend {
         forward(m_, get(it.seq), x.data(), rows);
         // Logits only for the rows asked for (directly or through a target).
         std::set<uint32_t> need(it.logit_rows.begin(), it.logit_rows.end());
-        for (auto& t : it.targets) need.insert(t.first);
+        for (auto& t : it.targets)
+            need.insert(t.first);
         std::vector<uint32_t> need_rows(need.begin(), need.end());
         std::vector<float> xs(need_rows.size() * E), logits(need_rows.size() * uint64_t(c.n_vocab));
-        for (size_t i = 0; i < need_rows.size(); ++i) std::memcpy(&xs[i * E], &x[uint64_t(need_rows[i]) * E], E * 4);
-        if (!need_rows.empty()) output(m_, xs.data(), uint32_t(need_rows.size()), logits.data());
+        for (size_t i = 0; i < need_rows.size(); ++i)
+            std::memcpy(&xs[i * E], &x[uint64_t(need_rows[i]) * E], E * 4);
+        if (!need_rows.empty())
+            output(m_, xs.data(), uint32_t(need_rows.size()), logits.data());
         auto row_logits = [&](uint32_t row) {
             size_t i = std::lower_bound(need_rows.begin(), need_rows.end(), row) - need_rows.begin();
             return std::span<const float>(&logits[i * uint64_t(c.n_vocab)], c.n_vocab);
@@ -120,7 +133,8 @@ class CpuBackend final : public Backend {
             auto l = row_logits(row);
             out.logits.insert(out.logits.end(), l.begin(), l.end());
         }
-        for (auto& [row, tok] : it.targets) out.logprobs.push_back(log_prob(row_logits(row), tok));
+        for (auto& [row, tok] : it.targets)
+            out.logprobs.push_back(log_prob(row_logits(row), tok));
         return out;
     }
 
@@ -130,10 +144,10 @@ class CpuBackend final : public Backend {
     SeqId next_ = 1;
 };
 
-}  // namespace
+} // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const EngineOptions& opts) {
     return std::make_unique<CpuBackend>(model, opts);
 }
 
-}  // namespace prefixd::cpu
+} // namespace prefixd::cpu

@@ -10,4 +10,4 @@ namespace prefixd::cpu {
 
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const EngineOptions& opts);
 
-}  // namespace prefixd::cpu
+} // namespace prefixd::cpu

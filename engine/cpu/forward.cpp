@@ -13,16 +13,20 @@
 namespace prefixd::cpu {
 
 void LatentCache::truncate(uint32_t n, uint32_t width) {
-    if (n > n_tok) throw std::out_of_range("truncate beyond cache length");
-    for (auto& l : layers) l.resize(uint64_t(n) * width);
+    if (n > n_tok)
+        throw std::out_of_range("truncate beyond cache length");
+    for (auto& l : layers)
+        l.resize(uint64_t(n) * width);
     n_tok = n;
 }
 
 void embed(const Model& m, const int32_t* ids, uint32_t n, float* out) {
     const Tensor& te = m.weights().token_embd;
     for (uint32_t i = 0; i < n; ++i) {
-        if (ids[i] < 0 || uint64_t(ids[i]) >= te.rows) throw std::out_of_range("token id out of range");
-        dequantize_row(te.type, te.data + uint64_t(ids[i]) * te.row_bytes(), out + uint64_t(i) * te.cols, te.cols);
+        if (ids[i] < 0 || uint64_t(ids[i]) >= te.rows)
+            throw std::out_of_range("token id out of range");
+        dequantize_row(te.type, te.data + uint64_t(ids[i]) * te.row_bytes(), out + uint64_t(i) * te.cols,
+                       te.cols);
     }
 }
 
@@ -30,7 +34,8 @@ void embed(const Model& m, const int32_t* ids, uint32_t n, float* out) {
 static std::vector<float> dequant_mat(const Tensor& t, uint64_t mat) {
     std::vector<float> out(t.rows * t.cols);
     const uint8_t* base = t.data + mat * t.mat_bytes();
-    for (uint64_t r = 0; r < t.rows; ++r) dequantize_row(t.type, base + r * t.row_bytes(), out.data() + r * t.cols, t.cols);
+    for (uint64_t r = 0; r < t.rows; ++r)
+        dequantize_row(t.type, base + r * t.row_bytes(), out.data() + r * t.cols, t.cols);
     return out;
 }
 
@@ -46,7 +51,8 @@ void attention(const Model& m, uint32_t il, LatentCache& cache, const float* xn,
         std::vector<float> qa(uint64_t(n) * c.q_lora_rank);
         matmul(L.wq_a, 0, xn, qa.data(), n);
         for (uint32_t t = 0; t < n; ++t)
-            rmsnorm(&qa[uint64_t(t) * c.q_lora_rank], L.q_a_norm, &qa[uint64_t(t) * c.q_lora_rank], c.q_lora_rank, c.rms_eps);
+            rmsnorm(&qa[uint64_t(t) * c.q_lora_rank], L.q_a_norm, &qa[uint64_t(t) * c.q_lora_rank],
+                    c.q_lora_rank, c.rms_eps);
         matmul(L.wq_b, 0, qa.data(), q.data(), n);
     } else {
         matmul(L.wq, 0, xn, q.data(), n);
@@ -60,55 +66,62 @@ void attention(const Model& m, uint32_t il, LatentCache& cache, const float* xn,
         rmsnorm(row, L.kv_a_norm, row, R, c.rms_eps);
         rope(row + R, rd, int32_t(pos0 + t), c);
         lc.insert(lc.end(), row, row + W);
-        for (uint32_t h = 0; h < H; ++h) rope(&q[(uint64_t(t) * H + h) * qk + nope], rd, int32_t(pos0 + t), c);
+        for (uint32_t h = 0; h < H; ++h)
+            rope(&q[(uint64_t(t) * H + h) * qk + nope], rd, int32_t(pos0 + t), c);
     }
-    const uint32_t T = pos0 + n;  // cached rows visible to the last query
+    const uint32_t T = pos0 + n; // cached rows visible to the last query
     const float scale = c.attn_scale();
     std::vector<float> o(uint64_t(n) * H * vh, 0.0f), k(uint64_t(T) * nope), v(uint64_t(T) * vh), s(T);
     for (uint32_t h = 0; h < H; ++h) {
         // Decompress this head's K_nope (T, nope) and V (T, vh) from every cached latent.
-        auto kb = dequant_mat(L.wk_b, h);  // (R, nope): k_nope[d] = sum_r kb[r, d] c[r]
-        auto vb = dequant_mat(L.wv_b, h);  // (vh, R):   v[d] = sum_r vb[d, r] c[r]
+        auto kb = dequant_mat(L.wk_b, h); // (R, nope): k_nope[d] = sum_r kb[r, d] c[r]
+        auto vb = dequant_mat(L.wv_b, h); // (vh, R):   v[d] = sum_r vb[d, r] c[r]
         for (uint32_t j = 0; j < T; ++j) {
             const float* cj = &lc[uint64_t(j) * W];
             for (uint32_t d = 0; d < nope; ++d) {
                 float acc = 0;
-                for (uint32_t r = 0; r < R; ++r) acc += kb[uint64_t(r) * nope + d] * cj[r];
+                for (uint32_t r = 0; r < R; ++r)
+                    acc += kb[uint64_t(r) * nope + d] * cj[r];
                 k[uint64_t(j) * nope + d] = acc;
             }
             for (uint32_t d = 0; d < vh; ++d) {
                 float acc = 0;
-                for (uint32_t r = 0; r < R; ++r) acc += vb[uint64_t(d) * R + r] * cj[r];
+                for (uint32_t r = 0; r < R; ++r)
+                    acc += vb[uint64_t(d) * R + r] * cj[r];
                 v[uint64_t(j) * vh + d] = acc;
             }
         }
         for (uint32_t t = 0; t < n; ++t) {
             const float* qh = &q[(uint64_t(t) * H + h) * qk];
-            const uint32_t visible = pos0 + t + 1;  // causal
+            const uint32_t visible = pos0 + t + 1; // causal
             for (uint32_t j = 0; j < visible; ++j) {
                 float acc = 0;
-                for (uint32_t d = 0; d < nope; ++d) acc += qh[d] * k[uint64_t(j) * nope + d];
+                for (uint32_t d = 0; d < nope; ++d)
+                    acc += qh[d] * k[uint64_t(j) * nope + d];
                 const float* kpe = &lc[uint64_t(j) * W + R];
-                for (uint32_t d = 0; d < rd; ++d) acc += qh[nope + d] * kpe[d];
+                for (uint32_t d = 0; d < rd; ++d)
+                    acc += qh[nope + d] * kpe[d];
                 s[j] = acc * scale;
             }
             softmax(s.data(), visible);
             float* oh = &o[(uint64_t(t) * H + h) * vh];
             for (uint32_t j = 0; j < visible; ++j)
-                for (uint32_t d = 0; d < vh; ++d) oh[d] += s[j] * v[uint64_t(j) * vh + d];
+                for (uint32_t d = 0; d < vh; ++d)
+                    oh[d] += s[j] * v[uint64_t(j) * vh + d];
         }
     }
     matmul(L.wo, 0, o.data(), out, n);
 }
 
 // SwiGLU with matrix `mat` of stacked gate/up/down tensors, for n rows.
-static void swiglu(const Tensor& gate, const Tensor& up, const Tensor& down, uint64_t mat, const float* x, uint32_t n,
-                   float* out) {
+static void swiglu(const Tensor& gate, const Tensor& up, const Tensor& down, uint64_t mat, const float* x,
+                   uint32_t n, float* out) {
     const uint64_t F = gate.rows;
     std::vector<float> g(n * F), u(n * F);
     matmul(gate, mat, x, g.data(), n);
     matmul(up, mat, x, u.data(), n);
-    for (uint64_t i = 0; i < n * F; ++i) g[i] = silu(g[i]) * u[i];
+    for (uint64_t i = 0; i < n * F; ++i)
+        g[i] = silu(g[i]) * u[i];
     matmul(down, mat, g.data(), out, n);
 }
 
@@ -128,7 +141,8 @@ void moe(const Model& m, uint32_t il, const float* xn, uint32_t n, float* out) {
     std::vector<std::vector<std::pair<uint32_t, float>>> by_expert(c.n_expert);
     for (uint32_t t = 0; t < n; ++t) {
         Route r = route(&logits[uint64_t(t) * c.n_expert], bias, c);
-        for (size_t k = 0; k < r.ids.size(); ++k) by_expert[r.ids[k]].emplace_back(t, r.weights[k]);
+        for (size_t k = 0; k < r.ids.size(); ++k)
+            by_expert[r.ids[k]].emplace_back(t, r.weights[k]);
     }
     if (L.gate_shexp) {
         swiglu(L.gate_shexp, L.up_shexp, L.down_shexp, 0, xn, n, out);
@@ -138,33 +152,41 @@ void moe(const Model& m, uint32_t il, const float* xn, uint32_t n, float* out) {
     std::vector<float> xs, ys;
     for (uint32_t e = 0; e < c.n_expert; ++e) {
         const auto& rows = by_expert[e];
-        if (rows.empty()) continue;
+        if (rows.empty())
+            continue;
         xs.resize(rows.size() * E);
         ys.resize(rows.size() * E);
-        for (size_t i = 0; i < rows.size(); ++i) std::memcpy(&xs[i * E], xn + uint64_t(rows[i].first) * E, E * 4);
+        for (size_t i = 0; i < rows.size(); ++i)
+            std::memcpy(&xs[i * E], xn + uint64_t(rows[i].first) * E, E * 4);
         swiglu(L.gate_exps, L.up_exps, L.down_exps, e, xs.data(), uint32_t(rows.size()), ys.data());
         for (size_t i = 0; i < rows.size(); ++i)
-            for (uint32_t d = 0; d < E; ++d) out[uint64_t(rows[i].first) * E + d] += rows[i].second * ys[i * E + d];
+            for (uint32_t d = 0; d < E; ++d)
+                out[uint64_t(rows[i].first) * E + d] += rows[i].second * ys[i * E + d];
     }
 }
 
 void forward(const Model& m, LatentCache& cache, float* x, uint32_t n) {
     const ModelConfig& c = m.config();
     const uint32_t E = c.hidden;
-    if (cache.layers.size() != c.n_layer) cache.init(c);
+    if (cache.layers.size() != c.n_layer)
+        cache.init(c);
     std::vector<float> xn(uint64_t(n) * E), y(uint64_t(n) * E);
     for (uint32_t il = 0; il < c.n_layer; ++il) {
         const LayerWeights& L = m.weights().layers[il];
-        for (uint32_t t = 0; t < n; ++t) rmsnorm(x + uint64_t(t) * E, L.attn_norm, &xn[uint64_t(t) * E], E, c.rms_eps);
+        for (uint32_t t = 0; t < n; ++t)
+            rmsnorm(x + uint64_t(t) * E, L.attn_norm, &xn[uint64_t(t) * E], E, c.rms_eps);
         attention(m, il, cache, xn.data(), n, y.data());
-        for (uint64_t i = 0; i < uint64_t(n) * E; ++i) x[i] += y[i];
-        for (uint32_t t = 0; t < n; ++t) rmsnorm(x + uint64_t(t) * E, L.ffn_norm, &xn[uint64_t(t) * E], E, c.rms_eps);
+        for (uint64_t i = 0; i < uint64_t(n) * E; ++i)
+            x[i] += y[i];
+        for (uint32_t t = 0; t < n; ++t)
+            rmsnorm(x + uint64_t(t) * E, L.ffn_norm, &xn[uint64_t(t) * E], E, c.rms_eps);
         if (c.is_moe_layer(il)) {
             moe(m, il, xn.data(), n, y.data());
         } else {
             ffn_dense(m, il, xn.data(), n, y.data());
         }
-        for (uint64_t i = 0; i < uint64_t(n) * E; ++i) x[i] += y[i];
+        for (uint64_t i = 0; i < uint64_t(n) * E; ++i)
+            x[i] += y[i];
     }
     cache.n_tok += n;
 }
@@ -173,8 +195,9 @@ void output(const Model& m, const float* x, uint32_t n, float* logits) {
     const ModelConfig& c = m.config();
     std::vector<float> xn(uint64_t(n) * c.hidden);
     for (uint32_t t = 0; t < n; ++t)
-        rmsnorm(x + uint64_t(t) * c.hidden, m.weights().output_norm, &xn[uint64_t(t) * c.hidden], c.hidden, c.rms_eps);
+        rmsnorm(x + uint64_t(t) * c.hidden, m.weights().output_norm, &xn[uint64_t(t) * c.hidden], c.hidden,
+                c.rms_eps);
     matmul(m.weights().output, 0, xn.data(), logits, n);
 }
 
-}  // namespace prefixd::cpu
+} // namespace prefixd::cpu

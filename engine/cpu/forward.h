@@ -13,9 +13,12 @@ namespace prefixd::cpu {
 // Latent KV cache of one sequence: per layer and token, c_kv (kv_lora_rank, after kv_a_norm)
 // followed by k_pe (qk_rope, after RoPE) — kv_cache_width() floats.
 struct LatentCache {
-    std::vector<std::vector<float>> layers;  // [n_layer][n_tok * width]
+    std::vector<std::vector<float>> layers; // [n_layer][n_tok * width]
     uint32_t n_tok = 0;
-    void init(const ModelConfig& c) { layers.assign(c.n_layer, {}); n_tok = 0; }
+    void init(const ModelConfig& c) {
+        layers.assign(c.n_layer, {});
+        n_tok = 0;
+    }
     void truncate(uint32_t n, uint32_t width);
 };
 
@@ -39,4 +42,4 @@ void forward(const Model& m, LatentCache& cache, float* x, uint32_t n);
 // logits (n, n_vocab) = W_out · rmsnorm(x, output_norm).
 void output(const Model& m, const float* x, uint32_t n, float* logits);
 
-}  // namespace prefixd::cpu
+} // namespace prefixd::cpu

@@ -22,7 +22,7 @@ float f16_to_f32(uint16_t h) {
     if (exp == 0) {
         if (mant == 0) {
             bits = sign;
-        } else {  // subnormal: renormalise
+        } else { // subnormal: renormalise
             int e = -1;
             do {
                 ++e;
@@ -40,22 +40,26 @@ float f16_to_f32(uint16_t h) {
     return f;
 }
 
-uint16_t f32_to_f16(float f) {  // round to nearest even
+uint16_t f32_to_f16(float f) { // round to nearest even
     uint32_t x;
     std::memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000;
     uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return uint16_t(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));  // inf/nan
-    if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00);                                   // overflow
-    if (ax < 0x38800000u) {  // subnormal or zero in f16
-        if (ax < 0x33000000u) return uint16_t(sign);
+    if (ax >= 0x7f800000u)
+        return uint16_t(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0)); // inf/nan
+    if (ax >= 0x477ff000u)
+        return uint16_t(sign | 0x7c00); // overflow
+    if (ax < 0x38800000u) {             // subnormal or zero in f16
+        if (ax < 0x33000000u)
+            return uint16_t(sign);
         uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
-        uint32_t shift = 126 - e;  // value = m * 2^(e-150) = q * 2^-24  =>  q = m >> (126 - e)
+        uint32_t shift = 126 - e; // value = m * 2^(e-150) = q * 2^-24  =>  q = m >> (126 - e)
         uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (q & 1))) ++q;
+        if (rem > half || (rem == half && (q & 1)))
+            ++q;
         return uint16_t(sign | q);
     }
-    uint32_t r = ax + 0xfff + ((ax >> 13) & 1);  // round mantissa to 10 bits
+    uint32_t r = ax + 0xfff + ((ax >> 13) & 1); // round mantissa to 10 bits
     return uint16_t(sign | (((r >> 23) - 112) << 10 | ((r >> 13) & 0x3ff)));
 }
 
@@ -69,7 +73,8 @@ float bf16_to_f32(uint16_t h) {
 uint16_t f32_to_bf16(float f) {
     uint32_t x;
     std::memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40);  // quiet NaN
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return uint16_t((x >> 16) | 0x40); // quiet NaN
     return uint16_t((x + 0x7fff + ((x >> 16) & 1)) >> 16);
 }
 
@@ -78,7 +83,9 @@ uint16_t f32_to_bf16(float f) {
 // Q4_0 block: f16 d, uint8 qs[16]; x[j] = d * ((qs[j] & 15) - 8), x[j+16] = d * ((qs[j] >> 4) - 8).
 void dequantize_row(GgmlType type, const uint8_t* src, float* dst, uint64_t n) {
     switch (type) {
-    case GgmlType::F32: std::memcpy(dst, src, n * 4); return;
+    case GgmlType::F32:
+        std::memcpy(dst, src, n * 4);
+        return;
     case GgmlType::F16:
         for (uint64_t i = 0; i < n; ++i) {
             uint16_t h;
@@ -100,7 +107,8 @@ void dequantize_row(GgmlType type, const uint8_t* src, float* dst, uint64_t n) {
             std::memcpy(&h, blk, 2);
             float d = f16_to_f32(h);
             const int8_t* q = reinterpret_cast<const int8_t*>(blk + 2);
-            for (int j = 0; j < 32; ++j) dst[b * 32 + j] = d * float(q[j]);
+            for (int j = 0; j < 32; ++j)
+                dst[b * 32 + j] = d * float(q[j]);
         }
         return;
     case GgmlType::Q4_0:
@@ -115,18 +123,22 @@ void dequantize_row(GgmlType type, const uint8_t* src, float* dst, uint64_t n) {
             }
         }
         return;
-    default: throw std::invalid_argument(std::string("dequantize_row: unsupported type ") + gguf::type_name(type));
+    default:
+        throw std::invalid_argument(std::string("dequantize_row: unsupported type ") + gguf::type_name(type));
     }
 }
 
 std::vector<uint8_t> quantize_row(GgmlType type, const float* src, uint64_t n) {
     uint64_t be = gguf::type_block_elems(type), bb = gguf::type_block_bytes(type);
     if (be == 0 || n % be != 0 || !gguf::engine_supports(type))
-        throw std::invalid_argument(std::string("quantize_row: bad type/length for ") + gguf::type_name(type));
+        throw std::invalid_argument(std::string("quantize_row: bad type/length for ") +
+                                    gguf::type_name(type));
     std::vector<uint8_t> out(n / be * bb);
     uint8_t* o = out.data();
     switch (type) {
-    case GgmlType::F32: std::memcpy(o, src, n * 4); break;
+    case GgmlType::F32:
+        std::memcpy(o, src, n * 4);
+        break;
     case GgmlType::F16:
         for (uint64_t i = 0; i < n; ++i) {
             uint16_t h = f32_to_f16(src[i]);
@@ -143,17 +155,19 @@ std::vector<uint8_t> quantize_row(GgmlType type, const float* src, uint64_t n) {
         for (uint64_t b = 0; b < n / 32; ++b) {
             const float* x = src + b * 32;
             float amax = 0;
-            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+            for (int j = 0; j < 32; ++j)
+                amax = std::max(amax, std::fabs(x[j]));
             float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
             uint16_t h = f32_to_f16(d);
             std::memcpy(o + b * 34, &h, 2);
-            for (int j = 0; j < 32; ++j) o[b * 34 + 2 + j] = uint8_t(int8_t(std::lround(x[j] * id)));
+            for (int j = 0; j < 32; ++j)
+                o[b * 34 + 2 + j] = uint8_t(int8_t(std::lround(x[j] * id)));
         }
         break;
     case GgmlType::Q4_0:
         for (uint64_t b = 0; b < n / 32; ++b) {
             const float* x = src + b * 32;
-            float amax = 0, vmax = 0;  // value with the largest magnitude, sign kept
+            float amax = 0, vmax = 0; // value with the largest magnitude, sign kept
             for (int j = 0; j < 32; ++j)
                 if (std::fabs(x[j]) > amax) {
                     amax = std::fabs(x[j]);
@@ -169,14 +183,16 @@ std::vector<uint8_t> quantize_row(GgmlType type, const float* src, uint64_t n) {
             }
         }
         break;
-    default: break;
+    default:
+        break;
     }
     return out;
 }
 
 // ---- linear algebra ----
 void matmul(const Tensor& w, uint64_t mat, const float* x, float* y, uint32_t n_tok) {
-    if (mat >= w.n_mat) throw std::out_of_range("matmul: matrix index out of range");
+    if (mat >= w.n_mat)
+        throw std::out_of_range("matmul: matrix index out of range");
     const uint8_t* base = w.data + mat * w.mat_bytes();
     const uint64_t rb = w.row_bytes(), cols = w.cols, rows = w.rows;
     std::vector<float> row(cols);
@@ -185,20 +201,24 @@ void matmul(const Tensor& w, uint64_t mat, const float* x, float* y, uint32_t n_
         for (uint32_t t = 0; t < n_tok; ++t) {
             const float* xt = x + uint64_t(t) * cols;
             float acc = 0;
-            for (uint64_t c = 0; c < cols; ++c) acc += row[c] * xt[c];
+            for (uint64_t c = 0; c < cols; ++c)
+                acc += row[c] * xt[c];
             y[uint64_t(t) * rows + r] = acc;
         }
     }
 }
 
 void rmsnorm(const float* x, const Tensor& w, float* out, uint32_t n, float eps) {
-    if (w.cols != n) throw std::invalid_argument("rmsnorm: weight length mismatch");
+    if (w.cols != n)
+        throw std::invalid_argument("rmsnorm: weight length mismatch");
     std::vector<float> g(n);
     dequantize_row(w.type, w.data, g.data(), n);
     double ss = 0;
-    for (uint32_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+    for (uint32_t i = 0; i < n; ++i)
+        ss += double(x[i]) * x[i];
     float scale = 1.0f / std::sqrt(float(ss / n) + eps);
-    for (uint32_t i = 0; i < n; ++i) out[i] = x[i] * scale * g[i];
+    for (uint32_t i = 0; i < n; ++i)
+        out[i] = x[i] * scale * g[i];
 }
 
 // YaRN as in ggml's rope (mode NORM, adjacent pairs): theta_extrap = pos * base^(-2i/n_dims),
@@ -206,7 +226,8 @@ void rmsnorm(const float* x, const Tensor& w, float* out, uint32_t n, float eps)
 // when factor > 1). DeepSeek's attn_factor cancels the YaRN magnitude scaling, so cos/sin are
 // unscaled; mscale appears in the softmax scale instead (ModelConfig::attn_scale).
 static float yarn_corr_dim(uint32_t n_dims, uint32_t n_ctx_orig, float n_rot, float base) {
-    return float(n_dims) * std::log(float(n_ctx_orig) / (n_rot * 2.0f * float(M_PI))) / (2.0f * std::log(base));
+    return float(n_dims) * std::log(float(n_ctx_orig) / (n_rot * 2.0f * float(M_PI))) /
+           (2.0f * std::log(base));
 }
 
 void rope(float* x, uint32_t n_dims, int32_t pos, const ModelConfig& cfg) {
@@ -216,7 +237,8 @@ void rope(float* x, uint32_t n_dims, int32_t pos, const ModelConfig& cfg) {
     if (yarn) {
         uint32_t orig = cfg.rope_orig_ctx ? cfg.rope_orig_ctx : cfg.n_ctx_train;
         corr0 = std::max(0.0f, std::floor(yarn_corr_dim(n_dims, orig, cfg.yarn_beta_fast, cfg.rope_base)));
-        corr1 = std::min(float(n_dims - 1), std::ceil(yarn_corr_dim(n_dims, orig, cfg.yarn_beta_slow, cfg.rope_base)));
+        corr1 = std::min(float(n_dims - 1),
+                         std::ceil(yarn_corr_dim(n_dims, orig, cfg.yarn_beta_slow, cfg.rope_base)));
     }
     const float theta_scale = std::pow(cfg.rope_base, -2.0f / float(n_dims));
     float theta_extrap = float(pos);
@@ -236,7 +258,8 @@ void rope(float* x, uint32_t n_dims, int32_t pos, const ModelConfig& cfg) {
 }
 
 void softmax(float* x, uint32_t n) {
-    if (n == 0) return;
+    if (n == 0)
+        return;
     float m = *std::max_element(x, x + n);
     double sum = 0;
     for (uint32_t i = 0; i < n; ++i) {
@@ -244,7 +267,8 @@ void softmax(float* x, uint32_t n) {
         sum += x[i];
     }
     float inv = float(1.0 / sum);
-    for (uint32_t i = 0; i < n; ++i) x[i] *= inv;
+    for (uint32_t i = 0; i < n; ++i)
+        x[i] *= inv;
 }
 
 // ---- MoE router ----
@@ -255,16 +279,19 @@ void softmax(float* x, uint32_t n) {
 // routed_scale. Ties break toward the lower expert id.
 Route route(const float* logits, const float* bias, const ModelConfig& cfg) {
     const uint32_t n = cfg.n_expert, k = cfg.n_expert_used;
-    if (n == 0 || k == 0 || k > n) throw std::invalid_argument("route: bad expert counts");
+    if (n == 0 || k == 0 || k > n)
+        throw std::invalid_argument("route: bad expert counts");
     std::vector<float> probs(logits, logits + n);
     if (cfg.gating == GatingFunc::Softmax) {
         softmax(probs.data(), n);
     } else {
-        for (auto& p : probs) p = 1.0f / (1.0f + std::exp(-p));
+        for (auto& p : probs)
+            p = 1.0f / (1.0f + std::exp(-p));
     }
     std::vector<float> sel(probs);
     if (bias)
-        for (uint32_t i = 0; i < n; ++i) sel[i] += bias[i];
+        for (uint32_t i = 0; i < n; ++i)
+            sel[i] += bias[i];
     const uint32_t ng = std::max(1u, cfg.n_group);
     if (ng > 1 && cfg.n_group_used < ng && n % ng == 0) {
         const uint32_t per = n / ng;
@@ -277,9 +304,11 @@ Route route(const float* logits, const float* bias, const ModelConfig& cfg) {
         }
         std::stable_sort(gscore.begin(), gscore.end(), [](auto& a, auto& b) { return a.first > b.first; });
         std::vector<bool> keep(ng, false);
-        for (uint32_t i = 0; i < cfg.n_group_used; ++i) keep[gscore[i].second] = true;
+        for (uint32_t i = 0; i < cfg.n_group_used; ++i)
+            keep[gscore[i].second] = true;
         for (uint32_t e = 0; e < n; ++e)
-            if (!keep[e / per]) sel[e] = -std::numeric_limits<float>::infinity();
+            if (!keep[e / per])
+                sel[e] = -std::numeric_limits<float>::infinity();
     }
     std::vector<int32_t> order(n);
     std::iota(order.begin(), order.end(), 0);
@@ -292,10 +321,11 @@ Route route(const float* logits, const float* bias, const ModelConfig& cfg) {
         sum += probs[id];
     }
     for (auto& w : r.weights) {
-        if (cfg.expert_weights_norm) w = float(w / sum);
+        if (cfg.expert_weights_norm)
+            w = float(w / sum);
         w *= cfg.routed_scale;
     }
     return r;
 }
 
-}  // namespace prefixd::cpu
+} // namespace prefixd::cpu

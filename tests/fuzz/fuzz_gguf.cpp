@@ -11,7 +11,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
         Parsed p = Parsed::parse({data, size});
         for (const auto& t : p.tensors) {
-            if (t.data < data || t.data + t.nbytes > data + size) std::abort();
+            if (t.data < data || t.data + t.nbytes > data + size)
+                std::abort();
             volatile uint64_t n = t.n_elements();
             (void)n;
             (void)p.find(t.name);
