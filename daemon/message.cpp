@@ -201,6 +201,9 @@ void read_job(const pb::Job* j, const Limits& lim, JobSpec& spec) {
 }
 
 void decode_payload(const pb::Envelope* env, const Limits& lim, JobSpec& spec) {
+    // The Verifier accepts a union type whose value is absent: check before any accessor.
+    need(env->payload_type() == pb::Payload::NONE || env->payload() != nullptr, Code::Malformed,
+         "payload type set but payload missing");
     switch (env->payload_type()) {
     case pb::Payload::Generate:
         spec.kind = Kind::Generate;
