@@ -336,14 +336,37 @@ StepEvents Runner::step() {
         return ev;
 
     std::vector<ItemOutput> outs;
+    std::vector<bool> failed(batch.size(), false);
+    std::vector<uint32_t> before;
+    for (auto& b : batch) {
+        try {
+            before.push_back(I.eng.backend().sequence_length(b.seq));
+        } catch (const std::exception&) {
+            before.push_back(UINT32_MAX); // broken sequence: its item fails below
+        }
+    }
     try {
         outs = I.eng.backend().step(batch);
     } catch (const std::exception& e) {
-        for (RequestId id : who)
-            I.finish(I.reqs.at(id), FinishReason::Error, ev, e.what());
-        return ev;
+        // Isolate the failure (e.g. out of device memory on a big batch): roll every sequence
+        // back to where it was and run the items one by one; only those that fail alone end.
+        outs.assign(batch.size(), {});
+        for (size_t k = 0; k < batch.size(); ++k) {
+            try {
+                if (batch.size() == 1)
+                    throw;
+                if (before[k] != UINT32_MAX && I.eng.backend().sequence_length(batch[k].seq) != before[k])
+                    I.eng.backend().truncate(batch[k].seq, before[k]);
+                outs[k] = std::move(I.eng.backend().step({batch[k]})[0]);
+            } catch (const std::exception& e2) {
+                failed[k] = true;
+                I.finish(I.reqs.at(who[k]), FinishReason::Error, ev, e2.what());
+            }
+        }
     }
     for (size_t k = 0; k < who.size(); ++k) {
+        if (failed[k])
+            continue;
         auto& q = I.reqs.at(who[k]);
         q.fed += batch[k].n_rows();
         ItemOutput& o = outs[k];

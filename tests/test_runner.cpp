@@ -189,3 +189,24 @@ TEST_CASE("cancel, PEFT order, admission errors") {
     noeos.stop_at_eos = false;
     CHECK(r.run(noeos).token_ids.size() == 3);
 }
+
+TEST_CASE("a failing item fails alone; the others in its batch continue") {
+    auto e = open_cpu("tiny-v2-q8_0.gguf");
+    Runner r(*e);
+    auto solo = r.run(gen(*e, "survivor", 5));
+    RequestId a = r.submit(gen(*e, "victim", 5));
+    RequestId b = r.submit(gen(*e, "survivor", 5));
+    r.step(); // both prefilled and holding sequences
+    // Break the victim's sequence underneath the runner (the CPU backend numbers them from 1;
+    // the solo run used 1, so the victim holds 2).
+    e->backend().free_sequence(2);
+    std::map<RequestId, RequestResult> done;
+    for (int i = 0; i < 20 && !r.idle(); ++i)
+        for (auto& [id, res] : r.step().finished)
+            done[id] = res;
+    REQUIRE(done.size() == 2);
+    CHECK(done[a].finish == FinishReason::Error);
+    CHECK(done[a].error.find("unknown sequence") != std::string::npos);
+    CHECK(done[b].finish == FinishReason::Length);
+    CHECK(done[b].token_ids == solo.token_ids);
+}
