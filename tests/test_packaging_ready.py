@@ -3,10 +3,12 @@
 # fixture left BUILD/packaging-test/root), copies root/etc/prefixd/prefixd.toml with only the
 # site-specific paths changed (model, db, endpoint, server key) and runs root/usr/sbin/prefixd
 # --config on it. It must send READY=1 through NOTIFY_SOCKET, answer Health over CURVE through the
-# packaged Python client, then STOPPING=1 and exit 0 on SIGTERM.
+# packaged Python client for a tenant made by the packaged prefixctl (and refuse an unknown key),
+# then send STOPPING=1 and exit 0 on SIGTERM.
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +60,10 @@ class PackagedDaemon(unittest.TestCase):
             conf_path = os.path.join(tmp, "prefixd.toml")
             with open(conf_path, "w") as f:
                 f.write(conf)
+            prefixctl = os.path.join(ROOT, "usr", "bin", "prefixctl")
+            key_file = os.path.join(tmp, "ops.key")
+            subprocess.run([prefixctl, "--db", os.path.join(tmp, "prefixd.db"), "tenant", "add", "ops",
+                            "--key-file", key_file], check=True, capture_output=True, timeout=60)
             t0 = time.monotonic()
             d = Daemon([binary, "--config", conf_path])
             try:
@@ -65,6 +71,12 @@ class PackagedDaemon(unittest.TestCase):
                 ready_s = time.monotonic() - t0
                 print("READY=1 after %.2fs; notify: %s" % (ready_s, d.notify))
                 self.assertTrue(any(n.startswith("STATUS=") for n in d.notify), "no STATUS= line")
+                with prefixd_client.Client(endpoint, server_key=server_pub, client_key_file=key_file,
+                                           timeout=60) as c:
+                    h = c.health()
+                self.assertEqual(h.status, "ok")
+                self.assertEqual(h.backend, "vulkan")  # the packaged default
+                self.assertGreater(h.hidden, 0)
                 # Health over CURVE with an unregistered client key: the daemon must refuse it.
                 pub, sec = prefixd_client.generate_keypair()
                 with prefixd_client.Client(endpoint, server_key=server_pub, public_key=pub, secret_key=sec,

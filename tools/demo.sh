@@ -2,7 +2,8 @@
 # The README's main command: installs what is missing, builds, generates the default model if absent,
 # starts prefixd (CURVE, temporary state dir), registers a tenant and an adapter with prefixctl,
 # sends five kinds of jobs, prints each output and the ledger summary, then stops the daemon cleanly.
-# PREFIXD_MODEL=/path/to/model.gguf runs it on a real DeepSeek GGUF instead of the random tiny model.
+# PREFIXD_MODEL=/path/to/model.gguf runs it on a real DeepSeek GGUF instead of the random tiny model;
+# PREFIXD_BACKEND=cpu uses the fp32 CPU reference instead of Vulkan, PREFIXD_DEVICE picks a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,13 +49,8 @@ trap cleanup EXIT
 ctl() { build/bin/prefixctl --db "$DB" "$@"; }
 
 step "4/8 server key and tenant (state in $STATE)"
-# The daemon's CURVE keypair in prefixd's key-file format ("public <z85>" / "secret <z85>").
-$PY - "$STATE/server.key" <<'EOF'
-import os, sys, zmq
-pub, sec = zmq.curve_keypair()
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-os.write(fd, b"# prefixd CURVE server key (demo)\npublic " + pub + b"\nsecret " + sec + b"\n")
-EOF
+echo "+ prefixctl server-key generate --out $STATE/server.key"
+build/bin/prefixctl server-key generate --out "$STATE/server.key"
 SERVER_KEY=$(awk '$1 == "public" {print $2}' "$STATE/server.key")
 echo "+ prefixctl --db $DB tenant add demo --key-file $STATE/demo.key"
 ctl tenant add demo --key-file "$STATE/demo.key"
@@ -75,9 +71,11 @@ while True:
 EOF
 NPID=$!
 for _ in $(seq 50); do [ -S "$NOTIFY" ] && break; sleep 0.1; done
-echo "+ prefixd --model $MODEL --db $DB --endpoint $EP --server-key-file $STATE/server.key"
-NOTIFY_SOCKET=$NOTIFY build/bin/prefixd --model "$MODEL" --db "$DB" --endpoint "$EP" \
-    --server-key-file "$STATE/server.key" 2>"$STATE/prefixd.log" &
+DARGS=(--model "$MODEL" --db "$DB" --endpoint "$EP" --server-key-file "$STATE/server.key"
+       --backend "${PREFIXD_BACKEND:-vulkan}")
+[ -z "${PREFIXD_DEVICE:-}" ] || DARGS+=(--device "$PREFIXD_DEVICE")
+echo "+ prefixd ${DARGS[*]}"
+NOTIFY_SOCKET=$NOTIFY build/bin/prefixd "${DARGS[@]}" 2>"$STATE/prefixd.log" &
 PID=$!
 shown=0 ready=0
 for _ in $(seq 1200); do  # up to 10 minutes (a real model takes a while to load)
@@ -117,20 +115,21 @@ run_job() {
     printf '\n-- %s\n+ prefixctl submit %s\n' "$title" "$*"
     build/bin/prefixctl submit "${AUTH[@]}" "$@"
 }
-run_job "adapter + text" --adapter support-intents --prompt "Customer: my parcel never arrived." -n 16
-run_job "raw embeddings + text" --embeds "$STATE/prefix.npy" --prompt "Translate to French: good morning" -n 16
-run_job "text only" --prompt "The capital of France is" -n 16
+run_job "adapter + text" --adapter support-intents --prompt "Customer: my parcel never arrived." -n 12
+run_job "raw embeddings + text" --embeds "$STATE/prefix.npy" --prompt "Translate to French: good morning" -n 12
+run_job "text only" --prompt "The capital of France is" -n 12
 run_job "streamed" --prompt "Once upon a time" -n 24 --stream
-printf '\n-- choices classification (Python client)\n'
+run_job "choices classification" --adapter support-intents \
+    --prompt "Customer: I was charged twice for one order. Intent:" --choices billing,shipping,returns
+printf '\n-- the same classification from Python (daemon/python/prefixd_client)\n'
 $PY - "$EP" "$SERVER_KEY" "$STATE/demo.key" <<'EOF'
 import sys
 from prefixd_client import Client
 with Client(sys.argv[1], server_key=sys.argv[2], client_key_file=sys.argv[3], timeout=300) as c:
     r = c.classify("Customer: I was charged twice for one order. Intent:",
                    choices=["billing", "shipping", "returns"], adapter="support-intents")
-    for label, p in sorted(r.choices.items(), key=lambda kv: -kv[1]):
-        print("  %-9s p=%.3f" % (label, p))
-    print("answer: %s   usage: %s" % (r.text, r.usage))
+    print("answer: %s  probabilities: %s  usage: %s"
+          % (r.text, {k: round(v, 3) for k, v in r.choices.items()}, r.usage))
 EOF
 
 step "8/8 ledger and shutdown"
