@@ -1,7 +1,7 @@
-// Byte-level BPE tokenizer (GPT-2 byte<->unicode mapping, merge ranks) with DeepSeek-V3's
-// pre-tokenizer: added tokens are cut out first (leftmost-longest), the rest is split by the three
-// DeepSeek-V3 rules in sequence (digits 1-3, CJK/kana runs, the letter/punctuation/space rule; ICU
-// character properties), each match "Isolated", then every piece is BPE-merged (cached per piece).
+// Byte-level BPE tokenizer (GPT-2 byte<->unicode mapping, merge ranks) with a DeepSeek pre-tokenizer
+// chosen by tokenizer.ggml.pre (deepseek-v3, deepseek-llm, deepseek-coder; engine/pretokenizer.h):
+// added tokens are cut out first (leftmost-longest), the rest is split by the pre-tokenizer's rules,
+// then every piece is BPE-merged (cached per piece).
 #include "engine/tokenizer.h"
 
 #include "engine/gguf.h"
@@ -95,6 +95,7 @@ struct Tokenizer::Impl {
     std::vector<std::string> bytes_of; // decoded bytes per id
     int32_t bos = -1, eos = -1;
     bool add_bos = false;
+    PreTokenizerKind pre_kind = PreTokenizerKind::DeepSeekV3;
 
     std::array<int32_t, 256> byte_id{}; // id of each single-byte token
     MergeMap merges;                    // (left, right) -> (rank, merged id)
@@ -115,10 +116,7 @@ struct Tokenizer::Impl {
 };
 
 void Tokenizer::Impl::build(const std::string& pre, const std::vector<std::string>& merge_list) {
-    if (pre != "deepseek-v3")
-        throw TokenizerError(
-            "tokenizer: pre-tokenizer '" + pre +
-            "' is not supported (only 'deepseek-v3'; deepseek-llm/deepseek-coder are not implemented)");
+    pre_kind = pre_tokenizer_kind(pre); // throws TokenizerError for unsupported names
     if (tokens.empty())
         throw TokenizerError("tokenizer: empty vocabulary");
     if (types.size() != tokens.size())
@@ -250,7 +248,7 @@ void Tokenizer::Impl::split_added(std::string_view text, std::vector<int32_t>& o
 
 void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
     std::vector<std::string_view> pieces;
-    pre_tokenize_deepseek_v3(text, pieces);
+    prefixd::pre_tokenize(pre_kind, text, pieces);
     for (std::string_view p : pieces)
         bpe(p, out);
 }
@@ -379,7 +377,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::Parsed& g) {
                                  "', only 'gpt2' (byte-level BPE) is supported");
         std::string pre = g.get_str("tokenizer.ggml.pre", "");
         if (pre.empty())
-            throw TokenizerError("tokenizer: GGUF has no tokenizer.ggml.pre (expected 'deepseek-v3')");
+            throw TokenizerError("tokenizer: GGUF has no tokenizer.ggml.pre (expected 'deepseek-v3', "
+                                 "'deepseek-llm' or 'deepseek-coder')");
         std::vector<std::string> tokens = gguf_str_array(g, "tokenizer.ggml.tokens");
         std::vector<std::string> merges = gguf_str_array(g, "tokenizer.ggml.merges");
         std::vector<int32_t> types(tokens.size(), kTypeNormal);
@@ -442,7 +441,7 @@ std::string Tokenizer::token_bytes(int32_t id) const {
 
 std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
     std::vector<std::string_view> views;
-    pre_tokenize_deepseek_v3(text, views);
+    prefixd::pre_tokenize(impl_->pre_kind, text, views);
     return std::vector<std::string>(views.begin(), views.end());
 }
 

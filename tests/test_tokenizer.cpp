@@ -367,7 +367,8 @@ TEST_CASE("invalid UTF-8 and bad ids are TokenizerErrors") {
 
 TEST_CASE("constructor rejects unsupported pre-tokenizers and inconsistent input") {
     const HfVocab& v = hf_vocab();
-    for (std::string pre : {"deepseek-llm", "deepseek-coder", "default", ""})
+    // deepseek-llm / deepseek-coder are supported now: tests/test_tokenizer_pre.cpp covers them.
+    for (std::string pre : {"default", "deepseek-v2", "llama-bpe", ""})
         CHECK_THROWS_AS(Tokenizer(v.tokens, v.token_types, v.merges, pre, v.bos, v.eos, true),
                         TokenizerError);
     std::vector<int32_t> short_types(v.token_types.begin(), v.token_types.end() - 1);
@@ -422,7 +423,7 @@ TEST_CASE("from_gguf: a GGUF written with gguf::Writer tokenizes like tokenizer.
     write_tokenizer_gguf(dir / "llama.gguf", "llama", "deepseek-v3", true, n);
     CHECK_THROWS_AS(Tokenizer::from_gguf(gguf::File::open((dir / "llama.gguf").string()).parsed()),
                     TokenizerError);
-    write_tokenizer_gguf(dir / "llm.gguf", "gpt2", "deepseek-llm", true, n);
+    write_tokenizer_gguf(dir / "llm.gguf", "gpt2", "gpt-4o", true, n);
     CHECK_THROWS_AS(Tokenizer::from_gguf(gguf::File::open((dir / "llm.gguf").string()).parsed()),
                     TokenizerError);
     write_tokenizer_gguf(dir / "nopre.gguf", "gpt2", "", true, n);
