@@ -259,9 +259,10 @@ namespace {
 // because the published text contains singletons such as U+212A KELVIN SIGN that Unicode
 // normalization would turn into other characters). Digits isolates every numeric character (Rust's
 // char::is_numeric, i.e. \p{N}). llama.cpp writes the last rule as \p{N}+ for deepseek-llm; that
-// only differs for vocabularies with multi-digit tokens, which DeepSeek-LLM/V2's does not have, and
-// we follow tokenizer.json. Every rule here is a character-class scan, so all of them run in linear
-// time (a regex engine backtracks quadratically on \s+$ over long whitespace runs).
+// only differs for vocabularies with merges between digits (DeepSeek-LLM/V2's was trained with digits
+// split, so real models encode alike); we follow tokenizer.json. Every rule here is a character-class
+// scan, so all of them run in linear time (a regex engine backtracks quadratically on \s+$ over long
+// whitespace runs).
 struct CpRange {
     char32_t lo, hi;
 };
