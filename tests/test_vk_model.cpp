@@ -154,11 +154,17 @@ TEST_CASE("4 sequences of different lengths batched together equal their single-
             inputs.push_back(in);
         }
         // Single-sequence runs (GPU), then all four in one batch, then 3 batched decode steps.
+        // Logits at the first, middle and last row keep this test lean (the vocabulary is 129k).
+        auto sparse = [](BatchItem it) {
+            const uint32_t n = it.logit_rows.back() + 1;
+            it.logit_rows = {0, n / 2, n - 1};
+            return it;
+        };
         std::vector<std::vector<float>> single(4), single_dec(4);
         std::vector<int32_t> next(4);
         for (int i = 0; i < 4; ++i) {
             SeqId s = p.gpu->create_sequence();
-            auto o = p.gpu->step({item(s, inputs[i], true)});
+            auto o = p.gpu->step({sparse(item(s, inputs[i], false))});
             single[i] = o[0].logits;
             next[i] = argmax(o[0].logits.data() + o[0].logits.size() - c.n_vocab, c.n_vocab);
             for (int k = 0; k < 3; ++k) {
@@ -171,7 +177,7 @@ TEST_CASE("4 sequences of different lengths batched together equal their single-
         std::vector<BatchItem> batch;
         for (int i = 0; i < 4; ++i) {
             ids.push_back(p.gpu->create_sequence());
-            batch.push_back(item(ids[i], inputs[i], true));
+            batch.push_back(sparse(item(ids[i], inputs[i], false)));
         }
         auto ob = p.gpu->step(batch);
         std::vector<std::vector<float>> batched_dec(4);
@@ -191,9 +197,8 @@ TEST_CASE("4 sequences of different lengths batched together equal their single-
         }
         // The batched result also agrees with the CPU reference for the longest sequence.
         SeqId sc = p.cpu->create_sequence();
-        auto rc = p.cpu->step({item(sc, inputs[3], true)});
-        CHECK(row_err(ob[3].logits.data() + 63 * size_t(c.n_vocab), rc[0].logits.data() + 63 * size_t(c.n_vocab), c.n_vocab) <=
-              1e-3);
+        auto rc = p.cpu->step({item(sc, inputs[3], false)});
+        CHECK(row_err(ob[3].logits.data() + 2 * size_t(c.n_vocab), rc[0].logits.data(), c.n_vocab) <= 1e-3);
     }
 }
 
