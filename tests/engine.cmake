@@ -13,4 +13,4 @@ prefixd_test(test_sampler SOURCES test_sampler.cpp LIBS prefixd_engine TIMEOUT 6
 prefixd_test(test_runner SOURCES test_runner.cpp LIBS prefixd_engine FIXTURES test_models TIMEOUT 300)
 prefixd_test(test_core_cli SOURCES test_core_cli.cpp LIBS prefixd_engine nlohmann_json::nlohmann_json
              FIXTURES test_models TIMEOUT 300)
-add_dependencies(test_core_cli prefixctl)
+add_dependencies(test_core_cli prefixctl gen_model)

@@ -2,6 +2,7 @@
 // bad model files (another architecture, truncated, missing tensor, wrong shape, unsupported
 // type) or bad embeddings (wrong width, NaN/Inf, not a .npy) end with a clear message and a
 // non-zero exit, never a crash.
+#include "engine/model.h"
 #include "test_core_util.h"
 #include "test_env.h"
 
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sys/wait.h>
 
 using namespace prefixd;
@@ -156,5 +158,34 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
             CHECK(r.out.find(c.needle) != std::string::npos);
         }
     }
+    fs::remove_all(dir);
+}
+
+TEST_CASE("gen_model: seeded and reproducible, --layers cuts, bad options fail") {
+    auto dir = test::temp_dir("genmodel");
+    const std::string gm = (test::build_dir() / "bin" / "gen_model").string();
+    auto run = [&](const std::string& args) {
+        int st = std::system((gm + " " + args + " 2>/dev/null").c_str());
+        REQUIRE(WIFEXITED(st));
+        return WEXITSTATUS(st);
+    };
+    auto p = [&](const char* n) { return (dir / n).string(); };
+    REQUIRE(run("--config tiny-v3 --type q4_0 --layers 2 --seed 9 -o " + p("a.gguf")) == 0);
+    REQUIRE(run("--config tiny-v3 --type q4_0 --layers 2 --seed 9 -o " + p("b.gguf")) == 0);
+    REQUIRE(run("--config tiny-v3 --type q4_0 --layers 2 --seed 10 -o " + p("c.gguf")) == 0);
+    auto bytes = [](const std::string& f) {
+        std::ifstream in(f, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    CHECK(bytes(p("a.gguf")) == bytes(p("b.gguf")));
+    CHECK(bytes(p("a.gguf")) != bytes(p("c.gguf")));
+    auto m = Model::load(p("a.gguf"));
+    CHECK(m->config().n_layer == 2);
+    CHECK(m->weights().layers[1].gate_exps.type == gguf::GgmlType::Q4_0);
+    CHECK(run("--config nope -o " + p("x.gguf")) != 0);
+    CHECK(run("--type q6_k -o " + p("x.gguf")) != 0);
+    CHECK(run("--config tiny-v2 --layers 9 -o " + p("x.gguf")) != 0);
+    CHECK(run("--tokenizer /nonexistent.json -o " + p("x.gguf")) != 0);
+    CHECK_FALSE(fs::exists(p("x.gguf")));
     fs::remove_all(dir);
 }
