@@ -196,6 +196,18 @@ void EngineWorker::run() noexcept {
         ev.result = std::move(partial);
         post(std::move(ev));
     };
+    // WATCHDOG=1 only when systemd asked for it (WATCHDOG_USEC), at half its interval: sd_notify
+    // can block when the notify socket's queue is full, so never once per step.
+    const int64_t wd_ms = int64_t(watchdog_usec() / 2000);
+    int64_t last_wd = 0;
+    auto feed_watchdog = [&] {
+        int64_t now = mono_ms();
+        last_progress_ = now;
+        if (wd_ms > 0 && now - last_wd >= wd_ms) {
+            last_wd = now;
+            notify_watchdog();
+        }
+    };
     bool stopping = false;
     while (!stopping && runner) {
         std::deque<EngineJob> inbox;
@@ -211,8 +223,7 @@ void EngineWorker::run() noexcept {
             cancel_everything = cancel_all_;
             cancel_all_ = false;
         }
-        last_progress_ = mono_ms();
-        notify_watchdog();
+        feed_watchdog();
         for (auto& job : inbox) {
             uint64_t key = job.key;
             try {
@@ -289,7 +300,7 @@ void EngineWorker::run() noexcept {
             signal_io();
             break;
         }
-        last_progress_ = mono_ms();
+        feed_watchdog();
         for (auto& [rid, tok] : evs.tokens) {
             auto it = req_job.find(rid);
             if (it == req_job.end()) continue;

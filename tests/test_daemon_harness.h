@@ -9,7 +9,9 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <csignal>
 #include <filesystem>
 #include <string>
@@ -24,10 +26,15 @@ namespace prefixd::test {
 
 inline std::string tiny_model() { return (models_dir() / "tiny-v2-f32.gguf").string(); }
 
-// AF_UNIX SOCK_DGRAM socket standing in for systemd's notify socket.
+// AF_UNIX SOCK_DGRAM socket standing in for systemd's notify socket. A thread drains it all the
+// time (like systemd: an unread queue would block the sender) and keeps every datagram.
 struct NotifySocket {
     int fd = -1;
     std::string path;
+    std::mutex mu;
+    std::vector<std::string> got;
+    std::atomic<bool> stop{false};
+    std::thread reader;
     explicit NotifySocket(const std::filesystem::path& p) : path(p.string()) {
         fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         sockaddr_un a{};
@@ -35,23 +42,38 @@ struct NotifySocket {
         std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
         ::unlink(path.c_str());
         REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    }
-    ~NotifySocket() { ::close(fd); ::unlink(path.c_str()); }
-    // Datagrams received within timeout_ms (stops early after `until` is seen).
-    std::vector<std::string> read(int timeout_ms, const std::string& until = "") {
-        std::vector<std::string> out;
-        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-        while (std::chrono::steady_clock::now() < end) {
-            timeval tv{0, 50000};
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            char buf[4096];
-            ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-            if (n > 0) {
-                out.emplace_back(buf, size_t(n));
-                if (!until.empty() && out.back().find(until) != std::string::npos) break;
+        timeval tv{0, 50000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        reader = std::thread([this] {
+            while (!stop) {
+                char buf[4096];
+                ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+                if (n > 0) {
+                    std::lock_guard lk(mu);
+                    got.emplace_back(buf, size_t(n));
+                }
             }
+        });
+    }
+    ~NotifySocket() {
+        stop = true;
+        reader.join();
+        ::close(fd);
+        ::unlink(path.c_str());
+    }
+    // Waits up to timeout_ms for a datagram containing `until`; returns all datagrams so far.
+    std::vector<std::string> read(int timeout_ms, const std::string& until = "") {
+        auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        for (;;) {
+            {
+                std::lock_guard lk(mu);
+                if (!until.empty())
+                    for (auto& m : got)
+                        if (m.find(until) != std::string::npos) return got;
+                if (std::chrono::steady_clock::now() >= end) return got;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
-        return out;
     }
 };
 

@@ -186,7 +186,14 @@ TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed onc
     bool saw_loading = false;
     for (auto& m : msgs) saw_loading |= m.find("STATUS=loading model") != std::string::npos;
     CHECK(saw_loading);
-    CHECK(msgs.back().find("READY=1") != std::string::npos);
+    // READY=1 comes after the loading STATUS, once (model, store and sockets are up).
+    size_t ready_at = msgs.size(), loading_at = msgs.size();
+    for (size_t i = 0; i < msgs.size(); ++i) {
+        if (msgs[i].find("READY=1") != std::string::npos && ready_at == msgs.size()) ready_at = i;
+        if (msgs[i].find("STATUS=loading model") != std::string::npos && loading_at == msgs.size()) loading_at = i;
+    }
+    CHECK(loading_at < ready_at);
+    CHECK(ready_at < msgs.size());
     Client c(d.client_options());
     for (int i = 0; i < 30; ++i) c.send(build_request(gen_job("L" + std::to_string(i), "load " + std::to_string(i), 6)));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
