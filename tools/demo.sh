@@ -14,10 +14,18 @@ t_start=$(date +%s)
 
 step "1/8 dependencies (tools/setup.sh)"
 tools/setup.sh
-step "2/8 build (tools/build.sh)"
-tools/build.sh
-[ -x build/bin/prefixd ] && [ -x build/bin/prefixctl ] || die "build did not produce build/bin/prefixd and prefixctl"
-export PYTHONPATH="$ROOT/daemon/python${PYTHONPATH:+:$PYTHONPATH}" PREFIXD_BUILD_DIR="$ROOT/build"
+# PREFIXD_BUILD_DIR=build-x (developers): build only the demo's targets there instead of build/.
+B=${PREFIXD_BUILD_DIR:-build}
+if [ "$B" = build ]; then
+    step "2/8 build (tools/build.sh)"
+    tools/build.sh
+else
+    step "2/8 build prefixd, prefixctl, gen_model in $B"
+    [ -f "$B/build.ninja" ] || cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    cmake --build "$B" --target prefixd prefixctl gen_model
+fi
+[ -x "$B/bin/prefixd" ] && [ -x "$B/bin/prefixctl" ] || die "build did not produce $B/bin/prefixd and prefixctl"
+export PYTHONPATH="$ROOT/daemon/python${PYTHONPATH:+:$PYTHONPATH}" PREFIXD_BUILD_DIR="$(cd "$B" && pwd)"
 
 MODEL=${PREFIXD_MODEL:-models/default.gguf}
 step "3/8 model: $MODEL"
@@ -25,7 +33,7 @@ if [ -z "${PREFIXD_MODEL:-}" ]; then
     if [ ! -f "$MODEL" ]; then
         mkdir -p models
         echo "generating the default model (tiny DeepSeek-V3 shape, random weights, real tokenizer)"
-        build/bin/gen_model --config tiny-v3 --seed 1 -o "$MODEL.tmp"
+        "$B"/bin/gen_model --config tiny-v3 --seed 1 -o "$MODEL.tmp"
         mv "$MODEL.tmp" "$MODEL"
     fi
     cat <<'EOF'
@@ -46,11 +54,11 @@ cleanup() {
     rm -rf "$STATE"
 }
 trap cleanup EXIT
-ctl() { build/bin/prefixctl --db "$DB" "$@"; }
+ctl() { "$B"/bin/prefixctl --db "$DB" "$@"; }
 
 step "4/8 server key and tenant (state in $STATE)"
 echo "+ prefixctl server-key generate --out $STATE/server.key"
-build/bin/prefixctl server-key generate --out "$STATE/server.key"
+"$B"/bin/prefixctl server-key generate --out "$STATE/server.key"
 SERVER_KEY=$(awk '$1 == "public" {print $2}' "$STATE/server.key")
 echo "+ prefixctl --db $DB tenant add demo --key-file $STATE/demo.key"
 ctl tenant add demo --key-file "$STATE/demo.key"
@@ -75,7 +83,7 @@ DARGS=(--model "$MODEL" --db "$DB" --endpoint "$EP" --server-key-file "$STATE/se
        --backend "${PREFIXD_BACKEND:-vulkan}")
 [ -z "${PREFIXD_DEVICE:-}" ] || DARGS+=(--device "$PREFIXD_DEVICE")
 echo "+ prefixd ${DARGS[*]}"
-NOTIFY_SOCKET=$NOTIFY build/bin/prefixd "${DARGS[@]}" 2>"$STATE/prefixd.log" &
+NOTIFY_SOCKET=$NOTIFY "$B"/bin/prefixd "${DARGS[@]}" 2>"$STATE/prefixd.log" &
 PID=$!
 shown=0 ready=0
 for _ in $(seq 1200); do  # up to 10 minutes (a real model takes a while to load)
@@ -112,8 +120,12 @@ ctl adapter list
 step "7/8 jobs"
 run_job() {
     local title=$1; shift
-    printf '\n-- %s\n+ prefixctl submit %s\n' "$title" "$*"
-    build/bin/prefixctl submit "${AUTH[@]}" "$@"
+    printf '\n-- %s\n+ prefixctl submit' "$title"
+    printf ' %q' "$@"
+    printf '\n'
+    local t0=$SECONDS
+    "$B"/bin/prefixctl submit "${AUTH[@]}" "$@"
+    echo "($((SECONDS - t0))s)"
 }
 run_job "adapter + text" --adapter support-intents --prompt "Customer: my parcel never arrived." -n 12
 run_job "raw embeddings + text" --embeds "$STATE/prefix.npy" --prompt "Translate to French: good morning" -n 12
@@ -140,7 +152,7 @@ kill -TERM "$PID"
 rc=0
 wait "$PID" || rc=$?
 PID=
-grep -E '^(STOPPING)' "$STATE/notify.log" | sed 's/^/  [sd_notify] /' || true
+grep -m1 '^STOPPING=1' "$STATE/notify.log" | sed 's/^/  [sd_notify] /' || true
 kill "$NPID" 2>/dev/null || true
 [ "$rc" = 0 ] || { tail -20 "$STATE/prefixd.log" >&2; die "prefixd exited with status $rc"; }
 echo "prefixd stopped cleanly. Demo finished in $(( $(date +%s) - t_start ))s."
