@@ -19,23 +19,29 @@ static_assert(std::endian::native == std::endian::little, "prefixd assumes a lit
 
 namespace prefixd::store {
 
-const char* dtype_name(DType d) { return d == DType::F32 ? "f32" : "f16"; }
-size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 2; }
+const char* dtype_name(DType d) {
+    return d == DType::F32 ? "f32" : "f16";
+}
+size_t dtype_size(DType d) {
+    return d == DType::F32 ? 4 : 2;
+}
 DType parse_dtype(const std::string& s) {
-    if (s == "f32" || s == "float32") return DType::F32;
-    if (s == "f16" || s == "float16") return DType::F16;
+    if (s == "f32" || s == "float32")
+        return DType::F32;
+    if (s == "f16" || s == "float16")
+        return DType::F16;
     throw InvalidArgument("unknown dtype '" + s + "' (expected f32 or f16)");
 }
 
 float f16_to_f32(uint16_t h) {
     uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
     if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);  // inf / nan
+        bits = sign | 0x7f800000u | (man << 13); // inf / nan
     } else if (exp != 0) {
         bits = sign | ((exp + 112) << 23) | (man << 13);
     } else if (man == 0) {
         bits = sign;
-    } else {  // subnormal: normalise
+    } else { // subnormal: normalise
         int e = -1;
         do {
             ++e;
@@ -50,27 +56,35 @@ uint16_t f32_to_f16(float f) {
     uint32_t x = std::bit_cast<uint32_t>(f);
     uint16_t sign = uint16_t((x >> 16) & 0x8000);
     uint32_t exp = (x >> 23) & 0xff, man = x & 0x7fffff;
-    if (exp == 0xff) return uint16_t(sign | 0x7c00 | (man ? 0x200 : 0));
+    if (exp == 0xff)
+        return uint16_t(sign | 0x7c00 | (man ? 0x200 : 0));
     int e = int(exp) - 127 + 15;
-    if (e >= 0x1f) return uint16_t(sign | 0x7c00);  // overflow -> inf
-    if (e <= 0) {                                    // subnormal or zero
-        if (e < -10) return sign;
+    if (e >= 0x1f)
+        return uint16_t(sign | 0x7c00); // overflow -> inf
+    if (e <= 0) {                       // subnormal or zero
+        if (e < -10)
+            return sign;
         man |= 0x800000;
         uint32_t shift = uint32_t(14 - e);
         uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1))) ++half;
+        if (rem > mid || (rem == mid && (half & 1)))
+            ++half;
         return uint16_t(sign | half);
     }
     uint32_t half = (uint32_t(e) << 10) | (man >> 13), rem = man & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) ++half;  // may carry into exp: correct
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1)))
+        ++half; // may carry into exp: correct
     return uint16_t(sign | half);
 }
 
-float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
+float bf16_to_f32(uint16_t b) {
+    return std::bit_cast<float>(uint32_t(b) << 16);
+}
 
 std::vector<float> Tensor2D::to_f32() const {
     size_t n = size_t(rows) * cols;
-    if (data.size() != n * dtype_size(dtype)) throw AdapterFileError("tensor byte size does not match its shape");
+    if (data.size() != n * dtype_size(dtype))
+        throw AdapterFileError("tensor byte size does not match its shape");
     std::vector<float> out(n);
     if (dtype == DType::F32) {
         std::memcpy(out.data(), data.data(), n * 4);
@@ -85,9 +99,12 @@ std::vector<float> Tensor2D::to_f32() const {
 }
 
 AdapterFormat parse_format(const std::string& s) {
-    if (s == "npy") return AdapterFormat::Npy;
-    if (s == "safetensors") return AdapterFormat::Safetensors;
-    if (s == "raw") return AdapterFormat::Raw;
+    if (s == "npy")
+        return AdapterFormat::Npy;
+    if (s == "safetensors")
+        return AdapterFormat::Safetensors;
+    if (s == "raw")
+        return AdapterFormat::Raw;
     throw InvalidArgument("unknown adapter file format '" + s + "' (expected npy, safetensors or raw)");
 }
 
@@ -96,15 +113,19 @@ std::optional<AdapterFormat> format_from_path(const std::string& path) {
         size_t n = std::strlen(ext);
         return path.size() > n && path.compare(path.size() - n, n, ext) == 0;
     };
-    if (ends(".npy")) return AdapterFormat::Npy;
-    if (ends(".safetensors")) return AdapterFormat::Safetensors;
-    if (ends(".raw") || ends(".bin") || ends(".f32")) return AdapterFormat::Raw;
+    if (ends(".npy"))
+        return AdapterFormat::Npy;
+    if (ends(".safetensors"))
+        return AdapterFormat::Safetensors;
+    if (ends(".raw") || ends(".bin") || ends(".f32"))
+        return AdapterFormat::Raw;
     return std::nullopt;
 }
 
 void check_finite(const Tensor2D& t) {
     size_t n = size_t(t.rows) * t.cols;
-    if (t.data.size() != n * dtype_size(t.dtype)) throw AdapterFileError("tensor byte size does not match its shape");
+    if (t.data.size() != n * dtype_size(t.dtype))
+        throw AdapterFileError("tensor byte size does not match its shape");
     for (size_t i = 0; i < n; ++i) {
         bool finite;
         if (t.dtype == DType::F32) {
@@ -130,8 +151,9 @@ void detail::check_shape(uint64_t rows, uint64_t cols, size_t elem, uint64_t ava
         throw AdapterFileError(std::string(what) + ": shape " + std::to_string(rows) + "x" +
                                std::to_string(cols) + " exceeds the limits (" + std::to_string(kMaxRows) +
                                " rows, " + std::to_string(kMaxCols) + " columns)");
-    uint64_t need = rows * cols * elem;  // cannot overflow: both bounded above
-    if (need > kMaxTensorBytes) throw AdapterFileError(std::string(what) + ": tensor larger than 1 GiB");
+    uint64_t need = rows * cols * elem; // cannot overflow: both bounded above
+    if (need > kMaxTensorBytes)
+        throw AdapterFileError(std::string(what) + ": tensor larger than 1 GiB");
     if (avail < need)
         throw AdapterFileError(std::string(what) + ": truncated data (" + std::to_string(avail) +
                                " bytes, shape needs " + std::to_string(need) + ")");
@@ -143,13 +165,16 @@ void detail::check_shape(uint64_t rows, uint64_t cols, size_t elem, uint64_t ava
 std::pair<uint64_t, uint64_t> parse_shape(const std::string& s) {
     size_t sep = s.find_first_of(",x");
     auto num = [&](const std::string& p) -> uint64_t {
-        if (p.empty() || p.size() > 9 || !std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        if (p.empty() || p.size() > 9 ||
+            !std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; }))
             throw InvalidArgument("bad shape '" + s + "' (expected N,H with positive integers)");
         return std::stoull(p);
     };
-    if (sep == std::string::npos) throw InvalidArgument("bad shape '" + s + "' (expected N,H)");
+    if (sep == std::string::npos)
+        throw InvalidArgument("bad shape '" + s + "' (expected N,H)");
     uint64_t r = num(s.substr(0, sep)), c = num(s.substr(sep + 1));
-    if (r == 0 || c == 0) throw InvalidArgument("bad shape '" + s + "': dimensions must be positive");
+    if (r == 0 || c == 0)
+        throw InvalidArgument("bad shape '" + s + "': dimensions must be positive");
     return {r, c};
 }
 
@@ -169,7 +194,8 @@ Tensor2D parse_adapter_file(std::span<const uint8_t> bytes, AdapterFormat fmt,
     case AdapterFormat::Safetensors:
         return parse_safetensors(bytes, tensor);
     case AdapterFormat::Raw:
-        if (!shape) throw InvalidArgument("raw f32 files need an explicit shape (--shape N,H)");
+        if (!shape)
+            throw InvalidArgument("raw f32 files need an explicit shape (--shape N,H)");
         return parse_raw_f32(bytes, shape->first, shape->second);
     }
     throw InvalidArgument("unknown adapter format");
@@ -177,7 +203,8 @@ Tensor2D parse_adapter_file(std::span<const uint8_t> bytes, AdapterFormat fmt,
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw AdapterFileError("cannot open '" + path + "': " + std::strerror(errno));
+    if (fd < 0)
+        throw AdapterFileError("cannot open '" + path + "': " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ::close(fd);
@@ -191,11 +218,13 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
     size_t got = 0;
     while (got < buf.size()) {
         ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0) {
             int err = errno;
             ::close(fd);
-            throw AdapterFileError("cannot read '" + path + "': " + (n == 0 ? "unexpected end" : std::strerror(err)));
+            throw AdapterFileError("cannot read '" + path +
+                                   "': " + (n == 0 ? "unexpected end" : std::strerror(err)));
         }
         got += size_t(n);
     }
@@ -203,4 +232,4 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
     return buf;
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

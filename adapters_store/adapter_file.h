@@ -15,9 +15,9 @@
 namespace prefixd::store {
 
 enum class DType : uint8_t { F32 = 0, F16 = 1 };
-const char* dtype_name(DType);           // "f32" | "f16"
-size_t dtype_size(DType);                // 4 | 2
-DType parse_dtype(const std::string&);   // "f32"/"float32"/"f16"/"float16"; throws InvalidArgument
+const char* dtype_name(DType);         // "f32" | "f16"
+size_t dtype_size(DType);              // 4 | 2
+DType parse_dtype(const std::string&); // "f32"/"float32"/"f16"/"float16"; throws InvalidArgument
 
 // Limits applied to every imported tensor (a virtual-token prefix is small).
 constexpr uint64_t kMaxRows = 1u << 16;          // n_virtual
@@ -29,9 +29,9 @@ struct Tensor2D {
     DType dtype = DType::F32;
     uint32_t rows = 0;
     uint32_t cols = 0;
-    std::vector<uint8_t> data;  // rows * cols * dtype_size(dtype) bytes
+    std::vector<uint8_t> data; // rows * cols * dtype_size(dtype) bytes
     size_t byte_size() const { return size_t(rows) * cols * dtype_size(dtype); }
-    std::vector<float> to_f32() const;  // converts f16 -> f32 when needed
+    std::vector<float> to_f32() const; // converts f16 -> f32 when needed
 };
 
 enum class AdapterFormat : uint8_t { Npy, Safetensors, Raw };
@@ -69,4 +69,4 @@ float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 float bf16_to_f32(uint16_t b);
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

@@ -9,4 +9,4 @@ namespace prefixd::store::detail {
 // Checks shape limits (kMaxRows/kMaxCols/kMaxTensorBytes) and that `avail` bytes hold exactly
 // rows*cols elements of `elem` bytes; throws AdapterFileError prefixed with `what`.
 void check_shape(uint64_t rows, uint64_t cols, size_t elem, uint64_t avail, const char* what);
-}  // namespace prefixd::store::detail
+} // namespace prefixd::store::detail

@@ -16,7 +16,9 @@ namespace prefixd::store {
 namespace {
 
 using nlohmann::json;
-[[noreturn]] void fail(const std::string& m) { throw AdapterFileError("safetensors: " + m); }
+[[noreturn]] void fail(const std::string& m) {
+    throw AdapterFileError("safetensors: " + m);
+}
 
 struct Entry {
     std::string dtype;
@@ -26,11 +28,12 @@ struct Entry {
 
 size_t elem_size(const std::string& dt) {
     static const std::map<std::string, size_t> sizes = {
-        {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},
-        {"I8", 1},  {"U64", 8}, {"U32", 4}, {"U16", 2},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1},
-        {"F8_E5M2", 1}};
+        {"F64", 8}, {"F32", 4}, {"F16", 2},  {"BF16", 2},    {"I64", 8},
+        {"I32", 4}, {"I16", 2}, {"I8", 1},   {"U64", 8},     {"U32", 4},
+        {"U16", 2}, {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
     auto it = sizes.find(dt);
-    if (it == sizes.end()) fail("unknown dtype '" + dt + "'");
+    if (it == sizes.end())
+        fail("unknown dtype '" + dt + "'");
     return it->second;
 }
 
@@ -38,11 +41,15 @@ size_t elem_size(const std::string& dt) {
 json parse_json(std::string_view text) {
     std::vector<std::set<std::string>> keys;
     auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
-        if (depth > 3) fail("header JSON nested too deeply");
-        if (ev == json::parse_event_t::object_start) keys.emplace_back();
-        else if (ev == json::parse_event_t::object_end) keys.pop_back();
+        if (depth > 3)
+            fail("header JSON nested too deeply");
+        if (ev == json::parse_event_t::object_start)
+            keys.emplace_back();
+        else if (ev == json::parse_event_t::object_end)
+            keys.pop_back();
         else if (ev == json::parse_event_t::key) {
-            if (keys.empty()) fail("malformed header JSON");
+            if (keys.empty())
+                fail("malformed header JSON");
             if (!keys.back().insert(parsed.get<std::string>()).second)
                 fail("duplicate key '" + parsed.get<std::string>() + "' in header");
         }
@@ -56,67 +63,87 @@ json parse_json(std::string_view text) {
 }
 
 std::map<std::string, Entry> parse_header(std::span<const uint8_t> b, uint64_t& data_off) {
-    if (b.size() < 8) fail("file too short for a header length");
+    if (b.size() < 8)
+        fail("file too short for a header length");
     uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | b[size_t(i)];
-    if (n < 2) fail("header length " + std::to_string(n) + " is too small");
-    if (n > (16u << 20)) fail("header length " + std::to_string(n) + " exceeds 16 MiB");
-    if (n > b.size() - 8) fail("truncated header (" + std::to_string(n) + " bytes declared)");
+    for (int i = 7; i >= 0; --i)
+        n = (n << 8) | b[size_t(i)];
+    if (n < 2)
+        fail("header length " + std::to_string(n) + " is too small");
+    if (n > (16u << 20))
+        fail("header length " + std::to_string(n) + " exceeds 16 MiB");
+    if (n > b.size() - 8)
+        fail("truncated header (" + std::to_string(n) + " bytes declared)");
     data_off = 8 + n;
     std::string_view text(reinterpret_cast<const char*>(b.data() + 8), n);
     json h = parse_json(text);
-    if (!h.is_object()) fail("header is not a JSON object");
+    if (!h.is_object())
+        fail("header is not a JSON object");
     uint64_t data_size = b.size() - data_off;
     std::map<std::string, Entry> out;
     for (auto& [name, v] : h.items()) {
         if (name == "__metadata__") {
-            if (!v.is_object()) fail("__metadata__ must be an object");
+            if (!v.is_object())
+                fail("__metadata__ must be an object");
             for (auto& [k, mv] : v.items())
-                if (!mv.is_string()) fail("__metadata__ value '" + k + "' is not a string");
+                if (!mv.is_string())
+                    fail("__metadata__ value '" + k + "' is not a string");
             continue;
         }
-        if (!v.is_object()) fail("entry '" + name + "' is not an object");
+        if (!v.is_object())
+            fail("entry '" + name + "' is not an object");
         for (auto& [k, _] : v.items())
-            if (k != "dtype" && k != "shape" && k != "data_offsets") fail("entry '" + name + "' has unknown field '" + k + "'");
-        if (!v.contains("dtype") || !v["dtype"].is_string()) fail("entry '" + name + "' lacks a string dtype");
-        if (!v.contains("shape") || !v["shape"].is_array()) fail("entry '" + name + "' lacks a shape array");
+            if (k != "dtype" && k != "shape" && k != "data_offsets")
+                fail("entry '" + name + "' has unknown field '" + k + "'");
+        if (!v.contains("dtype") || !v["dtype"].is_string())
+            fail("entry '" + name + "' lacks a string dtype");
+        if (!v.contains("shape") || !v["shape"].is_array())
+            fail("entry '" + name + "' lacks a shape array");
         auto& off = v["data_offsets"];
-        if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+        if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+            !off[1].is_number_unsigned())
             fail("entry '" + name + "' needs data_offsets [begin, end] of non-negative integers");
         Entry e;
         e.dtype = v["dtype"].get<std::string>();
         size_t es = elem_size(e.dtype);
         unsigned __int128 count = 1;
         for (auto& d : v["shape"]) {
-            if (!d.is_number_unsigned()) fail("entry '" + name + "' has a non-integer dimension");
+            if (!d.is_number_unsigned())
+                fail("entry '" + name + "' has a non-integer dimension");
             e.shape.push_back(d.get<uint64_t>());
             count *= e.shape.back();
-            if (count > (unsigned __int128)1 << 62) fail("entry '" + name + "' shape is too large");
+            if (count > (unsigned __int128)1 << 62)
+                fail("entry '" + name + "' shape is too large");
         }
-        if (e.shape.size() > 8) fail("entry '" + name + "' has too many dimensions");
+        if (e.shape.size() > 8)
+            fail("entry '" + name + "' has too many dimensions");
         e.begin = off[0].get<uint64_t>();
         e.end = off[1].get<uint64_t>();
         if (e.end < e.begin || e.end > data_size)
-            fail("entry '" + name + "' data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-                 "] out of range (buffer has " + std::to_string(data_size) + " bytes)");
+            fail("entry '" + name + "' data_offsets [" + std::to_string(e.begin) + ", " +
+                 std::to_string(e.end) + "] out of range (buffer has " + std::to_string(data_size) +
+                 " bytes)");
         if ((unsigned __int128)(e.end - e.begin) != count * es)
             fail("entry '" + name + "' byte range does not match its shape and dtype");
         out.emplace(name, std::move(e));
     }
     // The buffer must be covered exactly, without overlaps or holes.
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
-    for (auto& [_, e] : out) ranges.emplace_back(e.begin, e.end);
+    for (auto& [_, e] : out)
+        ranges.emplace_back(e.begin, e.end);
     std::sort(ranges.begin(), ranges.end());
     uint64_t pos = 0;
     for (auto& [bg, en] : ranges) {
-        if (bg != pos) fail(bg < pos ? "tensor data ranges overlap" : "hole in the tensor data buffer");
+        if (bg != pos)
+            fail(bg < pos ? "tensor data ranges overlap" : "hole in the tensor data buffer");
         pos = en;
     }
-    if (pos != data_size) fail("trailing bytes after the last tensor");
+    if (pos != data_size)
+        fail("trailing bytes after the last tensor");
     return out;
 }
 
-}  // namespace
+} // namespace
 
 std::vector<std::string> safetensors_tensor_names(std::span<const uint8_t> bytes) {
     uint64_t off = 0;
@@ -124,7 +151,8 @@ std::vector<std::string> safetensors_tensor_names(std::span<const uint8_t> bytes
     for (auto& [name, e] : parse_header(bytes, off)) {
         std::string dims;
         for (auto d : e.shape) {
-            if (!dims.empty()) dims += ",";
+            if (!dims.empty())
+                dims += ",";
             dims += std::to_string(d);
         }
         names.push_back(name + " " + e.dtype + "[" + dims + "]");
@@ -135,12 +163,14 @@ std::vector<std::string> safetensors_tensor_names(std::span<const uint8_t> bytes
 Tensor2D parse_safetensors(std::span<const uint8_t> b, const std::optional<std::string>& tensor) {
     uint64_t data_off = 0;
     auto entries = parse_header(b, data_off);
-    if (entries.empty()) fail("file holds no tensors");
+    if (entries.empty())
+        fail("file holds no tensors");
     const Entry* e = nullptr;
     std::string name;
     if (tensor) {
         auto it = entries.find(*tensor);
-        if (it == entries.end()) fail("no tensor named '" + *tensor + "'");
+        if (it == entries.end())
+            fail("no tensor named '" + *tensor + "'");
         e = &it->second, name = *tensor;
     } else if (entries.size() == 1) {
         e = &entries.begin()->second, name = entries.begin()->first;
@@ -149,7 +179,8 @@ Tensor2D parse_safetensors(std::span<const uint8_t> b, const std::optional<std::
     } else {
         std::string list;
         for (auto& [n, _] : entries) {
-            if (!list.empty()) list += ", ";
+            if (!list.empty())
+                list += ", ";
             list += n;
         }
         fail("file holds several tensors (" + list + "); choose one with --tensor");
@@ -181,4 +212,4 @@ Tensor2D parse_safetensors(std::span<const uint8_t> b, const std::optional<std::
     return t;
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

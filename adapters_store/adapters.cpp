@@ -9,8 +9,9 @@
 namespace prefixd::store {
 namespace {
 
-const char* kAdapterCols = "SELECT a.id, a.name, t.name, a.n_virtual, a.hidden, a.dtype, a.model_fingerprint, "
-                           "a.sha256, a.description, a.created_ms";
+const char* kAdapterCols =
+    "SELECT a.id, a.name, t.name, a.n_virtual, a.hidden, a.dtype, a.model_fingerprint, "
+    "a.sha256, a.description, a.created_ms";
 const char* kFrom = " FROM adapters a LEFT JOIN tenants t ON t.id = a.tenant_id ";
 
 AdapterInfo read_info(Stmt& s) {
@@ -37,9 +38,10 @@ Adapter verify(AdapterInfo info, std::span<const uint8_t> blob) {
     std::string who = "adapter '" + info.name + "' (" + scope_text(info.tenant) + ", version " +
                       std::to_string(info.version) + ")";
     if (blob.size() != info.byte_size())
-        throw CorruptData(who + " is corrupt: data holds " + std::to_string(blob.size()) + " bytes, shape needs " +
-                          std::to_string(info.byte_size()));
-    if (sha256_hex(blob) != info.sha256) throw CorruptData(who + " is corrupt: sha256 mismatch");
+        throw CorruptData(who + " is corrupt: data holds " + std::to_string(blob.size()) +
+                          " bytes, shape needs " + std::to_string(info.byte_size()));
+    if (sha256_hex(blob) != info.sha256)
+        throw CorruptData(who + " is corrupt: sha256 mismatch");
     Adapter a{std::move(info), {}};
     a.tensor = Tensor2D{a.info.dtype, a.info.n_virtual, a.info.hidden, {blob.begin(), blob.end()}};
     try {
@@ -52,25 +54,31 @@ Adapter verify(AdapterInfo info, std::span<const uint8_t> blob) {
 
 // Own-then-global lookup (tenant set) or global only; `exact` restricts to the given scope.
 std::string lookup_sql(bool with_data, bool exact, bool has_tenant) {
-    std::string sql = std::string(kAdapterCols) + (with_data ? ", a.data" : "") + kFrom + "WHERE a.name = ?1 AND ";
-    if (!has_tenant) return sql + "a.tenant_id IS NULL";
-    if (exact) return sql + "a.tenant_id = (SELECT id FROM tenants WHERE name = ?2)";
+    std::string sql =
+        std::string(kAdapterCols) + (with_data ? ", a.data" : "") + kFrom + "WHERE a.name = ?1 AND ";
+    if (!has_tenant)
+        return sql + "a.tenant_id IS NULL";
+    if (exact)
+        return sql + "a.tenant_id = (SELECT id FROM tenants WHERE name = ?2)";
     return sql + "(a.tenant_id IS NULL OR a.tenant_id = (SELECT id FROM tenants WHERE name = ?2)) "
                  "ORDER BY a.tenant_id IS NULL LIMIT 1";
 }
 
-}  // namespace
+} // namespace
 
 AdapterInfo Store::add_adapter(const NewAdapter& na) {
     require_name(na.name, "adapter name", 128, ":/");
-    if (na.scope.tenant) require_name(*na.scope.tenant, "tenant name", 64);
+    if (na.scope.tenant)
+        require_name(*na.scope.tenant, "tenant name", 64);
     const Tensor2D& t = na.tensor;
     if (t.rows == 0 || t.cols == 0 || t.rows > kMaxRows || t.cols > kMaxCols)
         throw InvalidArgument("adapter shape " + std::to_string(t.rows) + "x" + std::to_string(t.cols) +
                               " is empty or too large");
-    if (t.data.size() != t.byte_size()) throw InvalidArgument("adapter data size does not match its shape");
+    if (t.data.size() != t.byte_size())
+        throw InvalidArgument("adapter data size does not match its shape");
     check_finite(t);
-    if (na.description.size() > 4096) throw InvalidArgument("description longer than 4096 bytes");
+    if (na.description.size() > 4096)
+        throw InvalidArgument("description longer than 4096 bytes");
     if (na.model_fingerprint && (na.model_fingerprint->empty() || na.model_fingerprint->size() > 256))
         throw InvalidArgument("model fingerprint must be 1-256 characters");
     std::string digest = sha256_hex(t.data);
@@ -79,22 +87,27 @@ AdapterInfo Store::add_adapter(const NewAdapter& na) {
         std::optional<int64_t> tenant_id;
         if (na.scope.tenant) {
             auto ten = find_tenant(*na.scope.tenant);
-            if (!ten) throw NotFound("no tenant named '" + *na.scope.tenant + "'");
-            if (!ten->active()) throw InvalidArgument("tenant '" + ten->name + "' is revoked");
+            if (!ten)
+                throw NotFound("no tenant named '" + *na.scope.tenant + "'");
+            if (!ten->active())
+                throw InvalidArgument("tenant '" + ten->name + "' is revoked");
             tenant_id = ten->id;
         }
         if (find_adapter_in(na.scope, na.name)) {
             if (!na.replace)
-                throw AlreadyExists("adapter '" + na.name + "' already exists in " + scope_text(na.scope.tenant) +
-                                    " (remove it first or replace it)");
+                throw AlreadyExists("adapter '" + na.name + "' already exists in " +
+                                    scope_text(na.scope.tenant) + " (remove it first or replace it)");
             Stmt del(*db_, "DELETE FROM adapters WHERE name = ? AND ifnull(tenant_id, 0) = ?");
             del.bind(1, na.name).bind(2, tenant_id.value_or(0));
             del.run();
         }
-        Stmt s(*db_, "INSERT INTO adapters(tenant_id, name, n_virtual, hidden, dtype, model_fingerprint, sha256, "
-                     "description, created_ms, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        if (tenant_id) s.bind(1, *tenant_id);
-        else s.bind_null(1);
+        Stmt s(*db_,
+               "INSERT INTO adapters(tenant_id, name, n_virtual, hidden, dtype, model_fingerprint, sha256, "
+               "description, created_ms, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        if (tenant_id)
+            s.bind(1, *tenant_id);
+        else
+            s.bind_null(1);
         s.bind(2, na.name).bind(3, int64_t(t.rows)).bind(4, int64_t(t.cols)).bind(5, dtype_name(t.dtype));
         s.bind(6, na.model_fingerprint).bind(7, digest).bind(8, na.description).bind(9, now_ms());
         s.bind_blob(10, t.data);
@@ -103,35 +116,45 @@ AdapterInfo Store::add_adapter(const NewAdapter& na) {
     });
 }
 
-std::optional<AdapterInfo> Store::find_adapter(const std::optional<std::string>& tenant, const std::string& name) {
+std::optional<AdapterInfo> Store::find_adapter(const std::optional<std::string>& tenant,
+                                               const std::string& name) {
     Stmt s(*db_, lookup_sql(false, false, tenant.has_value()));
     s.bind(1, name);
-    if (tenant) s.bind(2, *tenant);
-    if (!s.step()) return std::nullopt;
+    if (tenant)
+        s.bind(2, *tenant);
+    if (!s.step())
+        return std::nullopt;
     return read_info(s);
 }
 
-std::optional<Adapter> Store::load_adapter(const std::optional<std::string>& tenant, const std::string& name) {
+std::optional<Adapter> Store::load_adapter(const std::optional<std::string>& tenant,
+                                           const std::string& name) {
     Stmt s(*db_, lookup_sql(true, false, tenant.has_value()));
     s.bind(1, name);
-    if (tenant) s.bind(2, *tenant);
-    if (!s.step()) return std::nullopt;
+    if (tenant)
+        s.bind(2, *tenant);
+    if (!s.step())
+        return std::nullopt;
     return verify(read_info(s), s.col_blob(10));
 }
 
 std::optional<AdapterInfo> Store::find_adapter_in(const AdapterScope& scope, const std::string& name) {
     Stmt s(*db_, lookup_sql(false, true, scope.tenant.has_value()));
     s.bind(1, name);
-    if (scope.tenant) s.bind(2, *scope.tenant);
-    if (!s.step()) return std::nullopt;
+    if (scope.tenant)
+        s.bind(2, *scope.tenant);
+    if (!s.step())
+        return std::nullopt;
     return read_info(s);
 }
 
 std::optional<Adapter> Store::load_adapter_in(const AdapterScope& scope, const std::string& name) {
     Stmt s(*db_, lookup_sql(true, true, scope.tenant.has_value()));
     s.bind(1, name);
-    if (scope.tenant) s.bind(2, *scope.tenant);
-    if (!s.step()) return std::nullopt;
+    if (scope.tenant)
+        s.bind(2, *scope.tenant);
+    if (!s.step())
+        return std::nullopt;
     return verify(read_info(s), s.col_blob(10));
 }
 
@@ -141,7 +164,8 @@ std::vector<AdapterInfo> Store::list_adapters(const std::optional<std::string>& 
     if (all_tenants) {
         sql += "WHERE 1 ";
     } else if (tenant) {
-        if (!find_tenant(*tenant)) throw NotFound("no tenant named '" + *tenant + "'");
+        if (!find_tenant(*tenant))
+            throw NotFound("no tenant named '" + *tenant + "'");
         sql += "WHERE (t.name = ?1";
         sql += include_global ? " OR a.tenant_id IS NULL) " : ") ";
     } else {
@@ -149,9 +173,11 @@ std::vector<AdapterInfo> Store::list_adapters(const std::optional<std::string>& 
     }
     sql += "ORDER BY t.name IS NOT NULL, t.name, a.name";
     Stmt s(*db_, sql);
-    if (!all_tenants && tenant) s.bind(1, *tenant);
+    if (!all_tenants && tenant)
+        s.bind(1, *tenant);
     std::vector<AdapterInfo> out;
-    while (s.step()) out.push_back(read_info(s));
+    while (s.step())
+        out.push_back(read_info(s));
     return out;
 }
 
@@ -160,7 +186,8 @@ void Store::remove_adapter(const AdapterScope& scope, const std::string& name) {
         int64_t tenant_id = 0;
         if (scope.tenant) {
             auto t = find_tenant(*scope.tenant);
-            if (!t) throw NotFound("no tenant named '" + *scope.tenant + "'");
+            if (!t)
+                throw NotFound("no tenant named '" + *scope.tenant + "'");
             tenant_id = t->id;
         }
         Stmt s(*db_, "DELETE FROM adapters WHERE name = ? AND ifnull(tenant_id, 0) = ?");
@@ -171,4 +198,4 @@ void Store::remove_adapter(const AdapterScope& scope, const std::string& name) {
     });
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

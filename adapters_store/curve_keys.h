@@ -9,15 +9,15 @@
 namespace prefixd::store {
 
 struct CurveKeypair {
-    std::string public_key;  // Z85, 40 chars
-    std::string secret_key;  // Z85, 40 chars (empty when only a public key is known)
+    std::string public_key; // Z85, 40 chars
+    std::string secret_key; // Z85, 40 chars (empty when only a public key is known)
 };
 
 // True when `z85` is 40 chars of the Z85 alphabet that decode to 32 bytes.
 bool is_valid_z85_key(const std::string& z85);
 // Throws InvalidArgument (what: "<what>: ...") unless valid.
 void require_z85_key(const std::string& z85, const char* what = "public key");
-CurveKeypair generate_curve_keypair();  // throws StoreError when libzmq lacks CURVE
+CurveKeypair generate_curve_keypair(); // throws StoreError when libzmq lacks CURVE
 // Derives the public key from a secret key (zmq_curve_public).
 std::string curve_public_from_secret(const std::string& secret_z85);
 
@@ -30,4 +30,4 @@ std::string curve_public_from_secret(const std::string& secret_z85);
 void write_key_file(const std::string& path, const CurveKeypair& kp, const std::string& comment = {});
 CurveKeypair read_key_file(const std::string& path);
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

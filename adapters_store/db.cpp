@@ -50,24 +50,28 @@ void backoff_sleep(int attempt) {
 static void create_shared_file(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
     if (fd < 0) {
-        if (errno == EEXIST) return;
+        if (errno == EEXIST)
+            return;
         throw StoreError("cannot create database '" + path + "': " + std::strerror(errno));
     }
-    ::fchmod(fd, 0660);  // independent of the caller's umask
+    ::fchmod(fd, 0660); // independent of the caller's umask
     ::close(fd);
 }
 
 Db::Db(const std::string& path, bool create, int busy_timeout_ms) {
-    if (path.empty()) throw InvalidArgument("database path is empty");
-    if (create) create_shared_file(path);
+    if (path.empty())
+        throw InvalidArgument("database path is empty");
+    if (create)
+        create_shared_file(path);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
     if (rc != SQLITE_OK) {
-        std::string msg = "cannot open database '" + path + "': " +
-                          (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+        std::string msg =
+            "cannot open database '" + path + "': " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
         sqlite3_close_v2(db_);
         db_ = nullptr;
-        if ((rc & 0xff) == SQLITE_CANTOPEN) throw StoreError(msg + " (does it exist and is it writable?)");
+        if ((rc & 0xff) == SQLITE_CANTOPEN)
+            throw StoreError(msg + " (does it exist and is it writable?)");
         throw SqliteError(msg, rc);
     }
     sqlite3_extended_result_codes(db_, 1);
@@ -87,7 +91,8 @@ Db::Db(const std::string& path, bool create, int busy_timeout_ms) {
 }
 
 Db::~Db() {
-    if (db_) sqlite3_close_v2(db_);
+    if (db_)
+        sqlite3_close_v2(db_);
 }
 
 void Db::exec(const char* sql) {
@@ -104,26 +109,34 @@ void Db::exec(const char* sql) {
     }
 }
 
-int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
-int Db::changes() const { return sqlite3_changes(db_); }
+int64_t Db::last_insert_rowid() const {
+    return sqlite3_last_insert_rowid(db_);
+}
+int Db::changes() const {
+    return sqlite3_changes(db_);
+}
 
 int64_t Db::query_int(const char* sql) {
     Stmt s(*this, sql);
-    if (!s.step()) throw StoreError(std::string("no result from: ") + sql);
+    if (!s.step())
+        throw StoreError(std::string("no result from: ") + sql);
     return s.col_int(0);
 }
 
 Stmt::Stmt(Db& db, std::string_view sql) : db_(&db) {
     int rc = sqlite3_prepare_v2(db.handle(), sql.data(), int(sql.size()), &st_, nullptr);
-    if (rc != SQLITE_OK) throw_sqlite(db.handle(), rc, "prepare '" + std::string(sql.substr(0, 60)) + "'");
+    if (rc != SQLITE_OK)
+        throw_sqlite(db.handle(), rc, "prepare '" + std::string(sql.substr(0, 60)) + "'");
 }
 
 Stmt::~Stmt() {
-    if (st_) sqlite3_finalize(st_);
+    if (st_)
+        sqlite3_finalize(st_);
 }
 
 static void check_bind(sqlite3* db, int rc) {
-    if (rc != SQLITE_OK) throw_sqlite(db, rc, "bind");
+    if (rc != SQLITE_OK)
+        throw_sqlite(db, rc, "bind");
 }
 
 Stmt& Stmt::bind(int i, int64_t v) {
@@ -140,8 +153,8 @@ Stmt& Stmt::bind(int i, const std::optional<std::string>& v) {
 Stmt& Stmt::bind_blob(int i, std::span<const uint8_t> v) {
     // A zero-length non-null blob: SQLite needs a non-null pointer to store X'' rather than NULL.
     static const uint8_t empty = 0;
-    check_bind(db_->handle(), sqlite3_bind_blob64(st_, i, v.empty() ? &empty : v.data(), v.size(),
-                                                  SQLITE_TRANSIENT));
+    check_bind(db_->handle(),
+               sqlite3_bind_blob64(st_, i, v.empty() ? &empty : v.data(), v.size(), SQLITE_TRANSIENT));
     return *this;
 }
 Stmt& Stmt::bind_null(int i) {
@@ -151,15 +164,18 @@ Stmt& Stmt::bind_null(int i) {
 
 bool Stmt::step() {
     int rc = sqlite3_step(st_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
+    if (rc == SQLITE_ROW)
+        return true;
+    if (rc == SQLITE_DONE)
+        return false;
     // Reset so the statement can be reused; keep the step's error code for the message.
     sqlite3_reset(st_);
     throw_sqlite(db_->handle(), rc, "statement '" + std::string(sqlite3_sql(st_)).substr(0, 60) + "'");
 }
 
 void Stmt::run() {
-    if (step()) throw StoreError("statement unexpectedly returned a row");
+    if (step())
+        throw StoreError("statement unexpectedly returned a row");
 }
 
 void Stmt::reset() {
@@ -167,21 +183,27 @@ void Stmt::reset() {
     sqlite3_clear_bindings(st_);
 }
 
-bool Stmt::is_null(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
-int64_t Stmt::col_int(int col) const { return sqlite3_column_int64(st_, col); }
+bool Stmt::is_null(int col) const {
+    return sqlite3_column_type(st_, col) == SQLITE_NULL;
+}
+int64_t Stmt::col_int(int col) const {
+    return sqlite3_column_int64(st_, col);
+}
 std::string Stmt::col_text(int col) const {
     const unsigned char* t = sqlite3_column_text(st_, col);
     int n = sqlite3_column_bytes(st_, col);
     return t ? std::string(reinterpret_cast<const char*>(t), size_t(n)) : std::string();
 }
 std::optional<std::string> Stmt::col_opt_text(int col) const {
-    if (is_null(col)) return std::nullopt;
+    if (is_null(col))
+        return std::nullopt;
     return col_text(col);
 }
 std::span<const uint8_t> Stmt::col_blob(int col) const {
     const void* p = sqlite3_column_blob(st_, col);
     int n = sqlite3_column_bytes(st_, col);
-    if (!p) return {};
+    if (!p)
+        return {};
     return {static_cast<const uint8_t*>(p), size_t(n)};
 }
 
@@ -191,7 +213,8 @@ Tx::Tx(Db& db, bool immediate) : db_(db) {
 }
 
 Tx::~Tx() {
-    if (open_) sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    if (open_)
+        sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
 }
 
 void Tx::commit() {
@@ -199,4 +222,4 @@ void Tx::commit() {
     open_ = false;
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

@@ -32,7 +32,7 @@ class Db {
     Db(Db&&) = delete;
     ~Db();
     sqlite3* handle() const { return db_; }
-    void exec(const char* sql);                 // statements without results
+    void exec(const char* sql); // statements without results
     int64_t last_insert_rowid() const;
     int changes() const;
     // First column of the first row of `sql` as an integer (PRAGMAs, counters).
@@ -53,19 +53,19 @@ class Stmt {
     Stmt& bind(int i, std::string_view v);
     Stmt& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
     Stmt& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
-    Stmt& bind(int i, const std::optional<std::string>& v);  // NULL when empty optional
+    Stmt& bind(int i, const std::optional<std::string>& v); // NULL when empty optional
     Stmt& bind_blob(int i, std::span<const uint8_t> v);
     Stmt& bind_null(int i);
     // true: a row is available; false: done. Throws on error.
     bool step();
     // step() that must finish without a row (INSERT/UPDATE/DELETE).
     void run();
-    void reset();  // reset + clear bindings, for reuse
+    void reset(); // reset + clear bindings, for reuse
     bool is_null(int col) const;
     int64_t col_int(int col) const;
     std::string col_text(int col) const;
     std::optional<std::string> col_opt_text(int col) const;
-    std::span<const uint8_t> col_blob(int col) const;  // valid until the next step/reset
+    std::span<const uint8_t> col_blob(int col) const; // valid until the next step/reset
 
   private:
     Db* db_;
@@ -106,10 +106,11 @@ template <class F> auto with_write_tx(Db& db, int retries, F&& f) -> decltype(f(
                 return r;
             }
         } catch (const SqliteError& e) {
-            if (!is_busy_error(e) || attempt >= retries) throw;
+            if (!is_busy_error(e) || attempt >= retries)
+                throw;
             backoff_sleep(attempt);
         }
     }
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

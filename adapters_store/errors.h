@@ -49,4 +49,4 @@ struct SqliteError : StoreError {
     SqliteError(const std::string& m, int c) : StoreError(m), code(c) {}
 };
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

@@ -10,11 +10,16 @@ namespace prefixd::store {
 
 const char* job_status_name(JobStatus s) {
     switch (s) {
-    case JobStatus::Accepted: return "accepted";
-    case JobStatus::Done: return "done";
-    case JobStatus::Cancelled: return "cancelled";
-    case JobStatus::Failed: return "failed";
-    case JobStatus::Interrupted: return "interrupted";
+    case JobStatus::Accepted:
+        return "accepted";
+    case JobStatus::Done:
+        return "done";
+    case JobStatus::Cancelled:
+        return "cancelled";
+    case JobStatus::Failed:
+        return "failed";
+    case JobStatus::Interrupted:
+        return "interrupted";
     }
     return "?";
 }
@@ -22,15 +27,17 @@ const char* job_status_name(JobStatus s) {
 JobStatus parse_job_status(const std::string& s) {
     for (auto st : {JobStatus::Accepted, JobStatus::Done, JobStatus::Cancelled, JobStatus::Failed,
                     JobStatus::Interrupted})
-        if (s == job_status_name(st)) return st;
+        if (s == job_status_name(st))
+            return st;
     throw InvalidArgument("unknown job status '" + s + "' (accepted, done, cancelled, failed, interrupted)");
 }
 
 namespace {
 
-const char* kJobCols = "SELECT j.id, t.name, j.job_id, j.kind, j.adapter, j.adapter_version, j.model, j.status, "
-                       "j.virtual_tokens, j.prompt_tokens, j.completion_tokens, j.accepted_ms, j.settled_ms, "
-                       "j.finish_reason";
+const char* kJobCols =
+    "SELECT j.id, t.name, j.job_id, j.kind, j.adapter, j.adapter_version, j.model, j.status, "
+    "j.virtual_tokens, j.prompt_tokens, j.completion_tokens, j.accepted_ms, j.settled_ms, "
+    "j.finish_reason";
 
 JobRecord read_job(Stmt& s, bool with_result) {
     JobRecord r;
@@ -46,7 +53,8 @@ JobRecord read_job(Stmt& s, bool with_result) {
     r.prompt_tokens = uint32_t(s.col_int(9));
     r.completion_tokens = uint32_t(s.col_int(10));
     r.accepted_ms = s.col_int(11);
-    if (!s.is_null(12)) r.settled_ms = s.col_int(12);
+    if (!s.is_null(12))
+        r.settled_ms = s.col_int(12);
     r.finish_reason = s.col_text(13);
     if (with_result) {
         auto b = s.col_blob(14);
@@ -70,21 +78,25 @@ struct LedgerTx {
     Db& db;
     std::map<std::string, int64_t> tenants;
     Stmt tenant_q{db, "SELECT id FROM tenants WHERE name = ?"};
-    Stmt insert{db, "INSERT INTO jobs(tenant_id, job_id, kind, adapter, adapter_version, model, status, "
-                    "virtual_tokens, prompt_tokens, completion_tokens, accepted_ms, settled_ms, finish_reason, "
-                    "result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(tenant_id, job_id) DO NOTHING"};
-    Stmt settle{db, "UPDATE jobs SET status = ?, virtual_tokens = ?, prompt_tokens = ?, completion_tokens = ?, "
-                    "settled_ms = ?, finish_reason = ?, result = ? "
-                    "WHERE tenant_id = ? AND job_id = ? AND status = 'accepted'"};
+    Stmt insert{db,
+                "INSERT INTO jobs(tenant_id, job_id, kind, adapter, adapter_version, model, status, "
+                "virtual_tokens, prompt_tokens, completion_tokens, accepted_ms, settled_ms, finish_reason, "
+                "result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(tenant_id, job_id) DO NOTHING"};
+    Stmt settle{db,
+                "UPDATE jobs SET status = ?, virtual_tokens = ?, prompt_tokens = ?, completion_tokens = ?, "
+                "settled_ms = ?, finish_reason = ?, result = ? "
+                "WHERE tenant_id = ? AND job_id = ? AND status = 'accepted'"};
     Stmt existing{db, std::string(kJobCols) + ", j.result FROM jobs j JOIN tenants t ON t.id = j.tenant_id "
                                               "WHERE j.tenant_id = ? AND j.job_id = ?"};
 
     int64_t tenant_id(const std::string& name) {
-        if (auto it = tenants.find(name); it != tenants.end()) return it->second;
+        if (auto it = tenants.find(name); it != tenants.end())
+            return it->second;
         tenant_q.reset();
         tenant_q.bind(1, name);
-        if (!tenant_q.step()) throw NotFound("ledger: no tenant named '" + name + "'");
+        if (!tenant_q.step())
+            throw NotFound("ledger: no tenant named '" + name + "'");
         return tenants[name] = tenant_q.col_int(0);
     }
 
@@ -94,7 +106,11 @@ struct LedgerTx {
         int64_t at = a.accepted_ms ? a.accepted_ms : now_ms();
         insert.reset();
         insert.bind(1, tid).bind(2, a.job_id).bind(3, a.kind).bind(4, a.adapter).bind(5, a.adapter_version);
-        insert.bind(6, a.model).bind(7, "accepted").bind(8, int64_t(0)).bind(9, int64_t(0)).bind(10, int64_t(0));
+        insert.bind(6, a.model)
+            .bind(7, "accepted")
+            .bind(8, int64_t(0))
+            .bind(9, int64_t(0))
+            .bind(10, int64_t(0));
         insert.bind(11, at).bind_null(12).bind(13, "").bind_null(14);
         insert.run();
         AcceptOutcome out;
@@ -108,14 +124,16 @@ struct LedgerTx {
         }
         existing.reset();
         existing.bind(1, tid).bind(2, a.job_id);
-        if (!existing.step()) throw StoreError("ledger: conflicting row vanished for job '" + a.job_id + "'");
+        if (!existing.step())
+            throw StoreError("ledger: conflicting row vanished for job '" + a.job_id + "'");
         out.record = read_job(existing, true);
         return out;
     }
 
     SettleOutcome settle_one(const JobSettle& s) {
         check_job_id(s.job_id);
-        if (s.status == JobStatus::Accepted) throw InvalidArgument("ledger: cannot settle a job as 'accepted'");
+        if (s.status == JobStatus::Accepted)
+            throw InvalidArgument("ledger: cannot settle a job as 'accepted'");
         int64_t tid = tenant_id(s.tenant);
         int64_t at = s.settled_ms ? s.settled_ms : now_ms();
         settle.reset();
@@ -123,7 +141,8 @@ struct LedgerTx {
         settle.bind(3, int64_t(s.prompt_tokens)).bind(4, int64_t(s.completion_tokens)).bind(5, at);
         settle.bind(6, s.finish_reason).bind_blob(7, as_bytes(s.result)).bind(8, tid).bind(9, s.job_id);
         settle.run();
-        if (db.changes() == 1) return SettleOutcome::Settled;
+        if (db.changes() == 1)
+            return SettleOutcome::Settled;
         insert.reset();
         insert.bind(1, tid).bind(2, s.job_id).bind(3, s.kind).bind(4, s.adapter).bind(5, s.adapter_version);
         insert.bind(6, s.model).bind(7, job_status_name(s.status)).bind(8, int64_t(s.virtual_tokens));
@@ -139,22 +158,28 @@ template <class F> auto ledger_write(Db& db, int retries, F&& f) -> decltype(f()
     try {
         return with_write_tx(db, retries, f);
     } catch (const SqliteError& e) {
-        if (is_unavailable_code(e.code)) throw BillingUnavailable(std::string("billing unavailable: ") + e.what());
+        if (is_unavailable_code(e.code))
+            throw BillingUnavailable(std::string("billing unavailable: ") + e.what());
         throw;
     }
 }
 
-}  // namespace
+} // namespace
 
-AcceptOutcome Store::accept_job(const JobAccept& a) { return accept_jobs({a}).front(); }
-SettleOutcome Store::settle_job(const JobSettle& s) { return settle_jobs({s}).front(); }
+AcceptOutcome Store::accept_job(const JobAccept& a) {
+    return accept_jobs({a}).front();
+}
+SettleOutcome Store::settle_job(const JobSettle& s) {
+    return settle_jobs({s}).front();
+}
 
 std::vector<AcceptOutcome> Store::accept_jobs(const std::vector<JobAccept>& v) {
     return ledger_write(*db_, opts_.write_retries, [&] {
         LedgerTx tx(*db_);
         std::vector<AcceptOutcome> out;
         out.reserve(v.size());
-        for (auto& a : v) out.push_back(tx.accept(a));
+        for (auto& a : v)
+            out.push_back(tx.accept(a));
         return out;
     });
 }
@@ -164,7 +189,8 @@ std::vector<SettleOutcome> Store::settle_jobs(const std::vector<JobSettle>& v) {
         LedgerTx tx(*db_);
         std::vector<SettleOutcome> out;
         out.reserve(v.size());
-        for (auto& s : v) out.push_back(tx.settle_one(s));
+        for (auto& s : v)
+            out.push_back(tx.settle_one(s));
         return out;
     });
 }
@@ -175,8 +201,10 @@ std::vector<Store::LedgerOutcome> Store::write_ledger(const std::vector<LedgerOp
         std::vector<LedgerOutcome> out;
         out.reserve(ops.size());
         for (auto& op : ops) {
-            if (auto* a = std::get_if<JobAccept>(&op)) out.emplace_back(tx.accept(*a));
-            else out.emplace_back(tx.settle_one(std::get<JobSettle>(op)));
+            if (auto* a = std::get_if<JobAccept>(&op))
+                out.emplace_back(tx.accept(*a));
+            else
+                out.emplace_back(tx.settle_one(std::get<JobSettle>(op)));
         }
         return out;
     });
@@ -196,30 +224,39 @@ std::optional<JobRecord> Store::find_job(const std::string& tenant, const std::s
     Stmt s(*db_, std::string(kJobCols) + ", j.result FROM jobs j JOIN tenants t ON t.id = j.tenant_id "
                                          "WHERE t.name = ? AND j.job_id = ?");
     s.bind(1, tenant).bind(2, job_id);
-    if (!s.step()) return std::nullopt;
+    if (!s.step())
+        return std::nullopt;
     return read_job(s, true);
 }
 
 // WHERE clause for a filter; parameters ?1..?4 (tenant, since, until, status), ?5 = after id.
 static std::string filter_sql(const LedgerFilter& f) {
     std::string w = "WHERE j.id > ?5";
-    if (f.tenant) w += " AND t.name = ?1";
-    if (f.since_ms) w += " AND j.accepted_ms >= ?2";
-    if (f.until_ms) w += " AND j.accepted_ms < ?3";
-    if (f.status) w += " AND j.status = ?4";
+    if (f.tenant)
+        w += " AND t.name = ?1";
+    if (f.since_ms)
+        w += " AND j.accepted_ms >= ?2";
+    if (f.until_ms)
+        w += " AND j.accepted_ms < ?3";
+    if (f.status)
+        w += " AND j.status = ?4";
     return w;
 }
 
 static void bind_filter(Stmt& s, const LedgerFilter& f, int64_t after) {
-    if (f.tenant) s.bind(1, *f.tenant);
-    if (f.since_ms) s.bind(2, *f.since_ms);
-    if (f.until_ms) s.bind(3, *f.until_ms);
-    if (f.status) s.bind(4, job_status_name(*f.status));
+    if (f.tenant)
+        s.bind(1, *f.tenant);
+    if (f.since_ms)
+        s.bind(2, *f.since_ms);
+    if (f.until_ms)
+        s.bind(3, *f.until_ms);
+    if (f.status)
+        s.bind(4, job_status_name(*f.status));
     s.bind(5, after);
 }
 
 std::vector<JobRecord> Store::query_jobs(const LedgerFilter& f) {
-    constexpr int kChunk = 1000;  // rows per read transaction
+    constexpr int kChunk = 1000; // rows per read transaction
     std::string sql = std::string(kJobCols) + (f.include_result ? ", j.result" : "") +
                       " FROM jobs j JOIN tenants t ON t.id = j.tenant_id " + filter_sql(f) +
                       " ORDER BY j.id LIMIT " + std::to_string(kChunk);
@@ -234,20 +271,23 @@ std::vector<JobRecord> Store::query_jobs(const LedgerFilter& f) {
             out.push_back(read_job(s, f.include_result));
             after = out.back().row_id;
             ++n;
-            if (f.limit && out.size() >= f.limit) return out;
+            if (f.limit && out.size() >= f.limit)
+                return out;
         }
-        if (n < kChunk) return out;
+        if (n < kChunk)
+            return out;
     }
 }
 
 std::vector<TenantSummary> Store::summary(const LedgerFilter& f) {
-    constexpr int64_t kChunk = 50000;  // id range aggregated per read transaction
+    constexpr int64_t kChunk = 50000; // id range aggregated per read transaction
     int64_t max_id = db_->query_int("SELECT ifnull(max(id), 0) FROM jobs");
-    std::string sql = "SELECT t.name, count(*) FILTER (WHERE j.status <> 'accepted'), "
-                      "count(*) FILTER (WHERE j.status = 'accepted'), sum(j.virtual_tokens), "
-                      "sum(j.prompt_tokens), sum(j.completion_tokens), min(j.accepted_ms), max(j.accepted_ms) "
-                      "FROM jobs j JOIN tenants t ON t.id = j.tenant_id " +
-                      filter_sql(f) + " AND j.id <= ?6 GROUP BY t.name";
+    std::string sql =
+        "SELECT t.name, count(*) FILTER (WHERE j.status <> 'accepted'), "
+        "count(*) FILTER (WHERE j.status = 'accepted'), sum(j.virtual_tokens), "
+        "sum(j.prompt_tokens), sum(j.completion_tokens), min(j.accepted_ms), max(j.accepted_ms) "
+        "FROM jobs j JOIN tenants t ON t.id = j.tenant_id " +
+        filter_sql(f) + " AND j.id <= ?6 GROUP BY t.name";
     Stmt s(*db_, sql);
     std::map<std::string, TenantSummary> acc;
     for (int64_t lo = 0; lo < max_id; lo += kChunk) {
@@ -275,4 +315,4 @@ std::vector<TenantSummary> Store::summary(const LedgerFilter& f) {
     return out;
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

@@ -7,7 +7,8 @@ namespace prefixd::store {
 
 LedgerWriter::LedgerWriter(const std::string& path, Options opts)
     : opts_(opts), store_(Store::open(path, opts.store)) {
-    if (opts_.max_batch == 0) opts_.max_batch = 1;
+    if (opts_.max_batch == 0)
+        opts_.max_batch = 1;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -17,13 +18,15 @@ LedgerWriter::~LedgerWriter() {
         stop_ = true;
     }
     cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    if (thread_.joinable())
+        thread_.join();
 }
 
 void LedgerWriter::push(Item&& item) {
     {
         std::lock_guard lk(mu_);
-        if (stop_) throw StoreError("ledger writer is stopping");
+        if (stop_)
+            throw StoreError("ledger writer is stopping");
         if (queue_.size() >= opts_.max_queue)
             throw BillingUnavailable("billing unavailable: ledger writer queue is full");
         queue_.push_back(std::move(item));
@@ -65,9 +68,11 @@ void LedgerWriter::run() noexcept {
         {
             std::unique_lock lk(mu_);
             busy_ = false;
-            if (queue_.empty()) idle_cv_.notify_all();
+            if (queue_.empty())
+                idle_cv_.notify_all();
             cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-            if (queue_.empty()) return;  // stop_ and drained
+            if (queue_.empty())
+                return; // stop_ and drained
             busy_ = true;
             while (!queue_.empty() && batch.size() < opts_.max_batch) {
                 batch.push_back(std::move(queue_.front()));
@@ -81,15 +86,19 @@ void LedgerWriter::run() noexcept {
 
 void LedgerWriter::commit_batch(std::vector<Item>& batch) noexcept {
     auto complete = [](Item& it, Store::LedgerOutcome&& o) {
-        if (auto* a = std::get_if<AcceptOutcome>(&o)) it.accept_done.set_value(std::move(*a));
-        else it.settle_done.set_value(std::get<SettleOutcome>(o));
+        if (auto* a = std::get_if<AcceptOutcome>(&o))
+            it.accept_done.set_value(std::move(*a));
+        else
+            it.settle_done.set_value(std::get<SettleOutcome>(o));
     };
     try {
         std::vector<Store::LedgerOp> ops;
         ops.reserve(batch.size());
-        for (auto& it : batch) ops.push_back(it.op);
-        auto out = store_.write_ledger(ops);  // one transaction, one fsync
-        for (size_t k = 0; k < batch.size(); ++k) complete(batch[k], std::move(out[k]));
+        for (auto& it : batch)
+            ops.push_back(it.op);
+        auto out = store_.write_ledger(ops); // one transaction, one fsync
+        for (size_t k = 0; k < batch.size(); ++k)
+            complete(batch[k], std::move(out[k]));
         std::lock_guard lk(mu_);
         committed_ += batch.size();
         ++transactions_;
@@ -97,8 +106,10 @@ void LedgerWriter::commit_batch(std::vector<Item>& batch) noexcept {
     } catch (const BillingUnavailable&) {
         // The ledger cannot write at all: every row gets the error at once (no slow retries).
         for (auto& it : batch) {
-            if (std::holds_alternative<JobAccept>(it.op)) it.accept_done.set_exception(std::current_exception());
-            else it.settle_done.set_exception(std::current_exception());
+            if (std::holds_alternative<JobAccept>(it.op))
+                it.accept_done.set_exception(std::current_exception());
+            else
+                it.settle_done.set_exception(std::current_exception());
         }
         return;
     } catch (...) {
@@ -112,10 +123,12 @@ void LedgerWriter::commit_batch(std::vector<Item>& batch) noexcept {
             ++committed_;
             ++transactions_;
         } catch (...) {
-            if (std::holds_alternative<JobAccept>(it.op)) it.accept_done.set_exception(std::current_exception());
-            else it.settle_done.set_exception(std::current_exception());
+            if (std::holds_alternative<JobAccept>(it.op))
+                it.accept_done.set_exception(std::current_exception());
+            else
+                it.settle_done.set_exception(std::current_exception());
         }
     }
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

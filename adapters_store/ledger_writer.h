@@ -18,14 +18,14 @@ namespace prefixd::store {
 class LedgerWriter {
   public:
     struct Options {
-        size_t max_batch = 1024;     // rows per transaction at most
-        size_t max_queue = 65536;    // submit() throws BillingUnavailable beyond this (back-pressure)
-        StoreOptions store;          // for the writer's own connection
+        size_t max_batch = 1024;  // rows per transaction at most
+        size_t max_queue = 65536; // submit() throws BillingUnavailable beyond this (back-pressure)
+        StoreOptions store;       // for the writer's own connection
     };
     // Opens its own connection to `path` (must already exist or opts.store.create) and starts.
     LedgerWriter(const std::string& path, Options opts);
     explicit LedgerWriter(const std::string& path) : LedgerWriter(path, Options{}) {}
-    ~LedgerWriter();  // drains and commits everything queued, then joins (noexcept)
+    ~LedgerWriter(); // drains and commits everything queued, then joins (noexcept)
     LedgerWriter(const LedgerWriter&) = delete;
     LedgerWriter& operator=(const LedgerWriter&) = delete;
 
@@ -54,8 +54,8 @@ class LedgerWriter {
     Options opts_;
     Store store_;
     mutable std::mutex mu_;
-    std::condition_variable cv_;       // work available / stop
-    std::condition_variable idle_cv_;  // queue drained (flush)
+    std::condition_variable cv_;      // work available / stop
+    std::condition_variable idle_cv_; // queue drained (flush)
     std::deque<Item> queue_;
     bool stop_ = false;
     bool busy_ = false;
@@ -63,4 +63,4 @@ class LedgerWriter {
     std::thread thread_;
 };
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

@@ -86,9 +86,11 @@ BEGIN UPDATE generations SET value = value + 1 WHERE name = 'tenants'; END;
 )sql",
 };
 
-}  // namespace
+} // namespace
 
-int latest_schema_version() { return int(sizeof(kMigrations) / sizeof(kMigrations[0])); }
+int latest_schema_version() {
+    return int(sizeof(kMigrations) / sizeof(kMigrations[0]));
+}
 
 int migrate(Db& db, const std::string& path, bool allow_changes, int retries) {
     int have = int(db.query_int("PRAGMA user_version"));
@@ -98,14 +100,16 @@ int migrate(Db& db, const std::string& path, bool allow_changes, int retries) {
                               std::to_string(latest_schema_version()) + "); upgrade prefixd");
     if (have > 0 && db.query_int("PRAGMA application_id") != kApplicationId)
         throw DatabaseCorrupt("'" + path + "' is an SQLite database of another application, not prefixd's");
-    if (have == latest_schema_version()) return have;
+    if (have == latest_schema_version())
+        return have;
     if (!allow_changes)
         throw StoreError("database '" + path + "' needs schema migration to version " +
                          std::to_string(latest_schema_version()));
     return with_write_tx(db, retries, [&] {
-        int v = int(db.query_int("PRAGMA user_version"));  // another process may have migrated
+        int v = int(db.query_int("PRAGMA user_version")); // another process may have migrated
         if (v == 0 && db.query_int("SELECT count(*) FROM sqlite_schema") > 0)
-            throw DatabaseCorrupt("'" + path + "' already holds tables that are not prefixd's; refusing to use it");
+            throw DatabaseCorrupt("'" + path +
+                                  "' already holds tables that are not prefixd's; refusing to use it");
         for (; v < latest_schema_version(); ++v) {
             db.exec(kMigrations[v]);
             db.exec(("PRAGMA user_version=" + std::to_string(v + 1)).c_str());
@@ -115,4 +119,4 @@ int migrate(Db& db, const std::string& path, bool allow_changes, int retries) {
     });
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

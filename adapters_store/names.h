@@ -13,10 +13,12 @@ inline void require_name(const std::string& s, const char* what, size_t max, con
                c == '_' || c == '-' || (c != '\0' && std::string(extra).find(c) != std::string::npos);
     };
     bool valid = !s.empty() && s.size() <= max && s[0] != '-';
-    for (char c : s) valid = valid && ok(c);
+    for (char c : s)
+        valid = valid && ok(c);
     if (!valid)
         throw InvalidArgument(std::string("invalid ") + what + " '" + s.substr(0, 80) + "' (1-" +
                               std::to_string(max) + " characters of A-Z a-z 0-9 . _ -" +
-                              (*extra ? std::string(" ") + extra : std::string()) + ", not starting with '-')");
+                              (*extra ? std::string(" ") + extra : std::string()) +
+                              ", not starting with '-')");
 }
-}  // namespace prefixd::store
+} // namespace prefixd::store

@@ -21,4 +21,4 @@ std::string sha256_hex(std::span<const uint8_t> data) {
     return out;
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

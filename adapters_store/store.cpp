@@ -25,9 +25,11 @@ int64_t parse_time(const std::string& s) {
         return InvalidArgument("bad time '" + s +
                                "' (expected YYYY-MM-DD[THH:MM[:SS]][Z], unix seconds, or an age like 2h/7d)");
     };
-    if (s.empty() || s.size() > 40) throw bad();
+    if (s.empty() || s.size() > 40)
+        throw bad();
     if (all_digits(s)) {
-        if (s.size() > 12) throw bad();
+        if (s.size() > 12)
+            throw bad();
         return std::stoll(s) * 1000;
     }
     char unit = s.back();
@@ -39,21 +41,28 @@ int64_t parse_time(const std::string& s) {
     std::tm tm{};
     int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, n = 0;
     const char* p = s.c_str();
-    if (std::sscanf(p, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10) throw bad();
+    if (std::sscanf(p, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
+        throw bad();
     p += n;
     if (*p == 'T' || *p == ' ') {
         int m = 0;
-        if (std::sscanf(p + 1, "%2d:%2d%n", &h, &mi, &m) != 2 || m != 5) throw bad();
+        if (std::sscanf(p + 1, "%2d:%2d%n", &h, &mi, &m) != 2 || m != 5)
+            throw bad();
         p += 1 + m;
         if (*p == ':') {
-            if (std::sscanf(p + 1, "%2d%n", &sec, &m) != 1 || m != 2) throw bad();
+            if (std::sscanf(p + 1, "%2d%n", &sec, &m) != 1 || m != 2)
+                throw bad();
             p += 1 + m;
         }
     }
-    if (*p == 'Z') ++p;
-    if (*p != '\0') throw bad();
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) throw bad();
-    tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi, tm.tm_sec = sec;
+    if (*p == 'Z')
+        ++p;
+    if (*p != '\0')
+        throw bad();
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        throw bad();
+    tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi,
+    tm.tm_sec = sec;
     return int64_t(timegm(&tm)) * 1000;
 }
 
@@ -67,7 +76,9 @@ std::string format_time(int64_t ms) {
     return buf;
 }
 
-const char* tenant_status_name(TenantStatus s) { return s == TenantStatus::Active ? "active" : "revoked"; }
+const char* tenant_status_name(TenantStatus s) {
+    return s == TenantStatus::Active ? "active" : "revoked";
+}
 
 Store Store::open(const std::string& path, const StoreOptions& opts) {
     auto db = std::make_unique<Db>(path, opts.create, opts.busy_timeout_ms);
@@ -76,8 +87,10 @@ Store Store::open(const std::string& path, const StoreOptions& opts) {
         std::string problems;
         while (s.step()) {
             std::string line = s.col_text(0);
-            if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
-            if (problems.size() > 500) break;
+            if (line != "ok")
+                problems += (problems.empty() ? "" : "; ") + line;
+            if (problems.size() > 500)
+                break;
         }
         if (!problems.empty())
             throw DatabaseCorrupt("database '" + path + "' failed quick_check: " + problems);
@@ -92,25 +105,37 @@ Store::Store(Store&&) noexcept = default;
 Store& Store::operator=(Store&&) noexcept = default;
 Store::~Store() = default;
 
-const std::string& Store::path() const { return path_; }
-int Store::schema_version() const { return int(db_->query_int("PRAGMA user_version")); }
-Db& Store::db() { return *db_; }
+const std::string& Store::path() const {
+    return path_;
+}
+int Store::schema_version() const {
+    return int(db_->query_int("PRAGMA user_version"));
+}
+Db& Store::db() {
+    return *db_;
+}
 
 static std::vector<std::string> run_check(Db& db, const char* pragma) {
     Stmt s(db, pragma);
     std::vector<std::string> out;
     while (s.step()) {
         std::string line = s.col_text(0);
-        if (line != "ok") out.push_back(line);
+        if (line != "ok")
+            out.push_back(line);
     }
     Stmt fk(db, "PRAGMA foreign_key_check");
     while (fk.step())
-        out.push_back("foreign key violation in " + fk.col_text(0) + " rowid " + std::to_string(fk.col_int(1)));
+        out.push_back("foreign key violation in " + fk.col_text(0) + " rowid " +
+                      std::to_string(fk.col_int(1)));
     return out;
 }
 
-std::vector<std::string> Store::integrity_check() { return run_check(*db_, "PRAGMA integrity_check"); }
-std::vector<std::string> Store::quick_check() { return run_check(*db_, "PRAGMA quick_check"); }
+std::vector<std::string> Store::integrity_check() {
+    return run_check(*db_, "PRAGMA integrity_check");
+}
+std::vector<std::string> Store::quick_check() {
+    return run_check(*db_, "PRAGMA quick_check");
+}
 
 int64_t Store::adapters_generation() {
     return db_->query_int("SELECT value FROM generations WHERE name = 'adapters'");
@@ -119,4 +144,4 @@ int64_t Store::tenants_generation() {
     return db_->query_int("SELECT value FROM generations WHERE name = 'tenants'");
 }
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

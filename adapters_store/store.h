@@ -18,10 +18,10 @@ namespace prefixd::store {
 class Db;
 
 struct StoreOptions {
-    bool create = true;            // create the file (mode 0660) and apply migrations if needed
-    bool quick_check = false;      // run PRAGMA quick_check at open; failure -> DatabaseCorrupt
-    int busy_timeout_ms = 5000;    // sqlite busy_timeout for every statement
-    int write_retries = 8;         // whole-transaction retries when still SQLITE_BUSY
+    bool create = true;         // create the file (mode 0660) and apply migrations if needed
+    bool quick_check = false;   // run PRAGMA quick_check at open; failure -> DatabaseCorrupt
+    int busy_timeout_ms = 5000; // sqlite busy_timeout for every statement
+    int write_retries = 8;      // whole-transaction retries when still SQLITE_BUSY
 };
 
 // Milliseconds since the Unix epoch (UTC); all timestamps in the store use this.
@@ -40,17 +40,17 @@ const char* tenant_status_name(TenantStatus);
 struct Tenant {
     int64_t id = 0;
     std::string name;
-    std::optional<std::string> public_key;  // CURVE public key, Z85 (40 chars); unique
+    std::optional<std::string> public_key; // CURVE public key, Z85 (40 chars); unique
     TenantStatus status = TenantStatus::Active;
-    uint32_t max_concurrent_jobs = 0;       // 0 = unlimited
-    uint64_t tokens_per_minute = 0;         // 0 = unlimited
+    uint32_t max_concurrent_jobs = 0; // 0 = unlimited
+    uint64_t tokens_per_minute = 0;   // 0 = unlimited
     int64_t created_ms = 0;
     bool active() const { return status == TenantStatus::Active; }
 };
 
 struct NewTenant {
-    std::string name;                       // [A-Za-z0-9._-]{1,64}
-    std::optional<std::string> public_key;  // validated Z85 curve key
+    std::string name;                      // [A-Za-z0-9._-]{1,64}
+    std::optional<std::string> public_key; // validated Z85 curve key
     uint32_t max_concurrent_jobs = 0;
     uint64_t tokens_per_minute = 0;
 };
@@ -59,20 +59,20 @@ struct NewTenant {
 // Adapters
 // Where an adapter lives: a tenant's private namespace, or global (visible to every tenant).
 struct AdapterScope {
-    std::optional<std::string> tenant;  // nullopt = global
+    std::optional<std::string> tenant; // nullopt = global
     static AdapterScope global() { return {}; }
     static AdapterScope of(std::string t) { return {std::move(t)}; }
 };
 
 struct AdapterInfo {
-    int64_t version = 0;                // row id: monotonic, never reused; changes on re-add
+    int64_t version = 0; // row id: monotonic, never reused; changes on re-add
     std::string name;
-    std::optional<std::string> tenant;  // nullopt = global
-    uint32_t n_virtual = 0;             // rows
-    uint32_t hidden = 0;                // columns
+    std::optional<std::string> tenant; // nullopt = global
+    uint32_t n_virtual = 0;            // rows
+    uint32_t hidden = 0;               // columns
     DType dtype = DType::F32;
     std::optional<std::string> model_fingerprint;
-    std::string sha256;                 // hex of the stored blob
+    std::string sha256; // hex of the stored blob
     std::string description;
     int64_t created_ms = 0;
     uint64_t byte_size() const { return uint64_t(n_virtual) * hidden * dtype_size(dtype); }
@@ -81,22 +81,22 @@ struct AdapterInfo {
 // An adapter with its verified data (the copy a running job keeps).
 struct Adapter {
     AdapterInfo info;
-    Tensor2D tensor;  // rows = n_virtual, cols = hidden
+    Tensor2D tensor; // rows = n_virtual, cols = hidden
 };
 
 struct NewAdapter {
-    std::string name;                   // [A-Za-z0-9._:/-]{1,128}
+    std::string name; // [A-Za-z0-9._:/-]{1,128}
     AdapterScope scope;
-    Tensor2D tensor;                    // finite, validated (see adapter_file.h)
+    Tensor2D tensor; // finite, validated (see adapter_file.h)
     std::optional<std::string> model_fingerprint;
     std::string description;
-    bool replace = false;               // replace an existing adapter of that name (new version)
+    bool replace = false; // replace an existing adapter of that name (new version)
 };
 
 // ---------------------------------------------------------------------------------------------
 // Ledger
 enum class JobStatus : uint8_t { Accepted, Done, Cancelled, Failed, Interrupted };
-const char* job_status_name(JobStatus);     // "accepted", "done", ...
+const char* job_status_name(JobStatus); // "accepted", "done", ...
 JobStatus parse_job_status(const std::string&);
 
 // Recorded when the daemon admits a job (before any work).
@@ -145,30 +145,30 @@ struct JobRecord {
 };
 
 struct AcceptOutcome {
-    bool inserted = false;              // false: the (tenant, job_id) already existed
-    JobRecord record;                   // the row as stored (existing one when !inserted)
+    bool inserted = false; // false: the (tenant, job_id) already existed
+    JobRecord record;      // the row as stored (existing one when !inserted)
 };
 enum class SettleOutcome : uint8_t {
-    Settled,          // an accepted row was settled
-    Inserted,         // no accepted row existed: a settled row was inserted
-    AlreadySettled,   // the row was settled before: nothing changed (idempotent)
+    Settled,        // an accepted row was settled
+    Inserted,       // no accepted row existed: a settled row was inserted
+    AlreadySettled, // the row was settled before: nothing changed (idempotent)
 };
 
 struct LedgerFilter {
     std::optional<std::string> tenant;
-    std::optional<int64_t> since_ms;    // accepted_ms >= since
-    std::optional<int64_t> until_ms;    // accepted_ms < until
+    std::optional<int64_t> since_ms; // accepted_ms >= since
+    std::optional<int64_t> until_ms; // accepted_ms < until
     std::optional<JobStatus> status;
-    bool include_result = false;        // fill JobRecord::result
-    uint32_t limit = 0;                 // 0 = no limit
+    bool include_result = false; // fill JobRecord::result
+    uint32_t limit = 0;          // 0 = no limit
 };
 
 struct TenantSummary {
     std::string tenant;
-    uint64_t jobs = 0;                  // settled rows
-    uint64_t open_jobs = 0;             // accepted, not settled
+    uint64_t jobs = 0;      // settled rows
+    uint64_t open_jobs = 0; // accepted, not settled
     uint64_t virtual_tokens = 0, prompt_tokens = 0, completion_tokens = 0, total_tokens = 0;
-    std::optional<int64_t> first_ms, last_ms;  // accepted_ms range
+    std::optional<int64_t> first_ms, last_ms; // accepted_ms range
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -193,14 +193,14 @@ class Store {
     int64_t tenants_generation();
 
     // ---- tenants
-    Tenant add_tenant(const NewTenant&);                         // AlreadyExists, InvalidArgument
+    Tenant add_tenant(const NewTenant&); // AlreadyExists, InvalidArgument
     // Creates an active tenant without a key if missing (insecure dev mode); returns it.
     Tenant ensure_tenant(const std::string& name);
     std::optional<Tenant> find_tenant(const std::string& name);
     // For the ZAP handler. Returns revoked tenants too: check active().
     std::optional<Tenant> find_tenant_by_key(const std::string& public_key_z85);
     std::vector<Tenant> list_tenants();
-    void revoke_tenant(const std::string& name);                 // NotFound
+    void revoke_tenant(const std::string& name); // NotFound
     void set_tenant_limits(const std::string& name, uint32_t max_jobs, uint64_t tokens_per_minute);
 
     // ---- adapters
@@ -209,7 +209,8 @@ class Store {
     // What `tenant` may use under `name`: its own adapter, else a global one (own shadows global).
     // Another tenant's adapter gives nullopt exactly like a missing one. `tenant` nullopt = only
     // global adapters. Metadata only (cheap).
-    std::optional<AdapterInfo> find_adapter(const std::optional<std::string>& tenant, const std::string& name);
+    std::optional<AdapterInfo> find_adapter(const std::optional<std::string>& tenant,
+                                            const std::string& name);
     // Same lookup, with the data: verifies blob length, sha256 and finiteness; CorruptData if not.
     std::optional<Adapter> load_adapter(const std::optional<std::string>& tenant, const std::string& name);
     // Exact scope (no global fallback), for admin commands.
@@ -218,7 +219,7 @@ class Store {
     // Adapters in a scope; `tenant` set + include_global lists what that tenant can see.
     std::vector<AdapterInfo> list_adapters(const std::optional<std::string>& tenant = {},
                                            bool include_global = true, bool all_tenants = false);
-    void remove_adapter(const AdapterScope&, const std::string& name);  // NotFound
+    void remove_adapter(const AdapterScope&, const std::string& name); // NotFound
 
     // ---- ledger (writes throw BillingUnavailable on SQLITE_FULL/IOERR/READONLY/persistent BUSY)
     AcceptOutcome accept_job(const JobAccept&);
@@ -237,7 +238,7 @@ class Store {
     std::vector<JobRecord> query_jobs(const LedgerFilter&);
     std::vector<TenantSummary> summary(const LedgerFilter& = {});
 
-    Db& db();  // the underlying connection (tests, tools)
+    Db& db(); // the underlying connection (tests, tools)
 
   private:
     Store(std::unique_ptr<Db> db, std::string path, const StoreOptions& opts);
@@ -246,4 +247,4 @@ class Store {
     StoreOptions opts_;
 };
 
-}  // namespace prefixd::store
+} // namespace prefixd::store

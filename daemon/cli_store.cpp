@@ -57,7 +57,8 @@ void print_adapter(const AdapterInfo& a) {
 }
 
 AdapterFormat detect_format(const std::string& path, const std::vector<uint8_t>& bytes) {
-    if (auto f = format_from_path(path)) return *f;
+    if (auto f = format_from_path(path))
+        return *f;
     if (bytes.size() >= 6 && bytes[0] == 0x93 && std::equal(bytes.begin() + 1, bytes.begin() + 6, "NUMPY"))
         return AdapterFormat::Npy;
     throw CliFailure("cannot tell the format of '" + path + "'; pass --format npy|safetensors|raw");
@@ -82,15 +83,19 @@ void register_adapter(CLI::App& app, const Globals& g) {
     auto* shape_opt = add->add_option("--shape", a->shape, "N,H for raw files");
     auto* tensor_opt = add->add_option("--tensor", a->tensor, "Tensor name in a safetensors file");
     add->add_option("--description", a->description, "Free text");
-    auto* fp_opt = add->add_option("--model-fingerprint", a->fingerprint, "Model the adapter was trained for");
+    auto* fp_opt =
+        add->add_option("--model-fingerprint", a->fingerprint, "Model the adapter was trained for");
     add->add_flag("--replace", a->replace, "Replace an existing adapter of that name (new version)");
     add->callback([&g, a, t_opt, g_opt, shape_opt, tensor_opt, fp_opt] {
-        if (!t_opt->count() && !g_opt->count()) throw CliFailure("adapter add: give --tenant T or --global");
+        if (!t_opt->count() && !g_opt->count())
+            throw CliFailure("adapter add: give --tenant T or --global");
         auto bytes = read_file_bytes(a->file);
         AdapterFormat fmt = a->format.empty() ? detect_format(a->file, bytes) : parse_format(a->format);
         std::optional<std::pair<uint64_t, uint64_t>> shape;
-        if (shape_opt->count()) shape = parse_shape(a->shape);
-        if (fmt != AdapterFormat::Raw && shape) throw CliFailure("--shape applies only to raw files");
+        if (shape_opt->count())
+            shape = parse_shape(a->shape);
+        if (fmt != AdapterFormat::Raw && shape)
+            throw CliFailure("--shape applies only to raw files");
         if (fmt != AdapterFormat::Safetensors && tensor_opt->count())
             throw CliFailure("--tensor applies only to safetensors files");
         Tensor2D t;
@@ -100,7 +105,8 @@ void register_adapter(CLI::App& app, const Globals& g) {
             throw CliFailure("'" + a->file + "': " + e.what());
         }
         Store st = open_store(g, true);
-        NewAdapter na{a->name, AdapterScope{opt(a->tenant, t_opt)}, std::move(t), opt(a->fingerprint, fp_opt),
+        NewAdapter na{a->name,        AdapterScope{opt(a->tenant, t_opt)},
+                      std::move(t),   opt(a->fingerprint, fp_opt),
                       a->description, a->replace};
         AdapterInfo info = st.add_adapter(na);
         std::printf("adapter '%s' added (%s, version %lld, %u x %u %s, sha256 %s)\n", info.name.c_str(),
@@ -121,7 +127,8 @@ void register_adapter(CLI::App& app, const Globals& g) {
         auto v = lt->count() ? st.list_adapters(l->tenant, true) : st.list_adapters({}, true, true);
         if (l->json) {
             json arr = json::array();
-            for (auto& x : v) arr.push_back(adapter_json(x));
+            for (auto& x : v)
+                arr.push_back(adapter_json(x));
             std::cout << arr.dump(2) << "\n";
             return;
         }
@@ -129,8 +136,9 @@ void register_adapter(CLI::App& app, const Globals& g) {
                     "TYPE", "CREATED", "DESCRIPTION");
         for (auto& x : v)
             std::printf("%-24s %-16s %8lld %6u %7u %-4s %-19s %s\n", x.name.c_str(),
-                        x.tenant ? x.tenant->c_str() : "(global)", (long long)x.version, x.n_virtual, x.hidden,
-                        dtype_name(x.dtype), format_time(x.created_ms).substr(0, 19).c_str(), x.description.c_str());
+                        x.tenant ? x.tenant->c_str() : "(global)", (long long)x.version, x.n_virtual,
+                        x.hidden, dtype_name(x.dtype), format_time(x.created_ms).substr(0, 19).c_str(),
+                        x.description.c_str());
     });
 
     // show / rm / export: --tenant T looks in T's namespace (show/export fall back to global as a
@@ -143,10 +151,13 @@ void register_adapter(CLI::App& app, const Globals& g) {
     show->callback([&g, s, st_opt] {
         Store st = open_store(g, false);
         auto info = st.find_adapter(opt(s->tenant, st_opt), s->name);
-        if (!info) throw CliFailure("no adapter named '" + s->name + "'" +
-                                    (st_opt->count() ? " for tenant '" + s->tenant + "'" : " in global scope"));
-        if (s->json) std::cout << adapter_json(*info).dump(2) << "\n";
-        else print_adapter(*info);
+        if (!info)
+            throw CliFailure("no adapter named '" + s->name + "'" +
+                             (st_opt->count() ? " for tenant '" + s->tenant + "'" : " in global scope"));
+        if (s->json)
+            std::cout << adapter_json(*info).dump(2) << "\n";
+        else
+            print_adapter(*info);
     });
 
     auto r = std::make_shared<Args>();
@@ -167,10 +178,12 @@ void register_adapter(CLI::App& app, const Globals& g) {
     ex->callback([&g, e, et] {
         Store st = open_store(g, false);
         auto ad = st.load_adapter(opt(e->tenant, et), e->name);
-        if (!ad) throw CliFailure("no adapter named '" + e->name + "'");
+        if (!ad)
+            throw CliFailure("no adapter named '" + e->name + "'");
         auto bytes = write_npy(ad->tensor);
         std::ofstream f(e->out, std::ios::binary | std::ios::trunc);
-        if (!f || !f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size())) || !f.flush())
+        if (!f || !f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size())) ||
+            !f.flush())
             throw CliFailure("cannot write '" + e->out + "'");
         std::printf("adapter '%s' (%u x %u %s) written to %s\n", e->name.c_str(), ad->info.n_virtual,
                     ad->info.hidden, dtype_name(ad->info.dtype), e->out.c_str());
@@ -199,16 +212,19 @@ void register_tenant(CLI::App& app, const Globals& g) {
     auto* add = te->add_subcommand("add", "Add a tenant; generates a CURVE keypair unless --public-key");
     add->add_option("name", a->name)->required();
     auto* pk = add->add_option("--public-key", a->key, "Client CURVE public key (Z85, 40 chars)");
-    auto* kf = add->add_option("--key-file", a->key_file, "Also write the generated client keys to this file");
+    auto* kf =
+        add->add_option("--key-file", a->key_file, "Also write the generated client keys to this file");
     kf->excludes(pk);
     add->add_option("--max-jobs", a->max_jobs, "Max concurrent jobs (0 = unlimited)");
     add->add_option("--tokens-per-minute", a->tpm, "Token rate limit (0 = unlimited)");
     add->callback([&g, a, pk, kf] {
         std::optional<CurveKeypair> kp;
-        if (!pk->count()) kp = generate_curve_keypair();
+        if (!pk->count())
+            kp = generate_curve_keypair();
         Store st = open_store(g, true);
         Tenant t = st.add_tenant({a->name, kp ? kp->public_key : a->key, a->max_jobs, a->tpm});
-        if (kp && kf->count()) write_key_file(a->key_file, *kp, "prefixd client key for tenant " + t.name);
+        if (kp && kf->count())
+            write_key_file(a->key_file, *kp, "prefixd client key for tenant " + t.name);
         std::printf("tenant '%s' added\n", t.name.c_str());
         if (kp) {
             std::printf("client public key: %s\nclient secret key: %s\n", kp->public_key.c_str(),
@@ -226,16 +242,18 @@ void register_tenant(CLI::App& app, const Globals& g) {
         auto v = st.list_tenants();
         if (l->json) {
             json arr = json::array();
-            for (auto& t : v) arr.push_back(tenant_json(t));
+            for (auto& t : v)
+                arr.push_back(tenant_json(t));
             std::cout << arr.dump(2) << "\n";
             return;
         }
-        std::printf("%-20s %-8s %-40s %8s %12s %s\n", "NAME", "STATUS", "PUBLIC KEY", "MAX JOBS", "TOKENS/MIN",
-                    "CREATED");
+        std::printf("%-20s %-8s %-40s %8s %12s %s\n", "NAME", "STATUS", "PUBLIC KEY", "MAX JOBS",
+                    "TOKENS/MIN", "CREATED");
         for (auto& t : v)
             std::printf("%-20s %-8s %-40s %8u %12llu %s\n", t.name.c_str(), tenant_status_name(t.status),
                         t.public_key ? t.public_key->c_str() : "-", t.max_concurrent_jobs,
-                        (unsigned long long)t.tokens_per_minute, format_time(t.created_ms).substr(0, 19).c_str());
+                        (unsigned long long)t.tokens_per_minute,
+                        format_time(t.created_ms).substr(0, 19).c_str());
     });
 
     auto r = std::make_shared<Args>();
@@ -260,9 +278,11 @@ void register_tenant(CLI::App& app, const Globals& g) {
 }
 
 std::string csv(const std::string& s) {
-    if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+    if (s.find_first_of(",\"\n\r") == std::string::npos)
+        return s;
     std::string o = "\"";
-    for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+    for (char c : s)
+        o += c == '"' ? std::string("\"\"") : std::string(1, c);
     return o + "\"";
 }
 
@@ -277,7 +297,8 @@ void register_ledger(CLI::App& app, const Globals& g) {
     auto* sum = le->add_subcommand("summary", "Token totals per tenant");
     for (auto* c : {le, sum}) {
         c->add_option("--tenant", a->tenant, "Only this tenant");
-        c->add_option("--since", a->since, "Accepted at/after: 2026-11-24[T03:00:00Z], unix seconds, or 2h/7d");
+        c->add_option("--since", a->since,
+                      "Accepted at/after: 2026-11-24[T03:00:00Z], unix seconds, or 2h/7d");
         c->add_option("--until", a->until, "Accepted before (same forms)");
         c->add_flag("--json", a->json, "JSON output");
     }
@@ -287,21 +308,30 @@ void register_ledger(CLI::App& app, const Globals& g) {
     le->add_option("--limit", a->limit, "At most this many rows");
     le->callback([&g, a, sum] {
         LedgerFilter f;
-        if (!a->tenant.empty()) f.tenant = a->tenant;
-        if (!a->since.empty()) f.since_ms = parse_time(a->since);
-        if (!a->until.empty()) f.until_ms = parse_time(a->until);
-        if (!a->status.empty()) f.status = parse_job_status(a->status);
+        if (!a->tenant.empty())
+            f.tenant = a->tenant;
+        if (!a->since.empty())
+            f.since_ms = parse_time(a->since);
+        if (!a->until.empty())
+            f.until_ms = parse_time(a->until);
+        if (!a->status.empty())
+            f.status = parse_job_status(a->status);
         f.limit = a->limit;
         Store st = open_store(g, false);
-        if (f.tenant && !st.find_tenant(*f.tenant)) throw CliFailure("no tenant named '" + *f.tenant + "'");
+        if (f.tenant && !st.find_tenant(*f.tenant))
+            throw CliFailure("no tenant named '" + *f.tenant + "'");
         if (sum->parsed()) {
             auto v = st.summary(f);
             if (a->json) {
                 json arr = json::array();
                 for (auto& t : v)
-                    arr.push_back({{"tenant", t.tenant}, {"jobs", t.jobs}, {"open_jobs", t.open_jobs},
-                                   {"virtual_tokens", t.virtual_tokens}, {"prompt_tokens", t.prompt_tokens},
-                                   {"completion_tokens", t.completion_tokens}, {"total_tokens", t.total_tokens},
+                    arr.push_back({{"tenant", t.tenant},
+                                   {"jobs", t.jobs},
+                                   {"open_jobs", t.open_jobs},
+                                   {"virtual_tokens", t.virtual_tokens},
+                                   {"prompt_tokens", t.prompt_tokens},
+                                   {"completion_tokens", t.completion_tokens},
+                                   {"total_tokens", t.total_tokens},
                                    {"first", t.first_ms ? json(format_time(*t.first_ms)) : json(nullptr)},
                                    {"last", t.last_ms ? json(format_time(*t.last_ms)) : json(nullptr)}});
                 std::cout << arr.dump(2) << "\n";
@@ -317,22 +347,31 @@ void register_ledger(CLI::App& app, const Globals& g) {
             return;
         }
         auto rows = st.query_jobs(f);
-        auto settled = [](const JobRecord& r) { return r.settled_ms ? format_time(*r.settled_ms) : std::string(); };
+        auto settled = [](const JobRecord& r) {
+            return r.settled_ms ? format_time(*r.settled_ms) : std::string();
+        };
         if (a->json) {
             json arr = json::array();
             for (auto& r : rows)
-                arr.push_back({{"tenant", r.tenant}, {"job_id", r.job_id}, {"kind", r.kind},
+                arr.push_back({{"tenant", r.tenant},
+                               {"job_id", r.job_id},
+                               {"kind", r.kind},
                                {"adapter", r.adapter ? json(*r.adapter) : json(nullptr)},
-                               {"adapter_version", r.adapter_version}, {"model", r.model},
-                               {"status", job_status_name(r.status)}, {"virtual_tokens", r.virtual_tokens},
-                               {"prompt_tokens", r.prompt_tokens}, {"completion_tokens", r.completion_tokens},
-                               {"total_tokens", r.total_tokens()}, {"accepted", format_time(r.accepted_ms)},
+                               {"adapter_version", r.adapter_version},
+                               {"model", r.model},
+                               {"status", job_status_name(r.status)},
+                               {"virtual_tokens", r.virtual_tokens},
+                               {"prompt_tokens", r.prompt_tokens},
+                               {"completion_tokens", r.completion_tokens},
+                               {"total_tokens", r.total_tokens()},
+                               {"accepted", format_time(r.accepted_ms)},
                                {"settled", r.settled_ms ? json(settled(r)) : json(nullptr)},
                                {"finish_reason", r.finish_reason}});
             std::cout << arr.dump(2) << "\n";
         } else if (a->csv) {
-            std::printf("tenant,job_id,kind,adapter,adapter_version,model,status,virtual_tokens,prompt_tokens,"
-                        "completion_tokens,total_tokens,accepted,settled,finish_reason\n");
+            std::printf(
+                "tenant,job_id,kind,adapter,adapter_version,model,status,virtual_tokens,prompt_tokens,"
+                "completion_tokens,total_tokens,accepted,settled,finish_reason\n");
             for (auto& r : rows)
                 std::printf("%s,%s,%s,%s,%lld,%s,%s,%u,%u,%u,%llu,%s,%s,%s\n", csv(r.tenant).c_str(),
                             csv(r.job_id).c_str(), csv(r.kind).c_str(), csv(r.adapter.value_or("")).c_str(),
@@ -364,8 +403,10 @@ void register_misc(CLI::App& app, const Globals& g) {
     gen->callback([out, pub_out, po] {
         CurveKeypair kp = generate_curve_keypair();
         write_key_file(*out, kp, "prefixd server key (keep the secret line private)");
-        if (po->count()) write_key_file(*pub_out, {kp.public_key, ""}, "prefixd server public key");
-        std::printf("server keypair written to %s\nserver public key: %s\n", out->c_str(), kp.public_key.c_str());
+        if (po->count())
+            write_key_file(*pub_out, {kp.public_key, ""}, "prefixd server public key");
+        std::printf("server keypair written to %s\nserver public key: %s\n", out->c_str(),
+                    kp.public_key.c_str());
     });
 
     auto* sc = app.add_subcommand("store", "Database maintenance");
@@ -374,11 +415,14 @@ void register_misc(CLI::App& app, const Globals& g) {
     chk->callback([&g] {
         Store st = open_store(g, false);
         auto problems = st.integrity_check();
-        for (auto& p : problems) std::printf("%s\n", p.c_str());
-        if (!problems.empty()) throw CliFailure("database '" + g.db + "' failed the integrity check");
+        for (auto& p : problems)
+            std::printf("%s\n", p.c_str());
+        if (!problems.empty())
+            throw CliFailure("database '" + g.db + "' failed the integrity check");
         std::printf("ok (schema version %d)\n", st.schema_version());
     });
-    auto* rec = sc->add_subcommand("reconcile", "Mark accepted-but-never-settled jobs interrupted (daemon stopped)");
+    auto* rec =
+        sc->add_subcommand("reconcile", "Mark accepted-but-never-settled jobs interrupted (daemon stopped)");
     rec->callback([&g] {
         Store st = open_store(g, false);
         std::printf("%llu job(s) marked interrupted\n", (unsigned long long)st.reconcile());
@@ -392,5 +436,5 @@ CliModule reg_store([](CLI::App& app, const Globals& g) {
     register_misc(app, g);
 });
 
-}  // namespace
-}  // namespace prefixd::cli
+} // namespace
+} // namespace prefixd::cli

@@ -46,7 +46,8 @@ Run run_cmd(const std::vector<std::string>& argv, const fs::path& dir) {
         ::chdir(dir.c_str());
         ::unsetenv("PREFIXD_DB");
         std::vector<char*> args;
-        for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        for (auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         ::execv(args[0], args.data());
         ::_exit(127);
@@ -66,14 +67,17 @@ struct Cli {
     }
 };
 
-bool has(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+bool has(const std::string& hay, const std::string& needle) {
+    return hay.find(needle) != std::string::npos;
+}
 
-}  // namespace
+} // namespace
 
 TEST_CASE("prefixctl tenant: add with generated keys, key file, list, revoke, errors") {
     Cli cli;
     REQUIRE_MESSAGE(fs::exists(cli.bin), "prefixctl not built at " << cli.bin);
-    Run r = cli({"tenant", "add", "acme", "--key-file", "acme.key", "--max-jobs", "3", "--tokens-per-minute", "500"});
+    Run r = cli(
+        {"tenant", "add", "acme", "--key-file", "acme.key", "--max-jobs", "3", "--tokens-per-minute", "500"});
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     CHECK(has(r.out, "client secret key:"));
     CurveKeypair kp = read_key_file((cli.dir / "acme.key").string());
@@ -131,17 +135,19 @@ TEST_CASE("prefixctl adapter: numpy / safetensors / raw imports, visibility, exp
     REQUIRE(cli({"tenant", "add", "a"}).rc == 0);
     REQUIRE(cli({"tenant", "add", "b"}).rc == 0);
     // Files written by numpy itself.
-    std::string py = "import numpy as np; rng = np.random.default_rng(1);"
-                     "np.save('f32.npy', rng.standard_normal((4, 16)).astype(np.float32));"
-                     "np.save('f16.npy', rng.standard_normal((3, 16)).astype(np.float16));"
-                     "np.save('fortran.npy', np.asfortranarray(rng.standard_normal((4, 16)).astype(np.float32)));"
-                     "np.save('f64.npy', rng.standard_normal((4, 16)));"
-                     "x = rng.standard_normal((2, 16)).astype(np.float32); x[1, 5] = np.inf; np.save('inf.npy', x);"
-                     "rng.standard_normal((5, 16)).astype(np.float32).tofile('emb.raw')";
+    std::string py =
+        "import numpy as np; rng = np.random.default_rng(1);"
+        "np.save('f32.npy', rng.standard_normal((4, 16)).astype(np.float32));"
+        "np.save('f16.npy', rng.standard_normal((3, 16)).astype(np.float16));"
+        "np.save('fortran.npy', np.asfortranarray(rng.standard_normal((4, 16)).astype(np.float32)));"
+        "np.save('f64.npy', rng.standard_normal((4, 16)));"
+        "x = rng.standard_normal((2, 16)).astype(np.float32); x[1, 5] = np.inf; np.save('inf.npy', x);"
+        "rng.standard_normal((5, 16)).astype(np.float32).tofile('emb.raw')";
     Run p = run_cmd({"/usr/bin/python3", "-c", py}, cli.dir);
     REQUIRE_MESSAGE(p.rc == 0, "python3-numpy is required (tools/setup.sh): " << p.err);
 
-    Run r = cli({"adapter", "add", "cls", "--tenant", "a", "--file", "f32.npy", "--description", "classifier"});
+    Run r =
+        cli({"adapter", "add", "cls", "--tenant", "a", "--file", "f32.npy", "--description", "classifier"});
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     CHECK(cli({"adapter", "add", "half", "--global", "--file", "f16.npy"}).rc == 0);
     CHECK(cli({"adapter", "add", "rawa", "--global", "--file", "emb.raw", "--shape", "5,16"}).rc == 0);
@@ -166,18 +172,20 @@ TEST_CASE("prefixctl adapter: numpy / safetensors / raw imports, visibility, exp
     fails({"adapter", "add", "x", "--global", "--file", "emb.raw"}, "--shape");
     fails({"adapter", "add", "x", "--global", "--file", "emb.raw", "--shape", "4,16"}, "trailing");
     fails({"adapter", "add", "x", "--global", "--file", "emb.raw", "--shape", "6,16"}, "truncated");
-    fails({"adapter", "add", "x", "--global", "--file", "f32.npy", "--format", "pickle"}, "unknown adapter file format");
+    fails({"adapter", "add", "x", "--global", "--file", "f32.npy", "--format", "pickle"},
+          "unknown adapter file format");
     fails({"adapter", "add", "x", "--global", "--file", "f32.npy", "--format", "safetensors"}, "safetensors");
-    fails({"adapter", "add", "x", "--global", "--file", "adapter_model.safetensors", "--tensor", "nope"}, "nope");
+    fails({"adapter", "add", "x", "--global", "--file", "adapter_model.safetensors", "--tensor", "nope"},
+          "nope");
     fails({"adapter", "add", "x", "--file", "f32.npy"}, "--tenant T or --global");
     fails({"adapter", "add", "x", "--tenant", "zed", "--file", "f32.npy"}, "no tenant named 'zed'");
     fails({"adapter", "add", "cls", "--tenant", "a", "--file", "f32.npy"}, "already exists");
     CHECK(cli({"adapter", "add", "x", "--tenant", "a", "--global", "--file", "f32.npy"}).rc != 0);
 
     // Another tenant's adapter looks exactly like a missing one.
-    Run before = cli({"adapter", "show", "secret", "--tenant", "b"});  // nobody has "secret" yet
+    Run before = cli({"adapter", "show", "secret", "--tenant", "b"}); // nobody has "secret" yet
     REQUIRE(cli({"adapter", "add", "secret", "--tenant", "a", "--file", "f32.npy"}).rc == 0);
-    Run after = cli({"adapter", "show", "secret", "--tenant", "b"});   // now a has it
+    Run after = cli({"adapter", "show", "secret", "--tenant", "b"}); // now a has it
     CHECK(before.rc != 0);
     CHECK(before.rc == after.rc);
     CHECK(before.out == after.out);
@@ -198,7 +206,8 @@ TEST_CASE("prefixctl adapter: numpy / safetensors / raw imports, visibility, exp
     REQUIRE(r.rc == 0);
     json lb = json::parse(r.out);
     std::set<std::string> names;
-    for (auto& x : lb) names.insert(x["name"].get<std::string>());
+    for (auto& x : lb)
+        names.insert(x["name"].get<std::string>());
     CHECK(names == std::set<std::string>{"half", "peft", "rawa"});
     CHECK(json::parse(cli({"adapter", "list", "--json"}).out).size() == 4);
 
@@ -221,9 +230,10 @@ TEST_CASE("prefixctl adapter: numpy / safetensors / raw imports, visibility, exp
     }
     REQUIRE(cli({"adapter", "export", "peft", "--tenant", "b", "--out", "peft.npy"}).rc == 0);
     CHECK(parse_npy(read_file_bytes((cli.dir / "peft.npy").string())).data == pe.data);
-    p = run_cmd({"/usr/bin/python3", "-c",
-                 "import numpy as np; a = np.load('cls-out.npy'); b = np.load('f32.npy'); assert (a == b).all()"},
-                cli.dir);
+    p = run_cmd(
+        {"/usr/bin/python3", "-c",
+         "import numpy as np; a = np.load('cls-out.npy'); b = np.load('f32.npy'); assert (a == b).all()"},
+        cli.dir);
     CHECK_MESSAGE(p.rc == 0, p.err);
 
     fails({"adapter", "rm", "cls"}, "no adapter named 'cls' in global scope");
@@ -242,7 +252,7 @@ TEST_CASE("prefixctl ledger: table, JSON, CSV, filters, summary, errors") {
         for (int i = 0; i < 30; ++i) {
             JobSettle j;
             j.tenant.assign(i % 3 ? "a" : "b", 1);
-            j.job_id = std::string("job,") += std::to_string(i);  // a comma to exercise CSV quoting
+            j.job_id = std::string("job,") += std::to_string(i); // a comma to exercise CSV quoting
             j.status = i % 5 ? JobStatus::Done : JobStatus::Cancelled;
             j.virtual_tokens = 2, j.prompt_tokens = uint32_t(i), j.completion_tokens = 3;
             j.finish_reason = "stop";
@@ -275,8 +285,10 @@ TEST_CASE("prefixctl ledger: table, JSON, CSV, filters, summary, errors") {
     json sum = json::parse(r.out);
     REQUIRE(sum.size() == 2);
     uint64_t total = 0, want = 0;
-    for (auto& t : sum) total += t["total_tokens"].get<uint64_t>();
-    for (int i = 0; i < 30; ++i) want += 5 + uint64_t(i);
+    for (auto& t : sum)
+        total += t["total_tokens"].get<uint64_t>();
+    for (int i = 0; i < 30; ++i)
+        want += 5 + uint64_t(i);
     CHECK(total == want);
     CHECK(sum[0]["open_jobs"] == 1);
     CHECK(cli({"ledger", "summary"}).rc == 0);

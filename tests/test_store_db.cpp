@@ -19,13 +19,16 @@ using namespace prefixd::test;
 namespace fs = std::filesystem;
 
 namespace {
-std::string fresh_db(const std::string& tag) { return (temp_dir("store-db-" + tag) / "prefixd.db").string(); }
+std::string fresh_db(const std::string& tag) {
+    return (temp_dir("store-db-" + tag) / "prefixd.db").string();
+}
 
 NewAdapter adapter(const std::string& name, std::optional<std::string> tenant, uint32_t seed,
                    DType dt = DType::F32, uint32_t rows = 4, uint32_t cols = 16) {
-    return NewAdapter{name, AdapterScope{std::move(tenant)}, random_tensor(rows, cols, seed, dt), {}, "", false};
+    return NewAdapter{name, AdapterScope{std::move(tenant)}, random_tensor(rows, cols, seed, dt), {}, "",
+                      false};
 }
-}  // namespace
+} // namespace
 
 TEST_CASE("migrations from an empty file; pragmas; mode 0660; reopen is a no-op") {
     std::string path = fresh_db("migrate");
@@ -33,7 +36,7 @@ TEST_CASE("migrations from an empty file; pragmas; mode 0660; reopen is a no-op"
         Store s = Store::open(path);
         CHECK(s.schema_version() >= 1);
         CHECK(s.db().query_int("PRAGMA foreign_keys") == 1);
-        CHECK(s.db().query_int("PRAGMA synchronous") == 2);  // FULL
+        CHECK(s.db().query_int("PRAGMA synchronous") == 2); // FULL
         CHECK(s.db().query_int("PRAGMA application_id") == 0x50464458);
         Stmt jm(s.db(), "PRAGMA journal_mode");
         REQUIRE(jm.step());
@@ -74,7 +77,8 @@ TEST_CASE("newer schema, foreign database and non-database files are refused") {
     std::string junk = fresh_db("junk");
     std::vector<uint8_t> noise(8192);
     std::mt19937 rng(3);
-    for (auto& b : noise) b = uint8_t(rng());
+    for (auto& b : noise)
+        b = uint8_t(rng());
     write_bytes(junk, noise);
     CHECK_THROWS_AS(Store::open(junk), DatabaseCorrupt);
 }
@@ -84,8 +88,10 @@ TEST_CASE("a corrupt database fails quick_check at open with a clear error") {
     {
         Store s = Store::open(path);
         s.add_tenant({"acme", {}, 0, 0});
-        for (int i = 0; i < 40; ++i) s.add_adapter(adapter(std::string("a") += std::to_string(i), "acme", uint32_t(i), DType::F32, 8, 256));
-    }  // last connection closes: WAL checkpointed into the main file
+        for (int i = 0; i < 40; ++i)
+            s.add_adapter(
+                adapter(std::string("a") += std::to_string(i), "acme", uint32_t(i), DType::F32, 8, 256));
+    } // last connection closes: WAL checkpointed into the main file
     auto size = fs::file_size(path);
     REQUIRE(size > 20 * 4096);
     {
@@ -94,7 +100,8 @@ TEST_CASE("a corrupt database fails quick_check at open with a clear error") {
         std::mt19937 rng(9);
         for (size_t off = 4096 * 2; off < size - 4096; off += 4096 * 3) {
             f.seekp(long(off));
-            for (int i = 0; i < 4096; ++i) f.put(char(rng()));
+            for (int i = 0; i < 4096; ++i)
+                f.put(char(rng()));
         }
     }
     try {
@@ -117,7 +124,8 @@ TEST_CASE("tenants: keys, uniqueness, lookup by key, revoke, limits, ensure") {
     CHECK(a.max_concurrent_jobs == 4);
     CHECK(s.tenants_generation() > g0);
     CHECK_THROWS_AS(s.add_tenant({"acme", {}, 0, 0}), AlreadyExists);
-    CHECK_THROWS_WITH_AS(s.add_tenant({"other", kp.public_key, 0, 0}), doctest::Contains("acme"), AlreadyExists);
+    CHECK_THROWS_WITH_AS(s.add_tenant({"other", kp.public_key, 0, 0}), doctest::Contains("acme"),
+                         AlreadyExists);
     CHECK_THROWS_AS(s.add_tenant({"bad key", {}, 0, 0}), InvalidArgument);
     CHECK_THROWS_AS(s.add_tenant({"", {}, 0, 0}), InvalidArgument);
     CHECK_THROWS_AS(s.add_tenant({"-x", {}, 0, 0}), InvalidArgument);
@@ -136,7 +144,7 @@ TEST_CASE("tenants: keys, uniqueness, lookup by key, revoke, limits, ensure") {
     auto revoked = s.find_tenant_by_key(kp.public_key);
     REQUIRE(revoked);
     CHECK(!revoked->active());
-    CHECK_NOTHROW(s.revoke_tenant("acme"));  // idempotent
+    CHECK_NOTHROW(s.revoke_tenant("acme")); // idempotent
     CHECK_THROWS_AS(s.revoke_tenant("nobody"), NotFound);
 
     s.set_tenant_limits("acme", 2, 50);
@@ -157,7 +165,7 @@ TEST_CASE("adapters: visibility rules, shadowing, listing, removal, versions") {
     int64_t g0 = s.adapters_generation();
     AdapterInfo pa = s.add_adapter(adapter("private", "a", 1));
     AdapterInfo gl = s.add_adapter(adapter("shared", {}, 2, DType::F16));
-    AdapterInfo own = s.add_adapter(adapter("shared", "b", 3));  // b's own shadows the global one
+    AdapterInfo own = s.add_adapter(adapter("shared", "b", 3)); // b's own shadows the global one
     CHECK(s.adapters_generation() >= g0 + 3);
 
     // Tenant b cannot see a's adapter: exactly the same answer as a missing name.
@@ -178,14 +186,14 @@ TEST_CASE("adapters: visibility rules, shadowing, listing, removal, versions") {
     CHECK(la->tensor.dtype == DType::F16);
     CHECK(la->tensor.data == random_tensor(4, 16, 2, DType::F16).data);
 
-    CHECK(s.list_adapters("a").size() == 2);         // private + global
-    CHECK(s.list_adapters("a", false).size() == 1);  // own only
-    CHECK(s.list_adapters().size() == 1);            // global only
+    CHECK(s.list_adapters("a").size() == 2);        // private + global
+    CHECK(s.list_adapters("a", false).size() == 1); // own only
+    CHECK(s.list_adapters().size() == 1);           // global only
     CHECK(s.list_adapters({}, true, true).size() == 3);
     CHECK_THROWS_AS(s.list_adapters(std::string("nobody")), NotFound);
 
     CHECK_THROWS_AS(s.add_adapter(adapter("private", "a", 9)), AlreadyExists);
-    CHECK_NOTHROW(s.add_adapter(adapter("private", "b", 9)));  // same name, other namespace
+    CHECK_NOTHROW(s.add_adapter(adapter("private", "b", 9))); // same name, other namespace
     CHECK_THROWS_AS(s.add_adapter(adapter("x", "nobody", 9)), NotFound);
     CHECK_THROWS_AS(s.add_adapter(adapter("bad name!", {}, 9)), InvalidArgument);
     auto nan = adapter("nan", {}, 4);
@@ -200,7 +208,7 @@ TEST_CASE("adapters: visibility rules, shadowing, listing, removal, versions") {
     CHECK_THROWS_AS(s.remove_adapter(AdapterScope::of("b"), "nonexistent"), NotFound);
     CHECK_THROWS_AS(s.remove_adapter(AdapterScope::global(), "private"), NotFound);
     s.remove_adapter(AdapterScope::of("b"), "shared");
-    CHECK(s.find_adapter("b", "shared")->version == gl.version);  // falls back to global now
+    CHECK(s.find_adapter("b", "shared")->version == gl.version); // falls back to global now
 
     // A running job keeps the copy it loaded; a re-added adapter gets a new, larger version.
     auto loaded = s.load_adapter("a", "private");
@@ -214,7 +222,7 @@ TEST_CASE("adapters: visibility rules, shadowing, listing, removal, versions") {
     CHECK(s.load_adapter("a", "private")->tensor.rows == 6);
     s.remove_adapter(AdapterScope::of("a"), "private");
     AdapterInfo v3 = s.add_adapter(adapter("private", "a", 78));
-    CHECK(v3.version > v2.version);  // never reused
+    CHECK(v3.version > v2.version); // never reused
     CHECK(s.integrity_check().empty());
 }
 
@@ -225,7 +233,8 @@ TEST_CASE("adapters: corrupt blob, hash and NaN are detected on load") {
     s.add_adapter(adapter("trunc", "a", 2));
     s.add_adapter(adapter("hash", "a", 3));
     s.add_adapter(adapter("nan", "a", 4));
-    s.db().exec("UPDATE adapters SET data = substr(data, 1, 20) || X'00' || substr(data, 22) WHERE name = 'flip'");
+    s.db().exec(
+        "UPDATE adapters SET data = substr(data, 1, 20) || X'00' || substr(data, 22) WHERE name = 'flip'");
     s.db().exec("UPDATE adapters SET data = substr(data, 1, 60) WHERE name = 'trunc'");
     s.db().exec("UPDATE adapters SET sha256 = 'deadbeef' WHERE name = 'hash'");
     {
@@ -242,7 +251,7 @@ TEST_CASE("adapters: corrupt blob, hash and NaN are detected on load") {
     CHECK_THROWS_WITH_AS(s.load_adapter("a", "hash"), doctest::Contains("sha256"), CorruptData);
     CHECK_THROWS_WITH_AS(s.load_adapter("a", "nan"), doctest::Contains("non-finite"), CorruptData);
     CHECK_THROWS_AS(s.load_adapter_in(AdapterScope::of("a"), "flip"), CorruptData);
-    CHECK(s.find_adapter("a", "flip"));  // metadata is still listed
+    CHECK(s.find_adapter("a", "flip")); // metadata is still listed
 }
 
 TEST_CASE("WAL: a reader's snapshot is not blocked by a writer on another connection") {
@@ -252,15 +261,15 @@ TEST_CASE("WAL: a reader's snapshot is not blocked by a writer on another connec
     Store r = Store::open(path);
     int64_t gen = r.adapters_generation();
     r.db().exec("BEGIN");
-    CHECK(r.list_adapters({}, true, true).empty());  // read snapshot starts here
+    CHECK(r.list_adapters({}, true, true).empty()); // read snapshot starts here
     auto t0 = std::chrono::steady_clock::now();
-    w.add_adapter(adapter("new", "a", 5));            // commits while the read is open
+    w.add_adapter(adapter("new", "a", 5)); // commits while the read is open
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
-    CHECK(r.list_adapters({}, true, true).empty());  // still the old snapshot
+    CHECK(r.list_adapters({}, true, true).empty()); // still the old snapshot
     CHECK(r.adapters_generation() == gen);
     r.db().exec("COMMIT");
     CHECK(r.list_adapters({}, true, true).size() == 1);
-    CHECK(r.adapters_generation() > gen);  // the daemon's cheap poll notices the change
+    CHECK(r.adapters_generation() > gen); // the daemon's cheap poll notices the change
 }
 
 TEST_CASE("time parsing and formatting") {

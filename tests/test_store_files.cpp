@@ -12,13 +12,15 @@
 using namespace prefixd::store;
 using namespace prefixd::test;
 
-static std::vector<float> floats(const Tensor2D& t) { return t.to_f32(); }
+static std::vector<float> floats(const Tensor2D& t) {
+    return t.to_f32();
+}
 
 TEST_CASE("npy: f32 and f16 round trip through write_npy and a hand-built header") {
     for (DType dt : {DType::F32, DType::F16}) {
         Tensor2D t = random_tensor(5, 12, 7, dt);
         auto file = write_npy(t);
-        CHECK(file.size() % 64 == t.byte_size() % 64);  // header is 64-byte aligned
+        CHECK(file.size() % 64 == t.byte_size() % 64); // header is 64-byte aligned
         Tensor2D back = parse_npy(file);
         CHECK(back.dtype == dt);
         CHECK(back.rows == 5);
@@ -26,7 +28,8 @@ TEST_CASE("npy: f32 and f16 round trip through write_npy and a hand-built header
         CHECK(back.data == t.data);
         // Same data under a header written the way numpy does (trailing comma, spaces).
         std::string descr = dt == DType::F32 ? "<f4" : "<f2";
-        auto hand = make_npy("{'descr': '" + descr + "', 'fortran_order': False, 'shape': (5, 12), }", t.data);
+        auto hand =
+            make_npy("{'descr': '" + descr + "', 'fortran_order': False, 'shape': (5, 12), }", t.data);
         CHECK(parse_npy(hand).data == t.data);
     }
 }
@@ -38,7 +41,8 @@ TEST_CASE("npy: version 2 header and unaligned v1 header are accepted") {
     v2.insert(v2.end(), h.begin(), h.end());
     v2.insert(v2.end(), t.data.begin(), t.data.end());
     CHECK(parse_npy(v2).data == t.data);
-    CHECK(parse_npy(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}", t.data, false)).rows == 2);
+    CHECK(parse_npy(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}", t.data, false))
+              .rows == 2);
 }
 
 TEST_CASE("npy: malformed files are rejected with a clear message") {
@@ -60,20 +64,27 @@ TEST_CASE("npy: malformed files are rejected with a clear message") {
     extra.push_back(0);
     CHECK(msg(extra).find("trailing") != std::string::npos);
     auto d = [&](const std::string& dict) { return msg(make_npy(dict, t.data)); };
-    CHECK(d("{'descr': '<i4', 'fortran_order': False, 'shape': (4, 6), }").find("dtype") != std::string::npos);
-    CHECK(d("{'descr': '<f8', 'fortran_order': False, 'shape': (4, 3), }").find("dtype") != std::string::npos);
-    CHECK(d("{'descr': '>f4', 'fortran_order': False, 'shape': (4, 6), }").find("big-endian") != std::string::npos);
-    CHECK(d("{'descr': '<f4', 'fortran_order': True, 'shape': (4, 6), }").find("Fortran") != std::string::npos);
+    CHECK(d("{'descr': '<i4', 'fortran_order': False, 'shape': (4, 6), }").find("dtype") !=
+          std::string::npos);
+    CHECK(d("{'descr': '<f8', 'fortran_order': False, 'shape': (4, 3), }").find("dtype") !=
+          std::string::npos);
+    CHECK(d("{'descr': '>f4', 'fortran_order': False, 'shape': (4, 6), }").find("big-endian") !=
+          std::string::npos);
+    CHECK(d("{'descr': '<f4', 'fortran_order': True, 'shape': (4, 6), }").find("Fortran") !=
+          std::string::npos);
     CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (24,), }").find("2-D") != std::string::npos);
-    CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 6), }").find("2-D") != std::string::npos);
-    CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 6), }").find("empty") != std::string::npos);
+    CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 6), }").find("2-D") !=
+          std::string::npos);
+    CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 6), }").find("empty") !=
+          std::string::npos);
     CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 6), 'x': 1}") != "accepted");
     CHECK(d("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (4, 6)}").find("duplicate") !=
           std::string::npos);
     CHECK(d("{'descr': '<f4', 'shape': (4, 6)}") != "accepted");
     CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 6)") != "accepted");
     CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999)}") != "accepted");
-    CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 7)}").find("truncated") != std::string::npos);
+    CHECK(d("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 7)}").find("truncated") !=
+          std::string::npos);
     auto bad_version = good;
     bad_version[6] = 9;
     CHECK(msg(bad_version).find("version") != std::string::npos);
@@ -83,7 +94,7 @@ TEST_CASE("NaN and Inf are rejected in every format, with their position") {
     for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                       -std::numeric_limits<float>::infinity()}) {
         Tensor2D t = random_tensor(3, 5, 11);
-        std::memcpy(t.data.data() + 4 * (2 * 5 + 4), &bad, 4);  // row 2, col 4
+        std::memcpy(t.data.data() + 4 * (2 * 5 + 4), &bad, 4); // row 2, col 4
         auto f = make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 5), }", t.data);
         try {
             parse_npy(f);
@@ -92,14 +103,16 @@ TEST_CASE("NaN and Inf are rejected in every format, with their position") {
             CHECK(std::string(e.what()).find("row 2, column 4") != std::string::npos);
         }
         CHECK_THROWS_AS(parse_raw_f32(t.data, 3, 5), AdapterFileError);
-        auto st = make_safetensors(R"({"prompt_embeddings":{"dtype":"F32","shape":[3,5],"data_offsets":[0,60]}})", t.data);
+        auto st = make_safetensors(
+            R"({"prompt_embeddings":{"dtype":"F32","shape":[3,5],"data_offsets":[0,60]}})", t.data);
         CHECK_THROWS_AS(parse_safetensors(st), AdapterFileError);
     }
     Tensor2D h = random_tensor(2, 2, 5, DType::F16);
     uint16_t nan16 = 0x7e00;
     std::memcpy(h.data.data() + 2, &nan16, 2);
-    CHECK_THROWS_AS(parse_npy(make_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 2), }", h.data)),
-                    AdapterFileError);
+    CHECK_THROWS_AS(
+        parse_npy(make_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 2), }", h.data)),
+        AdapterFileError);
 }
 
 TEST_CASE("raw f32: exact length for the given shape") {
@@ -120,8 +133,9 @@ TEST_CASE("safetensors: PEFT prompt_embeddings, single tensor, selection, BF16")
     Tensor2D a = random_tensor(4, 8, 21), b = random_tensor(2, 8, 22, DType::F16);
     std::vector<uint8_t> data = a.data;
     data.insert(data.end(), b.data.begin(), b.data.end());
-    std::string hdr = R"({"__metadata__":{"format":"pt"},"prompt_embeddings":{"dtype":"F32","shape":[4,8],)"
-                      R"("data_offsets":[0,128]},"other":{"dtype":"F16","shape":[2,8],"data_offsets":[128,160]}})";
+    std::string hdr =
+        R"({"__metadata__":{"format":"pt"},"prompt_embeddings":{"dtype":"F32","shape":[4,8],)"
+        R"("data_offsets":[0,128]},"other":{"dtype":"F16","shape":[2,8],"data_offsets":[128,160]}})";
     auto file = make_safetensors(hdr, data);
     Tensor2D p = parse_safetensors(file);
     CHECK(p.dtype == DType::F32);
@@ -165,31 +179,41 @@ TEST_CASE("safetensors: malformed headers and offsets are rejected") {
         }
         return "accepted";
     };
-    const auto& d = a.data;  // 32 bytes
-    CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]})", d).find("JSON") != std::string::npos);
+    const auto& d = a.data; // 32 bytes
+    CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]})", d).find("JSON") !=
+          std::string::npos);
     CHECK(bad(R"([1,2])", d).find("object") != std::string::npos);
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,64]}})", d).find("out of range") !=
           std::string::npos);
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[16,8]}})", d).find("out of range") !=
           std::string::npos);
-    CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,5],"data_offsets":[0,32]}})", d).find("match") != std::string::npos);
+    CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,5],"data_offsets":[0,32]}})", d).find("match") !=
+          std::string::npos);
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})", d).find("trailing") !=
           std::string::npos);
-    CHECK(bad(R"({"t":{"dtype":"F32","shape":[1,4],"data_offsets":[16,32]}})", d).find("hole") != std::string::npos);
+    CHECK(bad(R"({"t":{"dtype":"F32","shape":[1,4],"data_offsets":[16,32]}})", d).find("hole") !=
+          std::string::npos);
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]},)"
-              R"("u":{"dtype":"F32","shape":[1,4],"data_offsets":[0,16]}})", d) != "accepted");
-    CHECK(bad(R"({"t":{"dtype":"I32","shape":[2,4],"data_offsets":[0,32]}})", d).find("dtype") != std::string::npos);
-    CHECK(bad(R"({"t":{"dtype":"Q9","shape":[2,4],"data_offsets":[0,32]}})", d).find("dtype") != std::string::npos);
-    CHECK(bad(R"({"t":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}})", d).find("2-D") != std::string::npos);
+              R"("u":{"dtype":"F32","shape":[1,4],"data_offsets":[0,16]}})",
+              d) != "accepted");
+    CHECK(bad(R"({"t":{"dtype":"I32","shape":[2,4],"data_offsets":[0,32]}})", d).find("dtype") !=
+          std::string::npos);
+    CHECK(bad(R"({"t":{"dtype":"Q9","shape":[2,4],"data_offsets":[0,32]}})", d).find("dtype") !=
+          std::string::npos);
+    CHECK(bad(R"({"t":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}})", d).find("2-D") !=
+          std::string::npos);
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,-4],"data_offsets":[0,32]}})", d) != "accepted");
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32.0]}})", d) != "accepted");
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32],"x":1}})", d) != "accepted");
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4]}})", d) != "accepted");
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]},"t":{"dtype":"F32","shape":[2,4],)"
-              R"("data_offsets":[0,32]}})", d).find("duplicate") != std::string::npos);
+              R"("data_offsets":[0,32]}})",
+              d)
+              .find("duplicate") != std::string::npos);
     CHECK(bad(R"({"t":{"dtype":"F32","shape":[[[[2]]],4],"data_offsets":[0,32]}})", d) != "accepted");
     CHECK(bad(R"({})", {}).find("no tensors") != std::string::npos);
-    CHECK(bad(R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,32]}})", d) != "accepted");
+    CHECK(bad(R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,32]}})", d) !=
+          "accepted");
     // Header length beyond the file, tiny, and absurd.
     auto f = make_safetensors(R"({"t":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]}})", d);
     CHECK_NOTHROW(parse_safetensors(f));
@@ -204,19 +228,20 @@ TEST_CASE("f16 conversion matches exact references and rounds to nearest even") 
     CHECK(f16_to_f32(0x3c00) == 1.0f);
     CHECK(f16_to_f32(0xc000) == -2.0f);
     CHECK(f16_to_f32(0x7bff) == 65504.0f);
-    CHECK(f16_to_f32(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
+    CHECK(f16_to_f32(0x0001) == std::ldexp(1.0f, -24)); // smallest subnormal
     CHECK(f16_to_f32(0x03ff) == std::ldexp(1023.0f, -24));
     CHECK(std::isinf(f16_to_f32(0x7c00)));
     CHECK(std::isnan(f16_to_f32(0x7e00)));
     CHECK(f32_to_f16(1.0f) == 0x3c00);
-    CHECK(f32_to_f16(65520.0f) == 0x7c00);                      // rounds up to inf
-    CHECK(f32_to_f16(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);  // tie -> even
+    CHECK(f32_to_f16(65520.0f) == 0x7c00);                     // rounds up to inf
+    CHECK(f32_to_f16(1.0f + std::ldexp(1.0f, -11)) == 0x3c00); // tie -> even
     CHECK(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02);
-    CHECK(f32_to_f16(std::ldexp(1.0f, -25)) == 0x0000);          // tie -> even (0)
+    CHECK(f32_to_f16(std::ldexp(1.0f, -25)) == 0x0000); // tie -> even (0)
     CHECK(f32_to_f16(std::ldexp(3.0f, -25)) == 0x0002);
     // Every finite half survives half -> float -> half.
     for (uint32_t h = 0; h < 0x10000; ++h) {
-        if (((h >> 10) & 0x1f) == 0x1f) continue;
+        if (((h >> 10) & 0x1f) == 0x1f)
+            continue;
         REQUIRE(f32_to_f16(f16_to_f32(uint16_t(h))) == h);
     }
 }

@@ -21,7 +21,9 @@ using namespace prefixd::store;
 using namespace prefixd::test;
 
 namespace {
-std::string fresh_db(const std::string& tag) { return (temp_dir("ledger-" + tag) / "prefixd.db").string(); }
+std::string fresh_db(const std::string& tag) {
+    return (temp_dir("ledger-" + tag) / "prefixd.db").string();
+}
 
 JobSettle done(const std::string& tenant, const std::string& id, uint32_t v, uint32_t p, uint32_t c,
                const std::string& result = "") {
@@ -33,7 +35,8 @@ JobSettle done(const std::string& tenant, const std::string& id, uint32_t v, uin
 }
 JobAccept acc(const std::string& tenant, const std::string& id) {
     JobAccept a;
-    a.tenant = tenant, a.job_id = id, a.kind = "generate", a.adapter = "ad", a.adapter_version = 3, a.model = "tiny";
+    a.tenant = tenant, a.job_id = id, a.kind = "generate", a.adapter = "ad", a.adapter_version = 3,
+    a.model = "tiny";
     return a;
 }
 // "p" + to_string(i) without GCC 12's -Wrestrict false positive.
@@ -45,7 +48,7 @@ std::string nm(const char* prefix, int i) {
 int64_t count(Store& s, const std::string& where = "1") {
     return s.db().query_int(("SELECT count(*) FROM jobs WHERE " + where).c_str());
 }
-}  // namespace
+} // namespace
 
 TEST_CASE("accept then settle; duplicates return the stored outcome; settling twice is a no-op") {
     Store s = Store::open(fresh_db("idem"));
@@ -57,9 +60,9 @@ TEST_CASE("accept then settle; duplicates return the stored outcome; settling tw
     AcceptOutcome dup = s.accept_job(acc("a", "job-1"));
     CHECK(!dup.inserted);
     CHECK(dup.record.row_id == first.record.row_id);
-    CHECK(s.accept_job(acc("b", "job-1")).inserted);  // the key is (tenant, job id)
+    CHECK(s.accept_job(acc("b", "job-1")).inserted); // the key is (tenant, job id)
 
-    std::string result("\x01\x00binary\xff", 9);  // stored outcome is opaque bytes
+    std::string result("\x01\x00binary\xff", 9); // stored outcome is opaque bytes
     CHECK(s.settle_job(done("a", "job-1", 4, 10, 20, result)) == SettleOutcome::Settled);
     CHECK(s.settle_job(done("a", "job-1", 99, 99, 99, "other")) == SettleOutcome::AlreadySettled);
     auto rec = s.find_job("a", "job-1");
@@ -99,7 +102,8 @@ TEST_CASE("accept then settle; duplicates return the stored outcome; settling tw
 TEST_CASE("reconcile marks accepted-but-never-settled rows interrupted, once") {
     Store s = Store::open(fresh_db("reconcile"));
     s.add_tenant({"a", {}, 0, 0});
-    for (int i = 0; i < 5; ++i) s.accept_job(acc("a", nm("j", i)));
+    for (int i = 0; i < 5; ++i)
+        s.accept_job(acc("a", nm("j", i)));
     s.settle_job(done("a", "j0", 1, 2, 3));
     s.settle_job(done("a", "j1", 1, 2, 3));
     CHECK(s.reconcile() == 3);
@@ -137,8 +141,9 @@ TEST_CASE("group commit: one transaction for many rows; a bad row rolls back the
 
     auto sum = s.summary();
     REQUIRE(sum.size() == 2);
-    for (auto& t : sum) CHECK(t.total_tokens == want_total[t.tenant]);
-    CHECK(s.query_jobs({}).size() == 2500);  // spans several read chunks
+    for (auto& t : sum)
+        CHECK(t.total_tokens == want_total[t.tenant]);
+    CHECK(s.query_jobs({}).size() == 2500); // spans several read chunks
     LedgerFilter fa;
     fa.tenant = "a";
     CHECK(s.query_jobs(fa).size() == 1666);
@@ -150,7 +155,8 @@ TEST_CASE("group commit: one transaction for many rows; a bad row rolls back the
     CHECK(s.summary(future).empty());
 
     // One row for an unknown tenant in the middle: nothing of the batch is committed.
-    std::vector<JobSettle> mixed = {done("a", "m1", 1, 1, 1), done("ghost", "m2", 1, 1, 1), done("a", "m3", 1, 1, 1)};
+    std::vector<JobSettle> mixed = {done("a", "m1", 1, 1, 1), done("ghost", "m2", 1, 1, 1),
+                                    done("a", "m3", 1, 1, 1)};
     CHECK_THROWS_AS(s.settle_jobs(mixed), NotFound);
     CHECK(!s.find_job("a", "m1"));
     CHECK(count(s) == 2500);
@@ -160,7 +166,8 @@ TEST_CASE("LedgerWriter: many producers, batched commits, per-row errors") {
     std::string path = fresh_db("writer");
     {
         Store s = Store::open(path);
-        for (auto t : {"t0", "t1", "t2", "t3"}) s.add_tenant({t, {}, 0, 0});
+        for (auto t : {"t0", "t1", "t2", "t3"})
+            s.add_tenant({t, {}, 0, 0});
     }
     {
         LedgerWriter w(path);
@@ -173,24 +180,28 @@ TEST_CASE("LedgerWriter: many producers, batched commits, per-row errors") {
                 for (int i = 0; i < 100; ++i) {
                     std::string id = nm("w", i);
                     auto af = w.accept(acc(t, id));
-                    if (!af.get().inserted) ++errors;  // commits before the next step, like the daemon
+                    if (!af.get().inserted)
+                        ++errors; // commits before the next step, like the daemon
                     fs.push_back(w.settle(done(t, id, 1, 2, 3)));
                 }
-                for (auto& f : fs) settled += f.get() == SettleOutcome::Settled;
+                for (auto& f : fs)
+                    settled += f.get() == SettleOutcome::Settled;
             });
         auto ghost = w.settle(done("ghost", "x", 1, 1, 1));
-        for (auto& th : producers) th.join();
-        CHECK_THROWS_AS(ghost.get(), NotFound);  // only the bad row fails
+        for (auto& th : producers)
+            th.join();
+        CHECK_THROWS_AS(ghost.get(), NotFound); // only the bad row fails
         w.flush();
         CHECK(settled == 400);
         CHECK(errors == 0);
         CHECK(w.committed_rows() == 800);
-        CHECK(w.transactions() < 800);  // group commit actually grouped
+        CHECK(w.transactions() < 800); // group commit actually grouped
     }
     Store s = Store::open(path);
     CHECK(count(s, "status = 'done'") == 400);
     CHECK(s.summary().size() == 4);
-    for (auto& t : s.summary()) CHECK(t.total_tokens == 100 * 6);
+    for (auto& t : s.summary())
+        CHECK(t.total_tokens == 100 * 6);
 }
 
 TEST_CASE("disk full -> BillingUnavailable, then the ledger recovers") {
@@ -203,14 +214,15 @@ TEST_CASE("disk full -> BillingUnavailable, then the ledger recovers") {
     int i = 0;
     bool hit = false;
     try {
-        for (; i < 1000; ++i) s.settle_job(done("a", nm("f", i), 1, 1, 1, big));
+        for (; i < 1000; ++i)
+            s.settle_job(done("a", nm("f", i), 1, 1, 1, big));
     } catch (const BillingUnavailable& e) {
         hit = true;
         CHECK(std::string(e.what()).find("billing unavailable") != std::string::npos);
     }
     CHECK(hit);
     CHECK(i < 1000);
-    CHECK(!s.find_job("a", nm("f", i)));  // the failed row is not half-written
+    CHECK(!s.find_job("a", nm("f", i))); // the failed row is not half-written
     s.db().exec("PRAGMA max_page_count = 1073741823");
     CHECK(s.settle_job(done("a", nm("f", i), 1, 1, 1, big)) == SettleOutcome::Inserted);
     CHECK(s.integrity_check().empty());
@@ -248,13 +260,14 @@ TEST_CASE("a second process writes while this one reads: readers never wait") {
         auto t0 = std::chrono::steady_clock::now();
         r.db().exec("BEGIN");
         int64_t n1 = count(r);
-        int64_t n2 = count(r);  // same snapshot inside one read transaction
+        int64_t n2 = count(r); // same snapshot inside one read transaction
         r.db().exec("COMMIT");
-        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+                      .count();
         max_read_us = std::max<int64_t>(max_read_us, us);
         ++reads;
         CHECK(n1 == n2);
-        CHECK(n1 % 50 == 0);  // batches appear whole or not at all
+        CHECK(n1 % 50 == 0); // batches appear whole or not at all
         monotonic = monotonic && n1 >= last;
         last = n1;
         if (exited) {
@@ -265,7 +278,7 @@ TEST_CASE("a second process writes while this one reads: readers never wait") {
     }
     CHECK(monotonic);
     CHECK(count(r) == 2000);
-    CHECK(max_read_us < 500000);  // a WAL reader does not wait for writers (busy_timeout is 5 s)
+    CHECK(max_read_us < 500000); // a WAL reader does not wait for writers (busy_timeout is 5 s)
     MESSAGE("reads: " << reads << ", slowest " << max_read_us << " us");
     CHECK(r.integrity_check().empty());
 }
@@ -291,7 +304,7 @@ TEST_CASE("kill -9 during group commits: no partial batch, no duplicates, reconc
                         ss.push_back(done("a", pre + std::to_string(i), 1, 2, 3));
                     }
                     w.accept_jobs(as);
-                    w.settle_jobs({ss.begin(), ss.begin() + 20});  // half stay "accepted"
+                    w.settle_jobs({ss.begin(), ss.begin() + 20}); // half stay "accepted"
                 }
             } catch (...) {
             }
@@ -307,9 +320,11 @@ TEST_CASE("kill -9 during group commits: no partial batch, no duplicates, reconc
     CHECK(s.integrity_check().empty());
     int64_t total = count(s);
     CHECK(total > 0);
-    CHECK(total % 40 == 0);  // every accept batch whole
+    CHECK(total % 40 == 0); // every accept batch whole
     // Per batch: 40 rows; 20 settled or 0 (when killed between the two commits).
-    Stmt q(s.db(), "SELECT substr(job_id, 1, instr(job_id, '-')), count(*), sum(status = 'done') FROM jobs GROUP BY 1");
+    Stmt q(
+        s.db(),
+        "SELECT substr(job_id, 1, instr(job_id, '-')), count(*), sum(status = 'done') FROM jobs GROUP BY 1");
     int batches = 0;
     while (q.step()) {
         ++batches;
@@ -320,5 +335,8 @@ TEST_CASE("kill -9 during group commits: no partial batch, no duplicates, reconc
     uint64_t open = uint64_t(count(s, "status = 'accepted'"));
     CHECK(s.reconcile() == open);
     CHECK(count(s, "status = 'accepted'") == 0);
-    CHECK(s.db().query_int("SELECT count(*) FROM (SELECT tenant_id, job_id FROM jobs GROUP BY 1, 2 HAVING count(*) > 1)") == 0);
+    CHECK(
+        s.db().query_int(
+            "SELECT count(*) FROM (SELECT tenant_id, job_id FROM jobs GROUP BY 1, 2 HAVING count(*) > 1)") ==
+        0);
 }

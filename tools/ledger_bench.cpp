@@ -21,7 +21,7 @@ double secs_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string nm(const char* prefix, int i) {  // avoids GCC 12's -Wrestrict false positive
+std::string nm(const char* prefix, int i) { // avoids GCC 12's -Wrestrict false positive
     std::string s(prefix);
     s += std::to_string(i);
     return s;
@@ -40,20 +40,24 @@ JobSettle row(int tenant, const std::string& id) {
 
 std::string fresh(const fs::path& dir, const char* name) {
     fs::path p = dir / name;
-    for (const char* suf : {"", "-wal", "-shm"}) fs::remove(p.string() + suf);
+    for (const char* suf : {"", "-wal", "-shm"})
+        fs::remove(p.string() + suf);
     Store s = Store::open(p.string());
-    for (int t = 0; t < 16; ++t) s.add_tenant({nm("tenant", t), {}, 0, 0});
+    for (int t = 0; t < 16; ++t)
+        s.add_tenant({nm("tenant", t), {}, 0, 0});
     return p.string();
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
     int rows = 20000;
     fs::path dir = fs::temp_directory_path() / ("ledger-bench-" + std::to_string(::getpid()));
     for (int i = 1; i < argc; ++i) {
-        if (!std::strcmp(argv[i], "--rows") && i + 1 < argc) rows = std::max(100, std::atoi(argv[++i]));
-        else if (!std::strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
+        if (!std::strcmp(argv[i], "--rows") && i + 1 < argc)
+            rows = std::max(100, std::atoi(argv[++i]));
+        else if (!std::strcmp(argv[i], "--dir") && i + 1 < argc)
+            dir = argv[++i];
         else {
             std::fprintf(stderr, "usage: ledger_bench [--rows N] [--dir DIR]\n");
             return 2;
@@ -62,11 +66,12 @@ int main(int argc, char** argv) {
     fs::create_directories(dir);
     std::printf("ledger_bench: synchronous=FULL, WAL, dir %s\n", dir.c_str());
     try {
-        {  // one row per transaction (no group commit), a small sample
+        { // one row per transaction (no group commit), a small sample
             Store s = Store::open(fresh(dir, "single.db"));
             int n = std::min(rows, 500);
             auto t0 = std::chrono::steady_clock::now();
-            for (int i = 0; i < n; ++i) s.settle_job(row(i % 16, nm("s", i)));
+            for (int i = 0; i < n; ++i)
+                s.settle_job(row(i % 16, nm("s", i)));
             double dt = secs_since(t0);
             std::printf("  1 row/transaction:          %8.0f rows/s  (%d rows, %.2f s)\n", n / dt, n, dt);
         }
@@ -75,13 +80,15 @@ int main(int argc, char** argv) {
             auto t0 = std::chrono::steady_clock::now();
             for (int i = 0; i < rows; i += batch) {
                 std::vector<JobSettle> v;
-                for (int k = i; k < std::min(rows, i + batch); ++k) v.push_back(row(k % 16, nm("b", k)));
+                for (int k = i; k < std::min(rows, i + batch); ++k)
+                    v.push_back(row(k % 16, nm("b", k)));
                 s.settle_jobs(v);
             }
             double dt = secs_since(t0);
-            std::printf("  group commit, %4d rows/tx: %8.0f rows/s  (%d rows, %.2f s)\n", batch, rows / dt, rows, dt);
+            std::printf("  group commit, %4d rows/tx: %8.0f rows/s  (%d rows, %.2f s)\n", batch, rows / dt,
+                        rows, dt);
         }
-        {  // the daemon's path: producers submit accept then settle per job through the writer
+        { // the daemon's path: producers submit accept then settle per job through the writer
             std::string path = fresh(dir, "writer.db");
             LedgerWriter w(path);
             const int producers = 8;
@@ -96,26 +103,32 @@ int main(int argc, char** argv) {
                         a.tenant = s.tenant, a.job_id = s.job_id, a.kind = "generate", a.model = "bench";
                         w.accept(a);
                         pending.push_back(w.settle(s));
-                        if (pending.size() >= 256) {  // bounded in-flight, like a real engine
-                            for (auto& f : pending) f.get();
+                        if (pending.size() >= 256) { // bounded in-flight, like a real engine
+                            for (auto& f : pending)
+                                f.get();
                             pending.clear();
                         }
                     }
-                    for (auto& f : pending) f.get();
+                    for (auto& f : pending)
+                        f.get();
                 });
-            for (auto& t : th) t.join();
+            for (auto& t : th)
+                t.join();
             w.flush();
             double dt = secs_since(t0);
-            std::printf("  LedgerWriter, %d producers:  %8.0f jobs/s = %.0f committed rows/s  (%llu writes in %llu "
-                        "transactions, %.2f s)\n",
-                        producers, rows / dt, 2 * rows / dt, (unsigned long long)w.committed_rows(),
-                        (unsigned long long)w.transactions(), dt);
+            std::printf(
+                "  LedgerWriter, %d producers:  %8.0f jobs/s = %.0f committed rows/s  (%llu writes in %llu "
+                "transactions, %.2f s)\n",
+                producers, rows / dt, 2 * rows / dt, (unsigned long long)w.committed_rows(),
+                (unsigned long long)w.transactions(), dt);
             Store check = Store::open(path);
             auto sum = check.summary();
             uint64_t jobs = 0;
-            for (auto& t : sum) jobs += t.jobs;
+            for (auto& t : sum)
+                jobs += t.jobs;
             if (jobs != uint64_t(rows) || !check.integrity_check().empty()) {
-                std::fprintf(stderr, "ledger_bench: verification failed (%llu rows)\n", (unsigned long long)jobs);
+                std::fprintf(stderr, "ledger_bench: verification failed (%llu rows)\n",
+                             (unsigned long long)jobs);
                 return 1;
             }
         }

@@ -11,16 +11,20 @@ using namespace prefixd::store;
 
 static void check_tensor(const Tensor2D& t) {
     // Invariants of an accepted tensor: shape within limits, exact size, finite, npy round trip.
-    if (t.rows == 0 || t.cols == 0 || t.rows > kMaxRows || t.cols > kMaxCols || t.data.size() != t.byte_size())
+    if (t.rows == 0 || t.cols == 0 || t.rows > kMaxRows || t.cols > kMaxCols ||
+        t.data.size() != t.byte_size())
         std::abort();
     for (float v : t.to_f32())
-        if (!std::isfinite(v)) std::abort();
+        if (!std::isfinite(v))
+            std::abort();
     Tensor2D back = parse_npy(write_npy(t));
-    if (back.data != t.data || back.rows != t.rows || back.cols != t.cols || back.dtype != t.dtype) std::abort();
+    if (back.data != t.data || back.rows != t.rows || back.cols != t.cols || back.dtype != t.dtype)
+        std::abort();
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    if (size < 1) return 0;
+    if (size < 1)
+        return 0;
     uint8_t mode = data[0] % 4;
     std::span<const uint8_t> body(data + 1, size - 1);
     try {
@@ -35,7 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             safetensors_tensor_names(body);
             break;
         case 3: {
-            if (body.size() < 4) return 0;
+            if (body.size() < 4)
+                return 0;
             uint64_t rows = body[0] | body[1] << 8, cols = body[2] | body[3] << 8;
             check_tensor(parse_raw_f32(body.subspan(4), rows, cols));
             break;
