@@ -34,6 +34,7 @@ grep -qx '/etc/prefixd/prefixd.toml' "$out/control/conffiles" || fail "prefixd.t
 for s in postinst prerm postrm; do [ -x "$out/control/$s" ] || fail "maintainer script $s missing"; done
 grep -q 'systemd-sysusers' "$out/control/postinst" || fail "postinst does not create the user"
 grep -q 'systemd-tmpfiles --create' "$out/control/postinst" || fail "postinst does not create dirs"
+grep -q 'server-key generate' "$out/control/postinst" || fail "postinst does not create the server key"
 if grep -Eq '^[[:space:]]*(systemctl|deb-systemd-invoke)[[:space:]]+(start|restart|enable)' \
         "$out/control/postinst"; then
     fail "postinst starts or enables the daemon without a configured model"

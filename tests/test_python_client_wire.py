@@ -230,6 +230,9 @@ class Keys(unittest.TestCase):
             with open(f2, "w") as f:
                 f.write('curve\n    public-key = "%s"\n    secret-key = "%s"\n' % (pub, sec))
             self.assertEqual(pc.load_client_keys(f2), (pub, sec))
+            from prefixd_client.keys import resolve_server_key
+            self.assertEqual(resolve_server_key(f1), pub)
+            self.assertEqual(resolve_server_key(pub), pub)
             f3 = os.path.join(d, "k3")
             with open(f3, "w") as f:
                 f.write("public %s\n" % pub)

@@ -8,7 +8,7 @@ from typing import Dict, Iterator, List, Optional
 
 import zmq
 
-from .keys import load_client_keys
+from .keys import load_client_keys, resolve_server_key
 from .wire import Accepted, Chunk, Health, PrefixdError, Result, decode_reply, encode_request
 
 _TIMEOUT_CODE = 0  # ErrorCode.Internal: used for client-side timeouts
@@ -40,7 +40,7 @@ class Stream:
 class Client:
     """Connects to prefixd.
 
-    CURVE (production): pass `server_key` (Z85 public key of the daemon) and either
+    CURVE (production): pass `server_key` (the daemon's Z85 public key, or a file holding it) and either
     `client_key_file` (as written by `prefixctl tenant add`) or `public_key` + `secret_key`.
     Insecure development mode (daemon started with --insecure-dev, ipc/loopback only): pass
     `tenant` instead; the daemon then takes the tenant from the job.
@@ -61,7 +61,9 @@ class Client:
                 public_key, secret_key = load_client_keys(client_key_file)
             if not (public_key and secret_key):
                 raise ValueError("CURVE needs client keys: client_key_file or public_key+secret_key")
-            self._sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
+            if isinstance(server_key, str):
+                server_key = resolve_server_key(server_key).encode()
+            self._sock.curve_serverkey = server_key
             self._sock.curve_publickey = public_key.encode() if isinstance(public_key, str) else public_key
             self._sock.curve_secretkey = secret_key.encode() if isinstance(secret_key, str) else secret_key
         self._sock.connect(endpoint)

@@ -1,6 +1,7 @@
 # CURVE key handling for the prefixd client: reads a tenant's client key file (as written by
 # `prefixctl tenant add`, ZeroMQ zcert style, JSON, or KEY=VALUE lines) and makes keypairs.
 import json
+import os
 import re
 from typing import Tuple
 
@@ -45,3 +46,16 @@ def load_client_keys(path: str) -> Tuple[str, str]:
     if not (pub and sec):
         raise ValueError("%s: no CURVE public and secret key found (expected public-key/secret-key)" % path)
     return pub, sec
+
+
+def resolve_server_key(value: str) -> str:
+    """The daemon's public key: a Z85 key as is, or read from a key file's `public` line
+    (e.g. the --public-out file of `prefixctl server-key generate`)."""
+    if len(value) == 40 and not os.path.isfile(value):
+        return value
+    with open(value, "r", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].lower().startswith("public") and re.fullmatch(_Z85_KEY, parts[1]):
+                return parts[1]
+    raise ValueError("%s: no 'public <z85>' line (expected a prefixd server key file)" % value)
