@@ -233,3 +233,23 @@ TEST_CASE("target log-probs, copy_prefix and truncate agree with the CPU referen
     CHECK_THROWS_AS(p.gpu->step({item(a, {Segment::from_tokens({int32_t(c.n_vocab)})}, false)}), EngineError);
     CHECK(p.gpu->sequence_length(a) == 24 + 6);
 }
+
+TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
+    Pair p = open_pair("tiny-v2-q4_0.gguf");
+    const ModelConfig& c = p.model->config();
+    SeqId s = p.gpu->create_sequence();
+    CHECK_THROWS_AS(p.gpu->step({item(s + 5, {Segment::from_tokens({1})}, false)}), EngineError);  // unknown
+    CHECK_THROWS_AS(p.gpu->step({item(s, {Segment::from_tokens(std::vector<int32_t>(257, 1))}, false)}),
+                    EngineError);  // beyond max_ctx 256
+    Segment bad = Segment::from_embeds(std::vector<float>(c.hidden + 1, 0.1f), 1);  // wrong width
+    CHECK_THROWS_AS(p.gpu->step({item(s, {bad}, false)}), EngineError);
+    BatchItem twice = item(s, {Segment::from_tokens({1})}, false);
+    CHECK_THROWS_AS(p.gpu->step({twice, twice}), EngineError);  // same sequence twice in a batch
+    CHECK(p.gpu->sequence_length(s) == 0);
+    auto o = p.gpu->step({item(s, {Segment::from_tokens({1, 2, 3})}, false)});
+    CHECK(o[0].logits.size() == c.n_vocab);
+    CHECK(p.gpu->sequence_length(s) == 3);
+    for (int i = 1; i < 8; ++i) p.gpu->create_sequence();  // max_seqs = 8
+    CHECK_THROWS_AS(p.gpu->create_sequence(), EngineError);
+    CHECK_THROWS_AS(p.gpu->copy_prefix(s, s + 1, 4), EngineError);  // source holds only 3 rows
+}
