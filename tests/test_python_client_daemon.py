@@ -157,6 +157,21 @@ class ClientAgainstDaemon(unittest.TestCase):
         # The daemon keeps serving after all of that.
         self.assertEqual(self.c.health().status, "ok")
 
+    def test_examples_run(self):
+        """The four examples in examples/ run against this daemon and exit 0."""
+        auth = ["--endpoint", self.endpoint, "--server-key", self.server_pub, "--client-key-file", self.key_file]
+        admin = ["--db", self.db, "--tenant-name", "acme", "--prefixctl", PREFIXCTL]
+        pt = os.path.join(self.tmp, "pt.npy")
+        runs = [["ptune_classifier.py", *auth, "--steps", "1", "--out", pt],
+                ["apply_prefix.py", *auth, "--prefix", pt, *admin, "-n", "4"],
+                ["steer_embeddings.py", *auth, "-n", "4", "--alphas", "0,3"],
+                ["route_documents.py", *auth, *admin, "-n", "4"]]
+        for argv in runs:
+            r = subprocess.run([sys.executable, os.path.join(SRC, "examples", argv[0]), *argv[1:]],
+                               capture_output=True, text=True, timeout=300)
+            self.assertEqual(r.returncode, 0, "%s failed:\n%s%s" % (argv[0], r.stdout, r.stderr))
+        self.assertTrue(os.path.isfile(pt))
+
     def test_unknown_key_gets_no_service(self):
         pub, sec = pc.generate_keypair()
         with pc.Client(self.endpoint, server_key=self.server_pub, public_key=pub, secret_key=sec, timeout=3) as c:
