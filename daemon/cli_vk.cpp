@@ -12,10 +12,14 @@ namespace prefixd::cli {
 namespace {
 
 int type_rank(const std::string& t) {
-    if (t == "discrete") return 4;
-    if (t == "integrated") return 3;
-    if (t == "virtual") return 2;
-    if (t == "cpu") return 1;
+    if (t == "discrete")
+        return 4;
+    if (t == "integrated")
+        return 3;
+    if (t == "virtual")
+        return 2;
+    if (t == "cpu")
+        return 1;
     return 0;
 }
 
@@ -30,23 +34,30 @@ CliModule devices_module([](CLI::App& app, const Globals&) {
         } catch (const std::exception& e) {
             throw CliFailure(std::string("no Vulkan devices: ") + e.what());
         }
-        if (devs.empty()) throw CliFailure("no Vulkan devices found (is a Vulkan driver such as mesa-vulkan-drivers installed?)");
+        if (devs.empty())
+            throw CliFailure(
+                "no Vulkan devices found (is a Vulkan driver such as mesa-vulkan-drivers installed?)");
         size_t best = 0;
         for (size_t i = 1; i < devs.size(); ++i)
-            if (type_rank(devs[i].type) > type_rank(devs[best].type)) best = i;
+            if (type_rank(devs[i].type) > type_rank(devs[best].type))
+                best = i;
         if (*json) {
             nlohmann::json a = nlohmann::json::array();
             for (size_t i = 0; i < devs.size(); ++i)
-                a.push_back({{"index", devs[i].index}, {"name", devs[i].name}, {"type", devs[i].type},
-                             {"device_local_bytes", devs[i].device_local_bytes}, {"default", i == best}});
+                a.push_back({{"index", devs[i].index},
+                             {"name", devs[i].name},
+                             {"type", devs[i].type},
+                             {"device_local_bytes", devs[i].device_local_bytes},
+                             {"default", i == best}});
             std::printf("%s\n", a.dump(2).c_str());
             return;
         }
         for (size_t i = 0; i < devs.size(); ++i)
-            std::printf("%c %u  %-10s  %-40s  %.1f GiB\n", i == best ? '*' : ' ', devs[i].index, devs[i].type.c_str(),
-                        devs[i].name.c_str(), double(devs[i].device_local_bytes) / (1ull << 30));
+            std::printf("%c %u  %-10s  %-40s  %.1f GiB\n", i == best ? '*' : ' ', devs[i].index,
+                        devs[i].type.c_str(), devs[i].name.c_str(),
+                        double(devs[i].device_local_bytes) / (1ull << 30));
     });
 });
 
-}  // namespace
-}  // namespace prefixd::cli
+} // namespace
+} // namespace prefixd::cli

@@ -23,7 +23,8 @@ struct Pair {
 Pair open_pair(const std::string& file) {
     Pair p;
     const auto path = test::models_dir() / file;
-    REQUIRE_MESSAGE(std::filesystem::exists(path), "missing test model " << path << " (ctest fixture test_models)");
+    REQUIRE_MESSAGE(std::filesystem::exists(path),
+                    "missing test model " << path << " (ctest fixture test_models)");
     p.model = Model::load(path.string());
     EngineOptions o;
     o.max_seqs = 8;
@@ -36,7 +37,8 @@ Pair open_pair(const std::string& file) {
 std::vector<int32_t> random_tokens(uint32_t n, uint32_t vocab, std::mt19937& rng) {
     std::uniform_int_distribution<int32_t> d(0, int32_t(vocab) - 1);
     std::vector<int32_t> t(n);
-    for (auto& x : t) x = d(rng);
+    for (auto& x : t)
+        x = d(rng);
     return t;
 }
 
@@ -45,9 +47,11 @@ BatchItem item(SeqId s, std::vector<Segment> inputs, bool all_logits) {
     it.seq = s;
     it.inputs = std::move(inputs);
     uint32_t n = 0;
-    for (auto& g : it.inputs) n += g.size();
+    for (auto& g : it.inputs)
+        n += g.size();
     if (all_logits)
-        for (uint32_t r = 0; r < n; ++r) it.logit_rows.push_back(r);
+        for (uint32_t r = 0; r < n; ++r)
+            it.logit_rows.push_back(r);
     else
         it.logit_rows.push_back(n - 1);
     return it;
@@ -57,14 +61,17 @@ BatchItem item(SeqId s, std::vector<Segment> inputs, bool all_logits) {
 double row_err(const float* got, const float* ref, uint32_t n) {
     double md = 0, mr = 0;
     for (uint32_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i])) return 1e30;
+        if (!std::isfinite(got[i]))
+            return 1e30;
         md = std::max(md, double(std::fabs(got[i] - ref[i])));
         mr = std::max(mr, double(std::fabs(ref[i])));
     }
     return md / mr;
 }
 
-int32_t argmax(const float* v, uint32_t n) { return int32_t(std::max_element(v, v + n) - v); }
+int32_t argmax(const float* v, uint32_t n) {
+    return int32_t(std::max_element(v, v + n) - v);
+}
 
 // Prompt (optional embeddings rows first) -> logits at every position must agree; then greedy
 // decoding must produce identical ids. tol: max|diff| <= tol * max|ref| per position.
@@ -77,7 +84,8 @@ void check_prompt_and_greedy(const std::string& file, uint32_t n_embed_rows, dou
     if (n_embed_rows) {
         std::normal_distribution<float> d(0.0f, 0.05f);
         std::vector<float> e(size_t(n_embed_rows) * c.hidden);
-        for (auto& v : e) v = d(rng);
+        for (auto& v : e)
+            v = d(rng);
         inputs.push_back(Segment::from_embeds(e, n_embed_rows));
     }
     inputs.push_back(Segment::from_tokens(random_tokens(64 - n_embed_rows, c.n_vocab, rng)));
@@ -87,8 +95,8 @@ void check_prompt_and_greedy(const std::string& file, uint32_t n_embed_rows, dou
     REQUIRE(rg[0].logits.size() == size_t(64) * c.n_vocab);
     double worst = 0;
     for (uint32_t r = 0; r < 64; ++r)
-        worst = std::max(worst, row_err(rg[0].logits.data() + size_t(r) * c.n_vocab, rc[0].logits.data() + size_t(r) * c.n_vocab,
-                                        c.n_vocab));
+        worst = std::max(worst, row_err(rg[0].logits.data() + size_t(r) * c.n_vocab,
+                                        rc[0].logits.data() + size_t(r) * c.n_vocab, c.n_vocab));
     MESSAGE(file << ": worst normalised logit error over 64 positions " << worst);
     CHECK(worst <= tol);
     int32_t tc = argmax(rc[0].logits.data() + size_t(63) * c.n_vocab, c.n_vocab);
@@ -108,7 +116,7 @@ void check_prompt_and_greedy(const std::string& file, uint32_t n_embed_rows, dou
     CHECK(p.gpu->sequence_length(sg) == uint32_t(64 + n_greedy - 1));
 }
 
-}  // namespace
+} // namespace
 
 // F32 weights: both sides use the same fp32 weights; only the order of fp32 sums differs
 // (workgroup-strided partial sums vs a sequential loop), so 1e-3 of the largest logit is ample.
@@ -122,7 +130,9 @@ TEST_CASE("embeddings segment before the text (v2 and v3)") {
     check_prompt_and_greedy("tiny-v2-f32.gguf", 8, 1e-3);
     check_prompt_and_greedy("tiny-v3-f32.gguf", 8, 1e-3);
 }
-TEST_CASE("kv_b variant (split k_b/v_b derived by the loader)") { check_prompt_and_greedy("tiny-v2-f32-kvb.gguf", 0, 1e-3, 8); }
+TEST_CASE("kv_b variant (split k_b/v_b derived by the loader)") {
+    check_prompt_and_greedy("tiny-v2-f32-kvb.gguf", 0, 1e-3, 8);
+}
 
 // Q8_0/Q4_0: the shaders expand each block exactly as cpu::dequantize_row does (f16 scale to
 // f32, times the integer quant: exact in fp32), so the GPU computes with the very same weight
@@ -130,7 +140,7 @@ TEST_CASE("kv_b variant (split k_b/v_b derived by the loader)") { check_prompt_a
 // tolerance stays 1e-3 of the largest logit (observed errors are ~1e-6).
 TEST_CASE("quantised models (Q8_0, Q4_0) match the reference's dequantised computation") {
     for (const char* f : {"tiny-v2-q8_0.gguf", "tiny-v2-q4_0.gguf", "tiny-v3-q8_0.gguf", "tiny-v3-q4_0.gguf"})
-        check_prompt_and_greedy(f, 0, 1e-3, 8);  // 8 greedy tokens keep the suite lean
+        check_prompt_and_greedy(f, 0, 1e-3, 8); // 8 greedy tokens keep the suite lean
 }
 
 TEST_CASE("4 sequences of different lengths batched together equal their single-sequence results") {
@@ -143,10 +153,11 @@ TEST_CASE("4 sequences of different lengths batched together equal their single-
         std::vector<std::vector<Segment>> inputs;
         for (uint32_t len : lens) {
             std::vector<Segment> in;
-            if (len == 17) {  // one of them starts with embedding rows
+            if (len == 17) { // one of them starts with embedding rows
                 std::normal_distribution<float> d(0.0f, 0.05f);
                 std::vector<float> e(size_t(3) * c.hidden);
-                for (auto& v : e) v = d(rng);
+                for (auto& v : e)
+                    v = d(rng);
                 in.push_back(Segment::from_embeds(e, 3));
                 len -= 3;
             }
@@ -183,17 +194,21 @@ TEST_CASE("4 sequences of different lengths batched together equal their single-
         std::vector<std::vector<float>> batched_dec(4);
         for (int k = 0; k < 3; ++k) {
             std::vector<BatchItem> dec;
-            for (int i = 0; i < 4; ++i) dec.push_back(item(ids[i], {Segment::from_tokens({next[i] + k})}, false));
+            for (int i = 0; i < 4; ++i)
+                dec.push_back(item(ids[i], {Segment::from_tokens({next[i] + k})}, false));
             auto od = p.gpu->step(dec);
-            for (int i = 0; i < 4; ++i) batched_dec[i].insert(batched_dec[i].end(), od[i].logits.begin(), od[i].logits.end());
+            for (int i = 0; i < 4; ++i)
+                batched_dec[i].insert(batched_dec[i].end(), od[i].logits.begin(), od[i].logits.end());
         }
         for (int i = 0; i < 4; ++i) {
             INFO("sequence " << i);
             REQUIRE(ob[i].logits.size() == single[i].size());
             for (size_t r = 0; r < single[i].size() / c.n_vocab; ++r)
-                CHECK(row_err(ob[i].logits.data() + r * c.n_vocab, single[i].data() + r * c.n_vocab, c.n_vocab) <= 1e-5);
+                CHECK(row_err(ob[i].logits.data() + r * c.n_vocab, single[i].data() + r * c.n_vocab,
+                              c.n_vocab) <= 1e-5);
             for (int k = 0; k < 3; ++k)
-                CHECK(row_err(batched_dec[i].data() + k * c.n_vocab, single_dec[i].data() + k * c.n_vocab, c.n_vocab) <= 1e-5);
+                CHECK(row_err(batched_dec[i].data() + k * c.n_vocab, single_dec[i].data() + k * c.n_vocab,
+                              c.n_vocab) <= 1e-5);
         }
         // The batched result also agrees with the CPU reference for the longest sequence.
         SeqId sc = p.cpu->create_sequence();
@@ -211,18 +226,20 @@ TEST_CASE("target log-probs, copy_prefix and truncate agree with the CPU referen
     auto scored = [&](Backend& b, SeqId s) {
         BatchItem it = item(s, {Segment::from_tokens(cont)}, false);
         it.logit_rows.clear();
-        for (uint32_t r = 0; r + 1 < cont.size(); ++r) it.targets.push_back({r, cont[r + 1]});
+        for (uint32_t r = 0; r + 1 < cont.size(); ++r)
+            it.targets.push_back({r, cont[r + 1]});
         return b.step({it})[0].logprobs;
     };
     SeqId a = p.gpu->create_sequence(), b = p.gpu->create_sequence(), ca = p.cpu->create_sequence();
     p.gpu->step({item(a, {Segment::from_tokens(toks)}, false)});
     p.cpu->step({item(ca, {Segment::from_tokens(toks)}, false)});
-    p.gpu->copy_prefix(a, b, 20);  // b: first 20 rows of a, then the last 4 prompt tokens again
+    p.gpu->copy_prefix(a, b, 20); // b: first 20 rows of a, then the last 4 prompt tokens again
     p.gpu->step({item(b, {Segment::from_tokens({toks.begin() + 20, toks.end()})}, false)});
     auto lg = scored(*p.gpu, b), lc = scored(*p.cpu, ca);
     REQUIRE(lg.size() == lc.size());
-    for (size_t i = 0; i < lg.size(); ++i) CHECK(lg[i] == doctest::Approx(lc[i]).epsilon(1e-3));
-    p.gpu->truncate(a, 24);  // no-op length, then rewind to 24 after scoring a as well
+    for (size_t i = 0; i < lg.size(); ++i)
+        CHECK(lg[i] == doctest::Approx(lc[i]).epsilon(1e-3));
+    p.gpu->truncate(a, 24); // no-op length, then rewind to 24 after scoring a as well
     auto la = scored(*p.gpu, a);
     p.gpu->truncate(a, 24);
     auto la2 = scored(*p.gpu, a);
@@ -238,18 +255,19 @@ TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
     Pair p = open_pair("tiny-v2-q4_0.gguf");
     const ModelConfig& c = p.model->config();
     SeqId s = p.gpu->create_sequence();
-    CHECK_THROWS_AS(p.gpu->step({item(s + 5, {Segment::from_tokens({1})}, false)}), EngineError);  // unknown
+    CHECK_THROWS_AS(p.gpu->step({item(s + 5, {Segment::from_tokens({1})}, false)}), EngineError); // unknown
     CHECK_THROWS_AS(p.gpu->step({item(s, {Segment::from_tokens(std::vector<int32_t>(257, 1))}, false)}),
-                    EngineError);  // beyond max_ctx 256
-    Segment bad = Segment::from_embeds(std::vector<float>(c.hidden + 1, 0.1f), 1);  // wrong width
+                    EngineError);                                                  // beyond max_ctx 256
+    Segment bad = Segment::from_embeds(std::vector<float>(c.hidden + 1, 0.1f), 1); // wrong width
     CHECK_THROWS_AS(p.gpu->step({item(s, {bad}, false)}), EngineError);
     BatchItem twice = item(s, {Segment::from_tokens({1})}, false);
-    CHECK_THROWS_AS(p.gpu->step({twice, twice}), EngineError);  // same sequence twice in a batch
+    CHECK_THROWS_AS(p.gpu->step({twice, twice}), EngineError); // same sequence twice in a batch
     CHECK(p.gpu->sequence_length(s) == 0);
     auto o = p.gpu->step({item(s, {Segment::from_tokens({1, 2, 3})}, false)});
     CHECK(o[0].logits.size() == c.n_vocab);
     CHECK(p.gpu->sequence_length(s) == 3);
-    for (int i = 1; i < 8; ++i) p.gpu->create_sequence();  // max_seqs = 8
+    for (int i = 1; i < 8; ++i)
+        p.gpu->create_sequence(); // max_seqs = 8
     CHECK_THROWS_AS(p.gpu->create_sequence(), EngineError);
-    CHECK_THROWS_AS(p.gpu->copy_prefix(s, s + 1, 4), EngineError);  // source holds only 3 rows
+    CHECK_THROWS_AS(p.gpu->copy_prefix(s, s + 1, 4), EngineError); // source holds only 3 rows
 }

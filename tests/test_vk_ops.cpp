@@ -25,7 +25,8 @@ uint32_t fresh_seed() {
 std::vector<float> randv(size_t n, std::mt19937& rng, float scale = 1.0f) {
     std::normal_distribution<float> d(0.0f, scale);
     std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
+    for (auto& x : v)
+        x = d(rng);
     return v;
 }
 
@@ -57,7 +58,8 @@ HostTensor make_tensor(GgmlType type, uint64_t rows, uint64_t cols, uint64_t n_m
 double norm_err(const float* got, const float* ref, size_t n) {
     double md = 0, mr = 0;
     for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i])) return 1e30;
+        if (!std::isfinite(got[i]))
+            return 1e30;
         md = std::max(md, double(std::fabs(got[i] - ref[i])));
         mr = std::max(mr, double(std::fabs(ref[i])));
     }
@@ -74,20 +76,21 @@ struct DevBuf {
 
 const GgmlType kTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0};
 
-}  // namespace
+} // namespace
 
 TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and mode") {
     const uint32_t seed = fresh_seed();
     INFO("seed " << seed);
     std::mt19937 rng(seed);
-    const uint32_t rows = 37, cols = 320, n_mat = 3, n_tok = 11;  // 11 tokens cross the 8-token tile
+    const uint32_t rows = 37, cols = 320, n_mat = 3, n_tok = 11; // 11 tokens cross the 8-token tile
     const bool lane_rows_default = ctx().lane_rows();
-    for (int variant = 0; variant < 2 * 5; ++variant) {  // both matmul layouts x every type
+    for (int variant = 0; variant < 2 * 5; ++variant) { // both matmul layouts x every type
         const GgmlType type = kTypes[variant % 5];
         ctx().set_lane_rows(variant >= 5);
         INFO("type " << gguf::type_name(type) << " lane_rows " << ctx().lane_rows());
         GpuWeights gw(ctx());
-        HostTensor A = make_tensor(type, rows, cols, n_mat, rng), B = make_tensor(type, rows, cols, n_mat, rng);
+        HostTensor A = make_tensor(type, rows, cols, n_mat, rng),
+                   B = make_tensor(type, rows, cols, n_mat, rng);
         GpuTensor ga = gw.add(A.t, "A"), gb = gw.add(B.t, "B");
         auto xs = randv(size_t(n_mat) * n_tok * cols, rng);
         auto nw = randv(cols, rng);
@@ -101,7 +104,7 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
         std::memcpy(x.as<float>(), xs.data(), xs.size() * 4);
         std::memcpy(norm.as<float>(), nw.data(), cols * 4);
         for (int mode = 0; mode < 5; ++mode) {
-            INFO("mode " << mode);  // 0 plain+heads, 1 accum, 2 norm, 3 swiglu+norm, 4 map
+            INFO("mode " << mode); // 0 plain+heads, 1 accum, 2 norm, 3 swiglu+norm, 4 map
             std::memcpy(y.as<float>(), y0.data(), y0.size() * 4);
             MatmulPush p{};
             p.x = x.addr();
@@ -114,11 +117,11 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
             p.x_mat_off = n_tok * cols;
             p.y_mat_off = n_tok * rows;
             p.flags = mode == 1 ? MM_ACCUM : mode == 2 || mode == 3 ? MM_NORM_X : 0;
-            std::vector<std::pair<uint32_t, uint32_t>> pairs;  // mode 4: (xrow, yrow) into matrix 1
+            std::vector<std::pair<uint32_t, uint32_t>> pairs; // mode 4: (xrow, yrow) into matrix 1
             uint32_t groups = n_mat;
             if (mode == 4) {
                 uint32_t* m = map.as<uint32_t>();
-                m[0] = 1;  // matrix 1
+                m[0] = 1; // matrix 1
                 m[1] = 5;
                 m[2] = 3;
                 for (uint32_t i = 0; i < 5; ++i) {
@@ -137,21 +140,25 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
             std::vector<float> xin(cols), ya(rows), yb(rows);
             auto ref_row = [&](uint32_t mat, const float* xr, float* out, bool accum) {
                 std::memcpy(xin.data(), xr, cols * 4);
-                if (mode == 2 || mode == 3) cpu::rmsnorm(xr, normt, xin.data(), cols, 1e-6f);
+                if (mode == 2 || mode == 3)
+                    cpu::rmsnorm(xr, normt, xin.data(), cols, 1e-6f);
                 cpu::matmul(A.t, mat, xin.data(), ya.data(), 1);
                 if (mode == 3) {
                     cpu::matmul(B.t, mat, xin.data(), yb.data(), 1);
-                    for (uint32_t r = 0; r < rows; ++r) ya[r] = cpu::silu(ya[r]) * yb[r];
+                    for (uint32_t r = 0; r < rows; ++r)
+                        ya[r] = cpu::silu(ya[r]) * yb[r];
                 }
-                for (uint32_t r = 0; r < rows; ++r) out[r] = (accum ? out[r] : 0.0f) + ya[r];
+                for (uint32_t r = 0; r < rows; ++r)
+                    out[r] = (accum ? out[r] : 0.0f) + ya[r];
             };
             if (mode == 4) {
-                for (auto [xr, yr] : pairs) ref_row(1, xs.data() + size_t(xr) * cols, ref.data() + size_t(yr) * rows, false);
+                for (auto [xr, yr] : pairs)
+                    ref_row(1, xs.data() + size_t(xr) * cols, ref.data() + size_t(yr) * rows, false);
             } else {
                 for (uint32_t g = 0; g < n_mat; ++g)
                     for (uint32_t t = 0; t < n_tok; ++t)
-                        ref_row(g, xs.data() + (size_t(g) * n_tok + t) * cols, ref.data() + (size_t(g) * n_tok + t) * rows,
-                                mode == 1);
+                        ref_row(g, xs.data() + (size_t(g) * n_tok + t) * cols,
+                                ref.data() + (size_t(g) * n_tok + t) * rows, mode == 1);
             }
             CHECK(norm_err(y.as<float>(), ref.data(), ref.size()) < 1e-5);
         }
@@ -163,7 +170,7 @@ TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buf
     const uint32_t seed = fresh_seed();
     INFO("seed " << seed);
     std::mt19937 rng(seed);
-    const uint32_t cols = 1024, rows = 34 * 1024;  // 136 MiB of F32 weights
+    const uint32_t cols = 1024, rows = 34 * 1024; // 136 MiB of F32 weights
     HostTensor A;
     A.t.type = GgmlType::F32;
     A.t.rows = rows;
@@ -172,7 +179,8 @@ TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buf
     {
         std::uniform_real_distribution<float> u(-1.0f, 1.0f);
         float* f = reinterpret_cast<float*>(A.bytes.data());
-        for (uint64_t i = 0; i < uint64_t(rows) * cols; ++i) f[i] = u(rng);
+        for (uint64_t i = 0; i < uint64_t(rows) * cols; ++i)
+            f[i] = u(rng);
     }
     A.t.data = A.bytes.data();
     CHECK(A.bytes.size() > (128ull << 20));
@@ -214,7 +222,7 @@ void put_row(uint32_t* rows, uint32_t t, uint64_t addr, uint32_t pos) {
     rows[4 * t + 2] = pos;
     rows[4 * t + 3] = 0;
 }
-}  // namespace
+} // namespace
 
 TEST_CASE("kv_store matches cpu::rmsnorm and cpu::rope (plain and YaRN)") {
     const uint32_t seed = fresh_seed();
@@ -231,13 +239,14 @@ TEST_CASE("kv_store matches cpu::rmsnorm and cpu::rope (plain and YaRN)") {
         std::memcpy(dk.as<float>(), kva.data(), kva.size() * 4);
         std::memcpy(dn.as<float>(), nw.data(), rank * 4);
         std::memcpy(dfreq.as<float>(), freqs.data(), freqs.size() * 4);
-        for (uint32_t t = 0; t < R; ++t) put_row(drows.as<uint32_t>(), t, cache.addr(), pos[t]);
+        for (uint32_t t = 0; t < R; ++t)
+            put_row(drows.as<uint32_t>(), t, cache.addr(), pos[t]);
         KvStorePush p{};
         p.kva = dk.addr();
         p.norm = dn.addr();
         p.rows = drows.addr();
         p.freqs = dfreq.addr();
-        p.layer_off = uint64_t(ctxlen) * W * 4;  // layer 1
+        p.layer_off = uint64_t(ctxlen) * W * 4; // layer 1
         p.n_rows = R;
         p.rank = rank;
         p.rope = rope;
@@ -276,13 +285,14 @@ TEST_CASE("attn_mla matches a CPU absorbed-attention reference across key tiles"
     auto cache_h = randv(size_t(ctxlen) * W, rng), qlat = randv(size_t(R) * nh * rank, rng, 0.3f),
          q = randv(size_t(R) * nh * qh, rng, 0.3f);
     auto freqs = rope_freqs(cfg);
-    DevBuf cache(cache_h.size() * 4), dql(qlat.size() * 4), dq(q.size() * 4), drows(R * 16), dfreq(freqs.size() * 4),
-        dout(size_t(R) * nh * rank * 4);
+    DevBuf cache(cache_h.size() * 4), dql(qlat.size() * 4), dq(q.size() * 4), drows(R * 16),
+        dfreq(freqs.size() * 4), dout(size_t(R) * nh * rank * 4);
     std::memcpy(cache.as<float>(), cache_h.data(), cache_h.size() * 4);
     std::memcpy(dql.as<float>(), qlat.data(), qlat.size() * 4);
     std::memcpy(dq.as<float>(), q.data(), q.size() * 4);
     std::memcpy(dfreq.as<float>(), freqs.data(), freqs.size() * 4);
-    for (uint32_t t = 0; t < R; ++t) put_row(drows.as<uint32_t>(), t, cache.addr(), pos[t]);
+    for (uint32_t t = 0; t < R; ++t)
+        put_row(drows.as<uint32_t>(), t, cache.addr(), pos[t]);
     AttnPush p{};
     p.qlat = dql.addr();
     p.q = dq.addr();
@@ -302,19 +312,23 @@ TEST_CASE("attn_mla matches a CPU absorbed-attention reference across key tiles"
     ctx().submit_wait();
     for (uint32_t t = 0; t < R; ++t)
         for (uint32_t h = 0; h < nh; ++h) {
-            std::vector<float> qpe(q.begin() + t * nh * qh + h * qh + nope, q.begin() + t * nh * qh + h * qh + qh);
+            std::vector<float> qpe(q.begin() + t * nh * qh + h * qh + nope,
+                                   q.begin() + t * nh * qh + h * qh + qh);
             cpu::rope(qpe.data(), rope, int32_t(pos[t]), cfg);
             const float* ql = qlat.data() + (t * nh + h) * rank;
             std::vector<float> s(pos[t] + 1), ref(rank, 0.0f);
             for (uint32_t j = 0; j <= pos[t]; ++j) {
                 double d = 0;
-                for (uint32_t c = 0; c < rank; ++c) d += ql[c] * cache_h[j * W + c];
-                for (uint32_t c = 0; c < rope; ++c) d += qpe[c] * cache_h[j * W + rank + c];
+                for (uint32_t c = 0; c < rank; ++c)
+                    d += ql[c] * cache_h[j * W + c];
+                for (uint32_t c = 0; c < rope; ++c)
+                    d += qpe[c] * cache_h[j * W + rank + c];
                 s[j] = float(d) * scale;
             }
             cpu::softmax(s.data(), pos[t] + 1);
             for (uint32_t j = 0; j <= pos[t]; ++j)
-                for (uint32_t c = 0; c < rank; ++c) ref[c] += s[j] * cache_h[j * W + c];
+                for (uint32_t c = 0; c < rank; ++c)
+                    ref[c] += s[j] * cache_h[j * W + c];
             INFO("row " << t << " head " << h);
             CHECK(norm_err(dout.as<float>() + (t * nh + h) * rank, ref.data(), rank) < 1e-4);
         }
@@ -341,6 +355,7 @@ TEST_CASE("moe_combine adds the weighted expert slots to the residual") {
     ctx().submit_wait();
     for (uint32_t t = 0; t < R; ++t)
         for (uint32_t c = 0; c < H; ++c)
-            for (uint32_t k = 0; k < K; ++k) x[t * H + c] += w[t * K + k] * slots[(t * K + k) * H + c];
+            for (uint32_t k = 0; k < K; ++k)
+                x[t * H + c] += w[t * K + k] * slots[(t * K + k) * H + c];
     CHECK(norm_err(dx.as<float>(), x.data(), x.size()) < 1e-5);
 }

@@ -1,7 +1,7 @@
 // Vulkan backend entry points (device listing, factory) and VulkanBackend's sequence
 // management and step driver; the per-layer recipe is in vk_forward.cpp, device plumbing in
 // vk_context.cpp, weight upload in vk_weights.cpp.
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"  // Vk*Info{sType} idiom
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers" // Vk*Info{sType} idiom
 #include "vk_backend.h"
 
 #include "../cpu/ops.h"
@@ -18,11 +18,16 @@ namespace prefixd::vk {
 
 static const char* type_str(VkPhysicalDeviceType t) {
     switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+        return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+        return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+        return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+        return "cpu";
+    default:
+        return "other";
     }
 }
 
@@ -34,7 +39,8 @@ std::vector<DeviceInfo> list_devices() {
     ici.pApplicationInfo = &app;
     VkInstance inst = VK_NULL_HANDLE;
     VkResult r = vkCreateInstance(&ici, nullptr, &inst);
-    if (r != VK_SUCCESS) throw EngineError("Vulkan: vkCreateInstance failed (" + std::to_string(r) + ")");
+    if (r != VK_SUCCESS)
+        throw EngineError("Vulkan: vkCreateInstance failed (" + std::to_string(r) + ")");
     uint32_t n = 0;
     vkEnumeratePhysicalDevices(inst, &n, nullptr);
     std::vector<VkPhysicalDevice> pds(n);
@@ -50,7 +56,8 @@ std::vector<DeviceInfo> list_devices() {
         d.name = p.deviceName;
         d.type = type_str(p.deviceType);
         for (uint32_t h = 0; h < mp.memoryHeapCount; ++h)
-            if (mp.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) d.device_local_bytes += mp.memoryHeaps[h].size;
+            if (mp.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+                d.device_local_bytes += mp.memoryHeaps[h].size;
         out.push_back(d);
     }
     vkDestroyInstance(inst, nullptr);
@@ -64,13 +71,18 @@ std::unique_ptr<Backend> make_vulkan_backend(const Model& model, const EngineOpt
 VulkanBackend::VulkanBackend(const Model& model, const EngineOptions& opts)
     : model_(model), cfg_(model.config()), opts_(opts) {
     if (cfg_.kv_lora_rank > 1024 || cfg_.kv_lora_rank % 4 != 0 || cfg_.qk_rope > 256 || cfg_.qk_rope % 2 != 0)
-        throw EngineError("Vulkan backend: kv_lora_rank must be a multiple of 4 and <= 1024, qk_rope even and <= 256");
-    if (cfg_.n_expert > 0 && cfg_.n_expert_used == 0) throw EngineError("Vulkan backend: expert_used_count is 0");
+        throw EngineError(
+            "Vulkan backend: kv_lora_rank must be a multiple of 4 and <= 1024, qk_rope even and <= 256");
+    if (cfg_.n_expert > 0 && cfg_.n_expert_used == 0)
+        throw EngineError("Vulkan backend: expert_used_count is 0");
     max_ctx_ = opts.max_ctx;
-    if (cfg_.n_ctx_train > 0) max_ctx_ = std::min(max_ctx_, cfg_.n_ctx_train);
-    if (max_ctx_ == 0) throw EngineError("Vulkan backend: max_ctx is 0");
+    if (cfg_.n_ctx_train > 0)
+        max_ctx_ = std::min(max_ctx_, cfg_.n_ctx_train);
+    if (max_ctx_ == 0)
+        throw EngineError("Vulkan backend: max_ctx is 0");
     ctx_ = std::make_unique<Context>(opts.device);
-    if (opts.verbose) std::fprintf(stderr, "vulkan: device %s\n", ctx_->device_name().c_str());
+    if (opts.verbose)
+        std::fprintf(stderr, "vulkan: device %s\n", ctx_->device_name().c_str());
     w_ = std::make_unique<GpuWeights>(*ctx_, model, opts.verbose);
     seqs_.resize(std::max<uint32_t>(opts.max_seqs, 1));
 }
@@ -83,17 +95,20 @@ VulkanBackend::~VulkanBackend() {
 }
 
 VulkanBackend::Seq& VulkanBackend::seq(SeqId id) {
-    if (id >= seqs_.size() || !seqs_[id].used) throw EngineError("unknown sequence " + std::to_string(id));
+    if (id >= seqs_.size() || !seqs_[id].used)
+        throw EngineError("unknown sequence " + std::to_string(id));
     return seqs_[id];
 }
 const VulkanBackend::Seq& VulkanBackend::seq(SeqId id) const {
-    if (id >= seqs_.size() || !seqs_[id].used) throw EngineError("unknown sequence " + std::to_string(id));
+    if (id >= seqs_.size() || !seqs_[id].used)
+        throw EngineError("unknown sequence " + std::to_string(id));
     return seqs_[id];
 }
 
 SeqId VulkanBackend::create_sequence() {
     for (SeqId i = 0; i < seqs_.size(); ++i) {
-        if (seqs_[i].used) continue;
+        if (seqs_[i].used)
+            continue;
         const uint64_t bytes = uint64_t(cfg_.n_layer) * max_ctx_ * cfg_.kv_cache_width() * 4;
         seqs_[i].cache = ctx_->create_buffer(bytes, false);
         seqs_[i].used = true;
@@ -104,22 +119,28 @@ SeqId VulkanBackend::create_sequence() {
 }
 
 void VulkanBackend::free_sequence(SeqId id) noexcept {
-    if (id >= seqs_.size() || !seqs_[id].used) return;
+    if (id >= seqs_.size() || !seqs_[id].used)
+        return;
     seqs_[id].cache = Buffer();
     seqs_[id].used = false;
     seqs_[id].len = 0;
 }
 
-uint32_t VulkanBackend::sequence_length(SeqId id) const { return seq(id).len; }
+uint32_t VulkanBackend::sequence_length(SeqId id) const {
+    return seq(id).len;
+}
 
 void VulkanBackend::copy_prefix(SeqId src, SeqId dst, uint32_t n) {
     Seq& s = seq(src);
     Seq& d = seq(dst);
-    if (d.len != 0) throw EngineError("copy_prefix: destination sequence is not empty");
-    if (n > s.len) throw EngineError("copy_prefix: source holds only " + std::to_string(s.len) + " rows");
+    if (d.len != 0)
+        throw EngineError("copy_prefix: destination sequence is not empty");
+    if (n > s.len)
+        throw EngineError("copy_prefix: source holds only " + std::to_string(s.len) + " rows");
     const uint64_t row = uint64_t(cfg_.kv_cache_width()) * 4, layer = row * max_ctx_;
     if (n > 0) {
-        for (uint32_t il = 0; il < cfg_.n_layer; ++il) ctx_->copy(s.cache, il * layer, d.cache, il * layer, n * row);
+        for (uint32_t il = 0; il < cfg_.n_layer; ++il)
+            ctx_->copy(s.cache, il * layer, d.cache, il * layer, n * row);
         ctx_->submit_wait();
     }
     d.len = n;
@@ -167,7 +188,8 @@ std::vector<float> rope_freqs(const ModelConfig& cfg) {
     if (yarn) {
         const uint32_t orig = cfg.rope_orig_ctx ? cfg.rope_orig_ctx : cfg.n_ctx_train;
         auto corr = [&](float n_rot) {
-            return float(n_dims) * std::log(float(orig) / (n_rot * 2.0f * float(M_PI))) / (2.0f * std::log(cfg.rope_base));
+            return float(n_dims) * std::log(float(orig) / (n_rot * 2.0f * float(M_PI))) /
+                   (2.0f * std::log(cfg.rope_base));
         };
         corr0 = std::max(0.0f, std::floor(corr(cfg.yarn_beta_fast)));
         corr1 = std::min(float(n_dims - 1), std::ceil(corr(cfg.yarn_beta_slow)));
@@ -190,8 +212,10 @@ std::vector<float> rope_freqs(const ModelConfig& cfg) {
 
 static uint32_t item_rows(const BatchItem& it) {
     uint64_t n = 0;
-    for (const Segment& s : it.inputs) n += s.size();
-    if (n > UINT32_MAX) throw EngineError("step: too many rows in one item");
+    for (const Segment& s : it.inputs)
+        n += s.size();
+    if (n > UINT32_MAX)
+        throw EngineError("step: too many rows in one item");
     return uint32_t(n);
 }
 
@@ -204,23 +228,28 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
     for (size_t i = 0; i < batch.size(); ++i) {
         const BatchItem& it = batch[i];
         const Seq& s = seq(it.seq);
-        if (!seen.insert(it.seq).second) throw EngineError("step: sequence appears twice in one batch");
+        if (!seen.insert(it.seq).second)
+            throw EngineError("step: sequence appears twice in one batch");
         const uint32_t n = item_rows(it);
-        if (n == 0) throw EngineError("step: empty batch item");
+        if (n == 0)
+            throw EngineError("step: empty batch item");
         if (uint64_t(s.len) + n > max_ctx_)
             throw EngineError("step: sequence would exceed the context limit of " + std::to_string(max_ctx_));
         std::set<uint32_t> rows(it.logit_rows.begin(), it.logit_rows.end());
         for (auto& [r, tok] : it.targets) {
             rows.insert(r);
-            if (tok < 0 || uint32_t(tok) >= cfg_.n_vocab) throw EngineError("step: target token out of range");
+            if (tok < 0 || uint32_t(tok) >= cfg_.n_vocab)
+                throw EngineError("step: target token out of range");
         }
         for (uint32_t r : rows)
-            if (r >= n) throw EngineError("step: output row beyond the item's rows");
+            if (r >= n)
+                throw EngineError("step: output row beyond the item's rows");
         out_rows[i].assign(rows.begin(), rows.end());
         R += n;
         L += uint32_t(rows.size());
     }
-    if (R == 0) return {};
+    if (R == 0)
+        return {};
     const Scratch s = layout(R, L);
     if (!scratch_ || scratch_.size() < s.total) {
         scratch_ = Buffer();
@@ -228,12 +257,13 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
         base_ = scratch_.addr();
     }
     auto* host = static_cast<uint8_t*>(scratch_.map());
-    if (!host) throw EngineError("Vulkan: scratch buffer is not host-visible");
+    if (!host)
+        throw EngineError("Vulkan: scratch buffer is not host-visible");
     // Inputs: embeddings (token_embd rows dequantised on the host, or given rows), row infos.
     float* x = reinterpret_cast<float*>(host + s.x);
     uint32_t* rows = reinterpret_cast<uint32_t*>(host + s.rows);
-    uint32_t* gmap = reinterpret_cast<uint32_t*>(host + s.map) + 2 * (3 * cfg_.n_expert + 2 * R *
-                                                                         (cfg_.n_expert ? cfg_.n_expert_used : 0));
+    uint32_t* gmap = reinterpret_cast<uint32_t*>(host + s.map) +
+                     2 * (3 * cfg_.n_expert + 2 * R * (cfg_.n_expert ? cfg_.n_expert_used : 0));
     const Tensor& emb = model_.weights().token_embd;
     gmap[0] = 0;
     gmap[1] = L;
@@ -252,7 +282,8 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
                     std::memcpy(dst, seg.embeds.data() + uint64_t(r) * H, H * 4);
                 } else {
                     const int32_t id = seg.tokens[r];
-                    if (id < 0 || uint32_t(id) >= cfg_.n_vocab) throw EngineError("step: token id out of range");
+                    if (id < 0 || uint32_t(id) >= cfg_.n_vocab)
+                        throw EngineError("step: token id out of range");
                     cpu::dequantize_row(emb.type, emb.data + uint64_t(id) * emb.row_bytes(), dst, H);
                 }
                 const uint64_t a = sq.cache.addr();
@@ -277,8 +308,8 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
         }
         if (L > 0) {
             const uint64_t gmap_addr = base_ + (reinterpret_cast<uint8_t*>(gmap) - host);
-            matmul(w_->output(), nullptr, base_ + s.x, base_ + s.logits, 0, H, cfg_.n_vocab, MM_NORM_X | MM_MAP,
-                   w_->output_norm().addr, gmap_addr, 1);
+            matmul(w_->output(), nullptr, base_ + s.x, base_ + s.logits, 0, H, cfg_.n_vocab,
+                   MM_NORM_X | MM_MAP, w_->output_norm().addr, gmap_addr, 1);
         }
         ctx_->submit_wait();
     } catch (...) {
@@ -292,17 +323,19 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
     for (size_t i = 0; i < batch.size(); ++i) {
         const BatchItem& it = batch[i];
         auto lrow_of = [&](uint32_t r) {
-            return lrow + uint32_t(std::lower_bound(out_rows[i].begin(), out_rows[i].end(), r) - out_rows[i].begin());
+            return lrow + uint32_t(std::lower_bound(out_rows[i].begin(), out_rows[i].end(), r) -
+                                   out_rows[i].begin());
         };
         out[i].logits.resize(it.logit_rows.size() * uint64_t(cfg_.n_vocab));
         for (size_t j = 0; j < it.logit_rows.size(); ++j)
-            std::memcpy(out[i].logits.data() + j * cfg_.n_vocab, logits + uint64_t(lrow_of(it.logit_rows[j])) * cfg_.n_vocab,
-                        cfg_.n_vocab * 4);
+            std::memcpy(out[i].logits.data() + j * cfg_.n_vocab,
+                        logits + uint64_t(lrow_of(it.logit_rows[j])) * cfg_.n_vocab, cfg_.n_vocab * 4);
         for (auto& [r, tok] : it.targets) {
             const float* lg = logits + uint64_t(lrow_of(r)) * cfg_.n_vocab;
             const float m = *std::max_element(lg, lg + cfg_.n_vocab);
             double sum = 0;
-            for (uint32_t v = 0; v < cfg_.n_vocab; ++v) sum += std::exp(double(lg[v] - m));
+            for (uint32_t v = 0; v < cfg_.n_vocab; ++v)
+                sum += std::exp(double(lg[v] - m));
             out[i].logprobs.push_back(float(double(lg[tok] - m) - std::log(sum)));
         }
         lrow += uint32_t(out_rows[i].size());
@@ -311,4 +344,4 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
     return out;
 }
 
-}  // namespace prefixd::vk
+} // namespace prefixd::vk

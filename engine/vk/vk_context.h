@@ -44,8 +44,8 @@ class Buffer {
 };
 
 struct DeviceLimits {
-    uint64_t max_alloc = 0;            // maxMemoryAllocationSize
-    uint64_t max_storage_range = 0;    // maxStorageBufferRange (not needed with device addresses)
+    uint64_t max_alloc = 0;         // maxMemoryAllocationSize
+    uint64_t max_storage_range = 0; // maxStorageBufferRange (not needed with device addresses)
     uint32_t subgroup_size = 0;
     uint32_t max_push = 0;
     uint32_t max_groups_x = 0, max_groups_y = 0;
@@ -53,7 +53,7 @@ struct DeviceLimits {
 
 class Context {
   public:
-    explicit Context(const std::string& device_sel);  // "" = best; index or name substring
+    explicit Context(const std::string& device_sel); // "" = best; index or name substring
     ~Context();
     Context(const Context&) = delete;
 
@@ -73,7 +73,7 @@ class Context {
     void barrier();
     void copy(const Buffer& src, uint64_t src_off, const Buffer& dst, uint64_t dst_off, uint64_t bytes);
     void submit_wait();
-    void discard() noexcept;  // drops what was recorded (after an error mid-recording)
+    void discard() noexcept; // drops what was recorded (after an error mid-recording)
     uint32_t dispatch_count() const { return dispatches_; }
     // Matmul layout: one row per invocation (CPU drivers) or rows split across subgroup lanes.
     bool lane_rows() const { return lane_rows_; }
@@ -109,4 +109,4 @@ class Context {
     std::map<std::string, double> prof_;
 };
 
-}  // namespace prefixd::vk
+} // namespace prefixd::vk

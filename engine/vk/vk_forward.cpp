@@ -7,7 +7,7 @@
 //              reference), shared experts + routed experts (each expert's weights read once for
 //              all its rows) -> weighted combine into x
 // Output: output_norm + output projection on the gathered rows that want logits/log-probs.
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"  // Vk*Info{sType} idiom
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers" // Vk*Info{sType} idiom
 #include "vk_forward.h"
 
 #include "../cpu/ops.h"
@@ -22,12 +22,18 @@ using gguf::GgmlType;
 
 static const char* type_suffix(GgmlType t) {
     switch (t) {
-    case GgmlType::F32: return "f32";
-    case GgmlType::F16: return "f16";
-    case GgmlType::BF16: return "bf16";
-    case GgmlType::Q8_0: return "q8_0";
-    case GgmlType::Q4_0: return "q4_0";
-    default: throw EngineError(std::string("Vulkan: no matmul for type ") + gguf::type_name(t));
+    case GgmlType::F32:
+        return "f32";
+    case GgmlType::F16:
+        return "f16";
+    case GgmlType::BF16:
+        return "bf16";
+    case GgmlType::Q8_0:
+        return "q8_0";
+    case GgmlType::Q4_0:
+        return "q4_0";
+    default:
+        throw EngineError(std::string("Vulkan: no matmul for type ") + gguf::type_name(t));
     }
 }
 
@@ -47,8 +53,10 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     p.d_off = w.d_off;
     p.rows = uint32_t(w.rows);
     p.cols = uint32_t(w.cols);
-    p.rows_per_group = ctx.lane_rows() ? std::max<uint32_t>(32, (rows_per_group(w.rows) + 31) & ~31u) : rows_per_group(w.rows);
-    const std::string name = std::string(w2 ? "swiglu_" : "matmul_") + (ctx.lane_rows() ? "lr_" : "") + type_suffix(w.type);
+    p.rows_per_group = ctx.lane_rows() ? std::max<uint32_t>(32, (rows_per_group(w.rows) + 31) & ~31u)
+                                       : rows_per_group(w.rows);
+    const std::string name =
+        std::string(w2 ? "swiglu_" : "matmul_") + (ctx.lane_rows() ? "lr_" : "") + type_suffix(w.type);
     ctx.dispatch(name, &p, sizeof p, uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group), groups);
 }
 
@@ -99,7 +107,8 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     kp.eps = cfg_.rms_eps;
     kp.mscale = 1.0f;
     ctx_->dispatch("kv_store", &kp, sizeof kp, R);
-    if (L.wq_a) ctx_->barrier();
+    if (L.wq_a)
+        ctx_->barrier();
     // q_lat_h = W_kb_h q_nope_h for every head (matrix h of the stack)
     matmul(L.wk_b, nullptr, b + s.q, b + s.qlat, R, nh * qh, nh * rank, 0, 0, 0, nh, qh, rank);
     ctx_->barrier();
@@ -122,7 +131,8 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     ctx_->dispatch("attn_mla", &ap, sizeof ap, R, nh);
     ctx_->barrier();
     // v_h = W_vb_h latent_h, then x += W_o v
-    matmul(L.wv_b, nullptr, b + s.lat, b + s.v, R, nh * rank, nh * cfg_.v_head, 0, 0, 0, nh, rank, cfg_.v_head);
+    matmul(L.wv_b, nullptr, b + s.lat, b + s.v, R, nh * rank, nh * cfg_.v_head, 0, 0, 0, nh, rank,
+           cfg_.v_head);
     ctx_->barrier();
     matmul(L.wo, nullptr, b + s.v, b + s.x, R, nh * cfg_.v_head, H, MM_ACCUM);
     ctx_->barrier();
@@ -147,7 +157,7 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
     const float* rlog = reinterpret_cast<const float*>(host + s.rlog);
     const Tensor& bias_t = model_.weights().layers[il].exp_probs_b;
     const float* bias = bias_t ? reinterpret_cast<const float*>(bias_t.data) : nullptr;
-    std::vector<std::vector<uint32_t>> per_expert(E);  // slots t*K+k routed to e
+    std::vector<std::vector<uint32_t>> per_expert(E); // slots t*K+k routed to e
     float* wts = reinterpret_cast<float*>(host + s.wts);
     for (uint32_t t = 0; t < R; ++t) {
         cpu::Route r = cpu::route(rlog + uint64_t(t) * E, bias, cfg_);
@@ -159,11 +169,13 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
     // Two maps: A (x row t -> slot row) for gate/up, B (slot row -> slot row) for down.
     uint32_t* mapA = reinterpret_cast<uint32_t*>(host + s.map);
     uint32_t G = 0;
-    for (uint32_t e = 0; e < E; ++e) G += per_expert[e].empty() ? 0 : 1;
+    for (uint32_t e = 0; e < E; ++e)
+        G += per_expert[e].empty() ? 0 : 1;
     uint32_t* mapB = mapA + 3 * G + 2 * R * K;
     uint32_t g = 0, off = 3 * G;
     for (uint32_t e = 0; e < E; ++e) {
-        if (per_expert[e].empty()) continue;
+        if (per_expert[e].empty())
+            continue;
         const uint32_t n = uint32_t(per_expert[e].size());
         mapA[3 * g] = mapB[3 * g] = e;
         mapA[3 * g + 1] = mapB[3 * g + 1] = n;
@@ -180,10 +192,13 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
     }
     const uint64_t mapB_addr = b + s.map + uint64_t(3 * G + 2 * R * K) * 4;
     const uint32_t FS = F * cfg_.n_expert_shared;
-    if (L.gate_shexp) matmul(L.gate_shexp, &L.up_shexp, b + s.x, b + s.hs, R, H, FS, MM_NORM_X, L.ffn_norm.addr);
-    matmul(L.gate_exps, &L.up_exps, b + s.x, b + s.h, 0, H, F, MM_NORM_X | MM_MAP, L.ffn_norm.addr, b + s.map, G);
+    if (L.gate_shexp)
+        matmul(L.gate_shexp, &L.up_shexp, b + s.x, b + s.hs, R, H, FS, MM_NORM_X, L.ffn_norm.addr);
+    matmul(L.gate_exps, &L.up_exps, b + s.x, b + s.h, 0, H, F, MM_NORM_X | MM_MAP, L.ffn_norm.addr, b + s.map,
+           G);
     ctx_->barrier();
-    if (L.down_shexp) matmul(L.down_shexp, nullptr, b + s.hs, b + s.x, R, FS, H, MM_ACCUM);
+    if (L.down_shexp)
+        matmul(L.down_shexp, nullptr, b + s.hs, b + s.x, R, FS, H, MM_ACCUM);
     matmul(L.down_exps, nullptr, b + s.h, b + s.slots, 0, F, H, MM_MAP, 0, mapB_addr, G);
     ctx_->barrier();
     CombinePush cp{};
@@ -197,4 +212,4 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
     ctx_->barrier();
 }
 
-}  // namespace prefixd::vk
+} // namespace prefixd::vk

@@ -34,7 +34,7 @@ class VulkanBackend final : public Backend {
     struct Seq {
         bool used = false;
         uint32_t len = 0;
-        Buffer cache;  // (n_layer, max_ctx, kv_lora_rank + qk_rope) f32
+        Buffer cache; // (n_layer, max_ctx, kv_lora_rank + qk_rope) f32
     };
     // Scratch offsets (bytes) inside scratch_ for a step of R rows and L logit rows.
     struct Scratch {
@@ -57,7 +57,7 @@ class VulkanBackend final : public Backend {
     std::vector<Seq> seqs_;
     uint32_t max_ctx_ = 0;
     Buffer scratch_;
-    uint64_t base_ = 0;  // scratch_.addr()
+    uint64_t base_ = 0; // scratch_.addr()
 };
 
-}  // namespace prefixd::vk
+} // namespace prefixd::vk

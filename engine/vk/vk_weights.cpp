@@ -1,6 +1,6 @@
 // Weight upload: repacking GGUF blocks for 16-byte loads in the matmul shaders and arena
 // placement under the device's allocation limit.
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"  // Vk*Info{sType} idiom
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers" // Vk*Info{sType} idiom
 #include "vk_weights.h"
 
 #include "../cpu/ops.h"
@@ -11,16 +11,23 @@ namespace prefixd::vk {
 
 using gguf::GgmlType;
 
-static uint64_t round16(uint64_t x) { return (x + 15) & ~uint64_t(15); }
+static uint64_t round16(uint64_t x) {
+    return (x + 15) & ~uint64_t(15);
+}
 
 uint64_t GpuWeights::packed_mat_bytes(GgmlType type, uint64_t rows, uint64_t cols) {
     switch (type) {
-    case GgmlType::F32: return round16(rows * cols * 4);
+    case GgmlType::F32:
+        return round16(rows * cols * 4);
     case GgmlType::F16:
-    case GgmlType::BF16: return round16(rows * cols * 2);
-    case GgmlType::Q8_0: return round16(rows * cols + rows * (cols / 32) * 4);
-    case GgmlType::Q4_0: return round16(rows * cols / 2 + rows * (cols / 32) * 4);
-    default: throw EngineError(std::string("Vulkan: unsupported weight type ") + gguf::type_name(type));
+    case GgmlType::BF16:
+        return round16(rows * cols * 2);
+    case GgmlType::Q8_0:
+        return round16(rows * cols + rows * (cols / 32) * 4);
+    case GgmlType::Q4_0:
+        return round16(rows * cols / 2 + rows * (cols / 32) * 4);
+    default:
+        throw EngineError(std::string("Vulkan: unsupported weight type ") + gguf::type_name(type));
     }
 }
 
@@ -49,7 +56,8 @@ uint64_t GpuWeights::alloc(uint64_t bytes) {
     if (chunks_.empty() || chunk_used_ + bytes > chunk_size_) {
         uint64_t cap = std::min<uint64_t>(ctx_.limits().max_alloc, 1ull << 30);
         if (bytes > cap)
-            throw EngineError("Vulkan: a tensor of " + std::to_string(bytes) + " bytes exceeds the allocation limit");
+            throw EngineError("Vulkan: a tensor of " + std::to_string(bytes) +
+                              " bytes exceeds the allocation limit");
         chunk_size_ = std::max<uint64_t>(bytes, std::min<uint64_t>(cap, 256ull << 20));
         chunks_.push_back(ctx_.create_buffer(chunk_size_, false));
         chunk_used_ = 0;
@@ -62,17 +70,21 @@ uint64_t GpuWeights::alloc(uint64_t bytes) {
 
 GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     GpuTensor g;
-    if (!t) return g;
+    if (!t)
+        return g;
     g.type = as_f32 ? GgmlType::F32 : t.type;
     g.rows = t.rows;
     g.cols = t.cols;
     g.n_mat = t.n_mat;
-    const uint64_t vec = g.type == GgmlType::F32 ? 4 : (g.type == GgmlType::F16 || g.type == GgmlType::BF16) ? 8 : 32;
+    const uint64_t vec = g.type == GgmlType::F32                                 ? 4
+                         : (g.type == GgmlType::F16 || g.type == GgmlType::BF16) ? 8
+                                                                                 : 32;
     if (!as_f32 && g.cols % vec != 0)
-        throw EngineError(std::string("Vulkan: tensor ") + what + " has " + std::to_string(g.cols) + " columns, not a multiple of " +
-                          std::to_string(vec));
+        throw EngineError(std::string("Vulkan: tensor ") + what + " has " + std::to_string(g.cols) +
+                          " columns, not a multiple of " + std::to_string(vec));
     g.mat_stride = packed_mat_bytes(g.type, g.rows, g.cols);
-    g.d_off = g.rows * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) + (g.type == GgmlType::Q4_0 ? g.rows * g.cols / 2 : 0);
+    g.d_off = g.rows * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) +
+              (g.type == GgmlType::Q4_0 ? g.rows * g.cols / 2 : 0);
     const uint64_t total = g.mat_stride * g.n_mat;
     const uint64_t off = alloc(total);
     std::vector<uint8_t> tmp(total);
@@ -81,7 +93,8 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
         uint8_t* dst = tmp.data() + m * g.mat_stride;
         if (as_f32) {
             for (uint64_t r = 0; r < g.rows; ++r)
-                cpu::dequantize_row(t.type, src + r * t.row_bytes(), reinterpret_cast<float*>(dst) + r * g.cols, g.cols);
+                cpu::dequantize_row(t.type, src + r * t.row_bytes(),
+                                    reinterpret_cast<float*>(dst) + r * g.cols, g.cols);
         } else {
             repack(g.type, src, g.rows, g.cols, dst);
         }
@@ -120,8 +133,9 @@ GpuWeights::GpuWeights(Context& ctx, const Model& model, bool verbose) : ctx_(ct
         l.up_shexp = add(s.up_shexp, "ffn_up_shexp");
         l.down_shexp = add(s.down_shexp, "ffn_down_shexp");
         layers_.push_back(l);
-        if (verbose) std::fprintf(stderr, "vulkan: uploaded layer %zu/%zu\n", il + 1, w.layers.size());
+        if (verbose)
+            std::fprintf(stderr, "vulkan: uploaded layer %zu/%zu\n", il + 1, w.layers.size());
     }
 }
 
-}  // namespace prefixd::vk
+} // namespace prefixd::vk

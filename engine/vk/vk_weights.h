@@ -8,11 +8,11 @@
 namespace prefixd::vk {
 
 struct GpuTensor {
-    uint64_t addr = 0;              // device address of matrix 0
+    uint64_t addr = 0; // device address of matrix 0
     gguf::GgmlType type = gguf::GgmlType::F32;
     uint64_t rows = 0, cols = 0, n_mat = 1;
-    uint64_t mat_stride = 0;        // bytes between stacked matrices
-    uint64_t d_off = 0;             // bytes from a matrix start to its scales (Q8_0/Q4_0)
+    uint64_t mat_stride = 0; // bytes between stacked matrices
+    uint64_t d_off = 0;      // bytes from a matrix start to its scales (Q8_0/Q4_0)
     explicit operator bool() const { return addr != 0; }
 };
 
@@ -25,7 +25,7 @@ struct GpuLayer {
 class GpuWeights {
   public:
     GpuWeights(Context& ctx, const Model& model, bool verbose);
-    explicit GpuWeights(Context& ctx) : ctx_(ctx) {}  // empty arena (tests add tensors)
+    explicit GpuWeights(Context& ctx) : ctx_(ctx) {} // empty arena (tests add tensors)
     const GpuTensor& token_embd() const { return token_embd_; }
     const GpuTensor& output_norm() const { return output_norm_; }
     const GpuTensor& output() const { return output_; }
@@ -48,4 +48,4 @@ class GpuWeights {
     std::vector<GpuLayer> layers_;
 };
 
-}  // namespace prefixd::vk
+} // namespace prefixd::vk
