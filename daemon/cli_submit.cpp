@@ -18,7 +18,8 @@ namespace {
 using namespace prefixd::daemon;
 
 struct SubmitArgs {
-    std::string endpoint = "tcp://127.0.0.1:5555", server_key, client_key_file, tenant, adapter, embeds, prompt;
+    std::string endpoint = "tcp://127.0.0.1:5555", server_key, client_key_file, tenant, adapter, embeds,
+                prompt;
     std::string choices, score, job_id, stop;
     int n = 16, top_k = 0, top_logprobs = 0, timeout_s = 600;
     float temperature = 0, top_p = 1;
@@ -30,33 +31,37 @@ std::vector<std::string> split(const std::string& s) {
     std::vector<std::string> out;
     std::stringstream ss(s);
     for (std::string item; std::getline(ss, item, ',');)
-        if (!item.empty()) out.push_back(item);
+        if (!item.empty())
+            out.push_back(item);
     return out;
 }
 
 nlohmann::json result_json(const Reply& r) {
     const ResultOut& o = r.result;
     static const char* fin[] = {"none", "stop", "length", "eos", "cancelled", "error"};
-    nlohmann::json j{{"job_id", r.job_id},
-                     {"text", o.text},
-                     {"token_ids", o.token_ids},
-                     {"finish_reason", fin[std::min(int(o.finish), 5)]},
-                     {"usage",
-                      {{"virtual_tokens", o.usage.virtual_tokens},
-                       {"prompt_tokens", o.usage.prompt_tokens},
-                       {"completion_tokens", o.usage.completion_tokens},
-                       {"total_tokens", o.usage.virtual_tokens + o.usage.prompt_tokens + o.usage.completion_tokens}}},
-                     {"replayed", o.replayed}};
+    nlohmann::json j{
+        {"job_id", r.job_id},
+        {"text", o.text},
+        {"token_ids", o.token_ids},
+        {"finish_reason", fin[std::min(int(o.finish), 5)]},
+        {"usage",
+         {{"virtual_tokens", o.usage.virtual_tokens},
+          {"prompt_tokens", o.usage.prompt_tokens},
+          {"completion_tokens", o.usage.completion_tokens},
+          {"total_tokens", o.usage.virtual_tokens + o.usage.prompt_tokens + o.usage.completion_tokens}}},
+        {"replayed", o.replayed}};
     if (!o.choices.empty()) {
         nlohmann::json c = nlohmann::json::array();
-        for (auto& ch : o.choices) c.push_back({{"label", ch.label}, {"prob", ch.prob}, {"logprob", ch.logprob}});
+        for (auto& ch : o.choices)
+            c.push_back({{"label", ch.label}, {"prob", ch.prob}, {"logprob", ch.logprob}});
         j["choices"] = c;
     }
     if (!o.logprobs.empty()) {
         j["logprobs"] = o.logprobs;
         j["logprob_sum"] = o.logprob_sum;
     }
-    if (o.embed_rows) j["embeddings"] = {{"rows", o.embed_rows}, {"cols", o.embed_cols}};
+    if (o.embed_rows)
+        j["embeddings"] = {{"rows", o.embed_rows}, {"cols", o.embed_cols}};
     return j;
 }
 
@@ -64,20 +69,27 @@ void run_submit(const SubmitArgs& a) {
     ClientOptions co;
     co.endpoint = a.endpoint;
     if (!a.server_key.empty()) {
-        co.server_key = store::is_valid_z85_key(a.server_key) ? a.server_key : store::read_key_file(a.server_key).public_key;
-        if (a.client_key_file.empty()) throw CliFailure("--server-key needs --client-key-file");
+        co.server_key = store::is_valid_z85_key(a.server_key) ? a.server_key
+                                                              : store::read_key_file(a.server_key).public_key;
+        if (a.client_key_file.empty())
+            throw CliFailure("--server-key needs --client-key-file");
         store::CurveKeypair kp = store::read_key_file(a.client_key_file);
-        if (kp.secret_key.empty()) throw CliFailure(a.client_key_file + ": no secret key");
+        if (kp.secret_key.empty())
+            throw CliFailure(a.client_key_file + ": no secret key");
         co.public_key = kp.public_key;
         co.secret_key = kp.secret_key;
     }
     JobRequest r;
     std::mt19937_64 rng(std::random_device{}());
     r.job_id = a.job_id.empty() ? "cli-" + std::to_string(rng()) : a.job_id;
-    r.kind = a.health ? Kind::Health : a.embed ? Kind::Embed : !a.score.empty() ? Kind::Score : Kind::Generate;
+    r.kind = a.health           ? Kind::Health
+             : a.embed          ? Kind::Embed
+             : !a.score.empty() ? Kind::Score
+                                : Kind::Generate;
     r.adapter = a.adapter;
     r.tenant = a.tenant;
-    if (!a.prompt.empty() || r.kind == Kind::Embed) r.text = a.prompt;
+    if (!a.prompt.empty() || r.kind == Kind::Embed)
+        r.text = a.prompt;
     if (!a.embeds.empty()) {
         store::Tensor2D t = store::parse_npy(store::read_file_bytes(a.embeds));
         r.embed_rows = t.rows;
@@ -94,30 +106,54 @@ void run_submit(const SubmitArgs& a) {
     r.stream = a.stream;
     r.choices = split(a.choices);
     r.top_logprobs = uint32_t(a.top_logprobs);
-    if (!a.score.empty()) r.continuation = a.score;
+    if (!a.score.empty())
+        r.continuation = a.score;
     Client c(co);
-    if (!c.send(build_request(r))) throw CliFailure("cannot send to " + a.endpoint);
+    if (!c.send(build_request(r)))
+        throw CliFailure("cannot send to " + a.endpoint);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.timeout_s);
     for (;;) {
-        int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
+        int left = int(
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
+                .count());
         auto b = left > 0 ? c.recv(left) : std::nullopt;
-        if (!b) throw CliFailure("no reply from " + a.endpoint + " within " + std::to_string(a.timeout_s) + " s", 3);
+        if (!b)
+            throw CliFailure("no reply from " + a.endpoint + " within " + std::to_string(a.timeout_s) + " s",
+                             3);
         Reply rep = parse_reply(*b);
-        if (rep.type == Reply::Invalid) throw CliFailure("invalid reply from the daemon");
-        if (rep.job_id != r.job_id) continue;
+        if (rep.type == Reply::Invalid)
+            throw CliFailure("invalid reply from the daemon");
+        if (rep.job_id != r.job_id)
+            continue;
         switch (rep.type) {
-        case Reply::Accepted: break;
+        case Reply::Accepted:
+            break;
         case Reply::Chunk:
             if (!a.json) {
                 std::cout << rep.text << std::flush;
             }
             break;
         case Reply::Health:
-            if (a.json) std::cout << nlohmann::json{{"status", rep.health.status}, {"model", rep.health.model}, {"backend", rep.health.backend}, {"queued", rep.health.queued}, {"running", rep.health.running}}.dump() << "\n";
-            else std::cout << "status " << rep.health.status << ", model " << rep.health.model << ", running " << rep.health.running << "\n";
+            if (a.json)
+                std::cout << nlohmann::json{{"status", rep.health.status},
+                                            {"model", rep.health.model},
+                                            {"backend", rep.health.backend},
+                                            {"queued", rep.health.queued},
+                                            {"running", rep.health.running}}
+                                 .dump()
+                          << "\n";
+            else
+                std::cout << "status " << rep.health.status << ", model " << rep.health.model << ", running "
+                          << rep.health.running << "\n";
             return;
         case Reply::Error:
-            if (a.json) std::cout << nlohmann::json{{"job_id", rep.job_id}, {"error", code_name(rep.code)}, {"message", rep.message}, {"retriable", rep.retriable}}.dump() << "\n";
+            if (a.json)
+                std::cout << nlohmann::json{{"job_id", rep.job_id},
+                                            {"error", code_name(rep.code)},
+                                            {"message", rep.message},
+                                            {"retriable", rep.retriable}}
+                                 .dump()
+                          << "\n";
             throw CliFailure(std::string("job failed: ") + code_name(rep.code) + ": " + rep.message, 4);
         case Reply::Result: {
             const ResultOut& o = rep.result;
@@ -125,18 +161,25 @@ void run_submit(const SubmitArgs& a) {
                 std::cout << result_json(rep).dump() << "\n";
                 return;
             }
-            if (a.stream) std::cout << "\n";
-            else if (o.embed_rows) std::cout << "embeddings: " << o.embed_rows << " x " << o.embed_cols << "\n";
-            else if (!o.logprobs.empty() && o.token_ids.empty()) std::cout << "logprob_sum " << o.logprob_sum << " over " << o.logprobs.size() << " token(s)\n";
-            else std::cout << o.text << "\n";
-            for (auto& ch : o.choices) std::printf("  %-20s p=%.4f\n", ch.label.c_str(), ch.prob);
+            if (a.stream)
+                std::cout << "\n";
+            else if (o.embed_rows)
+                std::cout << "embeddings: " << o.embed_rows << " x " << o.embed_cols << "\n";
+            else if (!o.logprobs.empty() && o.token_ids.empty())
+                std::cout << "logprob_sum " << o.logprob_sum << " over " << o.logprobs.size()
+                          << " token(s)\n";
+            else
+                std::cout << o.text << "\n";
+            for (auto& ch : o.choices)
+                std::printf("  %-20s p=%.4f\n", ch.label.c_str(), ch.prob);
             std::printf("usage: virtual %u, prompt %u, completion %u, total %u%s\n", o.usage.virtual_tokens,
                         o.usage.prompt_tokens, o.usage.completion_tokens,
                         o.usage.virtual_tokens + o.usage.prompt_tokens + o.usage.completion_tokens,
                         o.replayed ? " (replayed: billed once)" : "");
             return;
         }
-        default: break;
+        default:
+            break;
         }
     }
 }
@@ -146,7 +189,8 @@ CliModule reg([](CLI::App& app, const Globals&) {
     auto* s = app.add_subcommand("submit", "Send a job to a running prefixd and print the result");
     s->add_option("--endpoint", a->endpoint, "daemon endpoint")->capture_default_str();
     s->add_option("--server-key", a->server_key, "server CURVE public key (Z85) or key file");
-    s->add_option("--client-key-file", a->client_key_file, "tenant key file (public + secret), from `tenant add --key-file`");
+    s->add_option("--client-key-file", a->client_key_file,
+                  "tenant key file (public + secret), from `tenant add --key-file`");
     s->add_option("--tenant", a->tenant, "tenant (insecure dev mode only)");
     s->add_option("--adapter", a->adapter, "adapter name");
     s->add_option("--embeds", a->embeds, ".npy file of embedding rows [n, hidden] (f32/f16)");
@@ -169,5 +213,5 @@ CliModule reg([](CLI::App& app, const Globals&) {
     s->callback([a] { run_submit(*a); });
 });
 
-}  // namespace
-}  // namespace prefixd::cli
+} // namespace
+} // namespace prefixd::cli

@@ -25,7 +25,8 @@ Bytes build_request(const JobRequest& r) {
     fb::FlatBufferBuilder b(1024 + r.embed_bytes.size());
     auto strs = [&](const std::vector<std::string>& v) {
         std::vector<fb::Offset<fb::String>> o;
-        for (auto& s : v) o.push_back(b.CreateString(s));
+        for (auto& s : v)
+            o.push_back(b.CreateString(s));
         return b.CreateVector(o);
     };
     fb::Offset<void> payload;
@@ -38,7 +39,8 @@ Bytes build_request(const JobRequest& r) {
     } else {
         fb::Offset<pb::Tensor> emb = 0;
         if (r.embed_rows || !r.embed_bytes.empty())
-            emb = pb::CreateTensor(b, r.embed_rows, r.embed_cols, r.embeds_f16 ? pb::DType::F16 : pb::DType::F32,
+            emb = pb::CreateTensor(b, r.embed_rows, r.embed_cols,
+                                   r.embeds_f16 ? pb::DType::F16 : pb::DType::F32,
                                    b.CreateVector(r.embed_bytes));
         auto sampling = pb::CreateSampling(b, r.max_tokens, r.temperature, r.top_p, r.top_k, r.seed,
                                            r.stop.empty() ? 0 : strs(r.stop));
@@ -67,32 +69,43 @@ Bytes build_request(const JobRequest& r) {
 
 Reply parse_reply(const Bytes& bytes) {
     Reply out;
-    std::vector<uint8_t> buf(bytes);  // aligned copy
+    std::vector<uint8_t> buf(bytes); // aligned copy
     fb::Verifier v(buf.data(), buf.size(), 16, 100000);
-    if (buf.size() < 8 || !pb::VerifyEnvelopeBuffer(v)) return out;
+    if (buf.size() < 8 || !pb::VerifyEnvelopeBuffer(v))
+        return out;
     auto* env = pb::GetEnvelope(buf.data());
-    if (env->job_id()) out.job_id = env->job_id()->str();
+    if (env->job_id())
+        out.job_id = env->job_id()->str();
     switch (env->payload_type()) {
-    case pb::Payload::Accepted: out.type = Reply::Accepted; break;
+    case pb::Payload::Accepted:
+        out.type = Reply::Accepted;
+        break;
     case pb::Payload::TokenChunk: {
         auto* c = env->payload_as_TokenChunk();
         out.type = Reply::Chunk;
         out.index = c->index();
-        if (c->token_ids()) out.ids.assign(c->token_ids()->begin(), c->token_ids()->end());
-        if (c->text()) out.text = c->text()->str();
+        if (c->token_ids())
+            out.ids.assign(c->token_ids()->begin(), c->token_ids()->end());
+        if (c->text())
+            out.text = c->text()->str();
         break;
     }
     case pb::Payload::Result: {
         auto* r = env->payload_as_Result();
         out.type = Reply::Result;
         ResultOut& o = out.result;
-        if (r->text()) o.text = r->text()->str();
-        if (r->token_ids()) o.token_ids.assign(r->token_ids()->begin(), r->token_ids()->end());
+        if (r->text())
+            o.text = r->text()->str();
+        if (r->token_ids())
+            o.token_ids.assign(r->token_ids()->begin(), r->token_ids()->end());
         o.finish = Finish(r->finish());
-        if (auto* u = r->usage()) o.usage = {u->virtual_tokens(), u->prompt_tokens(), u->completion_tokens()};
+        if (auto* u = r->usage())
+            o.usage = {u->virtual_tokens(), u->prompt_tokens(), u->completion_tokens()};
         if (r->choices())
-            for (auto* c : *r->choices()) o.choices.push_back({c->label() ? c->label()->str() : "", c->prob(), c->logprob()});
-        if (r->logprobs()) o.logprobs.assign(r->logprobs()->begin(), r->logprobs()->end());
+            for (auto* c : *r->choices())
+                o.choices.push_back({c->label() ? c->label()->str() : "", c->prob(), c->logprob()});
+        if (r->logprobs())
+            o.logprobs.assign(r->logprobs()->begin(), r->logprobs()->end());
         o.logprob_sum = r->logprob_sum();
         if (auto* t = r->embeddings(); t && t->data() && t->dtype() == pb::DType::F32) {
             o.embed_rows = t->rows();
@@ -104,7 +117,8 @@ Reply parse_reply(const Bytes& bytes) {
             for (auto* t : *r->tokens()) {
                 TokenOut to{t->id(), t->logprob(), {}};
                 if (t->top())
-                    for (auto* p : *t->top()) to.top.emplace_back(p->id(), p->logprob());
+                    for (auto* p : *t->top())
+                        to.top.emplace_back(p->id(), p->logprob());
                 o.tokens.push_back(std::move(to));
             }
         o.replayed = r->replayed();
@@ -121,12 +135,18 @@ Reply parse_reply(const Bytes& bytes) {
     case pb::Payload::HealthStatus: {
         auto* h = env->payload_as_HealthStatus();
         out.type = Reply::Health;
-        out.health = {h->status() ? h->status()->str() : "", h->model() ? h->model()->str() : "",
-                      h->backend() ? h->backend()->str() : "", h->queued(), h->running(), h->n_vocab(),
-                      h->hidden(), h->n_ctx()};
+        out.health = {h->status() ? h->status()->str() : "",
+                      h->model() ? h->model()->str() : "",
+                      h->backend() ? h->backend()->str() : "",
+                      h->queued(),
+                      h->running(),
+                      h->n_vocab(),
+                      h->hidden(),
+                      h->n_ctx()};
         break;
     }
-    default: break;
+    default:
+        break;
     }
     return out;
 }
@@ -161,18 +181,22 @@ Client::~Client() {
     zmq_ctx_term(ctx_);
 }
 
-bool Client::send(const Bytes& b) { return zmq_send(sock_, b.data(), b.size(), ZMQ_DONTWAIT) >= 0; }
+bool Client::send(const Bytes& b) {
+    return zmq_send(sock_, b.data(), b.size(), ZMQ_DONTWAIT) >= 0;
+}
 
 bool Client::send_raw(const std::vector<std::string>& frames) {
     for (size_t i = 0; i < frames.size(); ++i)
-        if (zmq_send(sock_, frames[i].data(), frames[i].size(), (i + 1 < frames.size() ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+        if (zmq_send(sock_, frames[i].data(), frames[i].size(),
+                     (i + 1 < frames.size() ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
             return false;
     return true;
 }
 
 std::optional<Bytes> Client::recv(int timeout_ms) {
     zmq_pollitem_t it{sock_, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, timeout_ms) <= 0) return std::nullopt;
+    if (zmq_poll(&it, 1, timeout_ms) <= 0)
+        return std::nullopt;
     zmq_msg_t m;
     zmq_msg_init(&m);
     if (zmq_msg_recv(&m, sock_, 0) < 0) {
@@ -181,7 +205,7 @@ std::optional<Bytes> Client::recv(int timeout_ms) {
     }
     auto* p = static_cast<uint8_t*>(zmq_msg_data(&m));
     Bytes b(p, p + zmq_msg_size(&m));
-    while (zmq_msg_more(&m)) {  // drain unexpected extra frames
+    while (zmq_msg_more(&m)) { // drain unexpected extra frames
         zmq_msg_close(&m);
         zmq_msg_init(&m);
         zmq_msg_recv(&m, sock_, 0);
@@ -198,16 +222,30 @@ Client::Outcome Client::run(const JobRequest& r, int timeout_ms) {
         return out;
     }
     for (;;) {
-        int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
-        if (left <= 0) { out.timed_out = true; return out; }
+        int left = int(
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
+                .count());
+        if (left <= 0) {
+            out.timed_out = true;
+            return out;
+        }
         auto b = recv(left);
-        if (!b) { out.timed_out = true; return out; }
+        if (!b) {
+            out.timed_out = true;
+            return out;
+        }
         Reply rep = parse_reply(*b);
-        if (rep.job_id != r.job_id) continue;
-        if (rep.type == Reply::Accepted) out.accepted = true;
-        else if (rep.type == Reply::Chunk) out.chunks.push_back(std::move(rep));
-        else { out.final = std::move(rep); return out; }
+        if (rep.job_id != r.job_id)
+            continue;
+        if (rep.type == Reply::Accepted)
+            out.accepted = true;
+        else if (rep.type == Reply::Chunk)
+            out.chunks.push_back(std::move(rep));
+        else {
+            out.final = std::move(rep);
+            return out;
+        }
     }
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

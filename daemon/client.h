@@ -16,7 +16,7 @@ struct JobRequest {
     std::string adapter;
     uint32_t embed_rows = 0, embed_cols = 0;
     bool embeds_f16 = false;
-    std::vector<uint8_t> embed_bytes;     // raw little-endian rows*cols*(4|2) (may be wrong on purpose)
+    std::vector<uint8_t> embed_bytes; // raw little-endian rows*cols*(4|2) (may be wrong on purpose)
     std::optional<std::string> text;
     std::vector<int32_t> token_ids;
     int32_t max_tokens = 16;
@@ -28,7 +28,7 @@ struct JobRequest {
     std::vector<std::string> choices;
     uint32_t top_logprobs = 0;
     std::string tenant;
-    std::optional<std::string> continuation;  // Score
+    std::optional<std::string> continuation; // Score
     std::vector<int32_t> continuation_ids;
     void set_embeds_f32(const std::vector<float>& v, uint32_t rows, uint32_t cols);
 };
@@ -37,35 +37,40 @@ Bytes build_request(const JobRequest& r);
 struct Reply {
     enum Type { Accepted, Chunk, Result, Error, Health, Invalid } type = Invalid;
     std::string job_id;
-    uint32_t index = 0;                   // Chunk
-    std::vector<int32_t> ids;             // Chunk
-    std::string text;                     // Chunk
-    ResultOut result;                     // Result
-    Code code = Code::Internal;           // Error
+    uint32_t index = 0;         // Chunk
+    std::vector<int32_t> ids;   // Chunk
+    std::string text;           // Chunk
+    ResultOut result;           // Result
+    Code code = Code::Internal; // Error
     std::string message;
     bool retriable = false;
     HealthOut health;
 };
-Reply parse_reply(const Bytes& b);        // type Invalid when the buffer does not verify
+Reply parse_reply(const Bytes& b); // type Invalid when the buffer does not verify
 
 struct ClientOptions {
     std::string endpoint;
-    std::string server_key;               // Z85 server public key; empty = no CURVE
-    std::string public_key, secret_key;   // client keypair (Z85)
+    std::string server_key;             // Z85 server public key; empty = no CURVE
+    std::string public_key, secret_key; // client keypair (Z85)
     int linger_ms = 0;
 };
 
 class Client {
   public:
-    explicit Client(const ClientOptions& o);  // throws std::runtime_error
+    explicit Client(const ClientOptions& o); // throws std::runtime_error
     ~Client();
     Client(const Client&) = delete;
     Client& operator=(const Client&) = delete;
-    bool send(const Bytes& b);                // false on failure (EAGAIN)
-    bool send_raw(const std::vector<std::string>& frames);  // multipart, for hostile tests
+    bool send(const Bytes& b);                             // false on failure (EAGAIN)
+    bool send_raw(const std::vector<std::string>& frames); // multipart, for hostile tests
     std::optional<Bytes> recv(int timeout_ms);
     // Sends a job and waits for its final Result/Error (collecting streamed chunks).
-    struct Outcome { std::vector<Reply> chunks; Reply final; bool accepted = false; bool timed_out = false; };
+    struct Outcome {
+        std::vector<Reply> chunks;
+        Reply final;
+        bool accepted = false;
+        bool timed_out = false;
+    };
     Outcome run(const JobRequest& r, int timeout_ms);
     void* socket() { return sock_; }
 
@@ -74,4 +79,4 @@ class Client {
     void* sock_ = nullptr;
 };
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

@@ -13,8 +13,10 @@
 namespace prefixd::daemon {
 
 bool is_local_endpoint(const std::string& ep) {
-    if (ep.rfind("ipc://", 0) == 0) return true;
-    if (ep.rfind("tcp://", 0) != 0) return false;
+    if (ep.rfind("ipc://", 0) == 0)
+        return true;
+    if (ep.rfind("tcp://", 0) != 0)
+        return false;
     std::string host = ep.substr(6);
     if (host.rfind("127.", 0) == 0 || host.rfind("localhost:", 0) == 0 || host.rfind("[::1]:", 0) == 0)
         return true;
@@ -22,19 +24,30 @@ bool is_local_endpoint(const std::string& ep) {
 }
 
 namespace {
-template <class T> void get(const toml::table& t, const char* section, const char* key, T& out, const std::string& file) {
+template <class T>
+void get(const toml::table& t, const char* section, const char* key, T& out, const std::string& file) {
     const toml::node* n = t.at_path(std::string(section) + "." + key).node();
-    if (!n) return;
+    if (!n)
+        return;
     if constexpr (std::is_same_v<T, std::string>) {
-        if (auto v = n->value<std::string>()) { out = *v; return; }
+        if (auto v = n->value<std::string>()) {
+            out = *v;
+            return;
+        }
     } else if constexpr (std::is_same_v<T, bool>) {
-        if (auto v = n->value<bool>()) { out = *v; return; }
+        if (auto v = n->value<bool>()) {
+            out = *v;
+            return;
+        }
     } else {
-        if (auto v = n->value<int64_t>(); v && *v >= 0) { out = T(*v); return; }
+        if (auto v = n->value<int64_t>(); v && *v >= 0) {
+            out = T(*v);
+            return;
+        }
     }
     throw ConfigError(file + ": [" + section + "] " + key + " has the wrong type or range");
 }
-}  // namespace
+} // namespace
 
 void apply_toml_file(const std::string& path, Config& c) {
     toml::table t;
@@ -53,7 +66,8 @@ void apply_toml_file(const std::string& path, Config& c) {
         c.endpoints.clear();
         for (auto& e : *arr) {
             auto v = e.value<std::string>();
-            if (!v) throw ConfigError(path + ": [server] endpoints must be strings");
+            if (!v)
+                throw ConfigError(path + ": [server] endpoints must be strings");
             c.endpoints.push_back(*v);
         }
     }
@@ -75,11 +89,13 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
     std::vector<std::string> endpoints;
     bool insecure = false;
     uint32_t max_seqs = 0, max_ctx = 0, max_pending = 0;
-    app.add_option("-c,--config", config_file, "TOML configuration file (default /etc/prefixd/prefixd.toml if present)");
+    app.add_option("-c,--config", config_file,
+                   "TOML configuration file (default /etc/prefixd/prefixd.toml if present)");
     app.add_option("--model", model, "GGUF model file");
     app.add_option("--db", db, "SQLite database (adapters, tenants, ledger)");
     app.add_option("--endpoint", endpoints, "ZeroMQ endpoint to bind (repeatable)");
-    app.add_flag("--insecure-dev", insecure, "development mode: no CURVE, tenant from the job; ipc/loopback only");
+    app.add_flag("--insecure-dev", insecure,
+                 "development mode: no CURVE, tenant from the job; ipc/loopback only");
     app.add_option("--backend", backend, "engine backend")->check(CLI::IsMember({"cpu", "vulkan"}));
     app.add_option("--device", device, "Vulkan device index or name substring");
     app.add_option("--server-key-file", key_file, "CURVE server key file (public + secret)");
@@ -99,16 +115,26 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
         apply_toml_file(config_file, c);
         c.config_file = config_file;
     }
-    if (!model.empty()) c.model = model;
-    if (!db.empty()) c.db = db;
-    if (!endpoints.empty()) c.endpoints = endpoints;
-    if (insecure) c.insecure_dev = true;
-    if (!backend.empty()) c.backend = backend;
-    if (!device.empty()) c.device = device;
-    if (!key_file.empty()) c.server_key_file = key_file;
-    if (max_seqs) c.max_seqs = max_seqs;
-    if (max_ctx) c.max_ctx = max_ctx;
-    if (max_pending) c.max_pending = max_pending;
+    if (!model.empty())
+        c.model = model;
+    if (!db.empty())
+        c.db = db;
+    if (!endpoints.empty())
+        c.endpoints = endpoints;
+    if (insecure)
+        c.insecure_dev = true;
+    if (!backend.empty())
+        c.backend = backend;
+    if (!device.empty())
+        c.device = device;
+    if (!key_file.empty())
+        c.server_key_file = key_file;
+    if (max_seqs)
+        c.max_seqs = max_seqs;
+    if (max_ctx)
+        c.max_ctx = max_ctx;
+    if (max_pending)
+        c.max_pending = max_pending;
     if (c.endpoints.empty()) {
         const char* rt = std::getenv("RUNTIME_DIRECTORY");
         std::string dir = rt && *rt ? rt : "/run/prefixd";
@@ -118,7 +144,8 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
 }
 
 void reload_config(Config& c) {
-    if (c.config_file.empty()) return;
+    if (c.config_file.empty())
+        return;
     Config fresh = c;
     apply_toml_file(c.config_file, fresh);
     c.max_concurrent_jobs = fresh.max_concurrent_jobs;
@@ -128,16 +155,21 @@ void reload_config(Config& c) {
 }
 
 void validate_config(const Config& c) {
-    if (c.model.empty()) throw ConfigError("no model: pass --model FILE or set [engine] model");
-    if (c.db.empty()) throw ConfigError("no database: pass --db FILE or set [store] db");
-    if (c.max_seqs == 0 || c.max_ctx < 8) throw ConfigError("max_seqs must be > 0 and max_ctx >= 8");
-    if (c.max_frame_bytes < 1024) throw ConfigError("max_frame_bytes must be >= 1024");
+    if (c.model.empty())
+        throw ConfigError("no model: pass --model FILE or set [engine] model");
+    if (c.db.empty())
+        throw ConfigError("no database: pass --db FILE or set [store] db");
+    if (c.max_seqs == 0 || c.max_ctx < 8)
+        throw ConfigError("max_seqs must be > 0 and max_ctx >= 8");
+    if (c.max_frame_bytes < 1024)
+        throw ConfigError("max_frame_bytes must be >= 1024");
     for (auto& ep : c.endpoints) {
         if (ep.find("tcp://*") == 0 || ep.find("tcp://0.0.0.0") == 0)
-            if (c.insecure_dev) throw ConfigError("insecure dev mode refuses wildcard endpoint " + ep);
+            if (c.insecure_dev)
+                throw ConfigError("insecure dev mode refuses wildcard endpoint " + ep);
         if (c.insecure_dev && !is_local_endpoint(ep))
             throw ConfigError("insecure dev mode allows only ipc:// and loopback tcp endpoints, not " + ep);
     }
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

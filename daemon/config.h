@@ -17,7 +17,7 @@ struct ConfigError : std::runtime_error {
 };
 
 struct Config {
-    std::string config_file;                // "" = none
+    std::string config_file; // "" = none
     // [engine]
     std::string model;
     std::string backend = "vulkan";
@@ -27,19 +27,20 @@ struct Config {
     // [store]
     std::string db = "/var/lib/prefixd/prefixd.db";
     // [server]
-    std::vector<std::string> endpoints;     // default: ipc://$RUNTIME_DIRECTORY/prefixd.sock, tcp://127.0.0.1:5555
+    std::vector<std::string>
+        endpoints; // default: ipc://$RUNTIME_DIRECTORY/prefixd.sock, tcp://127.0.0.1:5555
     bool insecure_dev = false;
     std::string server_key_file = "/etc/prefixd/server.key";
     std::string zap_domain = "prefixd";
-    uint64_t max_frame_bytes = 64ull << 20;  // ZMQ_MAXMSGSIZE and our own cap
-    uint32_t max_frames = 4;                 // frames per message (incl. routing id)
-    uint32_t max_pending = 256;              // jobs admitted and not finished (queue bound)
+    uint64_t max_frame_bytes = 64ull << 20; // ZMQ_MAXMSGSIZE and our own cap
+    uint32_t max_frames = 4;                // frames per message (incl. routing id)
+    uint32_t max_pending = 256;             // jobs admitted and not finished (queue bound)
     uint32_t heartbeat_ms = 5000;
     uint32_t handshake_ms = 5000;
     uint32_t drain_timeout_s = 20;
     // [limits]
-    uint32_t max_concurrent_jobs = 0;        // 0 = unlimited
-    uint64_t tokens_per_minute = 0;          // 0 = unlimited
+    uint32_t max_concurrent_jobs = 0; // 0 = unlimited
+    uint64_t tokens_per_minute = 0;   // 0 = unlimited
 };
 
 // Parses argv (CLI11) and the config file. Returns false with `exit_code` set when the process
@@ -54,4 +55,4 @@ void validate_config(const Config& cfg);
 // True for ipc:// and loopback tcp endpoints (127.0.0.0/8, [::1], localhost).
 bool is_local_endpoint(const std::string& ep);
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

@@ -22,25 +22,31 @@ int64_t mono_ms() {
 namespace {
 Finish to_finish(FinishReason r) {
     switch (r) {
-    case FinishReason::Stop: return Finish::Stop;
-    case FinishReason::Length: return Finish::Length;
-    case FinishReason::Eos: return Finish::Eos;
-    case FinishReason::Cancelled: return Finish::Cancelled;
-    case FinishReason::Error: return Finish::Error;
-    default: return Finish::None;
+    case FinishReason::Stop:
+        return Finish::Stop;
+    case FinishReason::Length:
+        return Finish::Length;
+    case FinishReason::Eos:
+        return Finish::Eos;
+    case FinishReason::Cancelled:
+        return Finish::Cancelled;
+    case FinishReason::Error:
+        return Finish::Error;
+    default:
+        return Finish::None;
     }
 }
-}  // namespace
+} // namespace
 
 // Per-job state inside the engine thread.
 struct Active {
     uint64_t key = 0;
     JobSpec spec;
-    std::vector<RequestId> reqs;       // 1, or one per choice
+    std::vector<RequestId> reqs; // 1, or one per choice
     std::vector<RequestResult> results;
     size_t n_done = 0;
-    uint32_t n_tokens = 0;             // streamed so far
-    std::vector<TokenOut> tokens;      // top logprobs
+    uint32_t n_tokens = 0;        // streamed so far
+    std::vector<TokenOut> tokens; // top logprobs
 };
 
 EngineWorker::EngineWorker(Engine& engine, void* ctx, std::string wake)
@@ -54,10 +60,13 @@ EngineWorker::~EngineWorker() {
         stop_ = true;
     }
     cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    if (thread_.joinable())
+        thread_.join();
 }
 
-void EngineWorker::start() { thread_ = std::thread([this] { run(); }); }
+void EngineWorker::start() {
+    thread_ = std::thread([this] { run(); });
+}
 
 void EngineWorker::submit(EngineJob job) {
     {
@@ -85,7 +94,8 @@ void EngineWorker::cancel_all() {
 
 void EngineWorker::take_events(std::deque<EngineEvent>& out) {
     std::lock_guard lk(mu_);
-    for (auto& e : outbox_) out.push_back(std::move(e));
+    for (auto& e : outbox_)
+        out.push_back(std::move(e));
     outbox_.clear();
 }
 
@@ -102,10 +112,13 @@ void EngineWorker::post(EngineEvent ev) {
 // Builds the prompt segments: adapter rows, client rows, then text (with BOS) or given ids.
 static std::vector<Segment> build_prompt(Engine& eng, EngineJob& job) {
     std::vector<Segment> segs;
-    if (job.adapter_n) segs.push_back(Segment::from_embeds(std::move(job.adapter_rows), job.adapter_n));
-    if (job.spec.embed_rows) segs.push_back(Segment::from_embeds(std::move(job.spec.embeds), job.spec.embed_rows));
+    if (job.adapter_n)
+        segs.push_back(Segment::from_embeds(std::move(job.adapter_rows), job.adapter_n));
+    if (job.spec.embed_rows)
+        segs.push_back(Segment::from_embeds(std::move(job.spec.embeds), job.spec.embed_rows));
     if (job.spec.has_text)
-        segs.push_back(Segment::from_tokens(eng.tokenizer().encode(job.spec.text, eng.tokenizer().add_bos())));
+        segs.push_back(
+            Segment::from_tokens(eng.tokenizer().encode(job.spec.text, eng.tokenizer().add_bos())));
     else if (!job.spec.token_ids.empty())
         segs.push_back(Segment::from_tokens(job.spec.token_ids));
     return segs;
@@ -126,7 +139,8 @@ static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
 
 // Embed jobs need no step: the token_embd rows of the ids.
 static ResultOut run_embed(Engine& eng, const JobSpec& s) {
-    std::vector<int32_t> ids = s.has_text ? eng.tokenizer().encode(s.text, eng.tokenizer().add_bos()) : s.token_ids;
+    std::vector<int32_t> ids =
+        s.has_text ? eng.tokenizer().encode(s.text, eng.tokenizer().add_bos()) : s.token_ids;
     ResultOut r;
     r.token_ids = ids;
     r.embeds = eng.embed_tokens(ids);
@@ -146,15 +160,19 @@ static ResultOut assemble(Active& a) {
     if (a.spec.kind == Kind::Generate && !a.spec.choices.empty()) {
         // Each label scored as a continuation; probabilities normalised over the labels.
         double mx = -INFINITY;
-        for (auto& r : a.results) mx = std::max(mx, r.logprob_sum);
+        for (auto& r : a.results)
+            mx = std::max(mx, r.logprob_sum);
         double z = 0;
-        for (auto& r : a.results) z += std::exp(r.logprob_sum - mx);
+        for (auto& r : a.results)
+            z += std::exp(r.logprob_sum - mx);
         size_t best = 0;
         for (size_t i = 0; i < a.results.size(); ++i) {
             const RequestResult& r = a.results[i];
-            out.choices.push_back({a.spec.choices[i], float(std::exp(r.logprob_sum - mx) / z), float(r.logprob_sum)});
+            out.choices.push_back(
+                {a.spec.choices[i], float(std::exp(r.logprob_sum - mx) / z), float(r.logprob_sum)});
             out.usage.completion_tokens += uint32_t(r.token_logprobs.size());
-            if (r.logprob_sum > a.results[best].logprob_sum) best = i;
+            if (r.logprob_sum > a.results[best].logprob_sum)
+                best = i;
         }
         out.text = a.spec.choices[best];
         out.finish = Finish::Stop;
@@ -165,8 +183,10 @@ static ResultOut assemble(Active& a) {
     out.finish = to_finish(r0.finish);
     out.logprobs = r0.token_logprobs;
     out.logprob_sum = r0.logprob_sum;
-    out.usage.completion_tokens = a.spec.kind == Kind::Score ? uint32_t(r0.token_logprobs.size()) : r0.completion_tokens;
-    if (a.spec.top_logprobs) out.tokens = std::move(a.tokens);
+    out.usage.completion_tokens =
+        a.spec.kind == Kind::Score ? uint32_t(r0.token_logprobs.size()) : r0.completion_tokens;
+    if (a.spec.top_logprobs)
+        out.tokens = std::move(a.tokens);
     return out;
 }
 
@@ -246,7 +266,8 @@ void EngineWorker::run() noexcept {
                     r.continuation = a.spec.has_continuation_text
                                          ? engine_.tokenizer().encode(a.spec.continuation, false)
                                          : a.spec.continuation_ids;
-                    if (r.continuation.empty()) throw EngineError("score continuation tokenizes to nothing");
+                    if (r.continuation.empty())
+                        throw EngineError("score continuation tokenizes to nothing");
                     reqs.push_back(std::move(r));
                 } else if (!a.spec.choices.empty()) {
                     for (auto& label : a.spec.choices) {
@@ -260,25 +281,31 @@ void EngineWorker::run() noexcept {
                 }
                 std::vector<RequestId> ids;
                 try {
-                    for (auto& r : reqs) ids.push_back(runner->submit(std::move(r)));
+                    for (auto& r : reqs)
+                        ids.push_back(runner->submit(std::move(r)));
                 } catch (...) {
-                    for (auto id : ids) runner->cancel(id);  // finish (unreported) at the next step
+                    for (auto id : ids)
+                        runner->cancel(id); // finish (unreported) at the next step
                     throw;
                 }
                 a.reqs = ids;
                 a.results.resize(ids.size());
-                for (auto id : ids) req_job[id] = key;
+                for (auto id : ids)
+                    req_job[id] = key;
                 jobs.emplace(key, std::move(a));
             } catch (const std::exception& e) {
                 fail_job(key, Code::InvalidArgument, e.what(), false, {});
             }
         }
-        if (!inbox.empty()) signal_io();
+        if (!inbox.empty())
+            signal_io();
         for (auto& [key, a] : jobs)
             if (cancel_everything || std::find(cancels.begin(), cancels.end(), key) != cancels.end())
-                for (auto id : a.reqs) runner->cancel(id);
+                for (auto id : a.reqs)
+                    runner->cancel(id);
         running_ = jobs.size();
-        if (runner->idle()) continue;
+        if (runner->idle())
+            continue;
         StepEvents evs;
         try {
             evs = runner->step();
@@ -303,9 +330,11 @@ void EngineWorker::run() noexcept {
         feed_watchdog();
         for (auto& [rid, tok] : evs.tokens) {
             auto it = req_job.find(rid);
-            if (it == req_job.end()) continue;
+            if (it == req_job.end())
+                continue;
             Active& a = jobs.at(it->second);
-            if (a.spec.top_logprobs) a.tokens.push_back({tok.id, tok.logprob, tok.top});
+            if (a.spec.top_logprobs)
+                a.tokens.push_back({tok.id, tok.logprob, tok.top});
             if (a.spec.stream) {
                 EngineEvent ev;
                 ev.type = EngineEvent::Token;
@@ -319,16 +348,19 @@ void EngineWorker::run() noexcept {
         }
         for (auto& [rid, res] : evs.finished) {
             auto it = req_job.find(rid);
-            if (it == req_job.end()) continue;
+            if (it == req_job.end())
+                continue;
             uint64_t key = it->second;
             req_job.erase(it);
             Active& a = jobs.at(key);
             size_t idx = std::find(a.reqs.begin(), a.reqs.end(), rid) - a.reqs.begin();
             a.results[idx] = std::move(res);
-            if (++a.n_done < a.reqs.size()) continue;
+            if (++a.n_done < a.reqs.size())
+                continue;
             const RequestResult* err = nullptr;
             for (auto& r : a.results)
-                if (r.finish == FinishReason::Error) err = &r;
+                if (r.finish == FinishReason::Error)
+                    err = &r;
             ResultOut out = assemble(a);
             if (err) {
                 fail_job(key, Code::EngineFailure, err->error, true, std::move(out));
@@ -347,4 +379,4 @@ void EngineWorker::run() noexcept {
     zmq_close(wake);
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

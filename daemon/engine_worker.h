@@ -18,9 +18,9 @@
 namespace prefixd::daemon {
 
 struct EngineJob {
-    uint64_t key = 0;                 // server-internal job key
+    uint64_t key = 0; // server-internal job key
     JobSpec spec;
-    std::vector<float> adapter_rows;  // adapter's virtual tokens (f32), the version admitted
+    std::vector<float> adapter_rows; // adapter's virtual tokens (f32), the version admitted
     uint32_t adapter_n = 0;
 };
 
@@ -36,14 +36,14 @@ struct EngineEvent {
     // Failed
     Code code = Code::Internal;
     std::string message;
-    bool work_done = false;           // tokens were processed: bill result.usage
+    bool work_done = false; // tokens were processed: bill result.usage
 };
 
 class EngineWorker {
   public:
     // `wake_endpoint`: inproc endpoint the I/O loop bound a PAIR socket on.
     EngineWorker(Engine& engine, void* zmq_ctx, std::string wake_endpoint);
-    ~EngineWorker();  // stops and joins
+    ~EngineWorker(); // stops and joins
     void start();
     void submit(EngineJob job);
     void cancel(uint64_t key);
@@ -81,4 +81,4 @@ class EngineWorker {
 
 int64_t mono_ms();
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

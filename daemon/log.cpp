@@ -13,9 +13,11 @@ namespace prefixd::daemon {
 namespace {
 bool g_journal = false;
 std::mutex g_mu;
-}  // namespace
+} // namespace
 
-void log_init() { g_journal = std::getenv("JOURNAL_STREAM") != nullptr; }
+void log_init() {
+    g_journal = std::getenv("JOURNAL_STREAM") != nullptr;
+}
 
 void logf(int priority, const char* fmt, ...) {
     char buf[2048];
@@ -37,4 +39,4 @@ void logf(int priority, const char* fmt, ...) {
                  ts.tv_nsec / 1000000, names[priority & 7], buf);
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

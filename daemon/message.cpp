@@ -14,31 +14,50 @@ namespace pb = prefixd::proto;
 
 const char* code_name(Code c) {
     switch (c) {
-    case Code::Internal: return "internal";
-    case Code::Malformed: return "malformed";
-    case Code::Unsupported: return "unsupported";
-    case Code::InvalidArgument: return "invalid_argument";
-    case Code::InvalidTensor: return "invalid_tensor";
-    case Code::NotFound: return "not_found";
-    case Code::Unauthenticated: return "unauthenticated";
-    case Code::Busy: return "busy";
-    case Code::RateLimited: return "rate_limited";
-    case Code::BillingUnavailable: return "billing_unavailable";
-    case Code::Cancelled: return "cancelled";
-    case Code::EngineFailure: return "engine_failure";
-    case Code::ShuttingDown: return "shutting_down";
-    case Code::Duplicate: return "duplicate";
+    case Code::Internal:
+        return "internal";
+    case Code::Malformed:
+        return "malformed";
+    case Code::Unsupported:
+        return "unsupported";
+    case Code::InvalidArgument:
+        return "invalid_argument";
+    case Code::InvalidTensor:
+        return "invalid_tensor";
+    case Code::NotFound:
+        return "not_found";
+    case Code::Unauthenticated:
+        return "unauthenticated";
+    case Code::Busy:
+        return "busy";
+    case Code::RateLimited:
+        return "rate_limited";
+    case Code::BillingUnavailable:
+        return "billing_unavailable";
+    case Code::Cancelled:
+        return "cancelled";
+    case Code::EngineFailure:
+        return "engine_failure";
+    case Code::ShuttingDown:
+        return "shutting_down";
+    case Code::Duplicate:
+        return "duplicate";
     }
     return "unknown";
 }
 
 const char* kind_name(Kind k) {
     switch (k) {
-    case Kind::Generate: return "generate";
-    case Kind::Score: return "score";
-    case Kind::Embed: return "embed";
-    case Kind::Cancel: return "cancel";
-    case Kind::Health: return "health";
+    case Kind::Generate:
+        return "generate";
+    case Kind::Score:
+        return "score";
+    case Kind::Embed:
+        return "embed";
+    case Kind::Cancel:
+        return "cancel";
+    case Kind::Health:
+        return "health";
     }
     return "?";
 }
@@ -48,16 +67,28 @@ bool valid_utf8(std::string_view s) {
     size_t n = s.size(), i = 0;
     while (i < n) {
         unsigned c = p[i];
-        if (c < 0x80) { ++i; continue; }
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
         size_t len;
         uint32_t cp;
-        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-        else return false;
-        if (i + len > n) return false;
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else
+            return false;
+        if (i + len > n)
+            return false;
         for (size_t k = 1; k < len; ++k) {
-            if ((p[i + k] & 0xC0) != 0x80) return false;
+            if ((p[i + k] & 0xC0) != 0x80)
+                return false;
             cp = (cp << 6) | (p[i + k] & 0x3F);
         }
         if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
@@ -71,14 +102,20 @@ bool valid_utf8(std::string_view s) {
 float half_to_float(uint16_t h) {
     uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
     if (exp == 0) {
-        if (mant == 0) bits = sign;
-        else {  // subnormal: normalise
+        if (mant == 0)
+            bits = sign;
+        else { // subnormal: normalise
             exp = 127 - 15 + 1;
-            while (!(mant & 0x400)) { mant <<= 1; --exp; }
+            while (!(mant & 0x400)) {
+                mant <<= 1;
+                --exp;
+            }
             bits = sign | (exp << 23) | ((mant & 0x3FF) << 13);
         }
-    } else if (exp == 31) bits = sign | 0x7F800000 | (mant << 13);
-    else bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    } else if (exp == 31)
+        bits = sign | 0x7F800000 | (mant << 13);
+    else
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
     float f;
     std::memcpy(&f, &bits, 4);
     return f;
@@ -92,12 +129,15 @@ struct Fail {
 };
 
 void need(bool ok, Code c, const std::string& msg) {
-    if (!ok) throw Fail{c, msg};
+    if (!ok)
+        throw Fail{c, msg};
 }
 
 std::string checked_string(const fb::String* s, uint32_t max, const char* what) {
-    if (!s) return {};
-    need(s->size() <= max, Code::InvalidArgument, std::string(what) + " longer than " + std::to_string(max) + " bytes");
+    if (!s)
+        return {};
+    need(s->size() <= max, Code::InvalidArgument,
+         std::string(what) + " longer than " + std::to_string(max) + " bytes");
     std::string out(s->c_str(), s->size());
     need(valid_utf8(out), Code::InvalidArgument, std::string(what) + " is not valid UTF-8");
     return out;
@@ -105,7 +145,8 @@ std::string checked_string(const fb::String* s, uint32_t max, const char* what) 
 
 std::vector<int32_t> checked_ids(const fb::Vector<int32_t>* v, const Limits& lim, const char* what) {
     std::vector<int32_t> out;
-    if (!v) return out;
+    if (!v)
+        return out;
     need(v->size() <= lim.max_ctx, Code::InvalidArgument,
          std::string(what) + ": " + std::to_string(v->size()) + " tokens exceed the context of " +
              std::to_string(lim.max_ctx));
@@ -123,8 +164,10 @@ std::vector<int32_t> checked_ids(const fb::Vector<int32_t>* v, const Limits& lim
 std::vector<std::string> checked_strings(const fb::Vector<fb::Offset<fb::String>>* v, uint32_t max_n,
                                          const char* what) {
     std::vector<std::string> out;
-    if (!v) return out;
-    need(v->size() <= max_n, Code::InvalidArgument, std::string("too many ") + what + " (max " + std::to_string(max_n) + ")");
+    if (!v)
+        return out;
+    need(v->size() <= max_n, Code::InvalidArgument,
+         std::string("too many ") + what + " (max " + std::to_string(max_n) + ")");
     for (uint32_t i = 0; i < v->size(); ++i) {
         std::string s = checked_string(v->Get(i), 256, what);
         need(!s.empty(), Code::InvalidArgument, std::string("empty entry in ") + what);
@@ -135,7 +178,8 @@ std::vector<std::string> checked_strings(const fb::Vector<fb::Offset<fb::String>
 
 // Embeddings: shape, dtype, byte length, width, rows, finiteness; converted to aligned f32.
 void read_tensor(const pb::Tensor* t, const Limits& lim, JobSpec& spec) {
-    if (!t) return;
+    if (!t)
+        return;
     need(t->dtype() == pb::DType::F32 || t->dtype() == pb::DType::F16, Code::Unsupported,
          "embeddings dtype " + std::to_string(int(t->dtype())) + " is not supported (F32 or F16)");
     size_t esz = t->dtype() == pb::DType::F32 ? 4 : 2;
@@ -152,21 +196,25 @@ void read_tensor(const pb::Tensor* t, const Limits& lim, JobSpec& spec) {
     const uint8_t* src = t->data()->data();
     spec.embeds.resize(rows * cols);
     if (esz == 4) {
-        std::memcpy(spec.embeds.data(), src, have);  // little-endian host (x86-64/aarch64)
+        std::memcpy(spec.embeds.data(), src, have); // little-endian host (x86-64/aarch64)
     } else {
-        for (uint64_t i = 0; i < rows * cols; ++i) spec.embeds[i] = half_to_float(uint16_t(src[2 * i] | src[2 * i + 1] << 8));
+        for (uint64_t i = 0; i < rows * cols; ++i)
+            spec.embeds[i] = half_to_float(uint16_t(src[2 * i] | src[2 * i + 1] << 8));
     }
     for (uint64_t i = 0; i < rows * cols; ++i)
         need(std::isfinite(spec.embeds[i]), Code::InvalidTensor,
-             "embeddings contain NaN/Inf at row " + std::to_string(i / cols) + " col " + std::to_string(i % cols));
+             "embeddings contain NaN/Inf at row " + std::to_string(i / cols) + " col " +
+                 std::to_string(i % cols));
     spec.embed_rows = uint32_t(rows);
 }
 
 void read_sampling(const pb::Sampling* s, const Limits& lim, JobSpec& spec) {
-    if (!s) return;
+    if (!s)
+        return;
     need(s->max_tokens() > 0, Code::InvalidArgument, "max_tokens must be > 0");
     need(uint32_t(s->max_tokens()) < lim.max_ctx, Code::InvalidArgument,
-         "max_tokens " + std::to_string(s->max_tokens()) + " exceeds the context of " + std::to_string(lim.max_ctx));
+         "max_tokens " + std::to_string(s->max_tokens()) + " exceeds the context of " +
+             std::to_string(lim.max_ctx));
     spec.max_tokens = uint32_t(s->max_tokens());
     need(std::isfinite(s->temperature()) && s->temperature() >= 0 && s->temperature() <= 100,
          Code::InvalidArgument, "temperature must be finite and in [0, 100]");
@@ -232,38 +280,45 @@ void decode_payload(const pb::Envelope* env, const Limits& lim, JobSpec& spec) {
     case pb::Payload::Embed:
         spec.kind = Kind::Embed;
         read_job(env->payload_as_Embed()->job(), lim, spec);
-        need(spec.has_text || !spec.token_ids.empty(), Code::InvalidArgument, "embed needs text or token_ids");
+        need(spec.has_text || !spec.token_ids.empty(), Code::InvalidArgument,
+             "embed needs text or token_ids");
         break;
     case pb::Payload::Cancel:
         spec.kind = Kind::Cancel;
         spec.tenant = checked_string(env->payload_as_Cancel()->tenant(), 128, "tenant");
         break;
-    case pb::Payload::Health: spec.kind = Kind::Health; break;
-    case pb::Payload::NONE: throw Fail{Code::InvalidArgument, "envelope has no payload"};
+    case pb::Payload::Health:
+        spec.kind = Kind::Health;
+        break;
+    case pb::Payload::NONE:
+        throw Fail{Code::InvalidArgument, "envelope has no payload"};
     default:
         if (uint8_t(env->payload_type()) <= uint8_t(pb::Payload::MAX))
             throw Fail{Code::Unsupported, std::string("payload ") + pb::EnumNamePayload(env->payload_type()) +
-                                               " is a reply, not a request"};
+                                              " is a reply, not a request"};
         throw Fail{Code::Unsupported, "unknown payload type " + std::to_string(int(env->payload_type()))};
     }
 }
 
-}  // namespace
+} // namespace
 
 Decoded decode_request(std::span<const uint8_t> bytes, const Limits& lim) {
-    if (bytes.size() < 8) return DecodeError{Code::Malformed, "message shorter than 8 bytes", {}};
+    if (bytes.size() < 8)
+        return DecodeError{Code::Malformed, "message shorter than 8 bytes", {}};
     // Copy into aligned memory: zmq frames carry no alignment guarantee.
     std::vector<uint8_t> buf(bytes.begin(), bytes.end());
     if (!fb::BufferHasIdentifier(buf.data(), pb::EnvelopeIdentifier()))
         return DecodeError{Code::Malformed, "wrong file identifier (expected PFXD)", {}};
     fb::Verifier v(buf.data(), buf.size(), lim.max_depth, lim.max_tables);
-    if (!pb::VerifyEnvelopeBuffer(v)) return DecodeError{Code::Malformed, "flatbuffer verification failed", {}};
+    if (!pb::VerifyEnvelopeBuffer(v))
+        return DecodeError{Code::Malformed, "flatbuffer verification failed", {}};
     const pb::Envelope* env = pb::GetEnvelope(buf.data());
     JobSpec spec;
     try {
         const fb::String* id = env->job_id();
         need(id && id->size() > 0, Code::InvalidArgument, "job_id is missing");
-        need(id->size() <= lim.max_job_id, Code::InvalidArgument, "job_id longer than " + std::to_string(lim.max_job_id) + " bytes");
+        need(id->size() <= lim.max_job_id, Code::InvalidArgument,
+             "job_id longer than " + std::to_string(lim.max_job_id) + " bytes");
         spec.job_id.assign(id->c_str(), id->size());
         need(valid_utf8(spec.job_id), Code::InvalidArgument, "job_id is not valid UTF-8");
         decode_payload(env, lim, spec);
@@ -280,7 +335,7 @@ Bytes finish(fb::FlatBufferBuilder& b, const std::string& job_id, pb::Payload ty
     pb::FinishEnvelopeBuffer(b, env);
     return Bytes(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
 }
-}  // namespace
+} // namespace
 
 Bytes build_accepted(const std::string& job_id, uint32_t pos) {
     fb::FlatBufferBuilder b(128);
@@ -297,11 +352,13 @@ Bytes build_chunk(const std::string& job_id, uint32_t index, const std::vector<i
 Bytes build_result(const std::string& job_id, const ResultOut& r) {
     fb::FlatBufferBuilder b(256 + r.text.size() + 4 * (r.token_ids.size() + r.embeds.size()));
     std::vector<fb::Offset<pb::ChoiceProb>> ch;
-    for (auto& c : r.choices) ch.push_back(pb::CreateChoiceProbDirect(b, c.label.c_str(), c.prob, c.logprob));
+    for (auto& c : r.choices)
+        ch.push_back(pb::CreateChoiceProbDirect(b, c.label.c_str(), c.prob, c.logprob));
     std::vector<fb::Offset<pb::TokenLogprob>> toks;
     for (auto& t : r.tokens) {
         std::vector<fb::Offset<pb::TopLogprob>> top;
-        for (auto& [id, lp] : t.top) top.push_back(pb::CreateTopLogprob(b, id, lp));
+        for (auto& [id, lp] : t.top)
+            top.push_back(pb::CreateTopLogprob(b, id, lp));
         toks.push_back(pb::CreateTokenLogprobDirect(b, t.id, t.logprob, &top));
     }
     fb::Offset<pb::Tensor> emb = 0;
@@ -330,4 +387,4 @@ Bytes build_health(const std::string& job_id, const HealthOut& h) {
     return finish(b, job_id, pb::Payload::HealthStatus, p.Union());
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

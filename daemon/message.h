@@ -13,9 +13,20 @@ namespace prefixd::daemon {
 
 // Mirrors proto::ErrorCode (stable numbers on the wire).
 enum class Code : uint16_t {
-    Internal = 0, Malformed = 1, Unsupported = 2, InvalidArgument = 3, InvalidTensor = 4,
-    NotFound = 5, Unauthenticated = 6, Busy = 7, RateLimited = 8, BillingUnavailable = 9,
-    Cancelled = 10, EngineFailure = 11, ShuttingDown = 12, Duplicate = 13,
+    Internal = 0,
+    Malformed = 1,
+    Unsupported = 2,
+    InvalidArgument = 3,
+    InvalidTensor = 4,
+    NotFound = 5,
+    Unauthenticated = 6,
+    Busy = 7,
+    RateLimited = 8,
+    BillingUnavailable = 9,
+    Cancelled = 10,
+    EngineFailure = 11,
+    ShuttingDown = 12,
+    Duplicate = 13,
 };
 const char* code_name(Code c);
 
@@ -23,14 +34,14 @@ const char* code_name(Code c);
 struct Limits {
     uint32_t n_vocab = 0;
     uint32_t hidden = 0;
-    uint32_t max_ctx = 0;            // per-sequence context (prompt + completion)
-    uint32_t max_job_id = 128;       // bytes
-    uint32_t max_text = 1 << 20;     // bytes of prompt/continuation text
-    uint32_t max_stop = 16;          // stop strings, each <= 256 bytes
-    uint32_t max_choices = 64;       // labels, each <= 256 bytes
+    uint32_t max_ctx = 0;        // per-sequence context (prompt + completion)
+    uint32_t max_job_id = 128;   // bytes
+    uint32_t max_text = 1 << 20; // bytes of prompt/continuation text
+    uint32_t max_stop = 16;      // stop strings, each <= 256 bytes
+    uint32_t max_choices = 64;   // labels, each <= 256 bytes
     uint32_t max_top_logprobs = 20;
-    uint32_t max_depth = 16;         // Verifier
-    uint32_t max_tables = 10000;     // Verifier
+    uint32_t max_depth = 16;     // Verifier
+    uint32_t max_tables = 10000; // Verifier
 };
 
 enum class Kind { Generate, Score, Embed, Cancel, Health };
@@ -40,11 +51,11 @@ struct JobSpec {
     Kind kind = Kind::Health;
     std::string job_id;
     std::string adapter;
-    std::vector<float> embeds;       // embed_rows * hidden, f32 (converted from f16), finite
+    std::vector<float> embeds; // embed_rows * hidden, f32 (converted from f16), finite
     uint32_t embed_rows = 0;
     bool has_text = false;
     std::string text;
-    std::vector<int32_t> token_ids;  // used as given (no BOS added)
+    std::vector<int32_t> token_ids; // used as given (no BOS added)
     // Sampling
     uint32_t max_tokens = 16;
     float temperature = 0.0f, top_p = 1.0f;
@@ -54,7 +65,7 @@ struct JobSpec {
     bool stream = false;
     std::vector<std::string> choices;
     uint32_t top_logprobs = 0;
-    std::string tenant;              // as sent (insecure dev mode only)
+    std::string tenant; // as sent (insecure dev mode only)
     // Score
     bool has_continuation_text = false;
     std::string continuation;
@@ -64,7 +75,7 @@ struct JobSpec {
 struct DecodeError {
     Code code = Code::Malformed;
     std::string message;
-    std::string job_id;              // when it could be read
+    std::string job_id; // when it could be read
 };
 
 using Decoded = std::variant<JobSpec, DecodeError>;
@@ -76,10 +87,19 @@ bool valid_utf8(std::string_view s);
 float half_to_float(uint16_t h);
 
 // ---- replies (each returns the finished buffer) ----
-struct ChoiceOut { std::string label; float prob = 0, logprob = 0; };
-struct TokenOut { int32_t id = 0; float logprob = 0; std::vector<std::pair<int32_t, float>> top; };
+struct ChoiceOut {
+    std::string label;
+    float prob = 0, logprob = 0;
+};
+struct TokenOut {
+    int32_t id = 0;
+    float logprob = 0;
+    std::vector<std::pair<int32_t, float>> top;
+};
 enum class Finish : int8_t { None = 0, Stop, Length, Eos, Cancelled, Error };
-struct UsageOut { uint32_t virtual_tokens = 0, prompt_tokens = 0, completion_tokens = 0; };
+struct UsageOut {
+    uint32_t virtual_tokens = 0, prompt_tokens = 0, completion_tokens = 0;
+};
 struct ResultOut {
     std::string text;
     std::vector<int32_t> token_ids;
@@ -88,7 +108,7 @@ struct ResultOut {
     std::vector<ChoiceOut> choices;
     std::vector<float> logprobs;
     double logprob_sum = 0;
-    std::vector<float> embeds;       // rows * cols f32 (Embed)
+    std::vector<float> embeds; // rows * cols f32 (Embed)
     uint32_t embed_rows = 0, embed_cols = 0;
     std::vector<TokenOut> tokens;
     bool replayed = false;
@@ -106,4 +126,4 @@ Bytes build_result(const std::string& job_id, const ResultOut& r);
 Bytes build_error(const std::string& job_id, Code code, const std::string& message, bool retriable);
 Bytes build_health(const std::string& job_id, const HealthOut& h);
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

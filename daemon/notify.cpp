@@ -6,14 +6,24 @@
 
 namespace prefixd::daemon {
 
-void notify_ready(const std::string& status) { sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str()); }
-void notify_status(const std::string& status) { sd_notifyf(0, "STATUS=%s", status.c_str()); }
-void notify_extend_timeout(uint64_t usec) { sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)usec); }
-void notify_watchdog() { sd_notify(0, "WATCHDOG=1"); }
-void notify_stopping(const std::string& status) { sd_notifyf(0, "STOPPING=1\nSTATUS=%s", status.c_str()); }
+void notify_ready(const std::string& status) {
+    sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
+}
+void notify_status(const std::string& status) {
+    sd_notifyf(0, "STATUS=%s", status.c_str());
+}
+void notify_extend_timeout(uint64_t usec) {
+    sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)usec);
+}
+void notify_watchdog() {
+    sd_notify(0, "WATCHDOG=1");
+}
+void notify_stopping(const std::string& status) {
+    sd_notifyf(0, "STOPPING=1\nSTATUS=%s", status.c_str());
+}
 uint64_t watchdog_usec() {
     uint64_t u = 0;
     return sd_watchdog_enabled(0, &u) > 0 ? u : 0;
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

@@ -15,4 +15,4 @@ void notify_stopping(const std::string& status);
 // Watchdog interval requested by systemd (WATCHDOG_USEC for this pid), 0 when none.
 uint64_t watchdog_usec();
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

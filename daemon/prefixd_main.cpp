@@ -22,7 +22,8 @@ class LoadTicker {
         notify_extend_timeout(60'000'000);
         t_ = std::thread([this] {
             std::unique_lock lk(mu_);
-            while (!cv_.wait_for(lk, std::chrono::seconds(10), [this] { return done_; })) notify_extend_timeout(60'000'000);
+            while (!cv_.wait_for(lk, std::chrono::seconds(10), [this] { return done_; }))
+                notify_extend_timeout(60'000'000);
         });
     }
     ~LoadTicker() {
@@ -33,6 +34,7 @@ class LoadTicker {
         cv_.notify_all();
         t_.join();
     }
+
   private:
     std::mutex mu_;
     std::condition_variable cv_;
@@ -42,11 +44,12 @@ class LoadTicker {
 
 int main(int argc, char** argv) {
     log_init();
-    block_signals();  // before any thread: SIGTERM/SIGHUP arrive through the server's signalfd
+    block_signals(); // before any thread: SIGTERM/SIGHUP arrive through the server's signalfd
     Config cfg;
     int code = 0;
     try {
-        if (!parse_config(argc, argv, cfg, code)) return code;
+        if (!parse_config(argc, argv, cfg, code))
+            return code;
         validate_config(cfg);
     } catch (const std::exception& e) {
         PLOG_ERR("configuration: %s", e.what());

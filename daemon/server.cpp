@@ -37,7 +37,8 @@ std::string base64_encode(const std::vector<uint8_t>& in) {
     std::string out;
     out.reserve((in.size() + 2) / 3 * 4);
     for (size_t i = 0; i < in.size(); i += 3) {
-        uint32_t v = in[i] << 16 | (i + 1 < in.size() ? in[i + 1] << 8 : 0) | (i + 2 < in.size() ? in[i + 2] : 0);
+        uint32_t v =
+            in[i] << 16 | (i + 1 < in.size() ? in[i + 1] << 8 : 0) | (i + 2 < in.size() ? in[i + 2] : 0);
         out += kB64[v >> 18 & 63];
         out += kB64[v >> 12 & 63];
         out += i + 1 < in.size() ? kB64[v >> 6 & 63] : '=';
@@ -47,20 +48,28 @@ std::string base64_encode(const std::vector<uint8_t>& in) {
 }
 std::vector<uint8_t> base64_decode(const std::string& in) {
     std::vector<uint8_t> out;
-    if (in.size() % 4) return {};
+    if (in.size() % 4)
+        return {};
     for (size_t i = 0; i < in.size(); i += 4) {
         uint32_t v = 0;
         int pad = 0;
         for (int k = 0; k < 4; ++k) {
             char c = in[i + k];
             const char* p = c == '=' ? nullptr : std::strchr(kB64, c);
-            if (c == '=') { ++pad; v <<= 6; continue; }
-            if (!p || !c || pad) return {};
+            if (c == '=') {
+                ++pad;
+                v <<= 6;
+                continue;
+            }
+            if (!p || !c || pad)
+                return {};
             v = v << 6 | uint32_t(p - kB64);
         }
         out.push_back(uint8_t(v >> 16));
-        if (pad < 2) out.push_back(uint8_t(v >> 8));
-        if (pad < 1) out.push_back(uint8_t(v));
+        if (pad < 2)
+            out.push_back(uint8_t(v >> 8));
+        if (pad < 1)
+            out.push_back(uint8_t(v));
     }
     return out;
 }
@@ -68,7 +77,7 @@ std::vector<uint8_t> base64_decode(const std::string& in) {
 namespace {
 struct JobState {
     uint64_t key = 0;
-    std::string tenant, job_id, peer;  // peer = routing id
+    std::string tenant, job_id, peer; // peer = routing id
     Kind kind = Kind::Generate;
     bool stream = false, gone = false;
     std::optional<std::string> adapter;
@@ -83,9 +92,9 @@ struct PendingSettle {
 };
 struct TenantState {
     uint32_t active = 0;
-    std::deque<std::pair<int64_t, uint64_t>> window;  // (ms, tokens) in the last minute
+    std::deque<std::pair<int64_t, uint64_t>> window; // (ms, tokens) in the last minute
 };
-}  // namespace
+} // namespace
 
 struct Server::Impl {
     Config cfg;
@@ -117,12 +126,14 @@ struct Server::Impl {
     Impl(Config c, Engine& e) : cfg(std::move(c)), engine(e) {}
     void setup();
     void send(const std::string& peer, const Bytes& b, uint64_t key);
-    void reply_error(const std::string& peer, const std::string& id, Code c, const std::string& m, bool retry = false) {
+    void reply_error(const std::string& peer, const std::string& id, Code c, const std::string& m,
+                     bool retry = false) {
         send(peer, build_error(id, c, m, retry), 0);
     }
     void on_message();
     void admit(const std::string& peer, const std::string& user_id, JobSpec& spec);
-    bool resolve_tenant(const std::string& peer, const std::string& user_id, JobSpec& spec, std::string& tenant);
+    bool resolve_tenant(const std::string& peer, const std::string& user_id, JobSpec& spec,
+                        std::string& tenant);
     void refresh_tenants(bool force);
     void on_events();
     void finish_job(EngineEvent& ev);
@@ -142,14 +153,16 @@ void Server::Impl::setup() {
     so.quick_check = true;
     st.emplace(store::Store::open(cfg.db, so));
     uint64_t n = st->reconcile();
-    if (n) PLOG_WARN("ledger: %llu job(s) accepted before a crash marked interrupted", (unsigned long long)n);
+    if (n)
+        PLOG_WARN("ledger: %llu job(s) accepted before a crash marked interrupted", (unsigned long long)n);
     ledger = std::make_unique<store::LedgerWriter>(cfg.db);
     ctx = zmq_ctx_new();
     // The ZAP handler must exist before any CURVE socket: libzmq fails open without one.
     std::string secret;
     if (!cfg.insecure_dev) {
         store::CurveKeypair kp = store::read_key_file(cfg.server_key_file);
-        if (kp.secret_key.empty()) throw ConfigError(cfg.server_key_file + ": no secret key (server key file needs both)");
+        if (kp.secret_key.empty())
+            throw ConfigError(cfg.server_key_file + ": no secret key (server key file needs both)");
         secret = kp.secret_key;
         zap = std::make_unique<ZapHandler>(ctx, cfg.db, cfg.zap_domain);
     }
@@ -174,11 +187,13 @@ void Server::Impl::setup() {
         zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one);
         zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, secret.c_str(), 40);
     } else {
-        PLOG_WARN("*** INSECURE DEVELOPMENT MODE: no CURVE authentication; the tenant is taken from each job. "
-                  "Never use this in production. ***");
+        PLOG_WARN(
+            "*** INSECURE DEVELOPMENT MODE: no CURVE authentication; the tenant is taken from each job. "
+            "Never use this in production. ***");
     }
     for (auto& ep : cfg.endpoints) {
-        if (ep.rfind("ipc://", 0) == 0) ::unlink(ep.substr(6).c_str());  // stale socket from a crash
+        if (ep.rfind("ipc://", 0) == 0)
+            ::unlink(ep.substr(6).c_str()); // stale socket from a crash
         if (zmq_bind(router, ep.c_str()) != 0)
             throw std::runtime_error("cannot bind " + ep + ": " + zmq_strerror(zmq_errno()));
         PLOG_INFO("listening on %s (%s)", ep.c_str(), cfg.insecure_dev ? "insecure dev" : "CURVE");
@@ -197,10 +212,12 @@ void Server::Impl::setup() {
 void Server::Impl::refresh_tenants(bool force) {
     try {
         int64_t g = st->tenants_generation();
-        if (!force && g == tenant_gen) return;
+        if (!force && g == tenant_gen)
+            return;
         tenant_gen = g;
         tenant_cache.clear();
-        for (auto& t : st->list_tenants()) tenant_cache[t.name] = t;
+        for (auto& t : st->list_tenants())
+            tenant_cache[t.name] = t;
     } catch (const std::exception& e) {
         PLOG_ERR("tenant reload failed: %s", e.what());
     }
@@ -211,11 +228,13 @@ void Server::Impl::refresh_tenants(bool force) {
 void Server::Impl::send(const std::string& peer, const Bytes& b, uint64_t key) {
     bool ok = zmq_send(router, peer.data(), peer.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
               zmq_send(router, b.data(), b.size(), ZMQ_DONTWAIT) >= 0;
-    if (ok || !key) return;
+    if (ok || !key)
+        return;
     auto it = jobs.find(key);
     if (it != jobs.end() && !it->second.gone) {
         it->second.gone = true;
-        PLOG_WARN("client of job %s (tenant %s) gone: cancelling", it->second.job_id.c_str(), it->second.tenant.c_str());
+        PLOG_WARN("client of job %s (tenant %s) gone: cancelling", it->second.job_id.c_str(),
+                  it->second.tenant.c_str());
         worker->cancel(key);
     }
 }
@@ -234,27 +253,34 @@ void Server::Impl::on_message() {
         if (frames.size() < cfg.max_frames + 1)
             frames.emplace_back(static_cast<char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
         else
-            frames.emplace_back();  // counted, not kept
+            frames.emplace_back(); // counted, not kept
         if (frames.size() == 2 && !cfg.insecure_dev) {
             const char* u = zmq_msg_gets(&m, "User-Id");
             user_id = u ? u : "";
         }
         zmq_msg_close(&m);
     }
-    if (frames.empty()) return;
+    if (frames.empty())
+        return;
     std::string peer = frames[0];
-    if (frames.size() > cfg.max_frames) return reply_error(peer, "", Code::Malformed, "too many frames in one message");
+    if (frames.size() > cfg.max_frames)
+        return reply_error(peer, "", Code::Malformed, "too many frames in one message");
     size_t body = 1;
-    if (frames.size() == 3 && frames[1].empty()) body = 2;  // REQ-style empty delimiter
-    if (frames.size() != body + 1) return reply_error(peer, "", Code::Malformed, "expected exactly one body frame");
+    if (frames.size() == 3 && frames[1].empty())
+        body = 2; // REQ-style empty delimiter
+    if (frames.size() != body + 1)
+        return reply_error(peer, "", Code::Malformed, "expected exactly one body frame");
     const std::string& f = frames[body];
-    if (f.size() > cfg.max_frame_bytes) return reply_error(peer, "", Code::Malformed, "frame too large");
+    if (f.size() > cfg.max_frame_bytes)
+        return reply_error(peer, "", Code::Malformed, "frame too large");
     Decoded d = decode_request({reinterpret_cast<const uint8_t*>(f.data()), f.size()}, lim);
-    if (auto* e = std::get_if<DecodeError>(&d)) return reply_error(peer, e->job_id, e->code, e->message);
+    if (auto* e = std::get_if<DecodeError>(&d))
+        return reply_error(peer, e->job_id, e->code, e->message);
     admit(peer, user_id, std::get<JobSpec>(d));
 }
 
-bool Server::Impl::resolve_tenant(const std::string& peer, const std::string& user_id, JobSpec& spec, std::string& tenant) {
+bool Server::Impl::resolve_tenant(const std::string& peer, const std::string& user_id, JobSpec& spec,
+                                  std::string& tenant) {
     refresh_tenants(false);
     if (cfg.insecure_dev) {
         tenant = spec.tenant.empty() ? "dev" : spec.tenant;
@@ -273,7 +299,8 @@ bool Server::Impl::resolve_tenant(const std::string& peer, const std::string& us
             return false;
         }
         if (!spec.tenant.empty() && spec.tenant != tenant) {
-            reply_error(peer, spec.job_id, Code::Unauthenticated, "job tenant does not match the authenticated one");
+            reply_error(peer, spec.job_id, Code::Unauthenticated,
+                        "job tenant does not match the authenticated one");
             return false;
         }
     }
@@ -287,44 +314,60 @@ bool Server::Impl::resolve_tenant(const std::string& peer, const std::string& us
 
 uint64_t Server::Impl::tokens_last_minute(TenantState& ts) {
     int64_t now = mono_ms();
-    while (!ts.window.empty() && ts.window.front().first < now - 60000) ts.window.pop_front();
+    while (!ts.window.empty() && ts.window.front().first < now - 60000)
+        ts.window.pop_front();
     uint64_t n = 0;
-    for (auto& [t, k] : ts.window) n += k;
+    for (auto& [t, k] : ts.window)
+        n += k;
     return n;
 }
 
 void Server::Impl::admit(const std::string& peer, const std::string& user_id, JobSpec& spec) {
     if (spec.kind == Kind::Health) {
-        HealthOut h{draining ? "draining" : billing_down ? "billing_unavailable" : "ok", engine.config().name,
-                    cfg.backend, uint32_t(jobs.size() - std::min(jobs.size(), worker->running())),
-                    uint32_t(worker->running()), lim.n_vocab, lim.hidden, lim.max_ctx};
+        HealthOut h{draining       ? "draining"
+                    : billing_down ? "billing_unavailable"
+                                   : "ok",
+                    engine.config().name,
+                    cfg.backend,
+                    uint32_t(jobs.size() - std::min(jobs.size(), worker->running())),
+                    uint32_t(worker->running()),
+                    lim.n_vocab,
+                    lim.hidden,
+                    lim.max_ctx};
         return send(peer, build_health(spec.job_id, h), 0);
     }
     std::string tenant;
-    if (!resolve_tenant(peer, user_id, spec, tenant)) return;
+    if (!resolve_tenant(peer, user_id, spec, tenant))
+        return;
     auto id_key = std::make_pair(tenant, spec.job_id);
     auto running = by_id.find(id_key);
     if (spec.kind == Kind::Cancel) {
-        if (running == by_id.end()) return reply_error(peer, spec.job_id, Code::NotFound, "no running job with this id");
+        if (running == by_id.end())
+            return reply_error(peer, spec.job_id, Code::NotFound, "no running job with this id");
         worker->cancel(running->second);
-        return;  // the job's own final Result (finish = cancelled) follows
+        return; // the job's own final Result (finish = cancelled) follows
     }
-    if (draining) return reply_error(peer, spec.job_id, Code::ShuttingDown, "daemon is shutting down", true);
+    if (draining)
+        return reply_error(peer, spec.job_id, Code::ShuttingDown, "daemon is shutting down", true);
     if (billing_down)
-        return reply_error(peer, spec.job_id, Code::BillingUnavailable, "billing unavailable: ledger cannot write", true);
+        return reply_error(peer, spec.job_id, Code::BillingUnavailable,
+                           "billing unavailable: ledger cannot write", true);
     if (running != by_id.end())
         return reply_error(peer, spec.job_id, Code::Duplicate, "a job with this id is still running", true);
     std::optional<store::JobRecord> prev;
     try {
         prev = st->find_job(tenant, spec.job_id);
     } catch (const std::exception& e) {
-        return reply_error(peer, spec.job_id, Code::BillingUnavailable, std::string("ledger read failed: ") + e.what(), true);
+        return reply_error(peer, spec.job_id, Code::BillingUnavailable,
+                           std::string("ledger read failed: ") + e.what(), true);
     }
     if (prev) {
         Bytes stored = base64_decode(prev->result);
-        if (!stored.empty()) return send(peer, stored, 0);  // the stored outcome, never re-billed
+        if (!stored.empty())
+            return send(peer, stored, 0); // the stored outcome, never re-billed
         return reply_error(peer, spec.job_id, Code::Duplicate,
-                           std::string("job id already used (status ") + store::job_status_name(prev->status) + ")");
+                           std::string("job id already used (status ") +
+                               store::job_status_name(prev->status) + ")");
     }
     TenantState& ts = tenants[tenant];
     const store::Tenant& trow = tenant_cache[tenant];
@@ -333,8 +376,10 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
     if (max_jobs && ts.active >= max_jobs)
         return reply_error(peer, spec.job_id, Code::RateLimited, "tenant concurrent-job limit reached", true);
     if (tpm && tokens_last_minute(ts) >= tpm)
-        return reply_error(peer, spec.job_id, Code::RateLimited, "tenant tokens-per-minute limit reached", true);
-    if (jobs.size() >= cfg.max_pending) return reply_error(peer, spec.job_id, Code::Busy, "queue full", true);
+        return reply_error(peer, spec.job_id, Code::RateLimited, "tenant tokens-per-minute limit reached",
+                           true);
+    if (jobs.size() >= cfg.max_pending)
+        return reply_error(peer, spec.job_id, Code::Busy, "queue full", true);
     EngineJob ej;
     JobState js;
     if (!spec.adapter.empty()) {
@@ -342,18 +387,25 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
         try {
             a = st->load_adapter(tenant, spec.adapter);
         } catch (const store::CorruptData& e) {
-            return reply_error(peer, spec.job_id, Code::InvalidArgument, std::string("adapter unusable: ") + e.what());
+            return reply_error(peer, spec.job_id, Code::InvalidArgument,
+                               std::string("adapter unusable: ") + e.what());
         } catch (const std::exception& e) {
-            return reply_error(peer, spec.job_id, Code::Internal, std::string("adapter lookup failed: ") + e.what(), true);
+            return reply_error(peer, spec.job_id, Code::Internal,
+                               std::string("adapter lookup failed: ") + e.what(), true);
         }
-        if (!a) return reply_error(peer, spec.job_id, Code::NotFound, "adapter '" + spec.adapter + "' not found");
+        if (!a)
+            return reply_error(peer, spec.job_id, Code::NotFound, "adapter '" + spec.adapter + "' not found");
         if (a->info.hidden != lim.hidden)
             return reply_error(peer, spec.job_id, Code::InvalidArgument,
-                               "adapter hidden size " + std::to_string(a->info.hidden) + " != model " + std::to_string(lim.hidden));
-        if (a->info.model_fingerprint && !a->info.model_fingerprint->empty() && *a->info.model_fingerprint != model_id)
-            return reply_error(peer, spec.job_id, Code::InvalidArgument, "adapter was made for another model");
+                               "adapter hidden size " + std::to_string(a->info.hidden) + " != model " +
+                                   std::to_string(lim.hidden));
+        if (a->info.model_fingerprint && !a->info.model_fingerprint->empty() &&
+            *a->info.model_fingerprint != model_id)
+            return reply_error(peer, spec.job_id, Code::InvalidArgument,
+                               "adapter was made for another model");
         if (uint64_t(a->info.n_virtual) + spec.embed_rows >= lim.max_ctx)
-            return reply_error(peer, spec.job_id, Code::InvalidArgument, "adapter + embeddings rows exceed the context");
+            return reply_error(peer, spec.job_id, Code::InvalidArgument,
+                               "adapter + embeddings rows exceed the context");
         ej.adapter_rows = a->tensor.to_f32();
         ej.adapter_n = a->info.n_virtual;
         js.adapter = spec.adapter;
@@ -366,12 +418,14 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
     js.peer = peer;
     js.kind = spec.kind;
     js.stream = spec.stream;
-    store::JobAccept acc{tenant, spec.job_id, kind_name(spec.kind), js.adapter, js.adapter_version, model_id, 0};
+    store::JobAccept acc{tenant, spec.job_id, kind_name(spec.kind), js.adapter, js.adapter_version, model_id,
+                         0};
     try {
         accepts.push_back(ledger->accept(std::move(acc)));
     } catch (const std::exception& e) {
         billing_down = true;
-        return reply_error(peer, spec.job_id, Code::BillingUnavailable, std::string("billing unavailable: ") + e.what(), true);
+        return reply_error(peer, spec.job_id, Code::BillingUnavailable,
+                           std::string("billing unavailable: ") + e.what(), true);
     }
     ++ts.active;
     by_id[id_key] = key;
@@ -384,14 +438,17 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
 
 void Server::Impl::on_events() {
     char buf[8];
-    while (zmq_recv(wake, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {}
+    while (zmq_recv(wake, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {
+    }
     std::deque<EngineEvent> evs;
     worker->take_events(evs);
     for (auto& ev : evs) {
         auto it = jobs.find(ev.key);
-        if (it == jobs.end()) continue;
+        if (it == jobs.end())
+            continue;
         if (ev.type == EngineEvent::Token) {
-            if (!it->second.gone) send(it->second.peer, build_chunk(it->second.job_id, ev.index, ev.ids, ev.text), ev.key);
+            if (!it->second.gone)
+                send(it->second.peer, build_chunk(it->second.job_id, ev.index, ev.ids, ev.text), ev.key);
             continue;
         }
         finish_job(ev);
@@ -442,7 +499,10 @@ void Server::Impl::finish_job(EngineEvent& ev) {
 
 void Server::Impl::poll_settles() {
     for (auto it = accepts.begin(); it != accepts.end();) {
-        if (it->wait_for(std::chrono::seconds(0)) != std::future_status::ready) { ++it; continue; }
+        if (it->wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            ++it;
+            continue;
+        }
         try {
             it->get();
         } catch (const std::exception& e) {
@@ -451,7 +511,8 @@ void Server::Impl::poll_settles() {
         }
         it = accepts.erase(it);
     }
-    while (!settles.empty() && settles.front().fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    while (!settles.empty() &&
+           settles.front().fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
         PendingSettle ps = std::move(settles.front());
         settles.pop_front();
         JobState& js = jobs.at(ps.key);
@@ -465,11 +526,15 @@ void Server::Impl::poll_settles() {
             failed_settles.push_back(ps.row);
         }
         if (!js.gone) {
-            if (billed) send(js.peer, ps.reply, 0);
-            else reply_error(js.peer, js.job_id, Code::BillingUnavailable, "billing unavailable: the ledger could not record this job", true);
+            if (billed)
+                send(js.peer, ps.reply, 0);
+            else
+                reply_error(js.peer, js.job_id, Code::BillingUnavailable,
+                            "billing unavailable: the ledger could not record this job", true);
         }
         TenantState& ts = tenants[js.tenant];
-        if (ts.active) --ts.active;
+        if (ts.active)
+            --ts.active;
         ts.window.emplace_back(mono_ms(), ps.tokens);
         by_id.erase({js.tenant, js.job_id});
         jobs.erase(ps.key);
@@ -488,15 +553,21 @@ void Server::Impl::tick() {
     if (worker->failed()) {
         PLOG_ERR("engine failed: %s; exiting for a restart", worker->failure().c_str());
         exit_code = 1;
-        if (jobs.empty() && settles.empty()) quit = true;
-        else if (!draining) { draining = true; drain_deadline = now; cancel_deadline = now + 5000; }
+        if (jobs.empty() && settles.empty())
+            quit = true;
+        else if (!draining) {
+            draining = true;
+            drain_deadline = now;
+            cancel_deadline = now + 5000;
+        }
     }
     if (billing_down && now - last_retry > 1000) {
         last_retry = now;
         try {
             store::Store probe = store::Store::open(cfg.db, {.create = false});
             std::vector<store::JobSettle> rows = failed_settles;
-            if (!rows.empty()) probe.settle_jobs(rows);
+            if (!rows.empty())
+                probe.settle_jobs(rows);
             failed_settles.clear();
             billing_down = false;
             PLOG_INFO("ledger writable again: accepting jobs");
@@ -510,16 +581,19 @@ void Server::Impl::tick() {
             worker->cancel_all();
             cancel_deadline = now + 10000;
         }
-        if (jobs.empty() && settles.empty()) quit = true;
+        if (jobs.empty() && settles.empty())
+            quit = true;
         else if (cancel_deadline && now > cancel_deadline) {
-            PLOG_ERR("%zu job(s) did not finish after cancellation; they stay 'accepted' and are reconciled at restart", jobs.size());
+            PLOG_ERR("%zu job(s) did not finish after cancellation; they stay 'accepted' and are reconciled "
+                     "at restart",
+                     jobs.size());
             quit = true;
         }
     }
     if (now - last_status > 5000 && !draining) {
         last_status = now;
-        notify_status("serving: " + std::to_string(jobs.size()) + " job(s) in flight, " + std::to_string(served) +
-                      " served" + (billing_down ? ", BILLING UNAVAILABLE" : ""));
+        notify_status("serving: " + std::to_string(jobs.size()) + " job(s) in flight, " +
+                      std::to_string(served) + " served" + (billing_down ? ", BILLING UNAVAILABLE" : ""));
     }
 }
 
@@ -537,33 +611,42 @@ void Server::Impl::on_signal() {
         } else if (!draining) {
             draining = true;
             drain_deadline = mono_ms() + int64_t(cfg.drain_timeout_s) * 1000;
-            PLOG_INFO("signal %u: draining %zu job(s) (up to %us)", si.ssi_signo, jobs.size(), cfg.drain_timeout_s);
+            PLOG_INFO("signal %u: draining %zu job(s) (up to %us)", si.ssi_signo, jobs.size(),
+                      cfg.drain_timeout_s);
             notify_stopping("draining " + std::to_string(jobs.size()) + " job(s)");
         }
     }
 }
 
-Server::Server(Config cfg, Engine& engine) : impl_(std::make_unique<Impl>(std::move(cfg), engine)) { impl_->setup(); }
+Server::Server(Config cfg, Engine& engine) : impl_(std::make_unique<Impl>(std::move(cfg), engine)) {
+    impl_->setup();
+}
 
 Server::~Server() {
     Impl& s = *impl_;
-    s.worker.reset();  // joins the engine thread (closes its PAIR socket)
-    s.ledger.reset();  // commits what is queued
-    if (s.router) zmq_close(s.router);
-    if (s.wake) zmq_close(s.wake);
+    s.worker.reset(); // joins the engine thread (closes its PAIR socket)
+    s.ledger.reset(); // commits what is queued
+    if (s.router)
+        zmq_close(s.router);
+    if (s.wake)
+        zmq_close(s.wake);
     s.zap.reset();
-    if (s.ctx) zmq_ctx_term(s.ctx);
-    if (s.sigfd >= 0) close(s.sigfd);
+    if (s.ctx)
+        zmq_ctx_term(s.ctx);
+    if (s.sigfd >= 0)
+        close(s.sigfd);
 }
 
 int Server::run() {
     Impl& s = *impl_;
-    notify_ready("serving on " + std::to_string(s.cfg.endpoints.size()) + " endpoint(s), model " + s.engine.config().name);
-    PLOG_INFO("ready: model %s (vocab %u, hidden %u, ctx %u)", s.engine.config().name.c_str(), s.lim.n_vocab, s.lim.hidden,
-              s.lim.max_ctx);
+    notify_ready("serving on " + std::to_string(s.cfg.endpoints.size()) + " endpoint(s), model " +
+                 s.engine.config().name);
+    PLOG_INFO("ready: model %s (vocab %u, hidden %u, ctx %u)", s.engine.config().name.c_str(), s.lim.n_vocab,
+              s.lim.hidden, s.lim.max_ctx);
     int64_t last_tick = 0;
     while (!s.quit) {
-        zmq_pollitem_t items[3] = {{s.router, 0, ZMQ_POLLIN, 0}, {s.wake, 0, ZMQ_POLLIN, 0}, {nullptr, s.sigfd, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[3] = {
+            {s.router, 0, ZMQ_POLLIN, 0}, {s.wake, 0, ZMQ_POLLIN, 0}, {nullptr, s.sigfd, ZMQ_POLLIN, 0}};
         long timeout = (!s.settles.empty() || !s.accepts.empty()) ? 1 : 100;
         int n = zmq_poll(items, 3, timeout);
         if (n < 0 && zmq_errno() != EINTR) {
@@ -571,13 +654,16 @@ int Server::run() {
             s.exit_code = 1;
             break;
         }
-        if (n > 0 && (items[2].revents & ZMQ_POLLIN)) s.on_signal();
-        if (n > 0 && (items[1].revents & ZMQ_POLLIN)) s.on_events();
+        if (n > 0 && (items[2].revents & ZMQ_POLLIN))
+            s.on_signal();
+        if (n > 0 && (items[1].revents & ZMQ_POLLIN))
+            s.on_events();
         for (int k = 0; n > 0 && (items[0].revents & ZMQ_POLLIN) && k < 64; ++k) {
             int ev = 0;
             size_t sz = sizeof ev;
             zmq_getsockopt(s.router, ZMQ_EVENTS, &ev, &sz);
-            if (!(ev & ZMQ_POLLIN)) break;
+            if (!(ev & ZMQ_POLLIN))
+                break;
             s.on_message();
         }
         s.on_events();
@@ -593,4 +679,4 @@ int Server::run() {
     return s.exit_code;
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

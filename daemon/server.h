@@ -35,6 +35,6 @@ class Server {
 void block_signals();
 
 std::string base64_encode(const std::vector<uint8_t>& in);
-std::vector<uint8_t> base64_decode(const std::string& in);  // empty on invalid input
+std::vector<uint8_t> base64_decode(const std::string& in); // empty on invalid input
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

@@ -27,7 +27,8 @@ ZapHandler::ZapHandler(void* ctx, std::string db_path, std::string domain)
 
 ZapHandler::~ZapHandler() {
     stop_ = true;
-    if (thread_.joinable()) thread_.join();
+    if (thread_.joinable())
+        thread_.join();
 }
 
 namespace {
@@ -47,7 +48,8 @@ std::vector<std::string> recv_all(void* s) {
     }
     return parts;
 }
-void send_reply(void* s, const std::string& req_id, const char* code, const std::string& text, const std::string& user) {
+void send_reply(void* s, const std::string& req_id, const char* code, const std::string& text,
+                const std::string& user) {
     zmq_send(s, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(s, req_id.data(), req_id.size(), ZMQ_SNDMORE);
     zmq_send(s, code, 3, ZMQ_SNDMORE);
@@ -55,7 +57,7 @@ void send_reply(void* s, const std::string& req_id, const char* code, const std:
     zmq_send(s, user.data(), user.size(), ZMQ_SNDMORE);
     zmq_send(s, "", 0, 0);
 }
-}  // namespace
+} // namespace
 
 void ZapHandler::run() noexcept {
     try {
@@ -65,17 +67,22 @@ void ZapHandler::run() noexcept {
         while (!stop_) {
             zmq_pollitem_t it{sock_, 0, ZMQ_POLLIN, 0};
             if (zmq_poll(&it, 1, 200) < 0) {
-                if (zmq_errno() == EINTR) continue;
+                if (zmq_errno() == EINTR)
+                    continue;
                 break;
             }
-            if (!(it.revents & ZMQ_POLLIN)) continue;
+            if (!(it.revents & ZMQ_POLLIN))
+                continue;
             auto f = recv_all(sock_);
-            if (f.size() < 6) {  // REP must still answer something to stay in sync
+            if (f.size() < 6) { // REP must still answer something to stay in sync
                 send_reply(sock_, f.size() > 1 ? f[1] : "", "500", "malformed ZAP request", "");
                 continue;
             }
             const std::string& req_id = f[1];
-            if (f[0] != "1.0") { send_reply(sock_, req_id, "500", "unsupported ZAP version", ""); continue; }
+            if (f[0] != "1.0") {
+                send_reply(sock_, req_id, "500", "unsupported ZAP version", "");
+                continue;
+            }
             if (f[2] != domain_) {
                 ++refused_;
                 send_reply(sock_, req_id, "400", "wrong ZAP domain", "");
@@ -98,7 +105,8 @@ void ZapHandler::run() noexcept {
             }
             if (!t || !t->active()) {
                 ++refused_;
-                PLOG_WARN("ZAP: refused %s key %.8s... from %s", t ? "revoked" : "unknown", z85, f[3].c_str());
+                PLOG_WARN("ZAP: refused %s key %.8s... from %s", t ? "revoked" : "unknown", z85,
+                          f[3].c_str());
                 send_reply(sock_, req_id, "400", "unknown or revoked key", "");
                 continue;
             }
@@ -112,4 +120,4 @@ void ZapHandler::run() noexcept {
     alive_ = false;
 }
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

@@ -14,7 +14,7 @@ class ZapHandler {
   public:
     // Binds the REP socket now (throws std::runtime_error on failure), then serves on a thread.
     ZapHandler(void* zmq_ctx, std::string db_path, std::string domain);
-    ~ZapHandler();  // stops and joins
+    ~ZapHandler(); // stops and joins
     bool alive() const { return alive_.load(); }
     uint64_t accepted() const { return accepted_.load(); }
     uint64_t refused() const { return refused_.load(); }
@@ -29,4 +29,4 @@ class ZapHandler {
     std::thread thread_;
 };
 
-}  // namespace prefixd::daemon
+} // namespace prefixd::daemon

@@ -27,13 +27,14 @@ JobRequest job(const std::string& id, const std::string& adapter = "") {
     r.adapter = adapter;
     return r;
 }
-}  // namespace
+} // namespace
 
 TEST_CASE("CURVE tenants: unknown/revoked keys refused, tenant isolation") {
     auto dir = temp_dir("daemon-curve");
     auto server = store::generate_curve_keypair();
     store::write_key_file((dir / "server.key").string(), server);
-    auto ka = store::generate_curve_keypair(), kb = store::generate_curve_keypair(), kx = store::generate_curve_keypair();
+    auto ka = store::generate_curve_keypair(), kb = store::generate_curve_keypair(),
+         kx = store::generate_curve_keypair();
     std::string db = (dir / "prefixd.db").string();
     {
         store::Store st = store::Store::open(db);
@@ -94,7 +95,7 @@ TEST_CASE("CURVE tenants: unknown/revoked keys refused, tenant isolation") {
         REQUIRE(b.type == Reply::Result);
         Reply a = alice.run(job("same-id"), 30000).final;
         REQUIRE(a.type == Reply::Result);
-        CHECK_FALSE(a.result.replayed);  // a fresh job of alice's, not bob's stored outcome
+        CHECK_FALSE(a.result.replayed); // a fresh job of alice's, not bob's stored outcome
     }
     SUBCASE("a key revoked while connected is refused at its next job and cannot reconnect") {
         {
@@ -107,7 +108,7 @@ TEST_CASE("CURVE tenants: unknown/revoked keys refused, tenant isolation") {
         Client again(ob);
         again.send(build_request(job("b3")));
         CHECK_FALSE(again.recv(2000));
-        CHECK(alice.run(job("a5"), 30000).final.type == Reply::Result);  // others keep being served
+        CHECK(alice.run(job("a5"), 30000).final.type == Reply::Result); // others keep being served
     }
     CHECK(d.stop() == 0);
 }
@@ -122,6 +123,6 @@ TEST_CASE("CURVE mode refuses to start without a usable server key; insecure mod
     {
         DaemonProcess d(dir, {"--endpoint", "tcp://0.0.0.0:5599"}, true);
         CHECK_FALSE(d.wait_ready(5000));
-        CHECK(d.stop() == 2);  // configuration error
+        CHECK(d.stop() == 2); // configuration error
     }
 }

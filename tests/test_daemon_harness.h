@@ -11,9 +11,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <mutex>
 #include <csignal>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -24,7 +24,9 @@
 
 namespace prefixd::test {
 
-inline std::string tiny_model() { return (models_dir() / "tiny-v2-f32.gguf").string(); }
+inline std::string tiny_model() {
+    return (models_dir() / "tiny-v2-f32.gguf").string();
+}
 
 // AF_UNIX SOCK_DGRAM socket standing in for systemd's notify socket. A thread drains it all the
 // time (like systemd: an unread queue would block the sender) and keeps every datagram.
@@ -69,8 +71,10 @@ struct NotifySocket {
                 std::lock_guard lk(mu);
                 if (!until.empty())
                     for (auto& m : got)
-                        if (m.find(until) != std::string::npos) return got;
-                if (std::chrono::steady_clock::now() >= end) return got;
+                        if (m.find(until) != std::string::npos)
+                            return got;
+                if (std::chrono::steady_clock::now() >= end)
+                    return got;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
@@ -79,7 +83,7 @@ struct NotifySocket {
 
 struct DaemonProcess {
     pid_t pid = -1;
-    int exit_status = -1;  // set once the process was reaped
+    int exit_status = -1; // set once the process was reaped
     std::filesystem::path dir;
     std::string endpoint, db, log;
     std::vector<std::string> args;
@@ -91,10 +95,21 @@ struct DaemonProcess {
         endpoint = "ipc://" + (dir / "prefixd.sock").string();
         db = (dir / "prefixd.db").string();
         log = (dir / "prefixd.log").string();
-        args = {(build_dir() / "bin" / "prefixd").string(), "--model", tiny_model(), "--db", db, "--endpoint", endpoint,
-                "--backend", "cpu", "--max-ctx", "256"};
-        if (insecure) args.push_back("--insecure-dev");
-        for (auto& e : extra) args.push_back(e);
+        args = {(build_dir() / "bin" / "prefixd").string(),
+                "--model",
+                tiny_model(),
+                "--db",
+                db,
+                "--endpoint",
+                endpoint,
+                "--backend",
+                "cpu",
+                "--max-ctx",
+                "256"};
+        if (insecure)
+            args.push_back("--insecure-dev");
+        for (auto& e : extra)
+            args.push_back(e);
         start(notify);
     }
     void start(const std::string& notify = "") {
@@ -103,11 +118,14 @@ struct DaemonProcess {
         if (pid == 0) {
             FILE* f = std::freopen(log.c_str(), "a", stderr);
             (void)f;
-            if (!notify.empty()) setenv("NOTIFY_SOCKET", notify.c_str(), 1);
-            else unsetenv("NOTIFY_SOCKET");
+            if (!notify.empty())
+                setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+            else
+                unsetenv("NOTIFY_SOCKET");
             unsetenv("JOURNAL_STREAM");
             std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+            for (auto& a : args)
+                argv.push_back(const_cast<char*>(a.c_str()));
             argv.push_back(nullptr);
             execv(argv[0], argv.data());
             _exit(127);
@@ -116,23 +134,27 @@ struct DaemonProcess {
     // Polls Health until the daemon answers (or exits).
     bool wait_ready(int timeout_ms = 60000, const daemon::ClientOptions* curve = nullptr) {
         daemon::ClientOptions o;
-        if (curve) o = *curve;
+        if (curve)
+            o = *curve;
         o.endpoint = endpoint;
         daemon::Client c(o);
         auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
         int n = 0;
         while (std::chrono::steady_clock::now() < end) {
-            if (!alive()) return false;
+            if (!alive())
+                return false;
             daemon::JobRequest r;
             r.kind = daemon::Kind::Health;
             r.job_id = "health-" + std::to_string(n++);
             c.send(daemon::build_request(r));
-            if (auto b = c.recv(300)) return daemon::parse_reply(*b).type == daemon::Reply::Health;
+            if (auto b = c.recv(300))
+                return daemon::parse_reply(*b).type == daemon::Reply::Health;
         }
         return false;
     }
     bool alive() {
-        if (pid <= 0) return false;
+        if (pid <= 0)
+            return false;
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid) {
@@ -143,7 +165,8 @@ struct DaemonProcess {
     }
     // Sends `sig` and waits for the exit status (-1 on timeout, then SIGKILL).
     int stop(int sig = SIGTERM, int timeout_ms = 60000) {
-        if (pid <= 0) return exit_status;
+        if (pid <= 0)
+            return exit_status;
         ::kill(pid, sig);
         auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
         int st = 0;
@@ -161,7 +184,8 @@ struct DaemonProcess {
         return -1;
     }
     ~DaemonProcess() {
-        if (pid > 0) stop(SIGKILL, 5000);
+        if (pid > 0)
+            stop(SIGKILL, 5000);
     }
     daemon::ClientOptions client_options() const {
         daemon::ClientOptions o;
@@ -170,7 +194,8 @@ struct DaemonProcess {
     }
 };
 
-inline daemon::JobRequest gen_job(const std::string& id, const std::string& text, int n, const std::string& tenant = "t1") {
+inline daemon::JobRequest gen_job(const std::string& id, const std::string& text, int n,
+                                  const std::string& tenant = "t1") {
     daemon::JobRequest r;
     r.job_id = id;
     r.text = text;
@@ -179,4 +204,4 @@ inline daemon::JobRequest gen_job(const std::string& id, const std::string& text
     return r;
 }
 
-}  // namespace prefixd::test
+} // namespace prefixd::test

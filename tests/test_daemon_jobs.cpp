@@ -40,14 +40,16 @@ std::vector<float> random_rows(uint32_t rows, uint32_t cols, uint32_t seed) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> d(0.0f, 0.05f);
     std::vector<float> v(size_t(rows) * cols);
-    for (auto& x : v) x = d(rng);
+    for (auto& x : v)
+        x = d(rng);
     return v;
 }
 
 void add_adapter(const std::string& db, const std::string& name, const std::optional<std::string>& tenant,
                  const std::vector<float>& rows, uint32_t n, uint32_t hidden) {
     store::Store st = store::Store::open(db);
-    if (tenant) st.ensure_tenant(*tenant);
+    if (tenant)
+        st.ensure_tenant(*tenant);
     store::NewAdapter a;
     a.name = name;
     a.scope = tenant ? store::AdapterScope::of(*tenant) : store::AdapterScope::global();
@@ -57,7 +59,7 @@ void add_adapter(const std::string& db, const std::string& name, const std::opti
     std::memcpy(a.tensor.data.data(), rows.data(), a.tensor.data.size());
     st.add_adapter(a);
 }
-}  // namespace
+} // namespace
 
 TEST_CASE("four job kinds: results equal the engine's direct run, streaming equals the final") {
     auto dir = temp_dir("daemon-jobs");
@@ -66,7 +68,7 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
     auto adapter_rows = random_rows(4, hidden, 1);
     auto client_rows = random_rows(3, hidden, 2);
     {
-        store::Store::open((dir / "prefixd.db").string());  // created before the daemon
+        store::Store::open((dir / "prefixd.db").string()); // created before the daemon
     }
     add_adapter((dir / "prefixd.db").string(), "ad1", std::string("t1"), adapter_rows, 4, hidden);
     DaemonProcess d(dir);
@@ -104,7 +106,8 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
         r.adapter = "ad1";
         auto out2 = c.run(r, 60000);
         REQUIRE(out2.final.type == Reply::Result);
-        auto ref2 = direct.generate({Segment::from_embeds(adapter_rows, 4), Segment::from_embeds(client_rows, 3)}, text, 8);
+        auto ref2 = direct.generate(
+            {Segment::from_embeds(adapter_rows, 4), Segment::from_embeds(client_rows, 3)}, text, 8);
         CHECK(out2.final.result.token_ids == ref2.token_ids);
         CHECK(out2.final.result.usage.virtual_tokens == 7);
     }
@@ -133,7 +136,8 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
         REQUIRE(out.final.type == Reply::Result);
         Request q;
         q.kind = RequestKind::Score;
-        q.prompt = {Segment::from_tokens(direct.eng->tokenizer().encode(text, direct.eng->tokenizer().add_bos()))};
+        q.prompt = {
+            Segment::from_tokens(direct.eng->tokenizer().encode(text, direct.eng->tokenizer().add_bos()))};
         q.continuation = direct.eng->tokenizer().encode(" jumps over", false);
         auto ref = direct.runner->run(q);
         REQUIRE(out.final.result.logprobs.size() == ref.token_logprobs.size());
@@ -151,7 +155,8 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
         size_t best = 0;
         for (size_t i = 0; i < 3; ++i) {
             sum += out.final.result.choices[i].prob;
-            if (out.final.result.choices[i].logprob > out.final.result.choices[best].logprob) best = i;
+            if (out.final.result.choices[i].logprob > out.final.result.choices[best].logprob)
+                best = i;
         }
         CHECK(sum == doctest::Approx(1.0f).epsilon(1e-4));
         CHECK(out.final.result.text == r.choices[best]);
@@ -174,11 +179,12 @@ TEST_CASE("8 concurrent clients x 20 jobs: each answered once, ledger sums equal
     Direct direct;
     const std::vector<std::string> prompts = {"Hello", "Once upon a time", "def f(x):", "数据"};
     std::vector<std::vector<int32_t>> expect;
-    for (auto& p : prompts) expect.push_back(direct.generate({}, p, 4).token_ids);
+    for (auto& p : prompts)
+        expect.push_back(direct.generate({}, p, 4).token_ids);
     DaemonProcess d(dir);
     REQUIRE(d.wait_ready());
     std::mutex mu;
-    std::map<std::string, uint64_t> billed_by_client;  // tenant -> total tokens returned
+    std::map<std::string, uint64_t> billed_by_client; // tenant -> total tokens returned
     std::atomic<int> wrong{0}, missing{0}, extra{0};
     std::vector<std::thread> th;
     for (int k = 0; k < 8; ++k)
@@ -196,21 +202,27 @@ TEST_CASE("8 concurrent clients x 20 jobs: each answered once, ledger sums equal
             auto end = std::chrono::steady_clock::now() + std::chrono::seconds(240);
             while (finals.size() < 20 && std::chrono::steady_clock::now() < end) {
                 auto b = c.recv(1000);
-                if (!b) continue;
+                if (!b)
+                    continue;
                 Reply r = parse_reply(*b);
-                if (r.type == Reply::Accepted || r.type == Reply::Chunk) continue;
-                if (finals[r.job_id]++) ++extra;
-                if (r.type != Reply::Result || r.result.token_ids != expect[which[r.job_id]]) ++wrong;
+                if (r.type == Reply::Accepted || r.type == Reply::Chunk)
+                    continue;
+                if (finals[r.job_id]++)
+                    ++extra;
+                if (r.type != Reply::Result || r.result.token_ids != expect[which[r.job_id]])
+                    ++wrong;
                 auto& u = r.result.usage;
                 tokens += u.virtual_tokens + u.prompt_tokens + u.completion_tokens;
             }
-            while (auto b = c.recv(200))  // nothing more may arrive
-                if (parse_reply(*b).type == Reply::Result) ++extra;
+            while (auto b = c.recv(200)) // nothing more may arrive
+                if (parse_reply(*b).type == Reply::Result)
+                    ++extra;
             missing += 20 - int(finals.size());
             std::lock_guard lk(mu);
             billed_by_client[tenant] += tokens;
         });
-    for (auto& t : th) t.join();
+    for (auto& t : th)
+        t.join();
     CHECK(wrong == 0);
     CHECK(missing == 0);
     CHECK(extra == 0);

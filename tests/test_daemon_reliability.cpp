@@ -6,8 +6,8 @@
 
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <fstream>
+#include <map>
 #include <set>
 
 using namespace prefixd;
@@ -30,7 +30,7 @@ std::vector<store::JobRecord> rows(const std::string& db) {
     store::Store st = store::Store::open(db, {.create = false});
     return st.query_jobs({});
 }
-}  // namespace
+} // namespace
 
 TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
     auto dir = temp_dir("daemon-rel");
@@ -56,7 +56,7 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         Reply r = parse_reply(*b);
         CHECK(r.code == Code::Malformed);
         CHECK(r.message.find("identifier") != std::string::npos);
-        c.send_raw({"a", "b", "c", "d", "e", "f"});  // too many frames
+        c.send_raw({"a", "b", "c", "d", "e", "f"}); // too many frames
         b = c.recv(5000);
         REQUIRE(b);
         CHECK(parse_reply(*b).code == Code::Malformed);
@@ -66,7 +66,7 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         {
             Client big(d.client_options());
             big.send_raw({std::string(200000, 'x')});
-            CHECK_FALSE(big.recv(1000));  // MAXMSGSIZE: the peer is disconnected, nothing answered
+            CHECK_FALSE(big.recv(1000)); // MAXMSGSIZE: the peer is disconnected, nothing answered
         }
         still_serving(d, "ok2");
     }
@@ -100,12 +100,13 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         r.text.reset();
         r.token_ids = {1, 999999};
         CHECK(final_of(c, r).code == Code::InvalidArgument);
-        r = gen_job("u4", "x", 200);  // prompt + max_tokens fit, but the prompt alone is too long
+        r = gen_job("u4", "x", 200); // prompt + max_tokens fit, but the prompt alone is too long
         r.text = std::string(4000, 'a') + " b c d e f g h";
         Reply big = final_of(c, r);
         CHECK(big.type == Reply::Error);
         still_serving(d, "ok4");
-        for (auto& row : rows(d.db)) CHECK(row.total_tokens() <= 260);
+        for (auto& row : rows(d.db))
+            CHECK(row.total_tokens() <= 260);
     }
     SUBCASE("duplicate job id: the stored outcome, billed once") {
         Reply a = final_of(c, gen_job("dup", "hello", 4));
@@ -116,7 +117,8 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         CHECK(b.result.token_ids == a.result.token_ids);
         CHECK(b.result.usage.completion_tokens == a.result.usage.completion_tokens);
         int n = 0;
-        for (auto& row : rows(d.db)) n += row.job_id == "dup";
+        for (auto& row : rows(d.db))
+            n += row.job_id == "dup";
         CHECK(n == 1);
     }
     SUBCASE("a client vanishing mid-stream is cancelled and billed for what was produced") {
@@ -127,10 +129,12 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
             v.send(build_request(r));
             int chunks = 0;
             while (chunks < 2)
-                if (auto b = v.recv(20000)) chunks += parse_reply(*b).type == Reply::Chunk;
-                else break;
+                if (auto b = v.recv(20000))
+                    chunks += parse_reply(*b).type == Reply::Chunk;
+                else
+                    break;
             REQUIRE(chunks == 2);
-        }  // socket closed (linger 0)
+        } // socket closed (linger 0)
         std::optional<store::JobRecord> row;
         for (int i = 0; i < 200 && !(row && row->settled_ms); ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -149,7 +153,8 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         c.send(build_request(r));
         Reply first;
         for (int i = 0; i < 100 && first.type != Reply::Chunk; ++i)
-            if (auto b = c.recv(1000)) first = parse_reply(*b);
+            if (auto b = c.recv(1000))
+                first = parse_reply(*b);
         REQUIRE(first.type == Reply::Chunk);
         JobRequest k;
         k.kind = Kind::Cancel;
@@ -159,9 +164,11 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         Reply fin;
         for (int i = 0; i < 100; ++i) {
             auto b = c.recv(1000);
-            if (!b) continue;
+            if (!b)
+                continue;
             fin = parse_reply(*b);
-            if (fin.type == Reply::Result || fin.type == Reply::Error) break;
+            if (fin.type == Reply::Result || fin.type == Reply::Error)
+                break;
         }
         CAPTURE(fin.message);
         REQUIRE(fin.type == Reply::Result);
@@ -184,32 +191,42 @@ TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed onc
     auto msgs = ns.read(60000, "READY=1");
     REQUIRE_FALSE(msgs.empty());
     bool saw_loading = false;
-    for (auto& m : msgs) saw_loading |= m.find("STATUS=loading model") != std::string::npos;
+    for (auto& m : msgs)
+        saw_loading |= m.find("STATUS=loading model") != std::string::npos;
     CHECK(saw_loading);
     // READY=1 comes after the loading STATUS, once (model, store and sockets are up).
     size_t ready_at = msgs.size(), loading_at = msgs.size();
     for (size_t i = 0; i < msgs.size(); ++i) {
-        if (msgs[i].find("READY=1") != std::string::npos && ready_at == msgs.size()) ready_at = i;
-        if (msgs[i].find("STATUS=loading model") != std::string::npos && loading_at == msgs.size()) loading_at = i;
+        if (msgs[i].find("READY=1") != std::string::npos && ready_at == msgs.size())
+            ready_at = i;
+        if (msgs[i].find("STATUS=loading model") != std::string::npos && loading_at == msgs.size())
+            loading_at = i;
     }
     CHECK(loading_at < ready_at);
     CHECK(ready_at < msgs.size());
     Client c(d.client_options());
-    for (int i = 0; i < 30; ++i) c.send(build_request(gen_job("L" + std::to_string(i), "load " + std::to_string(i), 6)));
+    for (int i = 0; i < 30; ++i)
+        c.send(build_request(gen_job("L" + std::to_string(i), "load " + std::to_string(i), 6)));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     ::kill(d.pid, SIGTERM);
     std::map<std::string, Reply> finals;
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (finals.size() < 30 && std::chrono::steady_clock::now() < end) {
         auto b = c.recv(500);
-        if (!b) { if (!d.alive()) break; continue; }
+        if (!b) {
+            if (!d.alive())
+                break;
+            continue;
+        }
         Reply r = parse_reply(*b);
-        if (r.type == Reply::Result || r.type == Reply::Error) finals[r.job_id] = r;
+        if (r.type == Reply::Result || r.type == Reply::Error)
+            finals[r.job_id] = r;
     }
     CHECK(d.stop(SIGTERM) == 0);
     auto after = ns.read(500);
     bool stopping = false;
-    for (auto& m : after) stopping |= m.find("STOPPING=1") != std::string::npos;
+    for (auto& m : after)
+        stopping |= m.find("STOPPING=1") != std::string::npos;
     CHECK(stopping);
     store::Store st = store::Store::open(d.db, {.create = false});
     for (int i = 0; i < 30; ++i) {
@@ -218,10 +235,11 @@ TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed onc
         auto it = finals.find(id);
         if (it != finals.end() && it->second.type == Reply::Result) {
             REQUIRE(row);
-            CHECK(row->total_tokens() == it->second.result.usage.virtual_tokens + it->second.result.usage.prompt_tokens +
+            CHECK(row->total_tokens() == it->second.result.usage.virtual_tokens +
+                                             it->second.result.usage.prompt_tokens +
                                              it->second.result.usage.completion_tokens);
         } else if (row) {
-            CHECK(row->status != store::JobStatus::Accepted);  // accepted jobs are settled by the drain
+            CHECK(row->status != store::JobStatus::Accepted); // accepted jobs are settled by the drain
         }
     }
     CHECK(st.summary().at(0).open_jobs == 0);
@@ -233,11 +251,14 @@ TEST_CASE("kill -9 under load, then restart: ledger intact, no partial or duplic
     REQUIRE(d.wait_ready());
     {
         Client c(d.client_options());
-        for (int i = 0; i < 40; ++i) c.send(build_request(gen_job("K" + std::to_string(i), "kill " + std::to_string(i), 8)));
+        for (int i = 0; i < 40; ++i)
+            c.send(build_request(gen_job("K" + std::to_string(i), "kill " + std::to_string(i), 8)));
         int finals = 0;
         while (finals < 10)
-            if (auto b = c.recv(20000)) finals += parse_reply(*b).type == Reply::Result;
-            else break;
+            if (auto b = c.recv(20000))
+                finals += parse_reply(*b).type == Reply::Result;
+            else
+                break;
         CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
     }
     d.start();
@@ -248,14 +269,16 @@ TEST_CASE("kill -9 under load, then restart: ledger intact, no partial or duplic
         std::set<std::string> ids;
         for (auto& r : st.query_jobs({})) {
             CHECK(ids.insert(r.job_id).second);
-            CHECK(r.status != store::JobStatus::Accepted);  // reconciled at start: interrupted
-            if (r.status == store::JobStatus::Done) CHECK(r.completion_tokens == 8);
+            CHECK(r.status != store::JobStatus::Accepted); // reconciled at start: interrupted
+            if (r.status == store::JobStatus::Done)
+                CHECK(r.completion_tokens == 8);
         }
         CHECK(ids.size() >= 10);
     }
     // A job id settled before the crash replays its stored outcome; an interrupted one is refused.
     Client c(d.client_options());
     Reply r0 = final_of(c, gen_job("K0", "kill 0", 8));
-    CHECK(((r0.type == Reply::Result && r0.result.replayed) || (r0.type == Reply::Error && r0.code == Code::Duplicate)));
+    CHECK(((r0.type == Reply::Result && r0.result.replayed) ||
+           (r0.type == Reply::Error && r0.code == Code::Duplicate)));
     CHECK(d.stop() == 0);
 }

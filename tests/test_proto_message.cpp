@@ -34,13 +34,14 @@ Code err(const JobRequest& r) {
     REQUIRE(std::holds_alternative<DecodeError>(d));
     return std::get<DecodeError>(d).code;
 }
-}  // namespace
+} // namespace
 
 TEST_CASE("valid generate request decodes with every field") {
     JobRequest r = base();
     r.adapter = "ad";
     std::vector<float> e(2 * 8);
-    for (size_t i = 0; i < e.size(); ++i) e[i] = 0.25f * float(i) - 1.0f;
+    for (size_t i = 0; i < e.size(); ++i)
+        e[i] = 0.25f * float(i) - 1.0f;
     r.set_embeds_f32(e, 2, 8);
     r.max_tokens = 5;
     r.temperature = 0.7f;
@@ -93,14 +94,16 @@ TEST_CASE("malformed buffers: short, random, wrong identifier, truncated") {
     std::mt19937 rng(7);
     for (int i = 0; i < 200; ++i) {
         Bytes b(size_t(rng() % 300));
-        for (auto& x : b) x = uint8_t(rng());
+        for (auto& x : b)
+            x = uint8_t(rng());
         Decoded d = decode_request(b, lim());
         CHECK(std::holds_alternative<DecodeError>(d));
     }
     Bytes good = build_request(base());
     Bytes wrong = good;
     std::memcpy(wrong.data() + 4, "XXXX", 4);
-    CHECK(std::get<DecodeError>(decode_request(wrong, lim())).message.find("identifier") != std::string::npos);
+    CHECK(std::get<DecodeError>(decode_request(wrong, lim())).message.find("identifier") !=
+          std::string::npos);
     for (size_t cut = 8; cut < good.size(); cut += 3) {
         Bytes t(good.begin(), good.begin() + long(cut));
         CHECK(std::holds_alternative<DecodeError>(decode_request(t, lim())));
@@ -119,20 +122,25 @@ TEST_CASE("a reply payload or unknown union type sent as a request is unsupporte
     REQUIRE(std::holds_alternative<JobSpec>(ok));
     int patched = 0;
     for (size_t i = 8; i < b.size(); ++i)
-        if (b[i] == 5) {  // Payload::Health == 5
+        if (b[i] == 5) { // Payload::Health == 5
             Bytes c = b;
             c[i] = 200;
             Decoded d = decode_request(c, lim());
-            if (auto* e = std::get_if<DecodeError>(&d); e && e->code == Code::Unsupported) ++patched;
+            if (auto* e = std::get_if<DecodeError>(&d); e && e->code == Code::Unsupported)
+                ++patched;
         }
     CHECK(patched >= 1);
 }
 
 TEST_CASE("sampling ranges") {
-    auto with = [](auto f) { JobRequest r = base(); f(r); return err(r); };
+    auto with = [](auto f) {
+        JobRequest r = base();
+        f(r);
+        return err(r);
+    };
     CHECK(with([](JobRequest& r) { r.max_tokens = 0; }) == Code::InvalidArgument);
     CHECK(with([](JobRequest& r) { r.max_tokens = -3; }) == Code::InvalidArgument);
-    CHECK(with([](JobRequest& r) { r.max_tokens = 64; }) == Code::InvalidArgument);  // beyond context
+    CHECK(with([](JobRequest& r) { r.max_tokens = 64; }) == Code::InvalidArgument); // beyond context
     CHECK(with([](JobRequest& r) { r.temperature = NAN; }) == Code::InvalidArgument);
     CHECK(with([](JobRequest& r) { r.temperature = -1; }) == Code::InvalidArgument);
     CHECK(with([](JobRequest& r) { r.top_p = 0; }) == Code::InvalidArgument);
@@ -144,28 +152,66 @@ TEST_CASE("sampling ranges") {
 }
 
 TEST_CASE("text, token ids and choices") {
-    auto with = [](auto f) { JobRequest r = base(); f(r); return err(r); };
+    auto with = [](auto f) {
+        JobRequest r = base();
+        f(r);
+        return err(r);
+    };
     CHECK(with([](JobRequest& r) { r.text = std::string("a\xff\xfe", 3); }) == Code::InvalidArgument);
-    CHECK(with([](JobRequest& r) { r.text = std::string("\xed\xa0\x80", 3); }) == Code::InvalidArgument);  // surrogate
-    CHECK(with([](JobRequest& r) { r.text.reset(); r.token_ids = {1, 1000}; }) == Code::InvalidArgument);
-    CHECK(with([](JobRequest& r) { r.text.reset(); r.token_ids = {-1}; }) == Code::InvalidArgument);
-    CHECK(with([](JobRequest& r) { r.text.reset(); r.token_ids = std::vector<int32_t>(65, 1); }) == Code::InvalidArgument);
-    CHECK(with([](JobRequest& r) { r.token_ids = {1}; }) == Code::InvalidArgument);  // both
-    CHECK(with([](JobRequest& r) { r.text.reset(); }) == Code::InvalidArgument);     // nothing
+    CHECK(with([](JobRequest& r) { r.text = std::string("\xed\xa0\x80", 3); }) ==
+          Code::InvalidArgument); // surrogate
+    CHECK(with([](JobRequest& r) {
+              r.text.reset();
+              r.token_ids = {1, 1000};
+          }) == Code::InvalidArgument);
+    CHECK(with([](JobRequest& r) {
+              r.text.reset();
+              r.token_ids = {-1};
+          }) == Code::InvalidArgument);
+    CHECK(with([](JobRequest& r) {
+              r.text.reset();
+              r.token_ids = std::vector<int32_t>(65, 1);
+          }) == Code::InvalidArgument);
+    CHECK(with([](JobRequest& r) { r.token_ids = {1}; }) == Code::InvalidArgument); // both
+    CHECK(with([](JobRequest& r) { r.text.reset(); }) == Code::InvalidArgument);    // nothing
     CHECK(with([](JobRequest& r) { r.choices = {"a", ""}; }) == Code::InvalidArgument);
-    CHECK(with([](JobRequest& r) { r.choices = {"a"}; r.stream = true; }) == Code::InvalidArgument);
+    CHECK(with([](JobRequest& r) {
+              r.choices = {"a"};
+              r.stream = true;
+          }) == Code::InvalidArgument);
     CHECK(valid_utf8("héllo 中文 🙂"));
 }
 
 TEST_CASE("embeddings tensor checks happen before allocation") {
-    auto with = [](auto f) { JobRequest r = base(); f(r); return err(r); };
+    auto with = [](auto f) {
+        JobRequest r = base();
+        f(r);
+        return err(r);
+    };
     std::vector<float> e(16, 0.5f);
-    CHECK(with([&](JobRequest& r) { r.set_embeds_f32(e, 2, 8); r.embed_bytes.pop_back(); }) == Code::InvalidTensor);
-    CHECK(with([&](JobRequest& r) { r.set_embeds_f32(e, 4, 4); }) == Code::InvalidTensor);  // width 4 != 8
-    CHECK(with([&](JobRequest& r) { r.set_embeds_f32(e, 2, 8); r.embed_rows = 0x40000000; }) == Code::InvalidTensor);
-    CHECK(with([&](JobRequest& r) { auto n = e; n[5] = NAN; r.set_embeds_f32(n, 2, 8); }) == Code::InvalidTensor);
-    CHECK(with([&](JobRequest& r) { auto n = e; n[9] = INFINITY; r.set_embeds_f32(n, 2, 8); }) == Code::InvalidTensor);
-    CHECK(with([&](JobRequest& r) { std::vector<float> big(65 * 8, 0.1f); r.set_embeds_f32(big, 65, 8); }) == Code::InvalidTensor);
+    CHECK(with([&](JobRequest& r) {
+              r.set_embeds_f32(e, 2, 8);
+              r.embed_bytes.pop_back();
+          }) == Code::InvalidTensor);
+    CHECK(with([&](JobRequest& r) { r.set_embeds_f32(e, 4, 4); }) == Code::InvalidTensor); // width 4 != 8
+    CHECK(with([&](JobRequest& r) {
+              r.set_embeds_f32(e, 2, 8);
+              r.embed_rows = 0x40000000;
+          }) == Code::InvalidTensor);
+    CHECK(with([&](JobRequest& r) {
+              auto n = e;
+              n[5] = NAN;
+              r.set_embeds_f32(n, 2, 8);
+          }) == Code::InvalidTensor);
+    CHECK(with([&](JobRequest& r) {
+              auto n = e;
+              n[9] = INFINITY;
+              r.set_embeds_f32(n, 2, 8);
+          }) == Code::InvalidTensor);
+    CHECK(with([&](JobRequest& r) {
+              std::vector<float> big(65 * 8, 0.1f);
+              r.set_embeds_f32(big, 65, 8);
+          }) == Code::InvalidTensor);
 }
 
 TEST_CASE("score and embed need their inputs") {

@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <map>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -19,13 +19,18 @@ using namespace prefixd;
 using namespace prefixd::daemon;
 using Clock = std::chrono::steady_clock;
 
-static double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+static double ms_since(Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
 static double pct(std::vector<double> v, double p) {
-    if (v.empty()) return 0;
+    if (v.empty())
+        return 0;
     std::sort(v.begin(), v.end());
     return v[std::min(v.size() - 1, size_t(p * double(v.size() - 1) + 0.5))];
 }
-static std::string prompt_of(int c, int j) { return "Request " + std::to_string(c) + "." + std::to_string(j) + ": say hello"; }
+static std::string prompt_of(int c, int j) {
+    return "Request " + std::to_string(c) + "." + std::to_string(j) + ": say hello";
+}
 
 int main(int argc, char** argv) {
     CLI::App app{"prefixd load benchmark"};
@@ -61,12 +66,14 @@ int main(int argc, char** argv) {
                 auto s = Clock::now();
                 auto out = cl.run(r, 600000);
                 double ms = ms_since(s);
-                if (out.final.type != Reply::Result) ++errors;
+                if (out.final.type != Reply::Result)
+                    ++errors;
                 std::lock_guard lk(mu);
                 lat.push_back(ms);
             }
         });
-    for (auto& t : th) t.join();
+    for (auto& t : th)
+        t.join();
     double daemon_s = ms_since(t0) / 1000;
     int total = clients * jobs;
 
@@ -78,7 +85,8 @@ int main(int argc, char** argv) {
     Runner runner(*eng);
     auto req = [&](int c, int j) {
         Request r;
-        r.prompt = {Segment::from_tokens(eng->tokenizer().encode(prompt_of(c, j), eng->tokenizer().add_bos()))};
+        r.prompt = {
+            Segment::from_tokens(eng->tokenizer().encode(prompt_of(c, j), eng->tokenizer().add_bos()))};
         r.max_tokens = uint32_t(n);
         return r;
     };
@@ -101,25 +109,28 @@ int main(int argc, char** argv) {
         started[runner.submit(req(c, j))] = Clock::now();
         ++next;
     };
-    while (next < clients && next < total) submit_one();
+    while (next < clients && next < total)
+        submit_one();
     while (!runner.idle()) {
         auto ev = runner.step();
         for (auto& [id, res] : ev.finished) {
             bat_lat.push_back(ms_since(started[id]));
-            if (next < total) submit_one();
+            if (next < total)
+                submit_one();
         }
     }
     double bat_s = ms_since(t2) / 1000;
     std::printf("load_bench: %d clients x %d jobs, %d tokens each, model %s (%s)\n", clients, jobs, n,
                 eng->config().name.c_str(), backend.c_str());
-    std::printf("  daemon              : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms  errors %d\n", total / daemon_s,
-                pct(lat, 0.5), pct(lat, 0.99), errors.load());
-    std::printf("  in-process batched  : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", total / bat_s, pct(bat_lat, 0.5),
-                pct(bat_lat, 0.99));
-    std::printf("  in-process 1-by-1   : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", total / seq_s, pct(seq_lat, 0.5),
-                pct(seq_lat, 0.99));
+    std::printf("  daemon              : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms  errors %d\n",
+                total / daemon_s, pct(lat, 0.5), pct(lat, 0.99), errors.load());
+    std::printf("  in-process batched  : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", total / bat_s,
+                pct(bat_lat, 0.5), pct(bat_lat, 0.99));
+    std::printf("  in-process 1-by-1   : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", total / seq_s,
+                pct(seq_lat, 0.5), pct(seq_lat, 0.99));
     std::printf("  daemon overhead vs batched engine: %+.1f%% wall time\n", (daemon_s / bat_s - 1) * 100);
-    std::printf("{\"daemon_jobs_s\":%.3f,\"daemon_p50_ms\":%.2f,\"daemon_p99_ms\":%.2f,\"engine_batched_jobs_s\":%.3f,"
+    std::printf("{\"daemon_jobs_s\":%.3f,\"daemon_p50_ms\":%.2f,\"daemon_p99_ms\":%.2f,\"engine_batched_jobs_"
+                "s\":%.3f,"
                 "\"engine_seq_jobs_s\":%.3f,\"errors\":%d}\n",
                 total / daemon_s, pct(lat, 0.5), pct(lat, 0.99), total / bat_s, total / seq_s, errors.load());
     return errors ? 1 : 0;

@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         r.embeds = s->embeds;
         r.embed_rows = s->embed_rows;
         r.embed_cols = s->embed_rows ? lim.hidden : 0;
-        for (auto& c : s->choices) r.choices.push_back({c, 0.5f, -0.7f});
+        for (auto& c : s->choices)
+            r.choices.push_back({c, 0.5f, -0.7f});
         (void)build_result(s->job_id, r);
         (void)build_chunk(s->job_id, 0, s->token_ids, s->text);
     } else {
