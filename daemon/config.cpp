@@ -62,6 +62,8 @@ void apply_toml_file(const std::string& path, Config& c) {
     get(t, "engine", "max_seqs", c.max_seqs, path);
     get(t, "engine", "max_ctx", c.max_ctx, path);
     get(t, "store", "db", c.db, path);
+    get(t, "store", "busy_timeout_ms", c.busy_timeout_ms, path);
+    get(t, "store", "write_retries", c.write_retries, path);
     if (auto* arr = t.at_path("server.endpoints").as_array()) {
         c.endpoints.clear();
         for (auto& e : *arr) {

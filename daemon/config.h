@@ -1,6 +1,7 @@
 // prefixd configuration: a TOML file (default /etc/prefixd/prefixd.toml when it exists) with
 // command-line overrides. `prefixd --model F --db F --endpoint E [--insecure-dev]` is enough.
-// Sections: [engine] model backend device max_seqs max_ctx; [store] db; [server] endpoints
+// Sections: [engine] model backend device max_seqs max_ctx; [store] db busy_timeout_ms
+// write_retries; [server] endpoints
 // insecure_dev server_key_file zap_domain max_frame_bytes max_pending heartbeat_ms drain_timeout_s;
 // [limits] max_concurrent_jobs tokens_per_minute (defaults for tenants whose own limit is 0).
 #pragma once
@@ -26,6 +27,8 @@ struct Config {
     uint32_t max_ctx = 4096;
     // [store]
     std::string db = "/var/lib/prefixd/prefixd.db";
+    uint32_t busy_timeout_ms = 5000; // ledger writer: sqlite busy timeout per attempt
+    uint32_t write_retries = 8;      // ledger writer: attempts before "billing unavailable"
     // [server]
     std::vector<std::string>
         endpoints; // default: ipc://$RUNTIME_DIRECTORY/prefixd.sock, tcp://127.0.0.1:5555

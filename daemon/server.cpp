@@ -13,12 +13,16 @@
 
 #include <zmq.h>
 
+#include <condition_variable>
 #include <csignal>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <thread>
 #include <unistd.h>
 
 namespace prefixd::daemon {
@@ -85,10 +89,66 @@ struct JobState {
 };
 struct PendingSettle {
     uint64_t key;
-    std::future<store::SettleOutcome> fut;
+    std::shared_future<store::SettleOutcome> fut;
     Bytes reply;
     store::JobSettle row;
     uint32_t tokens = 0;
+};
+// Wakes the I/O loop (eventfd) as soon as a ledger commit completes a settle future, so a reply
+// leaves right after its row is durable instead of at the next poll timeout. One thread waits on
+// the futures in submission order (the writer commits in that order).
+class CommitWaiter {
+  public:
+    CommitWaiter() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)), th_([this] { run(); }) {
+        if (fd_ < 0)
+            throw std::runtime_error("eventfd failed");
+    }
+    ~CommitWaiter() {
+        {
+            std::lock_guard lk(mu_);
+            stop_ = true;
+        }
+        cv_.notify_one();
+        th_.join();
+        ::close(fd_);
+    }
+    int fd() const { return fd_; }
+    void watch(std::shared_future<store::SettleOutcome> f) {
+        {
+            std::lock_guard lk(mu_);
+            q_.push_back(std::move(f));
+        }
+        cv_.notify_one();
+    }
+    void drain() {
+        uint64_t v;
+        while (::read(fd_, &v, sizeof v) == sizeof v) {
+        }
+    }
+
+  private:
+    void run() {
+        std::unique_lock lk(mu_);
+        for (;;) {
+            cv_.wait(lk, [&] { return stop_ || !q_.empty(); });
+            if (q_.empty())
+                return;
+            auto f = std::move(q_.front());
+            q_.pop_front();
+            lk.unlock();
+            f.wait();
+            uint64_t one = 1;
+            lk.lock();
+            if (q_.empty() || q_.front().wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+                (void)!::write(fd_, &one, sizeof one); // coalesce wakes for a committed group
+        }
+    }
+    int fd_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::shared_future<store::SettleOutcome>> q_;
+    bool stop_ = false;
+    std::thread th_;
 };
 struct TenantState {
     uint32_t active = 0;
@@ -108,6 +168,7 @@ struct Server::Impl {
     std::unique_ptr<ZapHandler> zap;
     std::optional<store::Store> st;
     std::unique_ptr<store::LedgerWriter> ledger;
+    std::unique_ptr<CommitWaiter> waiter;
     std::unique_ptr<EngineWorker> worker;
     std::map<uint64_t, JobState> jobs;
     std::map<std::pair<std::string, std::string>, uint64_t> by_id;
@@ -155,7 +216,11 @@ void Server::Impl::setup() {
     uint64_t n = st->reconcile();
     if (n)
         PLOG_WARN("ledger: %llu job(s) accepted before a crash marked interrupted", (unsigned long long)n);
-    ledger = std::make_unique<store::LedgerWriter>(cfg.db);
+    store::LedgerWriter::Options lo;
+    lo.store.busy_timeout_ms = int(cfg.busy_timeout_ms);
+    lo.store.write_retries = int(std::max<uint32_t>(1, cfg.write_retries));
+    ledger = std::make_unique<store::LedgerWriter>(cfg.db, lo);
+    waiter = std::make_unique<CommitWaiter>();
     ctx = zmq_ctx_new();
     // The ZAP handler must exist before any CURVE socket: libzmq fails open without one.
     std::string secret;
@@ -488,11 +553,12 @@ void Server::Impl::finish_job(EngineEvent& ev) {
     uint32_t tokens = u.virtual_tokens + u.prompt_tokens + u.completion_tokens;
     PendingSettle ps{ev.key, {}, std::move(reply), row, tokens};
     try {
-        ps.fut = ledger->settle(std::move(row));
+        ps.fut = ledger->settle(std::move(row)).share();
+        waiter->watch(ps.fut);
     } catch (const std::exception& e) {
         std::promise<store::SettleOutcome> p;
         p.set_exception(std::current_exception());
-        ps.fut = p.get_future();
+        ps.fut = p.get_future().share();
     }
     settles.push_back(std::move(ps));
 }
@@ -564,7 +630,11 @@ void Server::Impl::tick() {
     if (billing_down && now - last_retry > 1000) {
         last_retry = now;
         try {
-            store::Store probe = store::Store::open(cfg.db, {.create = false});
+            // Short busy wait: this runs on the I/O loop, which must keep answering while billing is down.
+            store::Store probe = store::Store::open(
+                cfg.db, {.create = false,
+                         .busy_timeout_ms = int(std::min<uint32_t>(cfg.busy_timeout_ms, 200)),
+                         .write_retries = 1});
             std::vector<store::JobSettle> rows = failed_settles;
             if (!rows.empty())
                 probe.settle_jobs(rows);
@@ -626,6 +696,7 @@ Server::~Server() {
     Impl& s = *impl_;
     s.worker.reset(); // joins the engine thread (closes its PAIR socket)
     s.ledger.reset(); // commits what is queued
+    s.waiter.reset();
     if (s.router)
         zmq_close(s.router);
     if (s.wake)
@@ -645,10 +716,13 @@ int Server::run() {
               s.lim.hidden, s.lim.max_ctx);
     int64_t last_tick = 0;
     while (!s.quit) {
-        zmq_pollitem_t items[3] = {
-            {s.router, 0, ZMQ_POLLIN, 0}, {s.wake, 0, ZMQ_POLLIN, 0}, {nullptr, s.sigfd, ZMQ_POLLIN, 0}};
-        long timeout = (!s.settles.empty() || !s.accepts.empty()) ? 1 : 100;
-        int n = zmq_poll(items, 3, timeout);
+        zmq_pollitem_t items[4] = {{s.router, 0, ZMQ_POLLIN, 0},
+                                   {s.wake, 0, ZMQ_POLLIN, 0},
+                                   {nullptr, s.sigfd, ZMQ_POLLIN, 0},
+                                   {nullptr, s.waiter->fd(), ZMQ_POLLIN, 0}};
+        // Settle commits wake the loop through the waiter's eventfd; accept failures (which only
+        // flip billing_down) are picked up within the 100 ms tick.
+        int n = zmq_poll(items, 4, 100);
         if (n < 0 && zmq_errno() != EINTR) {
             PLOG_ERR("poll failed: %s", zmq_strerror(zmq_errno()));
             s.exit_code = 1;
@@ -658,6 +732,8 @@ int Server::run() {
             s.on_signal();
         if (n > 0 && (items[1].revents & ZMQ_POLLIN))
             s.on_events();
+        if (n > 0 && (items[3].revents & ZMQ_POLLIN))
+            s.waiter->drain();
         for (int k = 0; n > 0 && (items[0].revents & ZMQ_POLLIN) && k < 64; ++k) {
             int ev = 0;
             size_t sz = sizeof ev;

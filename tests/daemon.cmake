@@ -10,3 +10,8 @@ prefixd_test(test_daemon_reliability SOURCES test_daemon_reliability.cpp LIBS ${
 add_dependencies(test_daemon_reliability prefixd)
 prefixd_test(test_daemon_curve SOURCES test_daemon_curve.cpp LIBS ${DAEMON_IT_DEPS} FIXTURES test_models TIMEOUT 300)
 add_dependencies(test_daemon_curve prefixd)
+prefixd_test(test_daemon_limits SOURCES test_daemon_limits.cpp LIBS ${DAEMON_IT_DEPS} SQLite::SQLite3 FIXTURES test_models TIMEOUT 300)
+add_dependencies(test_daemon_limits prefixd)
+prefixd_test(test_daemon_vulkan SOURCES test_daemon_vulkan.cpp LIBS ${DAEMON_IT_DEPS} nlohmann_json::nlohmann_json FIXTURES test_models TIMEOUT 300)
+add_dependencies(test_daemon_vulkan prefixd prefixctl)
+prefixd_test(test_daemon_zap SOURCES test_daemon_zap.cpp LIBS ${DAEMON_IT_DEPS} TIMEOUT 60)

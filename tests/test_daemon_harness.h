@@ -88,7 +88,8 @@ struct DaemonProcess {
     std::string endpoint, db, log;
     std::vector<std::string> args;
 
-    // `extra` args are appended; insecure dev mode unless extra contains --server-key-file.
+    // `extra` args are appended (--backend cpu unless extra names one); insecure dev mode unless
+    // `insecure` is false.
     DaemonProcess(const std::filesystem::path& d, std::vector<std::string> extra = {}, bool insecure = true,
                   const std::string& notify = "")
         : dir(d) {
@@ -102,10 +103,15 @@ struct DaemonProcess {
                 db,
                 "--endpoint",
                 endpoint,
-                "--backend",
-                "cpu",
                 "--max-ctx",
                 "256"};
+        bool backend_given = false;
+        for (auto& e : extra)
+            backend_given |= e == "--backend";
+        if (!backend_given) {
+            args.push_back("--backend");
+            args.push_back("cpu");
+        }
         if (insecure)
             args.push_back("--insecure-dev");
         for (auto& e : extra)

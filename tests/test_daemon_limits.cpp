@@ -1,0 +1,198 @@
+// Integration tests of admission control and operations against the real prefixd: per-tenant
+// concurrent-job and tokens-per-minute limits (RateLimited), the bounded queue (Busy), SIGHUP
+// reloading the configuration (and surviving a broken file), "billing unavailable" while the
+// ledger cannot be written (another connection holds the write lock) and its recovery.
+#include "test_daemon_harness.h"
+
+#include <sqlite3.h>
+
+#include <fstream>
+#include <map>
+
+using namespace prefixd;
+using namespace prefixd::daemon;
+using namespace prefixd::test;
+
+namespace {
+// Sends all jobs back to back, then collects one final reply (Result or Error) per job id.
+std::map<std::string, Reply> send_all(Client& c, const std::vector<JobRequest>& jobs,
+                                      int timeout_ms = 60000) {
+    for (auto& j : jobs)
+        REQUIRE(c.send(build_request(j)));
+    std::map<std::string, Reply> finals;
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (finals.size() < jobs.size() && std::chrono::steady_clock::now() < end)
+        if (auto b = c.recv(500)) {
+            Reply r = parse_reply(*b);
+            if (r.type == Reply::Result || r.type == Reply::Error)
+                finals[r.job_id] = r;
+        }
+    REQUIRE(finals.size() == jobs.size());
+    return finals;
+}
+Reply one(Client& c, const JobRequest& r) {
+    return send_all(c, {r}).begin()->second;
+}
+void write_file(const std::filesystem::path& p, const std::string& s) {
+    std::ofstream f(p);
+    f << s;
+}
+bool log_has(const DaemonProcess& d, const std::string& what) {
+    std::ifstream f(d.log);
+    std::string all((std::istreambuf_iterator<char>(f)), {});
+    return all.find(what) != std::string::npos;
+}
+} // namespace
+
+TEST_CASE("tenant limits: concurrent jobs and tokens per minute; bounded queue answers Busy") {
+    auto dir = temp_dir("daemon-limits");
+    write_file(dir / "prefixd.toml", "[server]\nmax_pending = 3\n");
+    {
+        store::Store st = store::Store::open((dir / "prefixd.db").string());
+        st.add_tenant({"one", std::nullopt, 1, 0});
+        st.add_tenant({"tpm", std::nullopt, 0, 0});
+    }
+    DaemonProcess d(dir, {"--config", (dir / "prefixd.toml").string()});
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+
+    // Tenant "one" may run one job at a time; t1 (no limit) is not affected by it.
+    auto f = send_all(c, {gen_job("o1", "a long answer", 120, "one"), gen_job("o2", "second", 2, "one"),
+                          gen_job("x1", "other tenant", 2, "t1")});
+    CHECK(f["o1"].type == Reply::Result);
+    CHECK(f["o2"].type == Reply::Error);
+    CHECK(f["o2"].code == Code::RateLimited);
+    CHECK(f["o2"].retriable);
+    CHECK(f["x1"].type == Reply::Result);
+    // The slot is free again once o1 finished.
+    CHECK(one(c, gen_job("o3", "again", 2, "one")).type == Reply::Result);
+
+    // Tokens per minute, set while the daemon runs (picked up without a restart).
+    {
+        store::Store st = store::Store::open(d.db, {.create = false});
+        st.set_tenant_limits("tpm", 0, 20);
+    }
+    Reply p1 = one(c, gen_job("p1", "hello", 20, "tpm"));
+    REQUIRE(p1.type == Reply::Result);
+    CHECK(p1.result.usage.prompt_tokens + p1.result.usage.completion_tokens >= 20);
+    Reply p2 = one(c, gen_job("p2", "hello", 2, "tpm"));
+    CHECK(p2.code == Code::RateLimited);
+    CHECK(p2.message.find("tokens-per-minute") != std::string::npos);
+    CHECK(one(c, gen_job("x2", "t1 still served", 2, "t1")).type == Reply::Result);
+
+    // Queue bound 3: of 6 long jobs sent at once, 3 are admitted and the rest get Busy (retriable).
+    std::vector<JobRequest> burst;
+    for (int i = 0; i < 6; ++i)
+        burst.push_back(gen_job("b" + std::to_string(i), "burst " + std::to_string(i), 60));
+    auto b = send_all(c, burst);
+    int ok = 0, busy = 0;
+    for (auto& [id, r] : b) {
+        ok += r.type == Reply::Result;
+        busy += r.type == Reply::Error && r.code == Code::Busy && r.retriable;
+    }
+    CHECK(ok == 3);
+    CHECK(busy == 3);
+    CHECK(d.stop() == 0);
+    // Refused jobs were never billed.
+    store::Store st = store::Store::open(d.db, {.create = false});
+    CHECK_FALSE(st.find_job("one", "o2"));
+    CHECK_FALSE(st.find_job("tpm", "p2"));
+    CHECK(st.query_jobs({}).size() == 5 + 3);
+}
+
+TEST_CASE("SIGHUP reloads limits from the config file; a broken file keeps the old configuration") {
+    auto dir = temp_dir("daemon-hup");
+    auto cfg = dir / "prefixd.toml";
+    write_file(cfg, "[limits]\ntokens_per_minute = 0\n");
+    NotifySocket ns(dir / "notify.sock");
+    DaemonProcess d(dir, {"--config", cfg.string()}, true, ns.path);
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    REQUIRE(one(c, gen_job("h1", "hello", 8)).type == Reply::Result);
+    REQUIRE(one(c, gen_job("h2", "hello", 8)).type == Reply::Result);
+
+    // Default limit for tenants without their own: 10 tokens/minute -> t1 is already over it.
+    write_file(cfg, "[limits]\ntokens_per_minute = 10\n");
+    ::kill(d.pid, SIGHUP);
+    Reply r;
+    for (int i = 0; i < 50; ++i) { // the signal is handled asynchronously
+        r = one(c, gen_job("h3-" + std::to_string(i), "hello", 2));
+        if (r.type == Reply::Error)
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(r.code == Code::RateLimited);
+    CHECK(log_has(d, "reloaded configuration"));
+    // A new tenant added since start is served (its own limit: none -> the default, still unused).
+    CHECK(one(c, gen_job("n1", "hello", 2, "newcomer")).type == Reply::Result);
+
+    // A broken file: the reload fails, the daemon keeps serving with the previous limits.
+    write_file(cfg, "[limits]\ntokens_per_minute = \"lots\"\n");
+    ::kill(d.pid, SIGHUP);
+    for (int i = 0; i < 50 && !log_has(d, "reload failed"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(log_has(d, "reload failed"));
+    CHECK(one(c, gen_job("h4", "hello", 2)).code == Code::RateLimited);
+    // Lifting the limit takes effect on the next SIGHUP.
+    write_file(cfg, "[limits]\ntokens_per_minute = 0\n");
+    ::kill(d.pid, SIGHUP);
+    for (int i = 0; i < 50; ++i) {
+        r = one(c, gen_job("h5-" + std::to_string(i), "hello", 2));
+        if (r.type == Reply::Result)
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(r.type == Reply::Result);
+    CHECK(d.stop() == 0);
+}
+
+TEST_CASE("billing unavailable while the ledger cannot be written, then recovery") {
+    auto dir = temp_dir("daemon-billing");
+    write_file(dir / "prefixd.toml", "[store]\nbusy_timeout_ms = 100\nwrite_retries = 2\n");
+    NotifySocket ns(dir / "notify.sock");
+    DaemonProcess d(dir, {"--config", (dir / "prefixd.toml").string()}, true, ns.path);
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    REQUIRE(one(c, gen_job("ok0", "hello", 2)).type == Reply::Result);
+
+    // Another connection holds the write lock: every ledger write ends SQLITE_BUSY.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(d.db.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+    Reply r = one(c, gen_job("locked", "hello", 3));
+    CHECK(r.type == Reply::Error);
+    CHECK(r.code == Code::BillingUnavailable);
+    CHECK(r.retriable);
+    // Health reports it and new jobs are refused without running.
+    JobRequest h;
+    h.kind = Kind::Health;
+    h.job_id = "h";
+    c.send(build_request(h));
+    auto hb = c.recv(5000);
+    REQUIRE(hb);
+    CHECK(parse_reply(*hb).health.status == "billing_unavailable");
+    Reply refused = one(c, gen_job("refused", "hello", 2));
+    CHECK(refused.code == Code::BillingUnavailable);
+    CHECK_FALSE(ns.read(3000, "STATUS=billing unavailable").empty());
+
+    // The lock goes away: the daemon notices within seconds, settles the job it could not bill,
+    // and serves again.
+    REQUIRE(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    for (int i = 0; i < 50; ++i) {
+        r = one(c, gen_job("after-" + std::to_string(i), "hello", 2));
+        if (r.type == Reply::Result)
+            break;
+        CHECK(r.code == Code::BillingUnavailable);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    CHECK(r.type == Reply::Result);
+    CHECK(d.stop() == 0);
+    store::Store st = store::Store::open(d.db, {.create = false});
+    auto row = st.find_job("t1", "locked");
+    REQUIRE(row);
+    CHECK(row->status == store::JobStatus::Done);
+    CHECK(row->completion_tokens == 3);
+    CHECK_FALSE(st.find_job("t1", "refused"));
+    CHECK(st.summary().at(0).open_jobs == 0);
+}

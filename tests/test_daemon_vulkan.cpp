@@ -1,0 +1,53 @@
+// prefixd on the Vulkan backend (lavapipe here): a short greedy job served by the daemon gives the
+// same tokens as `prefixctl run --backend cpu` (the CPU reference) on the same model and prompt.
+#include "test_daemon_harness.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+using namespace prefixd;
+using namespace prefixd::daemon;
+using namespace prefixd::test;
+
+namespace {
+std::string run_cmd(const std::string& cmd) {
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+        out.append(buf, n);
+    CHECK(pclose(p) == 0);
+    return out;
+}
+} // namespace
+
+TEST_CASE("prefixd --backend vulkan: greedy job equals prefixctl run --backend cpu") {
+    const std::string prompt = "The quick brown fox";
+    const int n = 6;
+    auto dir = temp_dir("daemon-vk");
+    DaemonProcess d(dir, {"--backend", "vulkan"});
+    REQUIRE(d.wait_ready(120000));
+    Client c(d.client_options());
+    JobRequest h;
+    h.kind = Kind::Health;
+    h.job_id = "h";
+    c.send(build_request(h));
+    auto hb = c.recv(10000);
+    REQUIRE(hb);
+    CHECK(parse_reply(*hb).health.backend == "vulkan");
+    auto out = c.run(gen_job("vk1", prompt, n), 120000);
+    REQUIRE_FALSE(out.timed_out);
+    REQUIRE(out.final.type == Reply::Result);
+    CHECK(d.stop() == 0);
+
+    std::string json =
+        run_cmd((build_dir() / "bin" / "prefixctl").string() + " run --backend cpu --json --model '" +
+                tiny_model() + "' --prompt '" + prompt + "' -n " + std::to_string(n) + " 2>/dev/null");
+    auto j = nlohmann::json::parse(json);
+    std::vector<int32_t> ref = j.at("token_ids").get<std::vector<int32_t>>();
+    REQUIRE(ref.size() == size_t(n));
+    CHECK(out.final.result.token_ids == ref);
+}
