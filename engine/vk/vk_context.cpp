@@ -38,12 +38,14 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
         buf_ = o.buf_;
         mem_ = o.mem_;
         map_ = o.map_;
+        view_ = o.view_;
         size_ = o.size_;
         addr_ = o.addr_;
         o.ctx_ = nullptr;
         o.buf_ = VK_NULL_HANDLE;
         o.mem_ = VK_NULL_HANDLE;
         o.map_ = nullptr;
+        o.view_ = VK_NULL_HANDLE;
         o.size_ = 0;
         o.addr_ = 0;
     }
@@ -53,6 +55,11 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
 Buffer::~Buffer() {
     if (!ctx_)
         return;
+    if (view_) {
+        ctx_->views_.erase(addr_);
+        vkDestroyBufferView(ctx_->dev_, view_, nullptr);
+        view_ = VK_NULL_HANDLE;
+    }
     if (buf_)
         vkDestroyBuffer(ctx_->dev_, buf_, nullptr);
     if (mem_)
@@ -133,6 +140,7 @@ Context::Context(const std::string& sel) {
     limits_.max_push = props.properties.limits.maxPushConstantsSize;
     limits_.max_groups_x = props.properties.limits.maxComputeWorkGroupCount[0];
     limits_.max_groups_y = props.properties.limits.maxComputeWorkGroupCount[1];
+    limits_.max_texels = props.properties.limits.maxTexelBufferElements;
     auto fail = [&](const std::string& m) {
         vkDestroyInstance(inst_, nullptr);
         inst_ = VK_NULL_HANDLE;
@@ -176,8 +184,22 @@ Context::Context(const std::string& sel) {
     VkPhysicalDeviceFeatures2 e2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
     e2.pNext = &e12;
     e2.features.shaderInt64 = VK_TRUE;
+    VkPhysicalDeviceProperties dprops;
+    vkGetPhysicalDeviceProperties(pd_, &dprops);
+    uint32_t n_ext = 0;
+    vkEnumerateDeviceExtensionProperties(pd_, nullptr, &n_ext, nullptr);
+    std::vector<VkExtensionProperties> exts(n_ext);
+    vkEnumerateDeviceExtensionProperties(pd_, nullptr, &n_ext, exts.data());
+    bool has_push = false;
+    for (const auto& e : exts)
+        has_push |= std::strcmp(e.extensionName, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME) == 0;
+    const char* tx_env = std::getenv("PREFIXD_VK_TEXEL");
+    texel_ = has_push && (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
+    const char* ext_names[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.pNext = &e2;
+    dci.enabledExtensionCount = texel_ ? 1 : 0;
+    dci.ppEnabledExtensionNames = ext_names;
     dci.queueCreateInfoCount = 1;
     dci.pQueueCreateInfos = &qci;
     VkResult r = vkCreateDevice(pd_, &dci, nullptr, &dev_);
@@ -198,6 +220,26 @@ Context::Context(const std::string& sel) {
     vk_check(vkCreateFence(dev_, &fci, nullptr, &fence_), "vkCreateFence");
     VkPushConstantRange pcr{VK_SHADER_STAGE_COMPUTE_BIT, 0, kPushBytes};
     VkPipelineLayoutCreateInfo lci{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+    if (texel_) {
+        push_desc_ = reinterpret_cast<PFN_vkCmdPushDescriptorSetKHR>(
+            vkGetDeviceProcAddr(dev_, "vkCmdPushDescriptorSetKHR"));
+        if (!push_desc_)
+            fail("vkCmdPushDescriptorSetKHR missing");
+        VkDescriptorSetLayoutBinding bd[4]{};
+        for (uint32_t i = 0; i < 4; ++i) {
+            bd[i].binding = i;
+            bd[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+            bd[i].descriptorCount = 1;
+            bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+        }
+        VkDescriptorSetLayoutCreateInfo dl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+        dl.flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR;
+        dl.bindingCount = 4;
+        dl.pBindings = bd;
+        vk_check(vkCreateDescriptorSetLayout(dev_, &dl, nullptr, &set_layout_), "vkCreateDescriptorSetLayout");
+        lci.setLayoutCount = 1;
+        lci.pSetLayouts = &set_layout_;
+    }
     lci.pushConstantRangeCount = 1;
     lci.pPushConstantRanges = &pcr;
     vk_check(vkCreatePipelineLayout(dev_, &lci, nullptr, &layout_), "vkCreatePipelineLayout");
@@ -220,6 +262,8 @@ Context::~Context() {
         vkDestroyPipeline(dev_, p, nullptr);
     if (layout_)
         vkDestroyPipelineLayout(dev_, layout_, nullptr);
+    if (set_layout_)
+        vkDestroyDescriptorSetLayout(dev_, set_layout_, nullptr);
     if (fence_)
         vkDestroyFence(dev_, fence_, nullptr);
     if (pool_)
@@ -259,6 +303,9 @@ void Context::create_pipelines() {
     for (const char* t : {"f32", "f16", "bf16", "q8_0", "q4_0"}) {
         pipelines_[std::string("matmul_") + t] = make_pipeline((std::string("matmul_") + t).c_str(), 0);
         pipelines_[std::string("swiglu_") + t] = make_pipeline((std::string("swiglu_") + t).c_str(), 0);
+        if (texel_)
+            for (const char* k : {"matmul_tx_", "swiglu_tx_"})
+                pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
         for (const char* k : {"matmul_lr_", "swiglu_lr_"})
             pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
     }
@@ -276,7 +323,8 @@ Buffer Context::create_buffer(uint64_t bytes, bool host) {
     VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
     bci.size = bytes;
     bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
-                VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+                VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
     vk_check(vkCreateBuffer(dev_, &bci, nullptr, &b.buf_), "vkCreateBuffer");
     VkMemoryRequirements mr;
     vkGetBufferMemoryRequirements(dev_, b.buf_, &mr);
@@ -317,6 +365,14 @@ Buffer Context::create_buffer(uint64_t bytes, bool host) {
     ai.buffer = b.buf_;
     b.addr_ = vkGetBufferDeviceAddress(dev_, &ai);
     b.size_ = bytes;
+    if (texel_ && bytes / 16 <= limits_.max_texels) {
+        VkBufferViewCreateInfo vi{VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO};
+        vi.buffer = b.buf_;
+        vi.format = VK_FORMAT_R32G32B32A32_UINT;
+        vi.range = bytes & ~uint64_t(15);
+        vk_check(vkCreateBufferView(dev_, &vi, nullptr, &b.view_), "vkCreateBufferView");
+        views_[b.addr_] = {vi.range, b.view_};
+    }
     allocated_ += bytes;
     peak_ = std::max(peak_, allocated_);
     return b;
@@ -365,6 +421,53 @@ void Context::dispatch(const std::string& name, const void* push, uint32_t bytes
     vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, it->second);
     vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, push);
     vkCmdDispatch(cmd_, gx, gy, gz);
+    dirty_ = true;
+    ++dispatches_;
+    if (profiling_) {
+        auto t0 = std::chrono::steady_clock::now();
+        submit_wait();
+        prof_[name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+}
+
+bool Context::find_view(uint64_t addr, VkBufferView* view, uint64_t* off) const {
+    auto it = views_.upper_bound(addr);
+    if (it == views_.begin())
+        return false;
+    --it;
+    if (addr - it->first >= it->second.first)
+        return false;
+    *view = it->second.second;
+    *off = addr - it->first;
+    return true;
+}
+
+void Context::dispatch_views(const std::string& name, const void* push, uint32_t bytes,
+                             const VkBufferView views[4], uint32_t gx, uint32_t gy) {
+    if (!texel_)
+        throw EngineError("Vulkan: dispatch_views without texel mode");
+    auto it = pipelines_.find(name);
+    if (it == pipelines_.end())
+        throw EngineError("Vulkan: unknown pipeline " + name);
+    if (gx == 0 || gy == 0)
+        return;
+    if (gx > limits_.max_groups_x || gy > limits_.max_groups_y)
+        throw EngineError("Vulkan: dispatch of " + name + " exceeds maxComputeWorkGroupCount");
+    if (profiling_)
+        submit_wait();
+    begin();
+    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, it->second);
+    VkWriteDescriptorSet wr[4]{};
+    for (uint32_t i = 0; i < 4; ++i) {
+        wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+        wr[i].dstBinding = i;
+        wr[i].descriptorCount = 1;
+        wr[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+        wr[i].pTexelBufferView = &views[i];
+    }
+    push_desc_(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 4, wr);
+    vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, push);
+    vkCmdDispatch(cmd_, gx, gy, 1);
     dirty_ = true;
     ++dispatches_;
     if (profiling_) {

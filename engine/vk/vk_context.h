@@ -32,6 +32,7 @@ class Buffer {
     uint64_t addr() const { return addr_; }
     uint64_t size() const { return size_; }
     void* map() const { return map_; }
+    VkBufferView view() const { return view_; } // RGBA32UI texel view (texel mode only)
     explicit operator bool() const { return buf_ != VK_NULL_HANDLE; }
 
   private:
@@ -40,6 +41,7 @@ class Buffer {
     VkBuffer buf_ = VK_NULL_HANDLE;
     VkDeviceMemory mem_ = VK_NULL_HANDLE;
     void* map_ = nullptr;
+    VkBufferView view_ = VK_NULL_HANDLE;
     uint64_t size_ = 0, addr_ = 0;
 };
 
@@ -49,6 +51,7 @@ struct DeviceLimits {
     uint32_t subgroup_size = 0;
     uint32_t max_push = 0;
     uint32_t max_groups_x = 0, max_groups_y = 0;
+    uint64_t max_texels = 0; // maxTexelBufferElements
 };
 
 class Context {
@@ -70,6 +73,14 @@ class Context {
     // recorded and starts a fresh recording.
     void dispatch(const std::string& pipeline, const void* push, uint32_t push_bytes, uint32_t gx,
                   uint32_t gy = 1, uint32_t gz = 1);
+    // Same, for shaders reading uniform texel buffers: views[0..3] are pushed as set 0 bindings 0..3.
+    void dispatch_views(const std::string& pipeline, const void* push, uint32_t push_bytes,
+                        const VkBufferView views[4], uint32_t gx, uint32_t gy = 1);
+    // Texel mode (CPU devices with VK_KHR_push_descriptor; PREFIXD_VK_TEXEL=0 turns it off): every
+    // buffer gets an RGBA32UI view and matmuls read through it (see shaders/matmul_tx.comp).
+    bool texel() const { return texel_; }
+    // The view holding device address `addr` and the byte offset of addr in it; false if none.
+    bool find_view(uint64_t addr, VkBufferView* view, uint64_t* off) const;
     void barrier();
     void copy(const Buffer& src, uint64_t src_off, const Buffer& dst, uint64_t dst_off, uint64_t bytes);
     void submit_wait();
@@ -105,7 +116,10 @@ class Context {
     uint32_t dispatches_ = 0;
     uint64_t allocated_ = 0, peak_ = 0;
     Buffer staging_;
-    bool profiling_ = false, lane_rows_ = false;
+    bool profiling_ = false, lane_rows_ = false, texel_ = false;
+    VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
+    PFN_vkCmdPushDescriptorSetKHR push_desc_ = nullptr;
+    std::map<uint64_t, std::pair<uint64_t, VkBufferView>> views_; // addr -> (size, view)
     std::map<std::string, double> prof_;
 };
 

@@ -55,9 +55,36 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     p.cols = uint32_t(w.cols);
     p.rows_per_group = ctx.lane_rows() ? std::max<uint32_t>(32, (rows_per_group(w.rows) + 31) & ~31u)
                                        : rows_per_group(w.rows);
+    const uint32_t gx = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
+    if (ctx.texel()) {
+        // Texel path (shaders/matmul_tx.comp): pointers become byte offsets into the buffers'
+        // texel views; x rows and norm must be 16-byte aligned, else the device-address path runs.
+        VkBufferView v[4];
+        uint64_t o[4] = {0, 0, 0, 0};
+        const bool norm = (p.flags & MM_NORM_X) != 0;
+        bool ok = ctx.find_view(p.w, &v[0], &o[0]) && (!w2 || ctx.find_view(p.w2, &v[1], &o[1])) &&
+                  ctx.find_view(p.x, &v[2], &o[2]) && (!norm || ctx.find_view(p.norm, &v[3], &o[3]));
+        ok = ok && o[2] % 16 == 0 && o[3] % 16 == 0 && p.x_stride % 4 == 0 && p.x_mat_off % 4 == 0;
+        for (uint64_t off : o)
+            ok = ok && off < (1ull << 31);
+        ok = ok && o[0] + w.n_mat * w.mat_stride < (1ull << 31);
+        if (ok) {
+            if (!w2)
+                v[1] = v[0];
+            if (!norm)
+                v[3] = v[0];
+            p.w = o[0];
+            p.w2 = o[1];
+            p.x = o[2];
+            p.norm = o[3];
+            const std::string name = std::string(w2 ? "swiglu_tx_" : "matmul_tx_") + type_suffix(w.type);
+            ctx.dispatch_views(name, &p, sizeof p, v, gx, groups);
+            return;
+        }
+    }
     const std::string name =
         std::string(w2 ? "swiglu_" : "matmul_") + (ctx.lane_rows() ? "lr_" : "") + type_suffix(w.type);
-    ctx.dispatch(name, &p, sizeof p, uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group), groups);
+    ctx.dispatch(name, &p, sizeof p, gx, groups);
 }
 
 void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,

@@ -1,0 +1,173 @@
+// Matmul for CPU drivers (lavapipe): same contract as matmul.comp (push.h MatmulPush, flags, type
+// variants, -D SWIGLU) but weights, activations and norm are read through uniform texel buffers
+// (push descriptors, binding 0 = w, 1 = w2, 2 = x, 3 = norm; p.w/w2/x/norm are byte offsets into
+// them), which llvmpipe vectorises, where device-address loads run a per-lane scalar loop
+// (tools/vk_matvec_bench: ~1 GB/s vs 3-6 GB/s). One row per invocation; x offsets 16-byte aligned.
+#version 460
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+#include "push.h"
+
+layout(local_size_x = 32) in;
+layout(push_constant) uniform PC { MatmulPush p; };
+layout(set = 0, binding = 0) uniform usamplerBuffer tw;
+layout(set = 0, binding = 1) uniform usamplerBuffer tw2;
+layout(set = 0, binding = 2) uniform usamplerBuffer tx;
+layout(set = 0, binding = 3) uniform usamplerBuffer tn;
+
+#define WG 32
+#define TB 8
+
+#if defined(W_F32)
+#define EPU 4
+#define ROW_BYTES(c) (uint(c) * 4)
+#elif defined(W_F16) || defined(W_BF16)
+#define EPU 8
+#define ROW_BYTES(c) (uint(c) * 2)
+#elif defined(W_Q8_0)
+#define EPU 16
+#define ROW_BYTES(c) (uint(c))
+#elif defined(W_Q4_0)
+#define EPU 32
+#define ROW_BYTES(c) (uint(c) / 2)
+#endif
+
+float scale_at(bool second, uint fidx) {
+    uvec4 s = second ? texelFetch(tw2, int(fidx >> 2)) : texelFetch(tw, int(fidx >> 2));
+    return uintBitsToFloat(s[fidx & 3u]);
+}
+
+// Decodes unit u (16 bytes at texel `t`, scale float index `si`) into f[EPU].
+void load_unit(bool second, uint t, uint si, uint u, out float f[EPU]) {
+    uvec4 q = second ? texelFetch(tw2, int(t)) : texelFetch(tw, int(t));
+#if defined(W_F32)
+    f[0] = uintBitsToFloat(q.x); f[1] = uintBitsToFloat(q.y);
+    f[2] = uintBitsToFloat(q.z); f[3] = uintBitsToFloat(q.w);
+#elif defined(W_F16)
+    for (uint i = 0; i < 4; ++i) {
+        vec2 h = unpackHalf2x16(q[i]);
+        f[2 * i] = h.x; f[2 * i + 1] = h.y;
+    }
+#elif defined(W_BF16)
+    for (uint i = 0; i < 4; ++i) {
+        f[2 * i] = uintBitsToFloat(q[i] << 16);
+        f[2 * i + 1] = uintBitsToFloat(q[i] & 0xffff0000u);
+    }
+#elif defined(W_Q8_0)
+    float d = scale_at(second, si + (u >> 1));
+    for (uint i = 0; i < 4; ++i) {
+        int w = int(q[i]);
+        f[4 * i] = float(bitfieldExtract(w, 0, 8)) * d;
+        f[4 * i + 1] = float(bitfieldExtract(w, 8, 8)) * d;
+        f[4 * i + 2] = float(bitfieldExtract(w, 16, 8)) * d;
+        f[4 * i + 3] = float(bitfieldExtract(w, 24, 8)) * d;
+    }
+#elif defined(W_Q4_0)
+    float d = scale_at(second, si + u);
+    for (uint i = 0; i < 4; ++i) {
+        uint w = q[i];
+        for (uint j = 0; j < 4; ++j) {
+            uint b = (w >> (8 * j)) & 0xffu;
+            f[4 * i + j] = (float(b & 15u) - 8.0) * d;
+            f[16 + 4 * i + j] = (float(b >> 4) - 8.0) * d;
+        }
+    }
+#endif
+}
+
+vec4 xv4(uint fidx) { return uintBitsToFloat(texelFetch(tx, int(fidx >> 2))); }
+vec4 nv4(uint fidx) { return uintBitsToFloat(texelFetch(tn, int(fidx >> 2))); }
+uint map_at(uint i) { return UintBuf(p.map).v[i]; }
+
+void main() {
+    const uint g = gl_WorkGroupID.y;
+    const uint r0 = gl_WorkGroupID.x * p.rows_per_group;
+    const uint rend = min(r0 + p.rows_per_group, p.rows);
+    const bool use_map = (p.flags & MM_MAP) != 0;
+    const bool norm = (p.flags & MM_NORM_X) != 0;
+    const uint mat = use_map ? map_at(3 * g) : g;
+    const uint count = use_map ? map_at(3 * g + 1) : p.n_tok;
+    const uint moff = use_map ? map_at(3 * g + 2) : 0;
+    const uint units = p.cols / EPU;
+    const uint mbase = uint(p.w) + mat * uint(p.mat_stride);   // byte offset in the w view
+    const uint mbase2 = uint(p.w2) + mat * uint(p.mat_stride); // and in the w2 view
+    const uint x0 = uint(p.x) / 4, n0 = uint(p.norm) / 4;      // float offsets
+    const uint xg = use_map ? 0 : g * p.x_mat_off;
+    const uint yg = use_map ? 0 : g * p.y_mat_off;
+
+    for (uint t0 = 0; t0 < count; t0 += TB) {
+        const uint nt = min(uint(TB), count - t0);
+        uint xr[TB], yr[TB];
+        float xs[TB];
+        for (uint tt = 0; tt < TB; ++tt) {
+            uint t = t0 + min(tt, nt - 1);
+            xr[tt] = x0 + xg + (use_map ? map_at(moff + 2 * t) : t) * p.x_stride;
+            yr[tt] = yg + (use_map ? map_at(moff + 2 * t + 1) : t) * p.y_stride;
+            xs[tt] = 1.0;
+            if (norm && tt < nt) {
+                float ss = 0.0;
+                for (uint c = 0; c < p.cols; c += 4) {
+                    vec4 v = xv4(xr[tt] + c);
+                    ss += dot(v, v);
+                }
+                xs[tt] = inversesqrt(ss / float(p.cols) + p.eps);
+            }
+        }
+        for (uint row = r0 + gl_LocalInvocationID.x; row < rend; row += WG) {
+            float acc[TB];
+#ifdef SWIGLU
+            float acc2[TB];
+#endif
+            for (uint tt = 0; tt < TB; ++tt) {
+                acc[tt] = 0.0;
+#ifdef SWIGLU
+                acc2[tt] = 0.0;
+#endif
+            }
+            const uint t1 = (mbase + row * ROW_BYTES(p.cols)) / 16;
+            const uint si = (mbase + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
+#ifdef SWIGLU
+            const uint t2 = (mbase2 + row * ROW_BYTES(p.cols)) / 16;
+            const uint si2 = (mbase2 + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
+#endif
+            for (uint u = 0; u < units; ++u) {
+                float f[EPU];
+                load_unit(false, t1 + u, si, u, f);
+#ifdef SWIGLU
+                float f2[EPU];
+                load_unit(true, t2 + u, si2, u, f2);
+#endif
+                vec4 nv[EPU / 4];
+                for (uint e = 0; e < EPU / 4; ++e) nv[e] = norm ? nv4(n0 + u * EPU + 4 * e) : vec4(1.0);
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    float s = 0.0;
+#ifdef SWIGLU
+                    float s2 = 0.0;
+#endif
+                    for (uint e = 0; e < EPU / 4; ++e) {
+                        vec4 xv = xv4(xr[tt] + u * EPU + 4 * e) * nv[e];
+                        s += dot(vec4(f[4 * e], f[4 * e + 1], f[4 * e + 2], f[4 * e + 3]), xv);
+#ifdef SWIGLU
+                        s2 += dot(vec4(f2[4 * e], f2[4 * e + 1], f2[4 * e + 2], f2[4 * e + 3]), xv);
+#endif
+                    }
+                    acc[tt] += s;
+#ifdef SWIGLU
+                    acc2[tt] += s2;
+#endif
+                }
+            }
+            for (uint tt = 0; tt < TB; ++tt) {
+                if (tt >= nt) break;
+                float s = acc[tt] * xs[tt];
+#ifdef SWIGLU
+                s = silu(s) * (acc2[tt] * xs[tt]);
+#endif
+                const uint yi = yr[tt] + row;
+                if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
+                FloatBuf(p.y).v[yi] = s;
+            }
+        }
+    }
+}

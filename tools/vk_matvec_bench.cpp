@@ -1,0 +1,279 @@
+// Microbenchmark: one Q8_0 mat-vec (quants then f32 scales, as engine/vk repacks them) in candidate
+// shader forms (tools/vk_matvec_bench.comp compiled at run time with glslangValidator), repeated
+// in one command buffer; prints weight GB/s per form and checks each result against the CPU.
+// Usage: vk_matvec_bench [rows cols [reps]]
+#include <vulkan/vulkan.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#define CK(x)                                                                                           \
+    do {                                                                                                \
+        VkResult r_ = (x);                                                                              \
+        if (r_ != VK_SUCCESS) throw std::runtime_error(std::string(#x) + " failed " + std::to_string(r_)); \
+    } while (0)
+
+struct Buf {
+    VkBuffer b;
+    VkDeviceMemory m;
+    void* p;
+    uint64_t addr;
+};
+static VkDevice dev;
+static VkPhysicalDevice pd;
+
+static Buf make_buf(uint64_t bytes) {
+    Buf o{};
+    VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+    bi.size = bytes;
+    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
+               VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
+    CK(vkCreateBuffer(dev, &bi, nullptr, &o.b));
+    VkMemoryRequirements mr;
+    vkGetBufferMemoryRequirements(dev, o.b, &mr);
+    VkPhysicalDeviceMemoryProperties mp;
+    vkGetPhysicalDeviceMemoryProperties(pd, &mp);
+    uint32_t ti = 0;
+    for (; ti < mp.memoryTypeCount; ++ti)
+        if ((mr.memoryTypeBits >> ti & 1) &&
+            (mp.memoryTypes[ti].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT))
+            break;
+    VkMemoryAllocateFlagsInfo fi{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
+    fi.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
+    VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, &fi};
+    ai.allocationSize = mr.size;
+    ai.memoryTypeIndex = ti;
+    CK(vkAllocateMemory(dev, &ai, nullptr, &o.m));
+    CK(vkBindBufferMemory(dev, o.b, o.m, 0));
+    CK(vkMapMemory(dev, o.m, 0, VK_WHOLE_SIZE, 0, &o.p));
+    VkBufferDeviceAddressInfo da{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
+    da.buffer = o.b;
+    o.addr = vkGetBufferDeviceAddress(dev, &da);
+    return o;
+}
+
+static VkBufferView make_view(const Buf& b, VkFormat f, uint64_t bytes) {
+    VkBufferViewCreateInfo vi{VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO};
+    vi.buffer = b.b;
+    vi.format = f;
+    vi.range = bytes;
+    VkBufferView v;
+    CK(vkCreateBufferView(dev, &vi, nullptr, &v));
+    return v;
+}
+
+static std::vector<uint32_t> compile(const std::string& defs) {
+    std::string out = "/tmp/vk_matvec_bench_" + std::to_string(getpid()) + ".spv";
+    std::string cmd = std::string(GLSLANG) + " --target-env vulkan1.2 --quiet -S comp " + defs + " -o " +
+                      out + " " + BENCH_SHADER;
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("glslang failed: " + cmd);
+    std::ifstream f(out, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(f)), {});
+    std::remove(out.c_str());
+    std::vector<uint32_t> w(bytes.size() / 4);
+    std::memcpy(w.data(), bytes.data(), w.size() * 4);
+    return w;
+}
+
+struct Push {
+    uint64_t wq, ws, x, y;
+    uint32_t rows, cols, rpg, pad;
+};
+
+int main(int argc, char** argv) {
+    uint32_t rows = argc > 2 ? std::atoi(argv[1]) : 1408, cols = argc > 2 ? std::atoi(argv[2]) : 2048;
+    int reps = argc > 3 ? std::atoi(argv[3]) : 50;
+    VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+    app.apiVersion = VK_API_VERSION_1_2;
+    VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+    ici.pApplicationInfo = &app;
+    VkInstance inst;
+    CK(vkCreateInstance(&ici, nullptr, &inst));
+    uint32_t n = 0;
+    vkEnumeratePhysicalDevices(inst, &n, nullptr);
+    std::vector<VkPhysicalDevice> pds(n);
+    vkEnumeratePhysicalDevices(inst, &n, pds.data());
+    if (n == 0) throw std::runtime_error("no Vulkan device");
+    pd = pds[0];
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(pd, &props);
+    float prio = 1;
+    VkDeviceQueueCreateInfo qi{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+    qi.queueCount = 1;
+    qi.pQueuePriorities = &prio;
+    VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    f12.bufferDeviceAddress = VK_TRUE;
+    VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &f12};
+    f2.features.shaderInt64 = VK_TRUE;
+    VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, &f2};
+    dci.queueCreateInfoCount = 1;
+    dci.pQueueCreateInfos = &qi;
+    CK(vkCreateDevice(pd, &dci, nullptr, &dev));
+    VkQueue q;
+    vkGetDeviceQueue(dev, 0, 0, &q);
+    std::printf("device %s, Q8_0 %u x %u (%.1f MB of weights), %d reps\n", props.deviceName, rows, cols,
+                rows * (double)cols * 1.0625 / 1e6, reps);
+
+    // data
+    const uint64_t qbytes = uint64_t(rows) * cols, sbytes = uint64_t(rows) * (cols / 32) * 4;
+    Buf wq = make_buf(qbytes), ws = make_buf(sbytes), x = make_buf(cols * 4ull), y = make_buf(rows * 4ull);
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int> qd(-127, 127);
+    std::uniform_real_distribution<float> fd(-1, 1);
+    auto* qp = (int8_t*)wq.p;
+    for (uint64_t i = 0; i < qbytes; ++i) qp[i] = (int8_t)qd(rng);
+    auto* sp = (float*)ws.p;
+    for (uint64_t i = 0; i < sbytes / 4; ++i) sp[i] = fd(rng) * 0.01f;
+    auto* xp = (float*)x.p;
+    for (uint32_t i = 0; i < cols; ++i) xp[i] = fd(rng);
+    std::vector<double> ref(rows);
+    for (uint32_t r = 0; r < rows; ++r) {
+        double a = 0;
+        for (uint32_t c = 0; c < cols; ++c) a += sp[r * (cols / 32) + c / 32] * qp[uint64_t(r) * cols + c] * xp[c];
+        ref[r] = a;
+    }
+
+    // descriptors: 4 storage buffers + 3 uniform texel buffers
+    VkDescriptorSetLayoutBinding bd[7]{};
+    for (int i = 0; i < 7; ++i) {
+        bd[i].binding = i;
+        bd[i].descriptorType = i < 4 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER : VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+        bd[i].descriptorCount = 1;
+        bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+    }
+    VkDescriptorSetLayoutCreateInfo dl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+    dl.bindingCount = 7;
+    dl.pBindings = bd;
+    VkDescriptorSetLayout dsl;
+    CK(vkCreateDescriptorSetLayout(dev, &dl, nullptr, &dsl));
+    VkDescriptorPoolSize ps[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4}, {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3}};
+    VkDescriptorPoolCreateInfo dp{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+    dp.maxSets = 1;
+    dp.poolSizeCount = 2;
+    dp.pPoolSizes = ps;
+    VkDescriptorPool pool;
+    CK(vkCreateDescriptorPool(dev, &dp, nullptr, &pool));
+    VkDescriptorSetAllocateInfo da{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+    da.descriptorPool = pool;
+    da.descriptorSetCount = 1;
+    da.pSetLayouts = &dsl;
+    VkDescriptorSet set;
+    CK(vkAllocateDescriptorSets(dev, &da, &set));
+    VkDescriptorBufferInfo bis[4] = {{wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull}, {y.b, 0, rows * 4ull}};
+    VkBufferView views[3] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
+                             make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
+                             make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull)};
+    VkWriteDescriptorSet wr[7]{};
+    for (int i = 0; i < 7; ++i) {
+        wr[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+        wr[i].dstSet = set;
+        wr[i].dstBinding = i;
+        wr[i].descriptorCount = 1;
+        wr[i].descriptorType = bd[i].descriptorType;
+        if (i < 4) wr[i].pBufferInfo = &bis[i];
+        else wr[i].pTexelBufferView = &views[i - 4];
+    }
+    vkUpdateDescriptorSets(dev, 7, wr, 0, nullptr);
+    VkPushConstantRange pr{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Push)};
+    VkPipelineLayoutCreateInfo pl{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+    pl.setLayoutCount = 1;
+    pl.pSetLayouts = &dsl;
+    pl.pushConstantRangeCount = 1;
+    pl.pPushConstantRanges = &pr;
+    VkPipelineLayout layout;
+    CK(vkCreatePipelineLayout(dev, &pl, nullptr, &layout));
+    VkCommandPoolCreateInfo cp{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    cp.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    VkCommandPool cpool;
+    CK(vkCreateCommandPool(dev, &cp, nullptr, &cpool));
+    VkCommandBufferAllocateInfo ca{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    ca.commandPool = cpool;
+    ca.commandBufferCount = 1;
+    VkCommandBuffer cmd;
+    CK(vkAllocateCommandBuffers(dev, &ca, &cmd));
+    VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VkFence fence;
+    CK(vkCreateFence(dev, &fci, nullptr, &fence));
+
+    struct Form { const char* name; std::string defs; uint32_t wg, rpg; };
+    std::vector<Form> forms;
+    const char* accs[3] = {"BDA", "SSBO", "TEX"};
+    const char* env = std::getenv("FORMS");
+    for (const char* a : accs) {
+        std::string d = std::string("-DACC_") + a;
+        forms.push_back({"split-rows wg32", d + " -DWG=32", 32, 0});
+        forms.push_back({"lane-rows  wg32", d + " -DWG=32 -DLANE_ROWS", 32, 0});
+        forms.push_back({"lane-rows  wg8 ", d + " -DWG=8 -DLANE_ROWS", 8, 0});
+        forms.push_back({"uniform    wg1 ", d + " -DWG=1 -DUNIFORM_ROW", 1, 0});
+        forms.push_back({"lane-rows  wg32 x-bda", d + " -DWG=32 -DLANE_ROWS -DX_BDA", 32, 0});
+        forms.push_back({"lane-rows  wg64", d + " -DWG=64 -DLANE_ROWS", 64, 0});
+    }
+    for (auto& f : forms) {
+        std::string full = f.defs;
+        if (env && full.find(env) == std::string::npos) continue;
+        auto spv = compile(full);
+        VkShaderModuleCreateInfo sm{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+        sm.codeSize = spv.size() * 4;
+        sm.pCode = spv.data();
+        VkShaderModule mod;
+        CK(vkCreateShaderModule(dev, &sm, nullptr, &mod));
+        VkComputePipelineCreateInfo pci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+        pci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
+        pci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+        pci.stage.module = mod;
+        pci.stage.pName = "main";
+        pci.layout = layout;
+        VkPipeline pipe;
+        CK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &pci, nullptr, &pipe));
+        for (uint32_t groups : {2u, 2u, 4u, 8u, 16u, 64u}) {
+            uint32_t rpg = (rows + groups - 1) / groups;
+            Push pu{wq.addr, ws.addr, x.addr, y.addr, rows, cols, rpg, 0};
+            std::memset(y.p, 0, rows * 4);
+            vkResetCommandBuffer(cmd, 0);
+            VkCommandBufferBeginInfo cb{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+            CK(vkBeginCommandBuffer(cmd, &cb));
+            vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+            vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 0, nullptr);
+            vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pu, &pu);
+            for (int i = 0; i < reps; ++i) {
+                vkCmdDispatch(cmd, groups, 1, 1);
+                VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+                mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+                mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+                vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                     0, 1, &mb, 0, nullptr, 0, nullptr);
+            }
+            CK(vkEndCommandBuffer(cmd));
+            VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+            si.commandBufferCount = 1;
+            si.pCommandBuffers = &cmd;
+            auto t0 = std::chrono::steady_clock::now();
+            CK(vkQueueSubmit(q, 1, &si, fence));
+            CK(vkWaitForFences(dev, 1, &fence, VK_TRUE, UINT64_MAX));
+            double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            vkResetFences(dev, 1, &fence);
+            double err = 0, mag = 0;
+            for (uint32_t r = 0; r < rows; ++r) {
+                err = std::max(err, std::fabs(((float*)y.p)[r] - ref[r]));
+                mag = std::max(mag, std::fabs(ref[r]));
+            }
+            std::printf("%-5s %s groups %3u: %8.3f ms/matvec %7.3f GB/s  max err %.2e%s\n", f.defs.c_str() + 6,
+                        f.name, groups, s / reps * 1e3, (qbytes + sbytes) * reps / s / 1e9, err / mag,
+                        err / mag > 1e-4 ? "  WRONG" : "");
+            std::fflush(stdout);
+        }
+        vkDestroyPipeline(dev, pipe, nullptr);
+        vkDestroyShaderModule(dev, mod, nullptr);
+    }
+    return 0;
+}
