@@ -1,6 +1,7 @@
 // load_bench: jobs/s and p50/p99 latency of short Generate jobs sent by N concurrent clients to a
 // running prefixd (insecure dev mode), beside the same jobs run in-process through the engine
-// alone: back-to-back (one at a time) and all submitted to one Runner (batched, the daemon's way).
+// alone: N in flight on one Runner (batched, the daemon's way) and one at a time, against the
+// daemon with N clients and with 1 client. Phases interleave over --rounds (medians reported).
 // Usage: load_bench --endpoint E --model F [--backend cpu|vulkan] [--clients 16] [--jobs 8] [-n 4]
 #include "daemon/client.h"
 #include "engine/runner.h"
@@ -28,6 +29,15 @@ static double pct(std::vector<double> v, double p) {
     std::sort(v.begin(), v.end());
     return v[std::min(v.size() - 1, size_t(p * double(v.size() - 1) + 0.5))];
 }
+// Per-phase results over rounds: median jobs/s, all latencies pooled.
+struct Stats {
+    std::vector<double> rate, lat;
+    void add(double r, const std::vector<double>& l) {
+        rate.push_back(r);
+        lat.insert(lat.end(), l.begin(), l.end());
+    }
+    double jobs_s() const { return pct(rate, 0.5); }
+};
 static std::string prompt_of(int c, int j) {
     return "Request " + std::to_string(c) + "." + std::to_string(j) + ": say hello";
 }
@@ -35,7 +45,7 @@ static std::string prompt_of(int c, int j) {
 int main(int argc, char** argv) {
     CLI::App app{"prefixd load benchmark"};
     std::string endpoint, model, backend = "cpu", tenant = "bench";
-    int clients = 16, jobs = 8, n = 4;
+    int clients = 16, jobs = 8, n = 4, rounds = 3, max_seqs = 16, max_ctx = 4096;
     app.add_option("--endpoint", endpoint, "running prefixd (insecure dev mode)")->required();
     app.add_option("--model", model, "same GGUF the daemon serves (in-process baseline)")->required();
     app.add_option("--backend", backend, "engine backend for the in-process baseline");
@@ -43,46 +53,20 @@ int main(int argc, char** argv) {
     app.add_option("--jobs", jobs, "jobs per client");
     app.add_option("-n", n, "tokens per job");
     app.add_option("--tenant", tenant, "tenant name");
+    app.add_option("--rounds", rounds, "interleaved rounds (medians reported)")->check(CLI::Range(1, 100));
+    app.add_option("--max-seqs", max_seqs, "engine sequences (same as the daemon's [engine] max_seqs)");
+    app.add_option("--max-ctx", max_ctx, "engine context (same as the daemon's --max-ctx)");
     CLI11_PARSE(app, argc, argv);
 
-    // ---- daemon
-    std::mutex mu;
-    std::vector<double> lat;
-    std::atomic<int> errors{0};
-    std::string run_tag = std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
-    auto t0 = Clock::now();
-    std::vector<std::thread> th;
-    for (int c = 0; c < clients; ++c)
-        th.emplace_back([&, c] {
-            ClientOptions o;
-            o.endpoint = endpoint;
-            Client cl(o);
-            for (int j = 0; j < jobs; ++j) {
-                JobRequest r;
-                r.job_id = "lb-" + run_tag + "-" + std::to_string(c) + "-" + std::to_string(j);
-                r.text = prompt_of(c, j);
-                r.max_tokens = n;
-                r.tenant = tenant;
-                auto s = Clock::now();
-                auto out = cl.run(r, 600000);
-                double ms = ms_since(s);
-                if (out.final.type != Reply::Result)
-                    ++errors;
-                std::lock_guard lk(mu);
-                lat.push_back(ms);
-            }
-        });
-    for (auto& t : th)
-        t.join();
-    double daemon_s = ms_since(t0) / 1000;
-    int total = clients * jobs;
-
-    // ---- in-process
     EngineOptions eo;
     eo.model_path = model;
     eo.backend = backend;
+    eo.max_seqs = uint32_t(max_seqs);
+    eo.max_ctx = uint32_t(max_ctx);
     auto eng = Engine::open(eo);
-    Runner runner(*eng);
+    std::string run_tag = std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+    int total = clients * jobs;
+    std::atomic<int> errors{0};
     auto req = [&](int c, int j) {
         Request r;
         r.prompt = {
@@ -90,48 +74,100 @@ int main(int argc, char** argv) {
         r.max_tokens = uint32_t(n);
         return r;
     };
-    std::vector<double> seq_lat;
-    auto t1 = Clock::now();
-    for (int c = 0; c < clients; ++c)
-        for (int j = 0; j < jobs; ++j) {
-            auto s = Clock::now();
-            runner.run(req(c, j));
-            seq_lat.push_back(ms_since(s));
-        }
-    double seq_s = ms_since(t1) / 1000;
-    // Batched: the same concurrency as the daemon (clients jobs in flight, refilled as they finish).
-    std::vector<double> bat_lat;
-    auto t2 = Clock::now();
-    std::map<RequestId, Clock::time_point> started;
-    int next = 0;
-    auto submit_one = [&] {
-        int c = next % clients, j = next / clients;
-        started[runner.submit(req(c, j))] = Clock::now();
-        ++next;
+    // Daemon: `nc` clients, each sending its share of the `total` jobs one after another.
+    auto daemon_phase = [&](int nc, int round, Stats& out) {
+        std::mutex mu;
+        std::vector<double> lat;
+        auto t0 = Clock::now();
+        std::vector<std::thread> th;
+        for (int c = 0; c < nc; ++c)
+            th.emplace_back([&, c] {
+                ClientOptions o;
+                o.endpoint = endpoint;
+                Client cl(o);
+                for (int k = c; k < total; k += nc) {
+                    JobRequest r;
+                    r.job_id = "lb-" + run_tag + "-" + std::to_string(nc) + "-" + std::to_string(round) +
+                               "-" + std::to_string(k);
+                    r.text = prompt_of(k % clients, k / clients);
+                    r.max_tokens = n;
+                    r.tenant = tenant;
+                    auto s = Clock::now();
+                    auto o2 = cl.run(r, 600000);
+                    double ms = ms_since(s);
+                    if (o2.final.type != Reply::Result)
+                        ++errors;
+                    std::lock_guard lk(mu);
+                    lat.push_back(ms);
+                }
+            });
+        for (auto& t : th)
+            t.join();
+        out.add(total / (ms_since(t0) / 1000), lat);
     };
-    while (next < clients && next < total)
-        submit_one();
-    while (!runner.idle()) {
-        auto ev = runner.step();
-        for (auto& [id, res] : ev.finished) {
-            bat_lat.push_back(ms_since(started[id]));
-            if (next < total)
-                submit_one();
+    // In-process, one at a time, on a fresh Runner (the daemon's Runner options).
+    auto seq_phase = [&](Stats& out) {
+        Runner runner(*eng);
+        std::vector<double> lat;
+        auto t1 = Clock::now();
+        for (int k = 0; k < total; ++k) {
+            auto s = Clock::now();
+            runner.run(req(k % clients, k / clients));
+            lat.push_back(ms_since(s));
         }
+        out.add(total / (ms_since(t1) / 1000), lat);
+    };
+    // In-process batched: `clients` jobs in flight, refilled as they finish (the daemon's way).
+    auto batch_phase = [&](Stats& out) {
+        Runner runner(*eng);
+        std::vector<double> lat;
+        auto t2 = Clock::now();
+        std::map<RequestId, Clock::time_point> started;
+        int next = 0;
+        auto submit_one = [&] {
+            started[runner.submit(req(next % clients, next / clients))] = Clock::now();
+            ++next;
+        };
+        while (next < clients && next < total)
+            submit_one();
+        while (!runner.idle()) {
+            auto ev = runner.step();
+            for (auto& [id, res] : ev.finished) {
+                lat.push_back(ms_since(started[id]));
+                if (next < total)
+                    submit_one();
+            }
+        }
+        out.add(total / (ms_since(t2) / 1000), lat);
+    };
+    // Rounds interleave the four phases so that load from other processes hits them alike.
+    Stats dm, ib, d1, i1;
+    for (int round = 0; round < rounds; ++round) {
+        daemon_phase(clients, round, dm);
+        batch_phase(ib);
+        daemon_phase(1, round, d1);
+        seq_phase(i1);
     }
-    double bat_s = ms_since(t2) / 1000;
-    std::printf("load_bench: %d clients x %d jobs, %d tokens each, model %s (%s)\n", clients, jobs, n,
-                eng->config().name.c_str(), backend.c_str());
-    std::printf("  daemon              : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms  errors %d\n",
-                total / daemon_s, pct(lat, 0.5), pct(lat, 0.99), errors.load());
-    std::printf("  in-process batched  : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", total / bat_s,
-                pct(bat_lat, 0.5), pct(bat_lat, 0.99));
-    std::printf("  in-process 1-by-1   : %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", total / seq_s,
-                pct(seq_lat, 0.5), pct(seq_lat, 0.99));
-    std::printf("  daemon overhead vs batched engine: %+.1f%% wall time\n", (daemon_s / bat_s - 1) * 100);
-    std::printf("{\"daemon_jobs_s\":%.3f,\"daemon_p50_ms\":%.2f,\"daemon_p99_ms\":%.2f,\"engine_batched_jobs_"
-                "s\":%.3f,"
-                "\"engine_seq_jobs_s\":%.3f,\"errors\":%d}\n",
-                total / daemon_s, pct(lat, 0.5), pct(lat, 0.99), total / bat_s, total / seq_s, errors.load());
+    std::printf("load_bench: %d jobs (%d clients x %d), %d tokens each, model %s (%s), %d rounds, medians\n",
+                total, clients, jobs, n, eng->config().name.c_str(), backend.c_str(), rounds);
+    auto line = [](const char* what, Stats& s) {
+        std::printf("  %-28s: %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", what, s.jobs_s(), pct(s.lat, 0.5),
+                    pct(s.lat, 0.99));
+    };
+    line("daemon, N clients", dm);
+    line("in-process batched (N)", ib);
+    line("daemon, 1 client", d1);
+    line("in-process 1-by-1", i1);
+    std::printf("  daemon overhead, batched  : %+.1f%% wall time (%+.1f%% p50)\n",
+                (ib.jobs_s() / dm.jobs_s() - 1) * 100, (pct(dm.lat, 0.5) / pct(ib.lat, 0.5) - 1) * 100);
+    std::printf("  daemon overhead, 1-by-1   : %+.1f%% wall time, %+.2f ms per job (p50)\n",
+                (i1.jobs_s() / d1.jobs_s() - 1) * 100, pct(d1.lat, 0.5) - pct(i1.lat, 0.5));
+    std::printf(
+        "{\"daemon_jobs_s\":%.3f,\"daemon_p50_ms\":%.2f,\"daemon_p99_ms\":%.2f,\"engine_batched_jobs_s\":%."
+        "3f,"
+        "\"engine_batched_p50_ms\":%.2f,\"daemon_1client_jobs_s\":%.3f,\"daemon_1client_p50_ms\":%.2f,"
+        "\"engine_seq_jobs_s\":%.3f,\"engine_seq_p50_ms\":%.2f,\"errors\":%d}\n",
+        dm.jobs_s(), pct(dm.lat, 0.5), pct(dm.lat, 0.99), ib.jobs_s(), pct(ib.lat, 0.5), d1.jobs_s(),
+        pct(d1.lat, 0.5), i1.jobs_s(), pct(i1.lat, 0.5), errors.load());
     return errors ? 1 : 0;
 }
