@@ -1,11 +1,15 @@
 // Runner: continuous batching over Engine. Each step gathers one decode row for every generating
 // request, then prefill chunks of the others up to max_batch_rows, runs one Backend::step, samples,
 // and turns token bytes into UTF-8-safe text with stop strings held back until they can be decided.
+// Keyed prefixes (adapter virtual rows) are kept in an LRU of backend sequences and copied into
+// new requests' sequences (Backend::copy_prefix) so that only the remaining rows are prefilled.
 #include "runner.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <deque>
+#include <list>
 #include <map>
 
 namespace prefixd {
@@ -103,15 +107,127 @@ struct Runner::Impl {
         std::string raw, text; // undecoded bytes / complete text
         size_t emitted = 0;    // bytes of text already sent in events
         bool cancelled = false;
+        bool prefix_done = false; // prefix cache: looked up (hit) or saved/skipped (miss)
         RequestResult res;
     };
 
+    // One cached prefix: a backend sequence holding exactly the latent KV of `rows`.
+    struct CachedPrefix {
+        std::string key;
+        std::vector<Segment> rows; // compared exactly on lookup
+        uint32_t n = 0;
+        SeqId seq = 0;
+    };
+
     Engine& eng;
+    RunnerOptions opts;
     std::map<RequestId, Req> reqs;
     std::deque<RequestId> order; // admission order
     RequestId next_id = 1;
+    std::list<CachedPrefix> cache; // most recently used first
+    PrefixCacheStats stats;
 
-    explicit Impl(Engine& e) : eng(e) {}
+    Impl(Engine& e, RunnerOptions o) : eng(e), opts(o) {}
+
+    static bool same_rows(const std::vector<Segment>& a, const std::vector<Segment>& b) {
+        if (a.size() != b.size())
+            return false;
+        for (size_t i = 0; i < a.size(); ++i) {
+            const Segment &x = a[i], &y = b[i];
+            if (x.n_embed_rows != y.n_embed_rows || x.tokens != y.tokens ||
+                x.embeds.size() != y.embeds.size())
+                return false;
+            if (!x.embeds.empty() && std::memcmp(x.embeds.data(), y.embeds.data(), x.embeds.size() * 4) != 0)
+                return false;
+        }
+        return true;
+    }
+    std::list<CachedPrefix>::iterator find_prefix(const std::string& key) {
+        return std::find_if(cache.begin(), cache.end(), [&](const CachedPrefix& c) { return c.key == key; });
+    }
+    void drop(std::list<CachedPrefix>::iterator it) {
+        eng.backend().free_sequence(it->seq);
+        cache.erase(it);
+    }
+    bool evict_lru() {
+        if (cache.empty())
+            return false;
+        drop(std::prev(cache.end()));
+        ++stats.evictions;
+        return true;
+    }
+    // A sequence for a live request; cached prefixes give way when the backend is full.
+    SeqId create_for_request() {
+        for (;;) {
+            try {
+                return eng.backend().create_sequence();
+            } catch (const EngineError&) {
+                if (!evict_lru())
+                    throw;
+            }
+        }
+    }
+    // On admission of a keyed request: copies a cached prefix with the same key and rows into its
+    // (empty) sequence. At least the last prompt row is always prefilled (it yields the logits).
+    void lookup_prefix(Req& q, uint32_t hidden) {
+        if (q.r.prefix_key.empty() || opts.prefix_cache_entries == 0)
+            return;
+        auto it = find_prefix(q.r.prefix_key);
+        if (it == cache.end() || it->n != q.r.prefix_rows ||
+            !same_rows(it->rows, slice(q.rows, 0, it->n, hidden))) {
+            ++stats.misses;
+            return;
+        }
+        const uint32_t prompt_rows = q.res.virtual_tokens + q.res.prompt_tokens;
+        const uint32_t skip = std::min(it->n, prompt_rows - 1);
+        try {
+            if (skip > 0)
+                eng.backend().copy_prefix(it->seq, q.seq, skip);
+        } catch (const std::exception&) {
+            eng.backend().truncate(q.seq, 0); // broken entry: forget it, prefill normally
+            drop(it);
+            ++stats.misses;
+            return;
+        }
+        cache.splice(cache.begin(), cache, it);
+        q.fed = skip;
+        q.res.cached_rows = skip;
+        q.prefix_done = true;
+        ++stats.hits;
+    }
+    // After a step: once a missed request's sequence holds its prefix, keep a copy of it.
+    void save_prefix(Req& q, uint32_t hidden) {
+        if (q.prefix_done || q.r.prefix_key.empty() || q.fed < q.r.prefix_rows)
+            return;
+        q.prefix_done = true;
+        if (opts.prefix_cache_entries == 0)
+            return;
+        std::vector<Segment> rows = slice(q.rows, 0, q.r.prefix_rows, hidden);
+        auto it = find_prefix(q.r.prefix_key);
+        if (it != cache.end()) {
+            if (it->n == q.r.prefix_rows && same_rows(it->rows, rows))
+                return; // saved meanwhile by a request that ran alongside
+            drop(it);   // same key, other rows: the newer replaces it
+        }
+        while (cache.size() >= opts.prefix_cache_entries)
+            evict_lru();
+        SeqId s;
+        try {
+            s = eng.backend().create_sequence();
+        } catch (const EngineError&) {
+            ++stats.skipped; // every slot serves a live request
+            return;
+        }
+        try {
+            eng.backend().copy_prefix(q.seq, s, q.r.prefix_rows);
+        } catch (const std::exception&) {
+            eng.backend().free_sequence(s);
+            ++stats.skipped;
+            return;
+        }
+        cache.push_front(CachedPrefix{q.r.prefix_key, std::move(rows), q.r.prefix_rows, s});
+        ++stats.saves;
+    }
 
     // Rows [from, from+n) of the request's input segments, as segments.
     static std::vector<Segment> slice(const std::vector<Segment>& segs, uint32_t from, uint32_t n,
@@ -209,6 +325,10 @@ struct Runner::Impl {
                 throw EngineError("token id " + std::to_string(t) + " outside the vocabulary");
         if (rows == 0)
             throw EngineError("empty prompt");
+        if (!r.prefix_key.empty() && (r.prefix_rows == 0 || r.prefix_rows > rows))
+            throw EngineError("prefix_rows (" + std::to_string(r.prefix_rows) +
+                              ") must be between 1 and the prompt's " + std::to_string(rows) +
+                              " rows when a prefix_key is set");
         const uint32_t ctx = eng.options().max_ctx;
         if (r.kind == RequestKind::Generate) {
             if (r.max_tokens == 0)
@@ -232,11 +352,33 @@ struct Runner::Impl {
     }
 };
 
-Runner::Runner(Engine& engine) : impl_(std::make_unique<Impl>(engine)) {}
+Runner::Runner(Engine& engine) : Runner(engine, RunnerOptions{}) {}
+Runner::Runner(Engine& engine, RunnerOptions opts) : impl_(std::make_unique<Impl>(engine, opts)) {}
 Runner::~Runner() {
     for (auto& [id, q] : impl_->reqs)
         if (q.has_seq)
             impl_->eng.backend().free_sequence(q.seq);
+    for (auto& c : impl_->cache)
+        impl_->eng.backend().free_sequence(c.seq);
+}
+
+PrefixCacheStats Runner::prefix_cache_stats() const {
+    PrefixCacheStats s = impl_->stats;
+    s.entries = impl_->cache.size();
+    return s;
+}
+
+size_t Runner::drop_prefixes(std::string_view key_prefix) {
+    size_t n = 0;
+    for (auto it = impl_->cache.begin(); it != impl_->cache.end();) {
+        auto next = std::next(it);
+        if (std::string_view(it->key).starts_with(key_prefix)) {
+            impl_->drop(it);
+            ++n;
+        }
+        it = next;
+    }
+    return n;
 }
 
 RequestId Runner::submit(Request r) {
@@ -307,11 +449,12 @@ StepEvents Runner::step() {
             continue;
         if (!q.has_seq) {
             try {
-                q.seq = I.eng.backend().create_sequence();
+                q.seq = I.create_for_request();
             } catch (const EngineError&) {
                 break; // no free slot: wait for a finished request (keeps admission order)
             }
             q.has_seq = true;
+            I.lookup_prefix(q, c.hidden);
         }
         uint32_t n = std::min(budget, q.total_rows - q.fed);
         BatchItem b;
@@ -369,6 +512,7 @@ StepEvents Runner::step() {
             continue;
         auto& q = I.reqs.at(who[k]);
         q.fed += batch[k].n_rows();
+        I.save_prefix(q, c.hidden);
         ItemOutput& o = outs[k];
         if (q.r.kind == RequestKind::Score) {
             for (float lp : o.logprobs) {

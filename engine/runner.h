@@ -29,6 +29,14 @@ struct Request {
     bool stop_at_eos = true;
     uint32_t top_logprobs = 0;            // per generated token, the n best (id, logprob)
     bool top_raw_logits = false;          // TokenEvent::top holds raw logits instead of logprobs
+    // Prefix cache (e.g. an adapter's virtual rows): when prefix_key is not empty, the latent KV
+    // of the first prefix_rows prompt rows is kept after this request and reused by later
+    // requests with the same key AND the same rows (compared exactly), which then prefill only
+    // the rest. The key is the only sharing boundary: it must name the tenant for private
+    // adapters (e.g. tenant-or-"global" + adapter id + version + model fingerprint). Results and
+    // usage counts are the same with or without a hit. 1 <= prefix_rows <= prompt rows.
+    std::string prefix_key;
+    uint32_t prefix_rows = 0;
 };
 
 struct TokenEvent {                       // one generated token
@@ -46,9 +54,23 @@ struct RequestResult {
     double logprob_sum = 0.0;
     uint32_t virtual_tokens = 0, prompt_tokens = 0, completion_tokens = 0;
     std::string error;                    // when finish == Error
+    uint32_t cached_rows = 0;             // prompt rows copied from the prefix cache (not billed differently)
 };
 
 using RequestId = uint64_t;
+
+struct RunnerOptions {
+    // Cached prefixes kept at most (each holds one backend sequence slot; cached ones are evicted,
+    // least recently used first, whenever a live request needs a slot). 0 disables the cache.
+    size_t prefix_cache_entries = 8;
+};
+
+struct PrefixCacheStats {
+    uint64_t hits = 0, misses = 0;   // keyed requests admitted with / without a cached prefix
+    uint64_t saves = 0, evictions = 0;
+    uint64_t skipped = 0;            // prefixes not saved (no free slot, or requests waiting)
+    size_t entries = 0;              // cached now
+};
 
 struct StepEvents {
     std::vector<std::pair<RequestId, TokenEvent>> tokens;
@@ -62,6 +84,7 @@ std::vector<Segment> make_prompt(const Engine& e, std::vector<float> embeds, uin
 class Runner {
   public:
     explicit Runner(Engine& engine);
+    Runner(Engine& engine, RunnerOptions opts);
     ~Runner();
     // Validates (lengths vs context, token ids) and queues; throws EngineError with a clear
     // message on invalid input. Returns the id used in events.
@@ -73,6 +96,10 @@ class Runner {
     StepEvents step();
     // Convenience: runs one request to completion (calls step until it finishes).
     RequestResult run(Request r);
+    // Prefix cache: statistics, and dropping entries whose key starts with key_prefix ("" = all),
+    // e.g. when an adapter is deleted. Returns how many were dropped.
+    PrefixCacheStats prefix_cache_stats() const;
+    size_t drop_prefixes(std::string_view key_prefix);
 
   private:
     struct Impl;
