@@ -2,7 +2,9 @@
 // variants, -D SWIGLU) but weights, activations and norm are read through uniform texel buffers
 // (push descriptors, binding 0 = w, 1 = w2, 2 = x, 3 = norm; p.w/w2/x/norm are byte offsets into
 // them), which llvmpipe vectorises, where device-address loads run a per-lane scalar loop
-// (tools/vk_matvec_bench: ~1 GB/s vs 3-6 GB/s). One row per invocation; x offsets 16-byte aligned.
+// (tools/vk_matvec_bench: ~1 GB/s vs 3-6 GB/s). One row per invocation, or with -D SPLIT the lanes
+// of a subgroup stride a row's 16-byte units (adjacent lanes read adjacent words: long rows).
+// x offsets 16-byte aligned.
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -80,6 +82,12 @@ vec4 nv4(uint fidx) { return uintBitsToFloat(texelFetch(tn, int(fidx >> 2))); }
 uint map_at(uint i) { return UintBuf(p.map).v[i]; }
 
 void main() {
+#ifdef SPLIT
+    const uint lane = gl_SubgroupInvocationID, sg = gl_SubgroupID, nsg = gl_NumSubgroups;
+    const uint ssz = min(gl_SubgroupSize, uint(WG));
+#else
+    const uint lane = 0, sg = gl_LocalInvocationID.x, nsg = WG, ssz = 1;
+#endif
     const uint g = gl_WorkGroupID.y;
     const uint r0 = gl_WorkGroupID.x * p.rows_per_group;
     const uint rend = min(r0 + p.rows_per_group, p.rows);
@@ -113,7 +121,7 @@ void main() {
                 xs[tt] = inversesqrt(ss / float(p.cols) + p.eps);
             }
         }
-        for (uint row = r0 + gl_LocalInvocationID.x; row < rend; row += WG) {
+        for (uint row = r0 + sg; row < rend; row += nsg) {
             float acc[TB];
 #ifdef SWIGLU
             float acc2[TB];
@@ -130,7 +138,7 @@ void main() {
             const uint t2 = (mbase2 + row * ROW_BYTES(p.cols)) / 16;
             const uint si2 = (mbase2 + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
 #endif
-            for (uint u = 0; u < units; ++u) {
+            for (uint u = lane; u < units; u += ssz) {
                 float f[EPU];
                 load_unit(false, t1 + u, si, u, f);
 #ifdef SWIGLU
@@ -160,9 +168,17 @@ void main() {
             }
             for (uint tt = 0; tt < TB; ++tt) {
                 if (tt >= nt) break;
+#ifdef SPLIT
+                float s = subgroupAdd(acc[tt]) * xs[tt];
+#ifdef SWIGLU
+                s = silu(s) * (subgroupAdd(acc2[tt]) * xs[tt]);
+#endif
+                if (lane != 0) continue;
+#else
                 float s = acc[tt] * xs[tt];
 #ifdef SWIGLU
                 s = silu(s) * (acc2[tt] * xs[tt]);
+#endif
 #endif
                 const uint yi = yr[tt] + row;
                 if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];

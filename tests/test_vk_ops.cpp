@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -83,11 +84,18 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
     INFO("seed " << seed);
     std::mt19937 rng(seed);
     const uint32_t rows = 37, cols = 320, n_mat = 3, n_tok = 11; // 11 tokens cross the 8-token tile
-    const bool lane_rows_default = ctx().lane_rows();
-    for (int variant = 0; variant < 2 * 5; ++variant) { // both matmul layouts x every type
+    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
+    // every type x {subgroup rows, lane rows} over device addresses, and on texel devices x the
+    // texel matmul with a row per invocation and with lanes splitting rows
+    for (int variant = 0; variant < 4 * 5; ++variant) {
         const GgmlType type = kTypes[variant % 5];
-        ctx().set_lane_rows(variant >= 5);
-        INFO("type " << gguf::type_name(type) << " lane_rows " << ctx().lane_rows());
+        const int layout = variant / 5;
+        ctx().set_lane_rows(layout >= 1);
+        ctx().set_texel(layout >= 2);
+        if (layout >= 2 && !ctx().texel())
+            continue; // no texel mode on this device (GPUs): the device-address paths ran above
+        setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 ? "0" : "1000000000", 1);
+        INFO("type " << gguf::type_name(type) << " layout " << layout);
         GpuWeights gw(ctx());
         HostTensor A = make_tensor(type, rows, cols, n_mat, rng),
                    B = make_tensor(type, rows, cols, n_mat, rng);
@@ -164,6 +172,8 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
         }
     }
     ctx().set_lane_rows(lane_rows_default);
+    ctx().set_texel(texel_default);
+    unsetenv("PREFIXD_VK_SPLIT_BYTES");
 }
 
 TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buffer range") {
@@ -195,13 +205,22 @@ TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buf
     p.n_tok = 2;
     p.x_stride = cols;
     p.y_stride = rows;
-    dispatch_matmul(ctx(), ga, nullptr, p, 1);
-    ctx().submit_wait();
     std::vector<float> ref(uint64_t(rows) * 2);
     cpu::matmul(A.t, 0, xs.data(), ref.data(), 2);
-    CHECK(norm_err(y.as<float>(), ref.data(), ref.size()) < 1e-5);
-    // The last rows live past 128 MiB from the tensor start: check them on their own too.
-    CHECK(norm_err(y.as<float>() + rows - 64, ref.data() + rows - 64, 64) < 1e-5);
+    const bool texel_default = ctx().texel();
+    for (int mode = 0; mode < 3; ++mode) { // device addresses; texel split rows; texel lane rows
+        ctx().set_texel(mode >= 1 && texel_default);
+        setenv("PREFIXD_VK_SPLIT_BYTES", mode == 2 ? "1000000000" : "0", 1);
+        INFO("mode " << mode);
+        std::memset(y.as<float>(), 0, uint64_t(rows) * 2 * 4);
+        dispatch_matmul(ctx(), ga, nullptr, p, 1);
+        ctx().submit_wait();
+        CHECK(norm_err(y.as<float>(), ref.data(), ref.size()) < 1e-5);
+        // The last rows live past 128 MiB from the tensor start: check them on their own too.
+        CHECK(norm_err(y.as<float>() + rows - 64, ref.data() + rows - 64, 64) < 1e-5);
+    }
+    ctx().set_texel(texel_default);
+    unsetenv("PREFIXD_VK_SPLIT_BYTES");
 }
 
 namespace {

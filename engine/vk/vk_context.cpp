@@ -304,7 +304,7 @@ void Context::create_pipelines() {
         pipelines_[std::string("matmul_") + t] = make_pipeline((std::string("matmul_") + t).c_str(), 0);
         pipelines_[std::string("swiglu_") + t] = make_pipeline((std::string("swiglu_") + t).c_str(), 0);
         if (texel_)
-            for (const char* k : {"matmul_tx_", "swiglu_tx_"})
+            for (const char* k : {"matmul_tx_", "swiglu_tx_", "matmul_txs_", "swiglu_txs_"})
                 pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
         for (const char* k : {"matmul_lr_", "swiglu_lr_"})
             pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);

@@ -79,6 +79,7 @@ class Context {
     // Texel mode (CPU devices with VK_KHR_push_descriptor; PREFIXD_VK_TEXEL=0 turns it off): every
     // buffer gets an RGBA32UI view and matmuls read through it (see shaders/matmul_tx.comp).
     bool texel() const { return texel_; }
+    void set_texel(bool v) { texel_ = v && set_layout_ != VK_NULL_HANDLE; } // tests: both paths
     // The view holding device address `addr` and the byte offset of addr in it; false if none.
     bool find_view(uint64_t addr, VkBufferView* view, uint64_t* off) const;
     void barrier();

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 namespace prefixd::vk {
@@ -44,6 +45,12 @@ static uint32_t rows_per_group(uint64_t rows) {
     return uint32_t((r + 3) & ~uint64_t(3));
 }
 
+// Rows at least this long (bytes) use the split-row texel matmul; PREFIXD_VK_SPLIT_BYTES overrides.
+static uint64_t split_row_bytes() {
+    const char* e = std::getenv("PREFIXD_VK_SPLIT_BYTES");
+    return e && *e ? std::strtoull(e, nullptr, 10) : uint64_t(1024);
+}
+
 void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups) {
     if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
         throw EngineError("Vulkan: SwiGLU gate/up tensors differ in type or shape");
@@ -56,7 +63,7 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     p.rows_per_group = ctx.lane_rows() ? std::max<uint32_t>(32, (rows_per_group(w.rows) + 31) & ~31u)
                                        : rows_per_group(w.rows);
     const uint32_t gx = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
-    if (ctx.texel()) {
+    if (ctx.texel() && ctx.lane_rows()) {
         // Texel path (shaders/matmul_tx.comp): pointers become byte offsets into the buffers'
         // texel views; x rows and norm must be 16-byte aligned, else the device-address path runs.
         VkBufferView v[4];
@@ -77,8 +84,16 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
             p.w2 = o[1];
             p.x = o[2];
             p.norm = o[3];
-            const std::string name = std::string(w2 ? "swiglu_tx_" : "matmul_tx_") + type_suffix(w.type);
-            ctx.dispatch_views(name, &p, sizeof p, v, gx, groups);
+            // Long rows: lanes split a row (contiguous reads), ~16 workgroups; short rows: a row
+            // per invocation (tools/vk_matvec_bench figures in BENCHMARKS.md).
+            const uint64_t row_bytes = GpuWeights::packed_mat_bytes(w.type, 1, w.cols);
+            const bool split = row_bytes >= split_row_bytes();
+            if (split)
+                p.rows_per_group = uint32_t(std::max<uint64_t>(32, ((w.rows + 15) / 16 + 7) & ~uint64_t(7)));
+            const uint32_t gxs = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
+            const std::string name =
+                std::string(w2 ? "swiglu_tx" : "matmul_tx") + (split ? "s_" : "_") + type_suffix(w.type);
+            ctx.dispatch_views(name, &p, sizeof p, v, gxs, groups);
             return;
         }
     }
