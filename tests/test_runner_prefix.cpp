@@ -197,6 +197,35 @@ TEST_CASE("keys and rows must both match; a whole-prompt prefix and Score reques
     CHECK_THROWS_AS(r.submit(bad), EngineError);
 }
 
+TEST_CASE("same-key requests running together: one save, later ones hit, all equal to uncached runs") {
+    auto e = open_engine("tiny-v3-f32.gguf", "cpu", 6, 10);
+    Runner r(*e);
+    auto rows = adapter_rows(*e, 12, 6);
+    const std::vector<std::string> texts = {"alpha", "beta gamma", "delta epsilon zeta"};
+    std::vector<Run> ref;
+    for (auto& t : texts)
+        ref.push_back(run(r, job(*e, rows, 12, t, 3)));
+    std::map<RequestId, size_t> ids;
+    for (size_t i = 0; i < texts.size(); ++i)
+        ids[r.submit(job(*e, rows, 12, texts[i], 3, "global/ad/v1/m"))] = i;
+    std::map<RequestId, RequestResult> done;
+    for (int steps = 0; steps < 100 && !r.idle(); ++steps)
+        for (auto& [id, res] : r.step().finished)
+            done[id] = res;
+    REQUIRE(done.size() == texts.size());
+    for (auto& [id, i] : ids) {
+        CHECK(done[id].token_ids == ref[i].res.token_ids);
+        CHECK(done[id].virtual_tokens == 12);
+    }
+    auto s = r.prefix_cache_stats();
+    CHECK(s.saves == 1);
+    CHECK(s.entries == 1);
+    CHECK(s.hits + s.misses == texts.size());
+    auto later = run(r, job(*e, rows, 12, texts[2], 3, "global/ad/v1/m"));
+    CHECK(later.res.cached_rows == 12);
+    check_same(later, ref[2], 1e-4f);
+}
+
 TEST_CASE("cached prefixes give way to live requests; the entry count is bounded") {
     auto e = open_engine("tiny-v2-f32.gguf", "cpu", 3);
     Runner r(*e);
