@@ -84,6 +84,7 @@ struct JobState {
     std::string tenant, job_id, peer; // peer = routing id
     Kind kind = Kind::Generate;
     bool stream = false, gone = false;
+    int64_t last_probe_ms = 0; // non-streamed jobs: last liveness probe (a repeated Accepted)
     std::optional<std::string> adapter;
     int64_t adapter_version = 0;
 };
@@ -483,6 +484,7 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
     js.peer = peer;
     js.kind = spec.kind;
     js.stream = spec.stream;
+    js.last_probe_ms = mono_ms();
     store::JobAccept acc{tenant, spec.job_id, kind_name(spec.kind), js.adapter, js.adapter_version, model_id,
                          0};
     try {
@@ -645,6 +647,15 @@ void Server::Impl::tick() {
             notify_status(std::string("billing unavailable: ") + e.what());
         }
     }
+    // A non-streamed job gets no message until its Result, so a vanished client would only be
+    // noticed then. About once a second such a job's client is sent its Accepted again (queue
+    // position 0 = running); ROUTER_MANDATORY fails the send once libzmq dropped the peer (at once
+    // for a closed socket, after the heartbeat timeout for a dead host) and send() cancels the job.
+    for (auto& [key, js] : jobs)
+        if (!js.stream && !js.gone && now - js.last_probe_ms >= 1000) {
+            js.last_probe_ms = now;
+            send(js.peer, build_accepted(js.job_id, 0), key);
+        }
     if (draining) {
         if (now >= drain_deadline && !cancel_deadline) {
             PLOG_WARN("drain timeout: cancelling %zu job(s)", jobs.size());

@@ -1,7 +1,7 @@
 // Integration tests of RELIABILITY.md cases against the real prefixd: hostile messages get their
 // Error while the daemon keeps serving; duplicates are billed once; a vanished streaming client is
-// cancelled and billed for what was produced; SIGTERM/kill -9 under load keep the ledger exact;
-// the sd_notify sequence arrives on NOTIFY_SOCKET.
+// cancelled and billed for what was produced (a non-streamed one through the liveness probe); SIGTERM/kill -9
+// under load keep the ledger exact; the sd_notify sequence arrives on NOTIFY_SOCKET.
 #include "test_daemon_harness.h"
 
 #include <cmath>
@@ -25,6 +25,11 @@ void still_serving(DaemonProcess& d, const std::string& id) {
     Client c(d.client_options());
     Reply r = final_of(c, gen_job(id, "still alive?", 2));
     CHECK(r.type == Reply::Result);
+}
+bool log_mentions(const DaemonProcess& d, const std::string& what) {
+    std::ifstream f(d.log);
+    std::string all((std::istreambuf_iterator<char>(f)), {});
+    return all.find(what) != std::string::npos;
 }
 std::vector<store::JobRecord> rows(const std::string& db) {
     store::Store st = store::Store::open(db, {.create = false});
@@ -146,6 +151,46 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         CHECK(row->completion_tokens >= 2);
         CHECK(row->completion_tokens < 200);
         still_serving(d, "ok5");
+    }
+    SUBCASE("a client vanishing during a non-streamed job is noticed by the liveness probe") {
+        {
+            Client v(d.client_options());
+            v.send(build_request(gen_job("quiet", "go", 240)));
+            auto b = v.recv(20000);
+            REQUIRE(b);
+            REQUIRE(parse_reply(*b).type == Reply::Accepted);
+        } // socket closed before any reply but Accepted
+        std::optional<store::JobRecord> row;
+        for (int i = 0; i < 300 && !(row && row->settled_ms); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            store::Store st = store::Store::open(d.db, {.create = false});
+            row = st.find_job("t1", "quiet");
+        }
+        REQUIRE(row);
+        CHECK(row->status == store::JobStatus::Cancelled);
+        CHECK(row->completion_tokens < 240);
+        CHECK(log_mentions(d, "client of job quiet"));
+        still_serving(d, "ok6");
+    }
+    SUBCASE("a long non-streamed job is probed with repeated Accepted and still completes") {
+        auto t0 = std::chrono::steady_clock::now();
+        c.send(build_request(gen_job("long", "go", 200)));
+        int accepted = 0;
+        Reply fin;
+        for (int i = 0; i < 120 && fin.type != Reply::Result && fin.type != Reply::Error; ++i)
+            if (auto b = c.recv(1000)) {
+                Reply r = parse_reply(*b);
+                if (r.type == Reply::Accepted)
+                    ++accepted;
+                else
+                    fin = r;
+            }
+        auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+        REQUIRE(fin.type == Reply::Result);
+        CHECK(fin.result.usage.completion_tokens == 200);
+        CAPTURE(ms.count());
+        CHECK(accepted >= (ms.count() > 2500 ? 2 : 1)); // probes came about once a second
     }
     SUBCASE("cancel request finishes a running job as cancelled") {
         JobRequest r = gen_job("cx", "count", 240);
