@@ -19,6 +19,11 @@ layout(set = 0, binding = 3) uniform usamplerBuffer tn;
 
 #define WG 32
 #define TB 8
+#ifdef SPLIT
+#define RB 4
+#else
+#define RB 1
+#endif
 
 #if defined(W_F32)
 #define EPU 4
@@ -121,68 +126,84 @@ void main() {
                 xs[tt] = inversesqrt(ss / float(p.cols) + p.eps);
             }
         }
-        for (uint row = r0 + sg; row < rend; row += nsg) {
-            float acc[TB];
+        // RB rows at a time: the x (and norm) fetches of a unit are shared by the RB rows.
+        for (uint rb = r0 + sg * RB; rb < rend; rb += nsg * RB) {
+            float acc[RB][TB];
 #ifdef SWIGLU
-            float acc2[TB];
+            float acc2[RB][TB];
 #endif
-            for (uint tt = 0; tt < TB; ++tt) {
-                acc[tt] = 0.0;
+            uint t1[RB], si[RB];
 #ifdef SWIGLU
-                acc2[tt] = 0.0;
+            uint t2[RB], si2[RB];
 #endif
+            for (uint k = 0; k < RB; ++k) {
+                const uint row = min(rb + k, rend - 1); // past the end: recompute the last row
+                t1[k] = (mbase + row * ROW_BYTES(p.cols)) / 16;
+                si[k] = (mbase + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
+#ifdef SWIGLU
+                t2[k] = (mbase2 + row * ROW_BYTES(p.cols)) / 16;
+                si2[k] = (mbase2 + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
+#endif
+                for (uint tt = 0; tt < TB; ++tt) {
+                    acc[k][tt] = 0.0;
+#ifdef SWIGLU
+                    acc2[k][tt] = 0.0;
+#endif
+                }
             }
-            const uint t1 = (mbase + row * ROW_BYTES(p.cols)) / 16;
-            const uint si = (mbase + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
-#ifdef SWIGLU
-            const uint t2 = (mbase2 + row * ROW_BYTES(p.cols)) / 16;
-            const uint si2 = (mbase2 + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
-#endif
             for (uint u = lane; u < units; u += ssz) {
-                float f[EPU];
-                load_unit(false, t1 + u, si, u, f);
+                float f[RB][EPU];
+                for (uint k = 0; k < RB; ++k) load_unit(false, t1[k] + u, si[k], u, f[k]);
 #ifdef SWIGLU
-                float f2[EPU];
-                load_unit(true, t2 + u, si2, u, f2);
+                float f2[RB][EPU];
+                for (uint k = 0; k < RB; ++k) load_unit(true, t2[k] + u, si2[k], u, f2[k]);
 #endif
                 vec4 nv[EPU / 4];
                 for (uint e = 0; e < EPU / 4; ++e) nv[e] = norm ? nv4(n0 + u * EPU + 4 * e) : vec4(1.0);
                 for (uint tt = 0; tt < TB; ++tt) {
                     if (tt >= nt) break;
-                    float s = 0.0;
+                    vec4 xv[EPU / 4];
+                    for (uint e = 0; e < EPU / 4; ++e) xv[e] = xv4(xr[tt] + u * EPU + 4 * e) * nv[e];
+                    for (uint k = 0; k < RB; ++k) {
+                        float s = 0.0;
 #ifdef SWIGLU
-                    float s2 = 0.0;
+                        float s2 = 0.0;
 #endif
-                    for (uint e = 0; e < EPU / 4; ++e) {
-                        vec4 xv = xv4(xr[tt] + u * EPU + 4 * e) * nv[e];
-                        s += dot(vec4(f[4 * e], f[4 * e + 1], f[4 * e + 2], f[4 * e + 3]), xv);
+                        for (uint e = 0; e < EPU / 4; ++e) {
+                            s += dot(vec4(f[k][4 * e], f[k][4 * e + 1], f[k][4 * e + 2], f[k][4 * e + 3]), xv[e]);
 #ifdef SWIGLU
-                        s2 += dot(vec4(f2[4 * e], f2[4 * e + 1], f2[4 * e + 2], f2[4 * e + 3]), xv);
+                            s2 += dot(vec4(f2[k][4 * e], f2[k][4 * e + 1], f2[k][4 * e + 2], f2[k][4 * e + 3]),
+                                      xv[e]);
+#endif
+                        }
+                        acc[k][tt] += s;
+#ifdef SWIGLU
+                        acc2[k][tt] += s2;
 #endif
                     }
-                    acc[tt] += s;
-#ifdef SWIGLU
-                    acc2[tt] += s2;
-#endif
                 }
             }
-            for (uint tt = 0; tt < TB; ++tt) {
-                if (tt >= nt) break;
+            for (uint k = 0; k < RB; ++k) {
+                const uint row = rb + k;
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
 #ifdef SPLIT
-                float s = subgroupAdd(acc[tt]) * xs[tt];
+                    float s = subgroupAdd(acc[k][tt]) * xs[tt];
 #ifdef SWIGLU
-                s = silu(s) * (subgroupAdd(acc2[tt]) * xs[tt]);
+                    s = silu(s) * (subgroupAdd(acc2[k][tt]) * xs[tt]);
 #endif
-                if (lane != 0) continue;
+                    if (lane != 0 || row >= rend) continue;
 #else
-                float s = acc[tt] * xs[tt];
+                    if (row >= rend) continue;
+                    float s = acc[k][tt] * xs[tt];
 #ifdef SWIGLU
-                s = silu(s) * (acc2[tt] * xs[tt]);
+                    s = silu(s) * (acc2[k][tt] * xs[tt]);
 #endif
 #endif
-                const uint yi = yr[tt] + row;
-                if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
-                FloatBuf(p.y).v[yi] = s;
+                    const uint yi = yr[tt] + row;
+                    if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
+                    FloatBuf(p.y).v[yi] = s;
+                }
             }
         }
     }
