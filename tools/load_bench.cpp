@@ -32,8 +32,10 @@ static double pct(std::vector<double> v, double p) {
 // Per-phase results over rounds: median jobs/s, all latencies pooled.
 struct Stats {
     std::vector<double> rate, lat;
+    double wall_s = 0; // all rounds
     void add(double r, const std::vector<double>& l) {
         rate.push_back(r);
+        wall_s += double(l.size()) / r;
         lat.insert(lat.end(), l.begin(), l.end());
     }
     double jobs_s() const { return pct(rate, 0.5); }
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
     CLI::App app{"prefixd load benchmark"};
     std::string endpoint, model, backend = "cpu", tenant = "bench";
     int clients = 16, jobs = 8, n = 4, rounds = 3, max_seqs = 16, max_ctx = 4096;
+    bool single = true;
     app.add_option("--endpoint", endpoint, "running prefixd (insecure dev mode)")->required();
     app.add_option("--model", model, "same GGUF the daemon serves (in-process baseline)")->required();
     app.add_option("--backend", backend, "engine backend for the in-process baseline");
@@ -56,6 +59,7 @@ int main(int argc, char** argv) {
     app.add_option("--rounds", rounds, "interleaved rounds (medians reported)")->check(CLI::Range(1, 100));
     app.add_option("--max-seqs", max_seqs, "engine sequences (same as the daemon's [engine] max_seqs)");
     app.add_option("--max-ctx", max_ctx, "engine context (same as the daemon's --max-ctx)");
+    app.add_flag("!--no-single", single, "skip the 1-client / 1-by-1 phases");
     CLI11_PARSE(app, argc, argv);
 
     EngineOptions eo;
@@ -117,6 +121,8 @@ int main(int argc, char** argv) {
         }
         out.add(total / (ms_since(t1) / 1000), lat);
     };
+    uint64_t batched_steps = 0;
+    double batched_step_ms = 0;
     // In-process batched: `clients` jobs in flight, refilled as they finish (the daemon's way).
     auto batch_phase = [&](Stats& out) {
         Runner runner(*eng);
@@ -131,7 +137,10 @@ int main(int argc, char** argv) {
         while (next < clients && next < total)
             submit_one();
         while (!runner.idle()) {
+            auto ts = Clock::now();
             auto ev = runner.step();
+            batched_step_ms += ms_since(ts);
+            ++batched_steps;
             for (auto& [id, res] : ev.finished) {
                 lat.push_back(ms_since(started[id]));
                 if (next < total)
@@ -145,19 +154,25 @@ int main(int argc, char** argv) {
     for (int round = 0; round < rounds; ++round) {
         daemon_phase(clients, round, dm);
         batch_phase(ib);
-        daemon_phase(1, round, d1);
-        seq_phase(i1);
+        if (single) {
+            daemon_phase(1, round, d1);
+            seq_phase(i1);
+        }
     }
     std::printf("load_bench: %d jobs (%d clients x %d), %d tokens each, model %s (%s), %d rounds, medians\n",
                 total, clients, jobs, n, eng->config().name.c_str(), backend.c_str(), rounds);
     auto line = [](const char* what, Stats& s) {
-        std::printf("  %-28s: %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms\n", what, s.jobs_s(), pct(s.lat, 0.5),
-                    pct(s.lat, 0.99));
+        std::printf("  %-28s: %7.2f jobs/s  p50 %8.1f ms  p99 %8.1f ms  (%.2f s wall, all rounds)\n", what,
+                    s.jobs_s(), pct(s.lat, 0.5), pct(s.lat, 0.99), s.wall_s);
     };
     line("daemon, N clients", dm);
     line("in-process batched (N)", ib);
     line("daemon, 1 client", d1);
     line("in-process 1-by-1", i1);
+    std::printf(
+        "  in-process batched: %llu engine steps, %.3f s in steps (all rounds; the daemon logs its own\n"
+        "  'engine thread: N steps, S s in steps' at exit)\n",
+        (unsigned long long)batched_steps, batched_step_ms / 1000);
     std::printf("  daemon overhead, batched  : %+.1f%% wall time (%+.1f%% p50)\n",
                 (ib.jobs_s() / dm.jobs_s() - 1) * 100, (pct(dm.lat, 0.5) / pct(ib.lat, 0.5) - 1) * 100);
     std::printf("  daemon overhead, 1-by-1   : %+.1f%% wall time, %+.2f ms per job (p50)\n",
