@@ -17,10 +17,11 @@
 
 #include <unistd.h>
 
-#define CK(x)                                                                                           \
-    do {                                                                                                \
-        VkResult r_ = (x);                                                                              \
-        if (r_ != VK_SUCCESS) throw std::runtime_error(std::string(#x) + " failed " + std::to_string(r_)); \
+#define CK(x)                                                                                                \
+    do {                                                                                                     \
+        VkResult r_ = (x);                                                                                   \
+        if (r_ != VK_SUCCESS)                                                                                \
+            throw std::runtime_error(std::string(#x) + " failed " + std::to_string(r_));                     \
     } while (0)
 
 struct Buf {
@@ -76,7 +77,8 @@ static std::vector<uint32_t> compile(const std::string& defs) {
     std::string out = "/tmp/vk_matvec_bench_" + std::to_string(getpid()) + ".spv";
     std::string cmd = std::string(GLSLANG) + " --target-env vulkan1.2 --quiet -S comp " + defs + " -o " +
                       out + " " + BENCH_SHADER;
-    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("glslang failed: " + cmd);
+    if (std::system(cmd.c_str()) != 0)
+        throw std::runtime_error("glslang failed: " + cmd);
     std::ifstream f(out, std::ios::binary);
     std::vector<char> bytes((std::istreambuf_iterator<char>(f)), {});
     std::remove(out.c_str());
@@ -103,7 +105,8 @@ int main(int argc, char** argv) {
     vkEnumeratePhysicalDevices(inst, &n, nullptr);
     std::vector<VkPhysicalDevice> pds(n);
     vkEnumeratePhysicalDevices(inst, &n, pds.data());
-    if (n == 0) throw std::runtime_error("no Vulkan device");
+    if (n == 0)
+        throw std::runtime_error("no Vulkan device");
     pd = pds[0];
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(pd, &props);
@@ -131,15 +134,19 @@ int main(int argc, char** argv) {
     std::uniform_int_distribution<int> qd(-127, 127);
     std::uniform_real_distribution<float> fd(-1, 1);
     auto* qp = (int8_t*)wq.p;
-    for (uint64_t i = 0; i < qbytes; ++i) qp[i] = (int8_t)qd(rng);
+    for (uint64_t i = 0; i < qbytes; ++i)
+        qp[i] = (int8_t)qd(rng);
     auto* sp = (float*)ws.p;
-    for (uint64_t i = 0; i < sbytes / 4; ++i) sp[i] = fd(rng) * 0.01f;
+    for (uint64_t i = 0; i < sbytes / 4; ++i)
+        sp[i] = fd(rng) * 0.01f;
     auto* xp = (float*)x.p;
-    for (uint32_t i = 0; i < cols; ++i) xp[i] = fd(rng);
+    for (uint32_t i = 0; i < cols; ++i)
+        xp[i] = fd(rng);
     std::vector<double> ref(rows);
     for (uint32_t r = 0; r < rows; ++r) {
         double a = 0;
-        for (uint32_t c = 0; c < cols; ++c) a += sp[r * (cols / 32) + c / 32] * qp[uint64_t(r) * cols + c] * xp[c];
+        for (uint32_t c = 0; c < cols; ++c)
+            a += sp[r * (cols / 32) + c / 32] * qp[uint64_t(r) * cols + c] * xp[c];
         ref[r] = a;
     }
 
@@ -147,7 +154,8 @@ int main(int argc, char** argv) {
     VkDescriptorSetLayoutBinding bd[7]{};
     for (int i = 0; i < 7; ++i) {
         bd[i].binding = i;
-        bd[i].descriptorType = i < 4 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER : VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+        bd[i].descriptorType =
+            i < 4 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER : VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
         bd[i].descriptorCount = 1;
         bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
     }
@@ -156,7 +164,8 @@ int main(int argc, char** argv) {
     dl.pBindings = bd;
     VkDescriptorSetLayout dsl;
     CK(vkCreateDescriptorSetLayout(dev, &dl, nullptr, &dsl));
-    VkDescriptorPoolSize ps[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4}, {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3}};
+    VkDescriptorPoolSize ps[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4},
+                                  {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3}};
     VkDescriptorPoolCreateInfo dp{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dp.maxSets = 1;
     dp.poolSizeCount = 2;
@@ -169,7 +178,8 @@ int main(int argc, char** argv) {
     da.pSetLayouts = &dsl;
     VkDescriptorSet set;
     CK(vkAllocateDescriptorSets(dev, &da, &set));
-    VkDescriptorBufferInfo bis[4] = {{wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull}, {y.b, 0, rows * 4ull}};
+    VkDescriptorBufferInfo bis[4] = {
+        {wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull}, {y.b, 0, rows * 4ull}};
     VkBufferView views[3] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
                              make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
                              make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull)};
@@ -180,8 +190,10 @@ int main(int argc, char** argv) {
         wr[i].dstBinding = i;
         wr[i].descriptorCount = 1;
         wr[i].descriptorType = bd[i].descriptorType;
-        if (i < 4) wr[i].pBufferInfo = &bis[i];
-        else wr[i].pTexelBufferView = &views[i - 4];
+        if (i < 4)
+            wr[i].pBufferInfo = &bis[i];
+        else
+            wr[i].pTexelBufferView = &views[i - 4];
     }
     vkUpdateDescriptorSets(dev, 7, wr, 0, nullptr);
     VkPushConstantRange pr{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Push)};
@@ -205,7 +217,11 @@ int main(int argc, char** argv) {
     VkFence fence;
     CK(vkCreateFence(dev, &fci, nullptr, &fence));
 
-    struct Form { const char* name; std::string defs; uint32_t wg, rpg; };
+    struct Form {
+        const char* name;
+        std::string defs;
+        uint32_t wg, rpg;
+    };
     std::vector<Form> forms;
     const char* accs[3] = {"BDA", "SSBO", "TEX"};
     const char* env = std::getenv("FORMS");
@@ -220,7 +236,8 @@ int main(int argc, char** argv) {
     }
     for (auto& f : forms) {
         std::string full = f.defs;
-        if (env && full.find(env) == std::string::npos) continue;
+        if (env && full.find(env) == std::string::npos)
+            continue;
         auto spv = compile(full);
         VkShaderModuleCreateInfo sm{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
         sm.codeSize = spv.size() * 4;
@@ -250,8 +267,8 @@ int main(int argc, char** argv) {
                 VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
                 mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
                 mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
-                vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                                     0, 1, &mb, 0, nullptr, 0, nullptr);
+                vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
             }
             CK(vkEndCommandBuffer(cmd));
             VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
@@ -267,9 +284,9 @@ int main(int argc, char** argv) {
                 err = std::max(err, std::fabs(((float*)y.p)[r] - ref[r]));
                 mag = std::max(mag, std::fabs(ref[r]));
             }
-            std::printf("%-5s %s groups %3u: %8.3f ms/matvec %7.3f GB/s  max err %.2e%s\n", f.defs.c_str() + 6,
-                        f.name, groups, s / reps * 1e3, (qbytes + sbytes) * reps / s / 1e9, err / mag,
-                        err / mag > 1e-4 ? "  WRONG" : "");
+            std::printf("%-5s %s groups %3u: %8.3f ms/matvec %7.3f GB/s  max err %.2e%s\n",
+                        f.defs.c_str() + 6, f.name, groups, s / reps * 1e3,
+                        (qbytes + sbytes) * reps / s / 1e9, err / mag, err / mag > 1e-4 ? "  WRONG" : "");
             std::fflush(stdout);
         }
         vkDestroyPipeline(dev, pipe, nullptr);

@@ -236,7 +236,8 @@ Context::Context(const std::string& sel) {
         dl.flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR;
         dl.bindingCount = 4;
         dl.pBindings = bd;
-        vk_check(vkCreateDescriptorSetLayout(dev_, &dl, nullptr, &set_layout_), "vkCreateDescriptorSetLayout");
+        vk_check(vkCreateDescriptorSetLayout(dev_, &dl, nullptr, &set_layout_),
+                 "vkCreateDescriptorSetLayout");
         lci.setLayoutCount = 1;
         lci.pSetLayouts = &set_layout_;
     }
