@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <malloc.h>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -40,15 +41,18 @@ struct Stats {
     }
     double jobs_s() const { return pct(rate, 0.5); }
 };
+// Prompts differ per round and phase, so no phase gets prefix-cache hits from an earlier one.
+static int g_phase = 0;
 static std::string prompt_of(int c, int j) {
-    return "Request " + std::to_string(c) + "." + std::to_string(j) + ": say hello";
+    return "Request " + std::to_string(g_phase) + "." + std::to_string(c) + "." + std::to_string(j) +
+           ": say hello";
 }
 
 int main(int argc, char** argv) {
     CLI::App app{"prefixd load benchmark"};
     std::string endpoint, model, backend = "cpu", tenant = "bench";
     int clients = 16, jobs = 8, n = 4, rounds = 3, max_seqs = 16, max_ctx = 4096;
-    bool single = true;
+    bool single = true, malloc_tune = true;
     app.add_option("--endpoint", endpoint, "running prefixd (insecure dev mode)")->required();
     app.add_option("--model", model, "same GGUF the daemon serves (in-process baseline)")->required();
     app.add_option("--backend", backend, "engine backend for the in-process baseline");
@@ -60,7 +64,12 @@ int main(int argc, char** argv) {
     app.add_option("--max-seqs", max_seqs, "engine sequences (same as the daemon's [engine] max_seqs)");
     app.add_option("--max-ctx", max_ctx, "engine context (same as the daemon's --max-ctx)");
     app.add_flag("!--no-single", single, "skip the 1-client / 1-by-1 phases");
+    app.add_flag("!--no-malloc-tune", malloc_tune, "in-process phases without prefixd's mallopt settings");
     CLI11_PARSE(app, argc, argv);
+    if (malloc_tune) { // as prefixd does at start (daemon/prefixd_main.cpp)
+        mallopt(M_MMAP_THRESHOLD, 256 << 20);
+        mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    }
 
     EngineOptions eo;
     eo.model_path = model;
@@ -152,10 +161,14 @@ int main(int argc, char** argv) {
     // Rounds interleave the four phases so that load from other processes hits them alike.
     Stats dm, ib, d1, i1;
     for (int round = 0; round < rounds; ++round) {
+        ++g_phase;
         daemon_phase(clients, round, dm);
+        ++g_phase;
         batch_phase(ib);
         if (single) {
+            ++g_phase;
             daemon_phase(1, round, d1);
+            ++g_phase;
             seq_phase(i1);
         }
     }
