@@ -46,7 +46,7 @@ class LoadTicker {
 int main(int argc, char** argv) {
     // The engine allocates large per-step buffers (logits: rows x vocab floats). glibc would mmap
     // and unmap them on every step (and trim its heaps), paying page faults each time; keeping
-    // freed memory cut the engine time of short batched jobs by about a third (BENCHMARKS.md).
+    // freed memory cut the engine time of short batched jobs by 15-35% (BENCHMARKS.md, Daemon).
     mallopt(M_MMAP_THRESHOLD, 256 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     log_init();
