@@ -261,9 +261,18 @@ void EngineWorker::run() noexcept {
                 a.key = key;
                 std::vector<Segment> prompt = build_prompt(engine_, job);
                 a.spec = std::move(job.spec);
+                // Adapter rows lead the prompt: their latent KV is computed once and reused.
+                auto make_request = [&](std::vector<Segment> p) {
+                    Request r = base_request(a.spec, std::move(p));
+                    if (job.adapter_n && !job.prefix_key.empty()) {
+                        r.prefix_key = job.prefix_key;
+                        r.prefix_rows = job.adapter_n;
+                    }
+                    return r;
+                };
                 std::vector<Request> reqs;
                 if (a.spec.kind == Kind::Score) {
-                    Request r = base_request(a.spec, prompt);
+                    Request r = make_request(prompt);
                     r.kind = RequestKind::Score;
                     r.continuation = a.spec.has_continuation_text
                                          ? engine_.tokenizer().encode(a.spec.continuation, false)
@@ -273,13 +282,13 @@ void EngineWorker::run() noexcept {
                     reqs.push_back(std::move(r));
                 } else if (!a.spec.choices.empty()) {
                     for (auto& label : a.spec.choices) {
-                        Request r = base_request(a.spec, prompt);
+                        Request r = make_request(prompt);
                         r.kind = RequestKind::Score;
                         r.continuation = engine_.tokenizer().encode(label, false);
                         reqs.push_back(std::move(r));
                     }
                 } else {
-                    reqs.push_back(base_request(a.spec, std::move(prompt)));
+                    reqs.push_back(make_request(std::move(prompt)));
                 }
                 std::vector<RequestId> ids;
                 try {
@@ -382,6 +391,12 @@ void EngineWorker::run() noexcept {
         signal_io();
     }
     PLOG_INFO("engine thread: %llu steps, %.3f s in steps", (unsigned long long)steps, step_s);
+    if (runner) {
+        auto pc = runner->prefix_cache_stats();
+        PLOG_INFO("adapter prefix cache: %llu hits, %llu misses, %llu saves, %llu evictions",
+                  (unsigned long long)pc.hits, (unsigned long long)pc.misses, (unsigned long long)pc.saves,
+                  (unsigned long long)pc.evictions);
+    }
     zmq_close(wake);
 }
 

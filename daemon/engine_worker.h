@@ -22,6 +22,9 @@ struct EngineJob {
     JobSpec spec;
     std::vector<float> adapter_rows; // adapter's virtual tokens (f32), the version admitted
     uint32_t adapter_n = 0;
+    // Key of the adapter's cached latent KV prefix: owner (tenant or "global") + adapter version +
+    // model, so a private adapter's prefix is never served to another tenant. Empty = no caching.
+    std::string prefix_key;
 };
 
 struct EngineEvent {

@@ -5,6 +5,8 @@
 #include "test_daemon_harness.h"
 
 #include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -172,6 +174,52 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
         CHECK(out.final.result.embeds == direct.eng->embed_tokens(ids));
     }
     CHECK(d.stop() == 0);
+}
+
+TEST_CASE("adapter prefix cache: repeated adapter jobs reuse the prefix, results unchanged, tenants apart") {
+    auto dir = temp_dir("daemon-prefix");
+    Direct direct;
+    const uint32_t hidden = direct.eng->config().hidden;
+    auto rows_t1 = random_rows(6, hidden, 11);
+    auto rows_t2 = random_rows(6, hidden, 12);
+    {
+        store::Store::open((dir / "prefixd.db").string());
+    }
+    // Both tenants own a private adapter with the same name and different rows.
+    add_adapter((dir / "prefixd.db").string(), "task", std::string("t1"), rows_t1, 6, hidden);
+    add_adapter((dir / "prefixd.db").string(), "task", std::string("t2"), rows_t2, 6, hidden);
+    DaemonProcess d(dir);
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    const std::vector<std::pair<std::string, std::string>> jobs = {
+        {"t1", "Route this invoice"}, {"t1", "Summarise the memo"}, {"t2", "Route this invoice"},
+        {"t1", "Route this invoice"}, {"t2", "Summarise the memo"}};
+    int n = 0;
+    for (auto& [tenant, text] : jobs) {
+        JobRequest r = gen_job("p" + std::to_string(n++), text, 6, tenant);
+        r.adapter = "task";
+        auto out = c.run(r, 60000);
+        REQUIRE(out.final.type == Reply::Result);
+        const auto& rows = tenant == "t1" ? rows_t1 : rows_t2;
+        auto ref = direct.generate({Segment::from_embeds(rows, 6)}, text, 6);
+        CHECK(out.final.result.token_ids == ref.token_ids);
+        CHECK(out.final.result.usage.virtual_tokens == 6);
+        CHECK(out.final.result.usage.prompt_tokens == ref.prompt_tokens);
+    }
+    CHECK(d.stop() == 0);
+    // The engine thread reports the cache at exit: jobs 2, 4 (t1) and 5 (t2) find their own prefix.
+    std::ifstream f(d.log);
+    std::string line, stats;
+    while (std::getline(f, line))
+        if (line.find("adapter prefix cache:") != std::string::npos)
+            stats = line;
+    INFO("log line: " << stats);
+    REQUIRE(!stats.empty());
+    unsigned long long hits = 0, misses = 0;
+    REQUIRE(std::sscanf(stats.c_str() + stats.find("cache:"), "cache: %llu hits, %llu misses", &hits,
+                        &misses) == 2);
+    CHECK(hits == 3);
+    CHECK(misses == 2);
 }
 
 TEST_CASE("8 concurrent clients x 20 jobs: each answered once, ledger sums equal returned usage") {
