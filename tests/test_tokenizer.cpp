@@ -17,6 +17,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include "icu_split_oracle.h"
 
 using namespace prefixd;
 namespace fs = std::filesystem;
@@ -175,55 +176,23 @@ std::string random_text(std::mt19937& rng) {
 // Tokenizer::pre_tokenize, which matches the same rules by hand over character properties.
 class RegexPreTokenizer {
   public:
-    RegexPreTokenizer() {
+    RegexPreTokenizer() : oracle_(rules()) {}
+    std::vector<std::string> split(const std::string& text) const { return oracle_.split(text); }
+
+  private:
+    static std::vector<std::string> rules() {
         json j = json::parse(read_file(tokenizer_json_path()));
+        std::vector<std::string> out;
         for (const json& p : j.at("pre_tokenizer").at("pretokenizers")) {
             if (p.at("type") != "Split")
                 continue;
             REQUIRE(p.at("behavior") == "Isolated");
-            UErrorCode st = U_ZERO_ERROR;
-            UParseError pe;
-            std::string re = p.at("pattern").at("Regex").get<std::string>();
-            patterns_.emplace_back(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(re), pe, st));
-            REQUIRE_MESSAGE(U_SUCCESS(st), "ICU cannot compile " << re << ": " << u_errorName(st));
+            out.push_back(p.at("pattern").at("Regex").get<std::string>());
         }
-        REQUIRE(patterns_.size() == 3);
-    }
-    std::vector<std::string> split(const std::string& text) const {
-        icu::UnicodeString u = icu::UnicodeString::fromUTF8(text);
-        std::vector<std::pair<int32_t, int32_t>> cur{{0, u.length()}}, next;
-        for (const auto& p : patterns_) {
-            UErrorCode st = U_ZERO_ERROR;
-            std::unique_ptr<icu::RegexMatcher> m(p->matcher(u, st));
-            next.clear();
-            for (auto [b, e] : cur) {
-                m->region(b, e, st);
-                int32_t prev = b;
-                while (m->find()) {
-                    int32_t s = m->start(st), t = m->end(st);
-                    if (s > prev)
-                        next.push_back({prev, s});
-                    if (t > s)
-                        next.push_back({s, t});
-                    prev = t;
-                }
-                if (prev < e)
-                    next.push_back({prev, e});
-            }
-            REQUIRE(U_SUCCESS(st));
-            cur.swap(next);
-        }
-        std::vector<std::string> out;
-        for (auto [b, e] : cur) {
-            std::string piece;
-            u.tempSubStringBetween(b, e).toUTF8String(piece);
-            out.push_back(piece);
-        }
+        REQUIRE(out.size() == 3);
         return out;
     }
-
-  private:
-    std::vector<std::unique_ptr<icu::RegexPattern>> patterns_;
+    IcuSplitOracle oracle_;
 };
 
 uint32_t test_seed() {
