@@ -163,6 +163,26 @@ void append_utf8(std::string& out, char32_t c) {
 }
 
 // Splits text without added tokens into pre-tokenizer pieces (views into `text`).
+// Decodes `text` into per-character byte offsets (plus a final end offset) and classes; invalid
+// UTF-8 throws TokenizerError naming the byte offset. Shared by every pre-tokenizer.
+template <class C, class Classify>
+void classify_utf8(std::string_view text, std::vector<int32_t>& off, std::vector<C>& cls,
+                   Classify&& classify) {
+    off.reserve(text.size() + 1);
+    cls.reserve(text.size());
+    for (size_t i = 0; i < text.size();) {
+        char32_t cp = 0;
+        size_t n = utf8_next(text, i, cp);
+        if (n == 0)
+            throw TokenizerError("tokenizer: input is not valid UTF-8 (byte offset " + std::to_string(i) +
+                                 ")");
+        off.push_back(static_cast<int32_t>(i));
+        cls.push_back(static_cast<C>(classify(cp)));
+        i += n;
+    }
+    off.push_back(static_cast<int32_t>(text.size()));
+}
+
 void pre_tokenize_deepseek_v3(std::string_view text, std::vector<std::string_view>& pieces) {
     static const std::array<uint16_t, 128> ascii = [] {
         std::array<uint16_t, 128> a{};
@@ -173,19 +193,7 @@ void pre_tokenize_deepseek_v3(std::string_view text, std::vector<std::string_vie
     // Characters, their byte offsets and classes.
     std::vector<int32_t> off;
     std::vector<uint16_t> cls;
-    off.reserve(text.size() + 1);
-    cls.reserve(text.size());
-    for (size_t i = 0; i < text.size();) {
-        char32_t cp = 0;
-        size_t n = utf8_next(text, i, cp);
-        if (n == 0)
-            throw TokenizerError("tokenizer: input is not valid UTF-8 (byte offset " + std::to_string(i) +
-                                 ")");
-        off.push_back(static_cast<int32_t>(i));
-        cls.push_back(cp < 0x80 ? ascii[cp] : char_class(cp));
-        i += n;
-    }
-    off.push_back(static_cast<int32_t>(text.size()));
+    classify_utf8(text, off, cls, [&](char32_t cp) { return cp < 0x80 ? ascii[cp] : char_class(cp); });
     const int32_t n = static_cast<int32_t>(cls.size());
     const uint16_t* f = cls.data();
 
@@ -372,19 +380,7 @@ void pre_tokenize_rules(std::string_view text, const Rule* rules, size_t n_rules
     const std::array<uint8_t, 128>& ascii = coder ? ascii_coder : ascii_llm;
     std::vector<int32_t> off;
     std::vector<uint8_t> cls;
-    off.reserve(text.size() + 1);
-    cls.reserve(text.size());
-    for (size_t i = 0; i < text.size();) {
-        char32_t cp = 0;
-        size_t n = utf8_next(text, i, cp);
-        if (n == 0)
-            throw TokenizerError("tokenizer: input is not valid UTF-8 (byte offset " + std::to_string(i) +
-                                 ")");
-        off.push_back(static_cast<int32_t>(i));
-        cls.push_back(cp < 0x80 ? ascii[cp] : rule_class(cp, coder));
-        i += n;
-    }
-    off.push_back(static_cast<int32_t>(text.size()));
+    classify_utf8(text, off, cls, [&](char32_t cp) { return cp < 0x80 ? ascii[cp] : rule_class(cp, coder); });
     const int32_t n = static_cast<int32_t>(cls.size());
     const uint8_t* f = cls.data();
 
