@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 namespace prefixd::daemon {
 
@@ -61,6 +62,8 @@ void apply_toml_file(const std::string& path, Config& c) {
     get(t, "engine", "device", c.device, path);
     get(t, "engine", "max_seqs", c.max_seqs, path);
     get(t, "engine", "max_ctx", c.max_ctx, path);
+    get(t, "engine", "admission_window_us", c.admission_window_us, path);
+    get(t, "engine", "admission_quiet_us", c.admission_quiet_us, path);
     get(t, "store", "db", c.db, path);
     get(t, "store", "busy_timeout_ms", c.busy_timeout_ms, path);
     get(t, "store", "write_retries", c.write_retries, path);
@@ -91,6 +94,7 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
     std::vector<std::string> endpoints;
     bool insecure = false;
     uint32_t max_seqs = 0, max_ctx = 0, max_pending = 0;
+    std::optional<uint32_t> window_us, quiet_us;
     app.add_option("-c,--config", config_file,
                    "TOML configuration file (default /etc/prefixd/prefixd.toml if present)");
     app.add_option("--model", model, "GGUF model file");
@@ -103,6 +107,10 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
     app.add_option("--server-key-file", key_file, "CURVE server key file (public + secret)");
     app.add_option("--max-seqs", max_seqs, "concurrent sequences in the engine");
     app.add_option("--max-ctx", max_ctx, "per-sequence context limit");
+    app.add_option("--admission-window-us", window_us,
+                   "idle engine: longest wait for more jobs before the first step (0 = off)");
+    app.add_option("--admission-quiet-us", quiet_us,
+                   "idle engine: start the step once no job arrived for this long");
     app.add_option("--max-pending", max_pending, "jobs admitted and not finished before Busy");
     app.set_version_flag("--version", std::string("prefixd ") + prefixd::version());
     try {
@@ -137,6 +145,10 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
         c.max_ctx = max_ctx;
     if (max_pending)
         c.max_pending = max_pending;
+    if (window_us)
+        c.admission_window_us = *window_us;
+    if (quiet_us)
+        c.admission_quiet_us = *quiet_us;
     if (c.endpoints.empty()) {
         const char* rt = std::getenv("RUNTIME_DIRECTORY");
         std::string dir = rt && *rt ? rt : "/run/prefixd";
@@ -163,6 +175,8 @@ void validate_config(const Config& c) {
         throw ConfigError("no database: pass --db FILE or set [store] db");
     if (c.max_seqs == 0 || c.max_ctx < 8)
         throw ConfigError("max_seqs must be > 0 and max_ctx >= 8");
+    if (c.admission_window_us > 1'000'000 || c.admission_quiet_us > 1'000'000)
+        throw ConfigError("admission_window_us and admission_quiet_us must be at most 1000000 (1 s)");
     if (c.max_frame_bytes < 1024)
         throw ConfigError("max_frame_bytes must be >= 1024");
     for (auto& ep : c.endpoints) {

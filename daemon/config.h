@@ -1,6 +1,6 @@
 // prefixd configuration: a TOML file (default /etc/prefixd/prefixd.toml when it exists) with
 // command-line overrides. `prefixd --model F --db F --endpoint E [--insecure-dev]` is enough.
-// Sections: [engine] model backend device max_seqs max_ctx; [store] db busy_timeout_ms
+// Sections: [engine] model backend device max_seqs max_ctx admission_window_us admission_quiet_us; [store] db busy_timeout_ms
 // write_retries; [server] endpoints
 // insecure_dev server_key_file zap_domain max_frame_bytes max_pending heartbeat_ms drain_timeout_s;
 // [limits] max_concurrent_jobs tokens_per_minute (defaults for tenants whose own limit is 0).
@@ -25,6 +25,10 @@ struct Config {
     std::string device;
     uint32_t max_seqs = 16;
     uint32_t max_ctx = 4096;
+    // Admission coalescing on an idle engine (EngineWorker's AdmissionWindow): the first step waits
+    // until no job arrived for quiet_us, at most window_us. admission_window_us = 0 disables it.
+    uint32_t admission_window_us = 20000;
+    uint32_t admission_quiet_us = 400;
     // [store]
     std::string db = "/var/lib/prefixd/prefixd.db";
     uint32_t busy_timeout_ms = 5000; // ledger writer: sqlite busy timeout per attempt

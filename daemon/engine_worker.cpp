@@ -7,8 +7,10 @@
 #include "daemon/notify.h"
 #include "engine/runner.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 
 namespace prefixd::daemon {
@@ -49,8 +51,9 @@ struct Active {
     std::vector<TokenOut> tokens; // top logprobs
 };
 
-EngineWorker::EngineWorker(Engine& engine, void* ctx, std::string wake)
-    : engine_(engine), ctx_(ctx), wake_ep_(std::move(wake)) {
+EngineWorker::EngineWorker(Engine& engine, void* ctx, std::string wake, AdmissionWindow window)
+    : engine_(engine), ctx_(ctx), wake_ep_(std::move(wake)), window_(window) {
+    window_.quiet_us = std::min(window_.quiet_us, window_.window_us);
     last_progress_ = mono_ms();
 }
 
@@ -68,10 +71,21 @@ void EngineWorker::start() {
     thread_ = std::thread([this] { run(); });
 }
 
+static int64_t mono_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 void EngineWorker::submit(EngineJob job) {
     {
         std::lock_guard lk(mu_);
         inbox_.push_back(std::move(job));
+        prune_expected(mono_us());
+        if (!expected_.empty())
+            expected_.pop_front(); // the oldest expected arrival came (or another job: same effect)
+        else
+            ++unexpected_;
     }
     cv_.notify_one();
 }
@@ -82,6 +96,11 @@ void EngineWorker::cancel(uint64_t key) {
         cancels_.push_back(key);
     }
     cv_.notify_one();
+}
+
+void EngineWorker::prune_expected(int64_t now_us) {
+    while (!expected_.empty() && now_us - expected_.front() > int64_t(window_.expect_ttl_us))
+        expected_.pop_front();
 }
 
 void EngineWorker::cancel_all() {
@@ -104,8 +123,47 @@ std::string EngineWorker::failure() const {
     return failure_;
 }
 
+// Called with mu_ held when jobs arrived at an idle engine: waits (releasing mu_) for the
+// arrivals still expected (until they came or window_us passed) or, with none expected and an
+// unexpected job among the arrivals, while jobs keep arriving (until quiet_us without one, at
+// most window_us). Returns seconds held.
+double EngineWorker::coalesce(std::unique_lock<std::mutex>& lk) {
+    using Clock = std::chrono::steady_clock;
+    const auto t0 = Clock::now(), cap = t0 + std::chrono::microseconds(window_.window_us);
+    const auto quiet = std::chrono::microseconds(window_.quiet_us);
+    size_t seen = inbox_.size();
+    auto last = t0;
+    while (!stop_ && !cancel_all_) {
+        prune_expected(mono_us());
+        const bool expecting = !expected_.empty();
+        if (!expecting && unexpected_ == 0)
+            break; // only expected jobs arrived, and no more are expected
+        const auto until = expecting ? cap : std::min(last + quiet, cap);
+        const bool arrived =
+            cv_.wait_until(lk, until, [&] { return stop_ || cancel_all_ || inbox_.size() != seen; });
+        const auto now = Clock::now();
+        if (now >= cap)
+            break;
+        if (!arrived) {
+            if (!expecting)
+                break; // quiet: nobody is expected and nobody came
+            continue;  // expectations expired meanwhile: re-evaluate
+        }
+        seen = inbox_.size();
+        last = now;
+        if (expecting && expected_.empty())
+            break; // everyone expected came
+    }
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
 void EngineWorker::post(EngineEvent ev) {
     std::lock_guard lk(mu_);
+    if (ev.type != EngineEvent::Token && window_.window_us > 0) { // its client may send the next job
+        prune_expected(mono_us());
+        if (expected_.size() < 65536)
+            expected_.push_back(mono_us());
+    }
     outbox_.push_back(std::move(ev));
 }
 
@@ -229,18 +287,28 @@ void EngineWorker::run() noexcept {
         }
     };
     bool stopping = false;
-    uint64_t steps = 0; // reported at exit (benchmarks: steps and time in them)
-    double step_s = 0;
+    uint64_t steps = 0, coalesced = 0; // reported at exit (benchmarks: steps and time in them)
+    double step_s = 0, held_s = 0;
+    // PREFIXD_TRACE_STEPS=1: one log line per step (jobs admitted, requests, step time, hold).
+    const char* trace_env = std::getenv("PREFIXD_TRACE_STEPS");
+    const bool trace = trace_env && *trace_env && *trace_env != '0';
     while (!stopping && runner) {
         std::deque<EngineJob> inbox;
         std::vector<uint64_t> cancels;
         bool cancel_everything = false;
+        double held = 0;
         {
             std::unique_lock lk(mu_);
             if (inbox_.empty() && cancels_.empty() && !cancel_all_ && !stop_ && jobs.empty())
                 cv_.wait_for(lk, std::chrono::milliseconds(500));
+            if (jobs.empty() && !inbox_.empty() && window_.window_us > 0) {
+                held = coalesce(lk);
+                held_s += held;
+                ++coalesced;
+            }
             stopping = stop_;
             inbox.swap(inbox_);
+            unexpected_ = 0;
             cancels.swap(cancels_);
             cancel_everything = cancel_all_;
             cancel_all_ = false;
@@ -320,9 +388,14 @@ void EngineWorker::run() noexcept {
         StepEvents evs;
         try {
             auto t_step = std::chrono::steady_clock::now();
+            const size_t n_active = runner->active();
             evs = runner->step();
-            step_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
+            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
+            step_s += dt;
             ++steps;
+            if (trace)
+                PLOG_INFO("step %llu: %zu new job(s), %zu request(s), %.2f ms, held %.3f ms",
+                          (unsigned long long)steps, inbox.size(), n_active, dt * 1e3, held * 1e3);
         } catch (const std::exception& e) {
             // A failed step fails every running job (billed for what was produced) and, since the
             // backend state is unknown, the engine: systemd restarts the service.
@@ -390,7 +463,8 @@ void EngineWorker::run() noexcept {
         running_ = jobs.size();
         signal_io();
     }
-    PLOG_INFO("engine thread: %llu steps, %.3f s in steps", (unsigned long long)steps, step_s);
+    PLOG_INFO("engine thread: %llu steps, %.3f s in steps; %llu admission holds, %.3f s held",
+              (unsigned long long)steps, step_s, (unsigned long long)coalesced, held_s);
     if (runner) {
         auto pc = runner->prefix_cache_stats();
         PLOG_INFO("adapter prefix cache: %llu hits, %llu misses, %llu saves, %llu evictions",

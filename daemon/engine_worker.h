@@ -42,10 +42,24 @@ struct EngineEvent {
     bool work_done = false; // tokens were processed: bill result.usage
 };
 
+// Admission coalescing. Jobs that arrive at an idle engine do not always start a step at once.
+// Each job the engine finishes makes it expect one arrival soon (closed-loop clients answer
+// their reply with the next job after the ledger commit and a round trip). While arrivals are
+// expected (finished jobs younger than `expect_ttl_us` not yet matched by a new job), the first
+// step waits until they came, at most `window_us`; a job nobody expected (a new client) waits
+// until no job arrived for `quiet_us` (at most `window_us`). So jobs of one wave start in one
+// step instead of one step apart, and a lone client's next job (its one expected arrival) starts
+// at once. window_us = 0 disables it. A busy engine never waits: arrivals join the next step.
+struct AdmissionWindow {
+    uint32_t window_us = 20000;
+    uint32_t quiet_us = 400;
+    uint32_t expect_ttl_us = 100000;
+};
+
 class EngineWorker {
   public:
     // `wake_endpoint`: inproc endpoint the I/O loop bound a PAIR socket on.
-    EngineWorker(Engine& engine, void* zmq_ctx, std::string wake_endpoint);
+    EngineWorker(Engine& engine, void* zmq_ctx, std::string wake_endpoint, AdmissionWindow window = {});
     ~EngineWorker(); // stops and joins
     void start();
     void submit(EngineJob job);
@@ -64,14 +78,19 @@ class EngineWorker {
     struct Impl;
     void run() noexcept;
     void post(EngineEvent ev);
+    double coalesce(std::unique_lock<std::mutex>& lk);
+    void prune_expected(int64_t now_us);
 
     Engine& engine_;
     void* ctx_;
     std::string wake_ep_;
+    AdmissionWindow window_;
     std::thread thread_;
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::deque<EngineJob> inbox_;
+    std::deque<int64_t> expected_; // monotonic µs of finished jobs not yet followed by a new job
+    size_t unexpected_ = 0;        // jobs in inbox_ that matched no expectation
     std::vector<uint64_t> cancels_;
     bool cancel_all_ = false;
     bool stop_ = false;

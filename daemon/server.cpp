@@ -15,6 +15,7 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -90,6 +91,7 @@ struct JobState {
 };
 struct PendingSettle {
     uint64_t key;
+    uint64_t group = 0; // jobs finished in one batch of engine events: replies leave together
     std::shared_future<store::SettleOutcome> fut;
     Bytes reply;
     store::JobSettle row;
@@ -181,11 +183,15 @@ struct Server::Impl {
     std::vector<store::JobSettle> failed_settles;
     bool billing_down = false, draining = false;
     int64_t drain_deadline = 0, cancel_deadline = 0;
-    uint64_t next_key = 1, served = 0;
+    uint64_t next_key = 1, served = 0, settle_group = 0;
     int exit_code = 0;
     bool quit = false;
+    bool trace_replies = false; // PREFIXD_TRACE_STEPS: log reply groups
 
-    Impl(Config c, Engine& e) : cfg(std::move(c)), engine(e) {}
+    Impl(Config c, Engine& e) : cfg(std::move(c)), engine(e) {
+        const char* t = std::getenv("PREFIXD_TRACE_STEPS");
+        trace_replies = t && *t && *t != '0';
+    }
     void setup();
     void send(const std::string& peer, const Bytes& b, uint64_t key);
     void reply_error(const std::string& peer, const std::string& id, Code c, const std::string& m,
@@ -270,7 +276,8 @@ void Server::Impl::setup() {
     sigaddset(&s, SIGINT);
     sigaddset(&s, SIGHUP);
     sigfd = signalfd(-1, &s, SFD_NONBLOCK | SFD_CLOEXEC);
-    worker = std::make_unique<EngineWorker>(engine, ctx, "inproc://prefixd-wake");
+    worker = std::make_unique<EngineWorker>(engine, ctx, "inproc://prefixd-wake",
+                                            AdmissionWindow{cfg.admission_window_us, cfg.admission_quiet_us});
     worker->start();
     refresh_tenants(true);
 }
@@ -511,6 +518,7 @@ void Server::Impl::on_events() {
     }
     std::deque<EngineEvent> evs;
     worker->take_events(evs);
+    ++settle_group;
     for (auto& ev : evs) {
         auto it = jobs.find(ev.key);
         if (it == jobs.end())
@@ -555,7 +563,7 @@ void Server::Impl::finish_job(EngineEvent& ev) {
     row.prompt_tokens = u.prompt_tokens;
     row.completion_tokens = u.completion_tokens;
     uint32_t tokens = u.virtual_tokens + u.prompt_tokens + u.completion_tokens;
-    PendingSettle ps{ev.key, {}, std::move(reply), row, tokens};
+    PendingSettle ps{ev.key, settle_group, {}, std::move(reply), row, tokens};
     try {
         ps.fut = ledger->settle(std::move(row)).share();
         waiter->watch(ps.fut);
@@ -581,8 +589,24 @@ void Server::Impl::poll_settles() {
         }
         it = accepts.erase(it);
     }
-    while (!settles.empty() &&
-           settles.front().fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    // Replies leave in the groups their jobs finished in (one engine step's jobs together, even
+    // when the ledger commits them in two transactions): clients of one batch resubmit together,
+    // so their next jobs start in one engine step instead of staggered over two.
+    auto ready = [](const PendingSettle& p) {
+        return p.fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    };
+    size_t n_ready = 0; // settles at the front whose whole group is committed
+    for (size_t i = 0; i < settles.size();) {
+        size_t j = i;
+        while (j < settles.size() && settles[j].group == settles[i].group && ready(settles[j]))
+            ++j;
+        if (j < settles.size() && settles[j].group == settles[i].group)
+            break; // part of this group still waits for its commit
+        n_ready = i = j;
+    }
+    if (trace_replies && n_ready)
+        PLOG_INFO("replies: %zu sent together", n_ready);
+    for (; n_ready > 0; --n_ready) {
         PendingSettle ps = std::move(settles.front());
         settles.pop_front();
         JobState& js = jobs.at(ps.key);
