@@ -2,7 +2,8 @@
 // request, then prefill chunks of the others up to max_batch_rows, runs one Backend::step, samples,
 // and turns token bytes into UTF-8-safe text with stop strings held back until they can be decided.
 // Keyed prefixes (adapter virtual rows) are kept in an LRU of backend sequences and copied into
-// new requests' sequences (Backend::copy_prefix) so that only the remaining rows are prefilled.
+// new requests' sequences (Backend::copy_prefix) so that only the remaining rows are prefilled;
+// a request whose prefix another one is computing waits for that save instead of recomputing it.
 #include "runner.h"
 
 #include <algorithm>
@@ -108,6 +109,8 @@ struct Runner::Impl {
         size_t emitted = 0;    // bytes of text already sent in events
         bool cancelled = false;
         bool prefix_done = false; // prefix cache: looked up (hit) or saved/skipped (miss)
+        bool no_wait = false;     // the same-key prefix it waited for was not saved: do not wait again
+        RequestId waiting_for = 0; // the in-flight request computing this request's prefix
         RequestResult res;
     };
 
@@ -167,6 +170,46 @@ struct Runner::Impl {
             }
         }
     }
+    // Before admitting a keyed request: true when another request in flight is prefilling the same
+    // key and rows and has not saved them yet; the newcomer then waits (keeps no sequence) and is
+    // admitted after that save, as a hit, instead of computing the same prefix alongside. A leader
+    // cancelled or failed is gone from `reqs`, so its waiters are admitted and the first becomes
+    // the next leader; a save that was skipped (no free slot) releases its waiters for good.
+    bool wait_for_leader(Req& q, uint32_t hidden) {
+        if (q.r.prefix_key.empty() || opts.prefix_cache_entries == 0 || q.no_wait)
+            return false;
+        auto busy = [&](const Req& l) {
+            return l.has_seq && !l.prefix_done && l.r.prefix_key == q.r.prefix_key &&
+                   l.r.prefix_rows == q.r.prefix_rows;
+        };
+        if (q.waiting_for) {
+            auto it = reqs.find(q.waiting_for);
+            if (it != reqs.end() && busy(it->second))
+                return true;
+            q.waiting_for = 0;
+        }
+        std::vector<Segment> mine;
+        for (auto& [id, l] : reqs) {
+            if (id == q.id || !busy(l))
+                continue;
+            if (mine.empty())
+                mine = slice(q.rows, 0, q.r.prefix_rows, hidden);
+            if (!same_rows(mine, slice(l.rows, 0, l.r.prefix_rows, hidden)))
+                continue;
+            q.waiting_for = id;
+            ++stats.waits;
+            return true;
+        }
+        return false;
+    }
+    // Waiters of a prefix that will not be saved (no free slot): admitted normally from now on.
+    void release_waiters(RequestId leader) {
+        for (auto& [id, w] : reqs)
+            if (w.waiting_for == leader) {
+                w.waiting_for = 0;
+                w.no_wait = true;
+            }
+    }
     // On admission of a keyed request: copies a cached prefix with the same key and rows into its
     // (empty) sequence. At least the last prompt row is always prefilled (it yields the logits).
     void lookup_prefix(Req& q, uint32_t hidden) {
@@ -216,6 +259,7 @@ struct Runner::Impl {
             s = eng.backend().create_sequence();
         } catch (const EngineError&) {
             ++stats.skipped; // every slot serves a live request
+            release_waiters(q.id);
             return;
         }
         try {
@@ -223,6 +267,7 @@ struct Runner::Impl {
         } catch (const std::exception&) {
             eng.backend().free_sequence(s);
             ++stats.skipped;
+            release_waiters(q.id);
             return;
         }
         cache.push_front(CachedPrefix{q.r.prefix_key, std::move(rows), q.r.prefix_rows, s});
@@ -448,6 +493,8 @@ StepEvents Runner::step() {
         if (q.decoding || budget == 0)
             continue;
         if (!q.has_seq) {
+            if (I.wait_for_leader(q, c.hidden))
+                continue; // admitted after the leader saved the prefix (a hit)
             try {
                 q.seq = I.create_for_request();
             } catch (const EngineError&) {

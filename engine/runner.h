@@ -35,6 +35,8 @@ struct Request {
     // the rest. The key is the only sharing boundary: it must name the tenant for private
     // adapters (e.g. tenant-or-"global" + adapter id + version + model fingerprint). Results and
     // usage counts are the same with or without a hit. 1 <= prefix_rows <= prompt rows.
+    // Same key and rows while another request in flight is still prefilling them: the newcomer
+    // waits for that prefix to be saved and is admitted as a hit (no duplicate prefill).
     std::string prefix_key;
     uint32_t prefix_rows = 0;
 };
@@ -69,6 +71,7 @@ struct PrefixCacheStats {
     uint64_t hits = 0, misses = 0;   // keyed requests admitted with / without a cached prefix
     uint64_t saves = 0, evictions = 0;
     uint64_t skipped = 0;            // prefixes not saved (no free slot, or requests waiting)
+    uint64_t waits = 0;              // requests that waited for a same-key prefix being computed
     size_t entries = 0;              // cached now
 };
 
