@@ -59,7 +59,7 @@ void main() {
         const uint j = j0 + lid;
         float s = -1.0 / 0.0;
         if (j <= pos) {
-            const uint64_t krow = cache + uint64_t(j) * W * 4;
+            const uint64_t krow = cache + uint64_t(j) * p.pos_stride * 4;
             float d = 0.0;
             for (uint c = 0; c < W; ++c) d += qs[c] * FloatBuf(krow).v[c];
             s = d * p.scale;
@@ -73,7 +73,7 @@ void main() {
         for (uint k = 0; k < PER_INV; ++k) acc[k] *= corr;
         const uint nj = min(32u, pos + 1 - j0);
         for (uint jj = 0; jj < nj; ++jj) {
-            const uint64_t vrow = cache + uint64_t(j0 + jj) * W * 4;
+            const uint64_t vrow = cache + uint64_t(j0 + jj) * p.pos_stride * 4;
             const float pj = ps[jj];
             for (uint k = 0; k < PER_INV; ++k) {
                 const uint c = lid + 32 * k;

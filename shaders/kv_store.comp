@@ -1,5 +1,5 @@
 // Latent KV cache write for one layer, one workgroup per input row:
-// cache[pos][0:rank] = rmsnorm(kva[0:rank]) * norm; cache[pos][rank:rank+rope] = rope(kva[rank:]).
+// cache[pos][layer][0:rank] = rmsnorm(kva[0:rank]) * norm; cache[pos][layer][rank:] = rope(kva[rank:]).
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -15,7 +15,7 @@ void main() {
     const uint lid = gl_LocalInvocationID.x, t = gl_WorkGroupID.x;
     const uint pos = row_pos(p.rows, t);
     const uint W = p.rank + p.rope;
-    const uint64_t dst = row_cache_base(p.rows, t) + p.layer_off + uint64_t(pos) * W * 4;
+    const uint64_t dst = row_cache_base(p.rows, t) + p.layer_off + uint64_t(pos) * p.pos_stride * 4;
     const uint src = t * p.kva_stride;
     float ss = 0.0;
     for (uint c = lid; c < p.rank; c += 32) {

@@ -36,10 +36,10 @@ struct MatmulPush {
 // Writes the latent cache rows: c_kv = rmsnorm(kva[:rank]) * norm, k_pe = rope(kva[rank:]).
 struct KvStorePush {
     PX_U64 kva, norm, rows, freqs;  // rows: per row uvec4 {cache addr lo, hi, pos, 0}
-    PX_U64 layer_off;               // bytes from a cache base to this layer
+    PX_U64 layer_off;               // bytes from a position's cache row to this layer's part
     PX_U32 n_rows, rank, rope, kva_stride;
     float eps, mscale;
-    PX_U32 pad0, pad1;
+    PX_U32 pos_stride, pad1;        // floats from one position to the next (n_layer * (rank + rope))
 };
 
 // Absorbed MLA attention, one workgroup per (row, head).
@@ -47,7 +47,7 @@ struct AttnPush {
     PX_U64 qlat, q, rows, freqs, dst;
     PX_U64 layer_off;
     PX_U32 n_rows, n_head, rank, rope;
-    PX_U32 q_stride, q_head, q_nope, pad0;
+    PX_U32 q_stride, q_head, q_nope, pos_stride; // pos_stride: as in KvStorePush
     float scale, mscale;
     PX_U32 pad1, pad2;
 };

@@ -271,3 +271,48 @@ TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
     CHECK_THROWS_AS(p.gpu->create_sequence(), EngineError);
     CHECK_THROWS_AS(p.gpu->copy_prefix(s, s + 1, 4), EngineError); // source holds only 3 rows
 }
+
+// The latent cache starts small and grows by copying (vk_backend.cpp reserve()): rows written
+// before a growth must survive it, prefix copies must grow the destination, and the context limit
+// stays exact.
+TEST_CASE("latent cache growth: uneven chunks, copy_prefix past the initial size, exact context limit") {
+    Pair p = open_pair("tiny-v2-f32.gguf");
+    const ModelConfig& c = p.model->config();
+    std::mt19937 rng(std::random_device{}());
+    const uint32_t n = 200;
+    auto toks = random_tokens(n, c.n_vocab, rng);
+    const uint32_t chunks[] = {1, 7, 60, 5, 100, 27}; // crosses 64 and 128 inside chunks
+    SeqId sc = p.cpu->create_sequence(), sg = p.gpu->create_sequence();
+    BatchItem all = item(sc, {Segment::from_tokens(toks)}, false);
+    all.logit_rows.clear();
+    uint32_t end = 0;
+    for (uint32_t k : chunks)
+        all.logit_rows.push_back((end += k) - 1);
+    REQUIRE(end == n);
+    auto rc = p.cpu->step({all});
+    uint32_t at = 0;
+    for (size_t i = 0; i < std::size(chunks); ++i) {
+        std::vector<int32_t> part(toks.begin() + at, toks.begin() + at + chunks[i]);
+        auto rg = p.gpu->step({item(sg, {Segment::from_tokens(part)}, false)});
+        at += chunks[i];
+        INFO("chunk " << i << " ends at " << at);
+        CHECK(row_err(rg[0].logits.data(), rc[0].logits.data() + i * c.n_vocab, c.n_vocab) <= 1e-3);
+    }
+    // copy 150 rows into a fresh sequence (initial capacity 64), then finish the prompt there
+    SeqId sb = p.gpu->create_sequence();
+    p.gpu->copy_prefix(sg, sb, 150);
+    CHECK(p.gpu->sequence_length(sb) == 150);
+    auto rb = p.gpu->step({item(sb, {Segment::from_tokens({toks.begin() + 150, toks.end()})}, false)});
+    CHECK(row_err(rb[0].logits.data(), rc[0].logits.data() + 5 * c.n_vocab, c.n_vocab) <= 1e-3);
+    // fill to max_ctx (256) exactly; one more position is refused and the sequence stays usable
+    auto more = random_tokens(56, c.n_vocab, rng);
+    auto rg = p.gpu->step({item(sg, {Segment::from_tokens(more)}, false)});
+    auto rc2 = p.cpu->step({item(sc, {Segment::from_tokens(more)}, false)});
+    CHECK(row_err(rg[0].logits.data(), rc2[0].logits.data(), c.n_vocab) <= 1e-3);
+    CHECK(p.gpu->sequence_length(sg) == 256);
+    CHECK_THROWS_AS(p.gpu->step({item(sg, {Segment::from_tokens({1})}, false)}), EngineError);
+    CHECK(p.gpu->sequence_length(sg) == 256);
+    p.gpu->truncate(sg, 255);
+    auto last = p.gpu->step({item(sg, {Segment::from_tokens({more.back()})}, false)});
+    CHECK(row_err(last[0].logits.data(), rc2[0].logits.data(), c.n_vocab) <= 1e-3);
+}

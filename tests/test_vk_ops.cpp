@@ -265,7 +265,8 @@ TEST_CASE("kv_store matches cpu::rmsnorm and cpu::rope (plain and YaRN)") {
         p.norm = dn.addr();
         p.rows = drows.addr();
         p.freqs = dfreq.addr();
-        p.layer_off = uint64_t(ctxlen) * W * 4; // layer 1
+        p.layer_off = uint64_t(W) * 4; // layer 1 of 2, cache rows position-major [pos][layer][W]
+        p.pos_stride = 2 * W;
         p.n_rows = R;
         p.rank = rank;
         p.rope = rope;
@@ -284,7 +285,7 @@ TEST_CASE("kv_store matches cpu::rmsnorm and cpu::rope (plain and YaRN)") {
             cpu::rmsnorm(kva.data() + t * W, nt, ref.data(), rank, 1e-6f);
             std::memcpy(ref.data() + rank, kva.data() + t * W + rank, rope * 4);
             cpu::rope(ref.data() + rank, rope, int32_t(pos[t]), cfg);
-            const float* got = cache.as<float>() + (uint64_t(ctxlen) + pos[t]) * W;
+            const float* got = cache.as<float>() + (uint64_t(pos[t]) * 2 + 1) * W;
             INFO("yarn " << yarn << " pos " << pos[t]);
             CHECK(norm_err(got, ref.data(), rank) < 1e-5);
             CHECK(norm_err(got + rank, ref.data() + rank, rope) < 1e-4);
@@ -301,7 +302,8 @@ TEST_CASE("attn_mla matches a CPU absorbed-attention reference across key tiles"
     const uint32_t pos[R] = {0, 31, 33, 70};
     const uint32_t ctxlen = 128;
     const float scale = 0.17f;
-    auto cache_h = randv(size_t(ctxlen) * W, rng), qlat = randv(size_t(R) * nh * rank, rng, 0.3f),
+    // two layers, position-major ([pos][layer][W]); the test reads layer 1
+    auto cache_h = randv(size_t(ctxlen) * 2 * W, rng), qlat = randv(size_t(R) * nh * rank, rng, 0.3f),
          q = randv(size_t(R) * nh * qh, rng, 0.3f);
     auto freqs = rope_freqs(cfg);
     DevBuf cache(cache_h.size() * 4), dql(qlat.size() * 4), dq(q.size() * 4), drows(R * 16),
@@ -325,6 +327,8 @@ TEST_CASE("attn_mla matches a CPU absorbed-attention reference across key tiles"
     p.q_stride = nh * qh;
     p.q_head = qh;
     p.q_nope = nope;
+    p.layer_off = uint64_t(W) * 4;
+    p.pos_stride = 2 * W;
     p.scale = scale;
     p.mscale = 1.0f;
     ctx().dispatch("attn_mla", &p, sizeof p, R, nh);
@@ -339,15 +343,15 @@ TEST_CASE("attn_mla matches a CPU absorbed-attention reference across key tiles"
             for (uint32_t j = 0; j <= pos[t]; ++j) {
                 double d = 0;
                 for (uint32_t c = 0; c < rank; ++c)
-                    d += ql[c] * cache_h[j * W + c];
+                    d += ql[c] * cache_h[(j * 2 + 1) * W + c];
                 for (uint32_t c = 0; c < rope; ++c)
-                    d += qpe[c] * cache_h[j * W + rank + c];
+                    d += qpe[c] * cache_h[(j * 2 + 1) * W + rank + c];
                 s[j] = float(d) * scale;
             }
             cpu::softmax(s.data(), pos[t] + 1);
             for (uint32_t j = 0; j <= pos[t]; ++j)
                 for (uint32_t c = 0; c < rank; ++c)
-                    ref[c] += s[j] * cache_h[j * W + c];
+                    ref[c] += s[j] * cache_h[(j * 2 + 1) * W + c];
             INFO("row " << t << " head " << h);
             CHECK(norm_err(dout.as<float>() + (t * nh + h) * rank, ref.data(), rank) < 1e-4);
         }

@@ -16,6 +16,9 @@
 
 namespace prefixd::vk {
 
+// Latent-cache positions a new sequence starts with; reserve() doubles from there on demand.
+constexpr uint32_t kKvInitialPositions = 64;
+
 static const char* type_str(VkPhysicalDeviceType t) {
     switch (t) {
     case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
@@ -109,8 +112,8 @@ SeqId VulkanBackend::create_sequence() {
     for (SeqId i = 0; i < seqs_.size(); ++i) {
         if (seqs_[i].used)
             continue;
-        const uint64_t bytes = uint64_t(cfg_.n_layer) * max_ctx_ * cfg_.kv_cache_width() * 4;
-        seqs_[i].cache = ctx_->create_buffer(bytes, false);
+        seqs_[i].cap = std::min(max_ctx_, kKvInitialPositions);
+        seqs_[i].cache = ctx_->create_buffer(seqs_[i].cap * kv_row_bytes(), false);
         seqs_[i].used = true;
         seqs_[i].len = 0;
         return i;
@@ -118,10 +121,34 @@ SeqId VulkanBackend::create_sequence() {
     throw EngineError("all " + std::to_string(seqs_.size()) + " sequence slots are in use");
 }
 
+uint64_t VulkanBackend::kv_row_bytes() const {
+    return uint64_t(cfg_.n_layer) * cfg_.kv_cache_width() * 4;
+}
+
+// Grows a sequence's latent cache to hold `positions` rows: capacity doubles (rounded to 64, capped
+// at max_ctx) and the rows written so far move with one copy, so memory follows the tokens a
+// sequence really holds instead of max_ctx.
+void VulkanBackend::reserve(Seq& s, uint32_t positions) {
+    if (positions <= s.cap)
+        return;
+    if (positions > max_ctx_)
+        throw EngineError("sequence would exceed the context limit of " + std::to_string(max_ctx_));
+    uint32_t cap = std::max(positions, std::min(max_ctx_, s.cap * 2));
+    cap = std::min(max_ctx_, (cap + 63) & ~63u);
+    Buffer grown = ctx_->create_buffer(uint64_t(cap) * kv_row_bytes(), false);
+    if (s.len > 0) {
+        ctx_->copy(s.cache, 0, grown, 0, uint64_t(s.len) * kv_row_bytes());
+        ctx_->submit_wait();
+    }
+    s.cache = std::move(grown);
+    s.cap = cap;
+}
+
 void VulkanBackend::free_sequence(SeqId id) noexcept {
     if (id >= seqs_.size() || !seqs_[id].used)
         return;
     seqs_[id].cache = Buffer();
+    seqs_[id].cap = 0;
     seqs_[id].used = false;
     seqs_[id].len = 0;
 }
@@ -137,10 +164,9 @@ void VulkanBackend::copy_prefix(SeqId src, SeqId dst, uint32_t n) {
         throw EngineError("copy_prefix: destination sequence is not empty");
     if (n > s.len)
         throw EngineError("copy_prefix: source holds only " + std::to_string(s.len) + " rows");
-    const uint64_t row = uint64_t(cfg_.kv_cache_width()) * 4, layer = row * max_ctx_;
+    reserve(d, n);
     if (n > 0) {
-        for (uint32_t il = 0; il < cfg_.n_layer; ++il)
-            ctx_->copy(s.cache, il * layer, d.cache, il * layer, n * row);
+        ctx_->copy(s.cache, 0, d.cache, 0, uint64_t(n) * kv_row_bytes());
         ctx_->submit_wait();
     }
     d.len = n;
@@ -250,6 +276,10 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
     }
     if (R == 0)
         return {};
+    for (const BatchItem& it : batch) {
+        Seq& sq = seq(it.seq);
+        reserve(sq, sq.len + item_rows(it));
+    }
     const Scratch s = layout(R, L);
     if (!scratch_ || scratch_.size() < s.total) {
         scratch_ = Buffer();

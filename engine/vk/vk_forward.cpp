@@ -141,7 +141,8 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     kp.norm = L.kv_a_norm.addr;
     kp.rows = b + s.rows;
     kp.freqs = b + s.freqs;
-    kp.layer_off = uint64_t(il) * max_ctx_ * W * 4;
+    kp.layer_off = uint64_t(il) * W * 4; // cache rows are position-major: [pos][layer][W]
+    kp.pos_stride = cfg_.n_layer * W;
     kp.n_rows = R;
     kp.rank = rank;
     kp.rope = rope;
@@ -161,6 +162,7 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     ap.freqs = b + s.freqs;
     ap.dst = b + s.lat;
     ap.layer_off = kp.layer_off;
+    ap.pos_stride = kp.pos_stride;
     ap.n_rows = R;
     ap.n_head = nh;
     ap.rank = rank;

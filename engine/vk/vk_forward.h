@@ -34,7 +34,8 @@ class VulkanBackend final : public Backend {
     struct Seq {
         bool used = false;
         uint32_t len = 0;
-        Buffer cache; // (n_layer, max_ctx, kv_lora_rank + qk_rope) f32
+        uint32_t cap = 0; // positions the cache holds now (grows on demand up to max_ctx)
+        Buffer cache;     // (cap, n_layer, kv_lora_rank + qk_rope) f32, position-major so it grows by copy
     };
     // Scratch offsets (bytes) inside scratch_ for a step of R rows and L logit rows.
     struct Scratch {
@@ -42,6 +43,8 @@ class VulkanBackend final : public Backend {
     };
     Scratch layout(uint32_t R, uint32_t L) const;
     Seq& seq(SeqId id);
+    uint64_t kv_row_bytes() const; // one position's cache row, all layers
+    void reserve(Seq& s, uint32_t positions);
     const Seq& seq(SeqId id) const;
     void matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
                 uint32_t x_stride, uint32_t y_stride, uint32_t flags, uint64_t norm = 0, uint64_t map = 0,
