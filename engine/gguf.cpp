@@ -139,7 +139,11 @@ uint64_t type_block_bytes(GgmlType t) {
 
 bool engine_supports(GgmlType t) {
     return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 ||
-           t == GgmlType::Q4_0;
+           t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+}
+
+const char* engine_supported_types() {
+    return "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K";
 }
 
 // ---- Value accessors ----
@@ -384,7 +388,8 @@ Parsed Parsed::parse(std::span<const uint8_t> bytes) {
         if (be != 0) {
             if (ti.ne[0] % be != 0)
                 r.fail("tensor '" + ti.name + "': row of " + std::to_string(ti.ne[0]) +
-                       " not a multiple of " + type_name(ti.type) + " block size");
+                       " not a multiple of " + type_name(ti.type) + " block size (" + std::to_string(be) +
+                       ")");
             ti.nbytes = n / be * bb;
         }
         if (ti.offset % p.alignment != 0)

@@ -77,7 +77,12 @@ struct Loader {
                              dims_str(ne));
         if (!gguf::engine_supports(ti->type))
             throw ModelError(std::string("tensor ") + name + " has unsupported type " +
-                             gguf::type_name(ti->type) + " (supported: F32, F16, BF16, Q8_0, Q4_0)");
+                             gguf::type_name(ti->type) + " (supported: " + gguf::engine_supported_types() +
+                             ")");
+        if (ne[0] % gguf::type_block_elems(ti->type) != 0) // the GGUF parser checks this too
+            throw ModelError(std::string("tensor ") + name + ": row of " + std::to_string(ne[0]) +
+                             " elements is not a multiple of the " + gguf::type_name(ti->type) + " block (" +
+                             std::to_string(gguf::type_block_elems(ti->type)) + " elements)");
         Tensor t;
         t.info = ti;
         t.type = ti->type;

@@ -1,6 +1,8 @@
 // Matrix x rows of activations: y = W x for up to TB tokens per pass, rows_per_group weight rows
 // per workgroup, each subgroup's lanes streaming 16-byte units of a row. Type variants via -D W_F32,
-// W_F16, W_BF16, W_Q8_0, W_Q4_0 (Q8_0/Q4_0 repacked at upload: quants, then f32 scales).
+// W_F16, W_BF16, W_Q8_0, W_Q4_0 (Q8_0/Q4_0 repacked at upload: quants, then f32 scales), W_Q4_K,
+// W_Q6_K (K-quants repacked per row by engine/vk/vk_kquant.cpp: 16-byte units of 32 elements,
+// then the row's scale data; unit u's decode is exactly cpu::dequantize_row's).
 // -D SWIGLU: y = silu(W x) * (W2 x). Flags (push.h): accumulate, RMS-norm x, row map (MoE).
 #version 460
 #extension GL_GOOGLE_include_directive : require
@@ -25,6 +27,21 @@ layout(push_constant) uniform PC { MatmulPush p; };
 #elif defined(W_Q4_0)
 #define EPU 32
 #define ROW_BYTES(c) (uint64_t(c) / 2)
+#elif defined(W_Q4_K)
+// row: nibbles (c/2 B: unit u byte i = elements 32u+i low, 32u+16+i high), then per 256-element
+// block 16 B: f16 d, f16 dmin, the 12 packed 6-bit scale/min bytes as stored in the GGUF.
+#define EPU 32
+#define ROW_BYTES(c) (uint64_t(c) / 2 + uint64_t(c) / 16)
+#elif defined(W_Q6_K)
+// row: low nibbles (c/2 B, as Q4_K), high 2 bits (c/4 B: unit u = 2 words, element e at bits
+// 2*(e%16) of word e/16), int8 scales per 16 elements (c/16 B), f32 d per block (padded to 16 B).
+#define EPU 32
+#define ROW_BYTES(c) (uint64_t(c) / 2 + uint64_t(c) / 4 + uint64_t(c) / 16 + ((uint64_t(c) / 64 + 15) & ~uint64_t(15)))
+#endif
+
+#if defined(W_Q4_K)
+// Byte k (0..11) of the packed scales held in words 1..3 of a block header.
+uint kbyte(uvec4 h, uint k) { return (h[1 + k / 4] >> (8 * (k % 4))) & 0xffu; }
 #endif
 
 // Decodes unit u of the row starting at `row` (scales at `srow`) into f[EPU].
@@ -59,6 +76,42 @@ void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
             uint b = (w >> (8 * j)) & 0xffu;
             f[4 * i + j] = (float(b & 15u) - 8.0) * d;
             f[16 + 4 * i + j] = (float(b >> 4) - 8.0) * d;
+        }
+    }
+#elif defined(W_Q4_K)
+    const uvec4 h = Uvec4Buf(row + uint64_t(p.cols) / 2).v[u >> 3];
+    const uint j = u & 7u;
+    uint sc, m;
+    if (j < 4) {
+        sc = kbyte(h, j) & 63u;
+        m = kbyte(h, j + 4) & 63u;
+    } else {
+        sc = (kbyte(h, j + 4) & 15u) | ((kbyte(h, j - 4) >> 6) << 4);
+        m = (kbyte(h, j + 4) >> 4) | ((kbyte(h, j) >> 6) << 4);
+    }
+    const vec2 dm = unpackHalf2x16(h.x);
+    const float ds = dm.x * float(sc), mn = dm.y * float(m);
+    for (uint i = 0; i < 4; ++i) {
+        uint w = q[i];
+        for (uint k = 0; k < 4; ++k) {
+            uint b = (w >> (8 * k)) & 0xffu;
+            f[4 * i + k] = ds * float(b & 15u) - mn;
+            f[16 + 4 * i + k] = ds * float(b >> 4) - mn;
+        }
+    }
+#elif defined(W_Q6_K)
+    const uint64_t qh_at = row + uint64_t(p.cols) / 2, sc_at = qh_at + uint64_t(p.cols) / 4;
+    const uint h0 = UintBuf(qh_at).v[2 * u], h1 = UintBuf(qh_at).v[2 * u + 1];
+    const int sw = int(UintBuf(sc_at).v[u >> 1]);
+    const float d = FloatBuf(sc_at + uint64_t(p.cols) / 16).v[u >> 3];
+    const float ds0 = d * float(bitfieldExtract(sw, int(16 * (u & 1u)), 8));
+    const float ds1 = d * float(bitfieldExtract(sw, int(16 * (u & 1u) + 8), 8));
+    for (uint i = 0; i < 4; ++i) {
+        uint w = q[i];
+        for (uint k = 0; k < 4; ++k) {
+            const uint e = 4 * i + k, b = (w >> (8 * k)) & 0xffu;
+            f[e] = ds0 * float(int((b & 15u) | (((h0 >> (2 * e)) & 3u) << 4)) - 32);
+            f[16 + e] = ds1 * float(int((b >> 4) | (((h1 >> (2 * e)) & 3u) << 4)) - 32);
         }
     }
 #endif

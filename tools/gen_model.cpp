@@ -37,6 +37,9 @@ const GenConfig kConfigs[] = {
      1,         64,  1, 1, 1, false, false, 1.0f, 4096, 1.0f, 0,   0},
     {"tiny-v3", 128, 3, 1, 4, 32,   16,   32,   64,   96,   256,  16,  4,
      1,         64,  4, 2, 2, true, true, 2.5f, 4096, 4.0f, 1024, 0.1f},
+    // tiny-v2k: V2-style with 256-multiple rows (all but attn_k_b) so K-quants apply
+    {"tiny-v2k", 256, 3, 1, 8, 32,    16,    32,   256,  0,    512, 8, 2,
+     1,          256, 1, 1, 1, false, false, 1.0f, 4096, 1.0f, 0,   0},
     {"v2-lite", 2048, 27, 1, 16, 128,   64,    128,  512,    0,     10944, 64,     6,
      2,         1408, 1,  1, 1,  false, false, 1.0f, 163840, 40.0f, 4096,  0.0707f},
 };
@@ -99,8 +102,24 @@ struct Generator {
     GgmlType wtype;
     uint64_t seed;
     bool fused_kv_b;
+    bool k_mix = false; // q4_k_m: Q6_K for output, attn_v_b/attn_kv_b and ffn_down*, Q4_K elsewhere
     gguf::Writer w;
     uint64_t total_bytes = 0;
+
+    // The stored type of weight matrix `name` with rows of `cols`: K-quants need whole 256-element
+    // blocks, otherwise the matrix falls back to Q8_0 (llama.cpp falls back to another type too).
+    GgmlType weight_type(const std::string& name, uint64_t cols) const {
+        GgmlType t = wtype;
+        if (k_mix) {
+            const bool more_bits = name == "output.weight" || name.find("attn_v_b") != std::string::npos ||
+                                   name.find("attn_kv_b") != std::string::npos ||
+                                   name.find("ffn_down") != std::string::npos;
+            t = more_bits ? GgmlType::Q6_K : GgmlType::Q4_K;
+        }
+        if (gguf::type_block_elems(t) == 256 && cols % 256 != 0)
+            t = GgmlType::Q8_0;
+        return t;
+    }
 
     void tensor(const std::string& name, std::vector<uint64_t> ne, GgmlType t, float sd, float mean = 0.0f) {
         uint64_t n = 1;
@@ -112,7 +131,7 @@ struct Generator {
                           [t, n, sd, mean, s] { return random_bytes(t, n, sd, mean, s); });
     }
     void weight(const std::string& name, std::vector<uint64_t> ne, float gain = 1.0f) {
-        tensor(name, ne, wtype, gain / std::sqrt(float(ne[0]))); // y = W x keeps O(1) activations
+        tensor(name, ne, weight_type(name, ne[0]), gain / std::sqrt(float(ne[0]))); // O(1) activations
     }
     void norm(const std::string& name, uint64_t n) { tensor(name, {n}, GgmlType::F32, 0.1f, 1.0f); }
 
@@ -176,7 +195,7 @@ struct Generator {
 
     void tensors(uint64_t n_vocab) {
         const uint64_t E = c.hidden, H = c.n_head, qk = c.qk_nope + c.qk_rope;
-        tensor("token_embd.weight", {E, n_vocab}, wtype, 1.0f);
+        tensor("token_embd.weight", {E, n_vocab}, weight_type("token_embd.weight", E), 1.0f);
         for (uint32_t il = 0; il < c.n_layer; ++il) {
             const std::string p = "blk." + std::to_string(il) + ".";
             norm(p + "attn_norm.weight", E);
@@ -193,7 +212,7 @@ struct Generator {
                 weight(p + "attn_kv_b.weight", {c.kv_lora, H * (c.qk_nope + c.v_head)});
             } else {
                 // k_b contracts over qk_nope when absorbed, but k = W c contracts over kv_lora.
-                tensor(p + "attn_k_b.weight", {c.qk_nope, c.kv_lora, H}, wtype,
+                tensor(p + "attn_k_b.weight", {c.qk_nope, c.kv_lora, H}, weight_type("attn_k_b", c.qk_nope),
                        1.0f / std::sqrt(float(c.kv_lora)));
                 weight(p + "attn_v_b.weight", {c.kv_lora, c.v_head, H});
             }
@@ -234,7 +253,11 @@ GgmlType parse_type(const std::string& s) {
         return GgmlType::Q8_0;
     if (s == "q4_0")
         return GgmlType::Q4_0;
-    throw std::runtime_error("unknown --type " + s + " (f32, f16, bf16, q8_0, q4_0)");
+    if (s == "q4_k" || s == "q4_k_m")
+        return GgmlType::Q4_K;
+    if (s == "q6_k")
+        return GgmlType::Q6_K;
+    throw std::runtime_error("unknown --type " + s + " (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m)");
 }
 
 void generate(const std::string& config, const std::string& type, uint32_t layers, uint64_t seed, bool kv_b,
@@ -244,7 +267,7 @@ void generate(const std::string& config, const std::string& type, uint32_t layer
         if (c.name == config)
             cfg = &c;
     if (!cfg)
-        throw std::runtime_error("unknown --config " + config + " (tiny-v2, tiny-v3, v2-lite)");
+        throw std::runtime_error("unknown --config " + config + " (tiny-v2, tiny-v3, tiny-v2k, v2-lite)");
     GenConfig c = *cfg;
     if (layers) {
         if (layers > c.n_layer)
@@ -252,7 +275,7 @@ void generate(const std::string& config, const std::string& type, uint32_t layer
         c.n_layer = layers;
         c.n_dense = std::min(c.n_dense, layers);
     }
-    Generator g{c, parse_type(type), seed, kv_b, {}};
+    Generator g{c, parse_type(type), seed, kv_b, type == "q4_k_m", {}};
     g.metadata(vocab);
     g.tensors(vocab.tokens.size());
     auto t0 = std::chrono::steady_clock::now();
@@ -280,10 +303,14 @@ void test_set(const std::string& dir, const HfVocab& vocab) {
         bool kv_b;
     };
     const Item items[] = {
-        {"tiny-v2-f32.gguf", "tiny-v2", "f32", false},    {"tiny-v3-f32.gguf", "tiny-v3", "f32", false},
-        {"tiny-v2-q8_0.gguf", "tiny-v2", "q8_0", false},  {"tiny-v2-q4_0.gguf", "tiny-v2", "q4_0", false},
-        {"tiny-v3-q8_0.gguf", "tiny-v3", "q8_0", false},  {"tiny-v3-q4_0.gguf", "tiny-v3", "q4_0", false},
+        {"tiny-v2-f32.gguf", "tiny-v2", "f32", false},
+        {"tiny-v3-f32.gguf", "tiny-v3", "f32", false},
+        {"tiny-v2-q8_0.gguf", "tiny-v2", "q8_0", false},
+        {"tiny-v2-q4_0.gguf", "tiny-v2", "q4_0", false},
+        {"tiny-v3-q8_0.gguf", "tiny-v3", "q8_0", false},
+        {"tiny-v3-q4_0.gguf", "tiny-v3", "q4_0", false},
         {"tiny-v2-f32-kvb.gguf", "tiny-v2", "f32", true},
+        {"tiny-v2k-q4_k_m.gguf", "tiny-v2k", "q4_k_m", false},
     };
     for (auto& it : items) {
         fs::path p = fs::path(dir) / it.file;
@@ -303,9 +330,11 @@ int main(int argc, char** argv) {
     uint32_t layers = 0;
     uint64_t seed = 1234;
     bool kv_b = false;
-    app.add_option("--config", config, "tiny-v2 | tiny-v3 | v2-lite");
+    app.add_option("--config", config, "tiny-v2 | tiny-v3 | tiny-v2k | v2-lite");
     app.add_option("--type", type,
-                   "weight type: f32 | f16 | bf16 | q8_0 | q4_0 (norms, router, bias stay F32)");
+                   "weight type: f32 | f16 | bf16 | q8_0 | q4_0 | q4_k | q6_k | q4_k_m (Q4_K + Q6_K for "
+                   "output/attn_v_b/ffn_down); K-quant rows not a multiple of 256 fall back to Q8_0; "
+                   "norms, router, bias stay F32");
     app.add_option("--layers", layers, "keep only the first N layers");
     app.add_option("--seed", seed, "random seed");
     app.add_flag("--kv-b", kv_b, "write the older fused attn_kv_b instead of split attn_k_b/attn_v_b");

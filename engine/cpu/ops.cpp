@@ -1,7 +1,9 @@
-// CPU reference operations: number formats (f16/bf16, ggml Q8_0/Q4_0 blocks), matmul, RMSNorm,
-// YaRN RoPE as llama.cpp's deepseek2 applies it, softmax and the DeepSeek MoE router. Plain fp32,
-// written for clarity: these are the oracles the Vulkan shaders are checked against.
+// CPU reference operations: number formats (f16/bf16, ggml Q8_0/Q4_0 blocks; Q4_K/Q6_K in kquant.cpp),
+// matmul, RMSNorm, YaRN RoPE as llama.cpp's deepseek2 applies it, softmax and the DeepSeek MoE router. Plain
+// fp32, written for clarity: these are the oracles the Vulkan shaders are checked against.
 #include "ops.h"
+
+#include "kquant.h"
 
 #include <algorithm>
 #include <cmath>
@@ -123,6 +125,12 @@ void dequantize_row(GgmlType type, const uint8_t* src, float* dst, uint64_t n) {
             }
         }
         return;
+    case GgmlType::Q4_K:
+        dequantize_q4_k(src, dst, n);
+        return;
+    case GgmlType::Q6_K:
+        dequantize_q6_k(src, dst, n);
+        return;
     default:
         throw std::invalid_argument(std::string("dequantize_row: unsupported type ") + gguf::type_name(type));
     }
@@ -182,6 +190,12 @@ std::vector<uint8_t> quantize_row(GgmlType type, const float* src, uint64_t n) {
                 o[b * 18 + 2 + j] = uint8_t(q0 | q1 << 4);
             }
         }
+        break;
+    case GgmlType::Q4_K:
+        quantize_q4_k(src, o, n);
+        break;
+    case GgmlType::Q6_K:
+        quantize_q6_k(src, o, n);
         break;
     default:
         break;

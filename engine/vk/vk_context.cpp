@@ -310,6 +310,10 @@ void Context::create_pipelines() {
         for (const char* k : {"matmul_lr_", "swiglu_lr_"})
             pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
     }
+    // K-quants (Q4_K, Q6_K): device-address shaders only, no texel variants (vk_forward.cpp routes them).
+    for (const char* t : {"q4_k", "q6_k"})
+        for (const char* k : {"matmul_", "swiglu_", "matmul_lr_", "swiglu_lr_"})
+            pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
     for (const char* s : {"kv_store", "attn_mla", "moe_combine"})
         pipelines_[s] = make_pipeline(s, 0);
 }

@@ -11,6 +11,7 @@
 #include "vk_forward.h"
 
 #include "../cpu/ops.h"
+#include "vk_kquant.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +34,10 @@ static const char* type_suffix(GgmlType t) {
         return "q8_0";
     case GgmlType::Q4_0:
         return "q4_0";
+    case GgmlType::Q4_K:
+        return "q4_k";
+    case GgmlType::Q6_K:
+        return "q6_k";
     default:
         throw EngineError(std::string("Vulkan: no matmul for type ") + gguf::type_name(t));
     }
@@ -63,7 +68,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     p.rows_per_group = ctx.lane_rows() ? std::max<uint32_t>(32, (rows_per_group(w.rows) + 31) & ~31u)
                                        : rows_per_group(w.rows);
     const uint32_t gx = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
-    if (ctx.texel() && ctx.lane_rows()) {
+    // K-quants (Q4_K, Q6_K) have no texel variant: they always take the device-address shaders.
+    if (ctx.texel() && ctx.lane_rows() && !is_kquant(w.type)) {
         // Texel path (shaders/matmul_tx.comp): pointers become byte offsets into the buffers'
         // texel views; x rows and norm must be 16-byte aligned, else the device-address path runs.
         VkBufferView v[4];

@@ -4,7 +4,9 @@
 #include "vk_weights.h"
 
 #include "../cpu/ops.h"
+#include "vk_kquant.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace prefixd::vk {
@@ -26,6 +28,9 @@ uint64_t GpuWeights::packed_mat_bytes(GgmlType type, uint64_t rows, uint64_t col
         return round16(rows * cols + rows * (cols / 32) * 4);
     case GgmlType::Q4_0:
         return round16(rows * cols / 2 + rows * (cols / 32) * 4);
+    case GgmlType::Q4_K: // K-quants: per-row layout of vk_kquant.cpp
+    case GgmlType::Q6_K:
+        return rows * kquant_row_bytes(type, cols);
     default:
         throw EngineError(std::string("Vulkan: unsupported weight type ") + gguf::type_name(type));
     }
@@ -37,6 +42,8 @@ void GpuWeights::repack(GgmlType type, const uint8_t* src, uint64_t rows, uint64
         std::memcpy(dst, src, n * (type == GgmlType::F32 ? 4 : 2));
         return;
     }
+    if (is_kquant(type))
+        return kquant_repack(type, src, rows, cols, dst);
     const uint64_t nb = n / 32;
     const bool q8 = type == GgmlType::Q8_0;
     const uint64_t bsz = q8 ? 34 : 18, qbytes = q8 ? 32 : 16;
@@ -51,21 +58,53 @@ void GpuWeights::repack(GgmlType type, const uint8_t* src, uint64_t rows, uint64
     }
 }
 
-uint64_t GpuWeights::alloc(uint64_t bytes) {
+uint64_t GpuWeights::chunk_cap() const {
+    return std::min<uint64_t>(ctx_.limits().max_alloc, 1ull << 30);
+}
+
+// Without a plan (tests adding tensors one by one): the next tensor goes at the end of the last
+// chunk, or into a new chunk of at least 256 MiB.
+GpuWeights::Slot GpuWeights::alloc(uint64_t bytes) {
     bytes = round16(bytes);
-    if (chunks_.empty() || chunk_used_ + bytes > chunk_size_) {
-        uint64_t cap = std::min<uint64_t>(ctx_.limits().max_alloc, 1ull << 30);
-        if (bytes > cap)
-            throw EngineError("Vulkan: a tensor of " + std::to_string(bytes) +
-                              " bytes exceeds the allocation limit");
-        chunk_size_ = std::max<uint64_t>(bytes, std::min<uint64_t>(cap, 256ull << 20));
-        chunks_.push_back(ctx_.create_buffer(chunk_size_, false));
-        chunk_used_ = 0;
+    if (bytes > chunk_cap())
+        throw EngineError("Vulkan: a tensor of " + std::to_string(bytes) + " bytes exceeds the allocation limit");
+    if (chunks_.empty() || chunk_used_.back() + bytes > chunks_.back().size()) {
+        chunks_.push_back(ctx_.create_buffer(std::max<uint64_t>(bytes, std::min<uint64_t>(chunk_cap(), 256ull << 20)), false));
+        chunk_used_.push_back(0);
     }
-    uint64_t off = chunk_used_;
-    chunk_used_ += bytes;
-    used_ += bytes;
-    return off;
+    Slot s{chunks_.size() - 1, chunk_used_.back()};
+    chunk_used_.back() += bytes;
+    return s;
+}
+
+// A whole model: every tensor's size is known before anything is allocated, so the tensors are
+// packed first-fit by decreasing size into chunks of at most chunk_cap() bytes, each allocated at
+// exactly its content's size (stacked expert tensors of ~200 MB left a quarter of 256 MiB chunks
+// empty before).
+void GpuWeights::plan_chunks() {
+    const uint64_t cap = chunk_cap();
+    std::vector<size_t> order(plan_sizes_.size());
+    for (size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return plan_sizes_[a] > plan_sizes_[b]; });
+    placement_.assign(plan_sizes_.size(), Slot{});
+    std::vector<uint64_t> fill;
+    for (size_t i : order) {
+        const uint64_t bytes = round16(plan_sizes_[i]);
+        if (bytes > cap)
+            throw EngineError("Vulkan: a tensor of " + std::to_string(bytes) + " bytes exceeds the allocation limit");
+        size_t c = 0;
+        while (c < fill.size() && fill[c] + bytes > cap)
+            ++c;
+        if (c == fill.size())
+            fill.push_back(0);
+        placement_[i] = Slot{c, fill[c]};
+        fill[c] += bytes;
+    }
+    for (uint64_t bytes : fill) {
+        chunks_.push_back(ctx_.create_buffer(bytes, false));
+        chunk_used_.push_back(bytes);
+    }
 }
 
 GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
@@ -78,6 +117,7 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     g.n_mat = t.n_mat;
     const uint64_t vec = g.type == GgmlType::F32                                 ? 4
                          : (g.type == GgmlType::F16 || g.type == GgmlType::BF16) ? 8
+                         : is_kquant(g.type)                                     ? 256
                                                                                  : 32;
     if (!as_f32 && g.cols % vec != 0)
         throw EngineError(std::string("Vulkan: tensor ") + what + " has " + std::to_string(g.cols) +
@@ -86,7 +126,12 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     g.d_off = g.rows * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) +
               (g.type == GgmlType::Q4_0 ? g.rows * g.cols / 2 : 0);
     const uint64_t total = g.mat_stride * g.n_mat;
-    const uint64_t off = alloc(total);
+    if (planning_) {
+        plan_sizes_.push_back(total);
+        return g;
+    }
+    const Slot slot = placement_.empty() ? alloc(total) : placement_.at(next_slot_++);
+    used_ += total;
     std::vector<uint8_t> tmp(total);
     for (uint64_t m = 0; m < g.n_mat; ++m) {
         const uint8_t* src = t.data + m * t.mat_bytes();
@@ -99,12 +144,21 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
             repack(g.type, src, g.rows, g.cols, dst);
         }
     }
-    ctx_.upload(chunks_.back(), off, tmp.data(), total);
-    g.addr = chunks_.back().addr() + off;
+    ctx_.upload(chunks_.at(slot.chunk), slot.off, tmp.data(), total);
+    g.addr = chunks_[slot.chunk].addr() + slot.off;
     return g;
 }
 
 GpuWeights::GpuWeights(Context& ctx, const Model& model, bool verbose) : ctx_(ctx) {
+    planning_ = true; // pass 1: sizes only
+    add_model(model, false);
+    planning_ = false;
+    layers_.clear();
+    plan_chunks();
+    add_model(model, verbose);
+}
+
+void GpuWeights::add_model(const Model& model, bool verbose) {
     const Weights& w = model.weights();
     output_norm_ = add(w.output_norm, "output_norm", true);
     output_ = add(w.output, "output");

@@ -1,0 +1,109 @@
+// K-quant row repacking for the matmul shaders. The 6-bit/4-bit quants of a GGUF block are
+// interleaved in 64- and 128-element chunks (see engine/cpu/kquant.cpp); here every 16-byte
+// unit u of a row holds elements 32u..32u+31 (byte i: element 32u+i in the low nibble,
+// 32u+16+i in the high nibble), so a shader lane decodes one unit with one 16-byte load.
+//  Q4_K row: units (cols/2 B), then per block 16 B: f16 d, f16 dmin, scales[12] as stored.
+//  Q6_K row: low-nibble units (cols/2 B), high bits (8 B per unit, element e at bits 2*(e%16) of
+//            word e/16), int8 scales in element order (cols/16 B), f32 d per block (16-B padded).
+#include "vk_kquant.h"
+
+#include "../cpu/kquant.h"
+#include "../cpu/ops.h"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace prefixd::vk {
+
+using gguf::GgmlType;
+
+bool is_kquant(GgmlType t) {
+    return t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+}
+
+uint64_t kquant_row_bytes(GgmlType t, uint64_t cols) {
+    if (t == GgmlType::Q4_K)
+        return cols / 2 + cols / 16;
+    if (t == GgmlType::Q6_K)
+        return cols / 2 + cols / 4 + cols / 16 + ((cols / 64 + 15) & ~uint64_t(15));
+    throw std::invalid_argument(std::string("kquant_row_bytes: not a K-quant: ") + gguf::type_name(t));
+}
+
+namespace {
+
+// 32 four-bit values q[0..31] -> one 16-byte unit in the shaders' nibble order.
+void pack_unit(const uint8_t* q, uint8_t* unit) {
+    for (int i = 0; i < 16; ++i)
+        unit[i] = uint8_t((q[i] & 15) | ((q[16 + i] & 15) << 4));
+}
+
+void repack_q4_k_row(const uint8_t* src, uint64_t cols, uint8_t* dst) {
+    const uint64_t nb = cols / cpu::kQK_K;
+    uint8_t* hdr = dst + cols / 2;
+    for (uint64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = src + b * cpu::kQ4_K_BLOCK;
+        std::memcpy(hdr + 16 * b, blk, 16); // d, dmin, scales[12]: the block's first 16 bytes
+        const uint8_t* qs = blk + 16;
+        uint8_t q[256];
+        for (int c = 0; c < 4; ++c)
+            for (int l = 0; l < 32; ++l) {
+                q[64 * c + l] = qs[32 * c + l] & 15;
+                q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+            }
+        for (int u = 0; u < 8; ++u)
+            pack_unit(q + 32 * u, dst + b * 128 + 16 * u);
+    }
+}
+
+void repack_q6_k_row(const uint8_t* src, uint64_t cols, uint8_t* dst) {
+    const uint64_t nb = cols / cpu::kQK_K;
+    uint8_t* qh_out = dst + cols / 2;
+    int8_t* sc_out = reinterpret_cast<int8_t*>(qh_out + cols / 4);
+    uint8_t* d_out = qh_out + cols / 4 + cols / 16;
+    std::memset(d_out, 0, (cols / 64 + 15) & ~uint64_t(15));
+    for (uint64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = src + b * cpu::kQ6_K_BLOCK;
+        uint8_t q[256]; // 6-bit values 0..63 in element order
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t* ql = blk + 64 * h;
+            const uint8_t* qh = blk + 128 + 32 * h;
+            for (int l = 0; l < 32; ++l) {
+                q[128 * h + l] = uint8_t((ql[l] & 15) | ((qh[l] & 3) << 4));
+                q[128 * h + 32 + l] = uint8_t((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4));
+                q[128 * h + 64 + l] = uint8_t((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                q[128 * h + 96 + l] = uint8_t((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+            }
+        }
+        for (int u = 0; u < 8; ++u) {
+            const uint8_t* qu = q + 32 * u;
+            pack_unit(qu, dst + b * 128 + 16 * u);
+            uint32_t w[2] = {0, 0};
+            for (int e = 0; e < 32; ++e)
+                w[e / 16] |= uint32_t(qu[e] >> 4) << (2 * (e % 16));
+            std::memcpy(qh_out + (b * 8 + u) * 8, w, 8);
+        }
+        std::memcpy(sc_out + 16 * b, blk + 192, 16);
+        uint16_t hd;
+        std::memcpy(&hd, blk + 208, 2);
+        const float d = cpu::f16_to_f32(hd);
+        std::memcpy(d_out + 4 * b, &d, 4);
+    }
+}
+
+} // namespace
+
+void kquant_repack(GgmlType t, const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst) {
+    if (cols % cpu::kQK_K != 0)
+        throw std::invalid_argument("kquant_repack: row of " + std::to_string(cols) +
+                                    " elements is not whole 256-element blocks");
+    const uint64_t rb = kquant_row_bytes(t, cols);
+    const uint64_t sb = cols / cpu::kQK_K * (t == GgmlType::Q4_K ? cpu::kQ4_K_BLOCK : cpu::kQ6_K_BLOCK);
+    for (uint64_t r = 0; r < rows; ++r) {
+        if (t == GgmlType::Q4_K)
+            repack_q4_k_row(src + r * sb, cols, dst + r * rb);
+        else
+            repack_q6_k_row(src + r * sb, cols, dst + r * rb);
+    }
+}
+
+} // namespace prefixd::vk
