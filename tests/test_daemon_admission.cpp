@@ -1,0 +1,136 @@
+// Admission coalescing ([engine] admission_window_us / admission_quiet_us): config parsing and
+// validation, closed-loop clients whose waves each start in one engine step, a lone client's
+// next job starting without a hold, and the window disabled. Reads prefixd's per-step trace
+// (PREFIXD_TRACE_STEPS=1) and its exit line "engine thread: N steps".
+#include "daemon/config.h"
+#include "test_daemon_harness.h"
+
+#include <fstream>
+#include <latch>
+#include <regex>
+#include <sstream>
+
+using namespace prefixd;
+using namespace prefixd::test;
+
+namespace {
+
+std::string read_file(const std::string& p) {
+    std::ifstream f(p);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+// The engine thread's step trace: (requests in the step, ms held before it) per step.
+struct StepLine {
+    size_t requests;
+    double held_ms;
+};
+std::vector<StepLine> steps_of(const std::string& log) {
+    std::vector<StepLine> out;
+    std::regex re(R"(step \d+: \d+ new job\(s\), (\d+) request\(s\), [0-9.]+ ms, held ([0-9.]+) ms)");
+    for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it)
+        out.push_back({std::stoul((*it)[1]), std::stod((*it)[2])});
+    return out;
+}
+
+// `clients` closed-loop clients (connected first), `jobs` jobs each of `n` tokens (ids tag...).
+void closed_loop(DaemonProcess& d, const std::string& tag, int clients, int jobs, int n) {
+    std::latch ready(clients);
+    std::atomic<int> ok{0};
+    std::vector<std::thread> th;
+    for (int c = 0; c < clients; ++c)
+        th.emplace_back([&, c] {
+            daemon::Client cl(d.client_options());
+            daemon::JobRequest h;
+            h.kind = daemon::Kind::Health;
+            h.job_id = "h" + std::to_string(c);
+            cl.run(h, 60000);
+            ready.arrive_and_wait();
+            for (int j = 0; j < jobs; ++j) {
+                auto o = cl.run(gen_job(tag + "c" + std::to_string(c) + "j" + std::to_string(j),
+                                        "wave " + std::to_string(j) + " client " + std::to_string(c), n),
+                                120000);
+                if (o.final.type == daemon::Reply::Result && o.final.result.finish == daemon::Finish::Length &&
+                    o.final.result.usage.completion_tokens == uint32_t(n))
+                    ++ok;
+            }
+        });
+    for (auto& t : th)
+        t.join();
+    REQUIRE(ok == clients * jobs); // all ran their n tokens (the step counts below rely on it)
+}
+
+} // namespace
+
+TEST_CASE("config: admission window keys from TOML and the command line, validated") {
+    auto dir = temp_dir("daemon-admission-cfg");
+    const std::string toml = (dir / "p.toml").string();
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\nadmission_window_us = 5000\nadmission_quiet_us = 300\n"
+                           "[store]\ndb = \"x.db\"\n";
+    daemon::Config c;
+    CHECK(c.admission_window_us == 20000); // documented defaults
+    CHECK(c.admission_quiet_us == 400);
+    daemon::apply_toml_file(toml, c);
+    CHECK(c.admission_window_us == 5000);
+    CHECK(c.admission_quiet_us == 300);
+    std::vector<std::string> a = {"prefixd", "-c", toml, "--admission-window-us", "0"};
+    std::vector<char*> argv;
+    for (auto& s : a)
+        argv.push_back(s.data());
+    daemon::Config c2;
+    int code = 0;
+    REQUIRE(daemon::parse_config(int(argv.size()), argv.data(), c2, code));
+    CHECK(c2.admission_window_us == 0); // the command line wins
+    CHECK(c2.admission_quiet_us == 300);
+    CHECK_NOTHROW(daemon::validate_config(c2));
+    c2.admission_window_us = 2'000'000;
+    CHECK_THROWS_AS(daemon::validate_config(c2), daemon::ConfigError);
+    std::ofstream(toml) << "[engine]\nadmission_window_us = \"soon\"\n";
+    daemon::Config c3;
+    CHECK_THROWS_AS(daemon::apply_toml_file(toml, c3), daemon::ConfigError);
+    std::ofstream(toml) << "[engine]\nadmission_quiet_us = -1\n";
+    CHECK_THROWS_AS(daemon::apply_toml_file(toml, c3), daemon::ConfigError);
+}
+
+TEST_CASE("closed-loop clients: each wave starts in one step; a lone client's next job is not held") {
+    setenv("PREFIXD_TRACE_STEPS", "1", 1);
+    auto dir = temp_dir("daemon-admission");
+    // A generous window and quiet gap make the outcome independent of machine load: the first
+    // wave (nobody expected) gathers while jobs keep coming, later waves wait for the jobs the
+    // finished ones make the engine expect.
+    DaemonProcess d(dir, {"--admission-window-us", "1000000", "--admission-quiet-us", "200000"});
+    REQUIRE(d.wait_ready());
+    const int clients = 6, jobs = 3, n = 3;
+    closed_loop(d, "wave", clients, jobs, n);
+    // One lone client afterwards (the waves' expectations expire after 100 ms).
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    closed_loop(d, "lone", 1, 3, n);
+    CHECK(d.stop() == 0);
+    unsetenv("PREFIXD_TRACE_STEPS");
+    const std::string log = read_file(d.log);
+    auto st = steps_of(log);
+    REQUIRE(st.size() == size_t(jobs * n + 3 * n)); // no wave split over two steps
+    for (int k = 0; k < jobs * n; ++k)
+        CHECK(st[k].requests == size_t(clients));
+    for (int w = 0; w < jobs; ++w)
+        CHECK(st[w * n].held_ms < 1500); // bounded by the window
+    // Lone client: its first job is unexpected (waits for the 200 ms quiet gap); the next two
+    // arrive as expected and start at once.
+    const size_t lone = jobs * n;
+    CHECK(st[lone].held_ms >= 150);
+    CHECK(st[lone + n].held_ms < 50);
+    CHECK(st[lone + 2 * n].held_ms < 50);
+    CHECK(log.find("engine thread: " + std::to_string(st.size()) + " steps") != std::string::npos);
+}
+
+TEST_CASE("admission window disabled: jobs run, nothing is held") {
+    auto dir = temp_dir("daemon-admission-off");
+    DaemonProcess d(dir, {"--admission-window-us", "0"});
+    REQUIRE(d.wait_ready());
+    closed_loop(d, "off", 3, 2, 2);
+    CHECK(d.stop() == 0);
+    const std::string log = read_file(d.log);
+    CHECK(log.find("0 admission holds") != std::string::npos);
+}
