@@ -57,6 +57,7 @@ struct EngineOptions {
     uint32_t max_seqs = 16;           // concurrent sequences (KV caches)
     uint32_t max_ctx = 4096;          // per-sequence context limit (<= n_ctx_train)
     uint32_t max_batch_rows = 512;    // rows per step (prefill chunking)
+    uint64_t max_device_memory = 0;   // Vulkan: bytes the engine may allocate (weights, scratch, KV); 0 = no cap
     bool verbose = false;             // progress lines on stderr (model loading)
 };
 
@@ -73,6 +74,7 @@ class Backend {
     virtual void truncate(SeqId, uint32_t n) = 0;        // keeps the first n rows
     virtual std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) = 0;
     virtual uint64_t peak_device_memory() const { return 0; }
+    virtual uint64_t device_memory_in_use() const { return 0; } // bytes allocated now
 };
 
 class Engine {

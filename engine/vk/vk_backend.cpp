@@ -84,6 +84,7 @@ VulkanBackend::VulkanBackend(const Model& model, const EngineOptions& opts)
     if (max_ctx_ == 0)
         throw EngineError("Vulkan backend: max_ctx is 0");
     ctx_ = std::make_unique<Context>(opts.device);
+    ctx_->set_budget(opts.max_device_memory);
     if (opts.verbose)
         std::fprintf(stderr, "vulkan: device %s\n", ctx_->device_name().c_str());
     w_ = std::make_unique<GpuWeights>(*ctx_, model, opts.verbose);

@@ -323,6 +323,10 @@ Buffer Context::create_buffer(uint64_t bytes, bool host) {
     if (bytes > limits_.max_alloc)
         throw EngineError("Vulkan: buffer of " + std::to_string(bytes) +
                           " bytes exceeds maxMemoryAllocationSize " + std::to_string(limits_.max_alloc));
+    if (budget_ && allocated_ + bytes > budget_)
+        throw EngineError("Vulkan: out of device memory allocating " + std::to_string(bytes) + " bytes (" +
+                          std::to_string(allocated_) + " of the " + std::to_string(budget_) +
+                          "-byte max_device_memory in use)");
     Buffer b;
     b.ctx_ = this;
     VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};

@@ -67,6 +67,9 @@ class Context {
     // Copies bytes into a buffer (mapped write when host-visible, else through a staging buffer).
     void upload(const Buffer& dst, uint64_t off, const void* src, uint64_t bytes);
     uint64_t allocated_bytes() const { return allocated_; }
+    // Caps allocated_bytes(): a create_buffer() past it throws the same "out of device memory"
+    // EngineError as a failing vkAllocateMemory (0 = no cap).
+    void set_budget(uint64_t bytes) { budget_ = bytes; }
     uint64_t peak_bytes() const { return peak_; }
 
     // Command recording: begin() once, then dispatch/barrier/copy; submit_wait() runs what was
@@ -115,7 +118,7 @@ class Context {
     std::map<std::string, VkPipeline> pipelines_;
     bool recording_ = false, dirty_ = false;
     uint32_t dispatches_ = 0;
-    uint64_t allocated_ = 0, peak_ = 0;
+    uint64_t allocated_ = 0, peak_ = 0, budget_ = 0;
     Buffer staging_;
     bool profiling_ = false, lane_rows_ = false, texel_ = false;
     VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;

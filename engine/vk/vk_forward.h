@@ -28,6 +28,7 @@ class VulkanBackend final : public Backend {
     void truncate(SeqId, uint32_t n) override;
     std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) override;
     uint64_t peak_device_memory() const override { return ctx_->peak_bytes(); }
+    uint64_t device_memory_in_use() const override { return ctx_->allocated_bytes(); }
     Context& context() { return *ctx_; }
 
   private:

@@ -1,0 +1,158 @@
+// Device-memory limits on the Vulkan backend (EngineOptions::max_device_memory): a sequence that
+// cannot get cache memory fails with "out of device memory" while the others keep running, in the
+// backend and through the Runner (RELIABILITY.md: out of device memory -> that job fails, others
+// continue). The cap stands in for a full GPU: both end in the same EngineError.
+#include "engine/cpu/cpu_backend.h"
+#include "engine/runner.h"
+#include "engine/vk/vk_backend.h"
+#include "test_env.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+
+using namespace prefixd;
+
+namespace {
+
+std::vector<int32_t> random_tokens(uint32_t n, uint32_t vocab, std::mt19937& rng) {
+    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab) - 1);
+    std::vector<int32_t> t(n);
+    for (auto& x : t)
+        x = d(rng);
+    return t;
+}
+
+BatchItem last_logits(SeqId s, const std::vector<int32_t>& toks) {
+    BatchItem it;
+    it.seq = s;
+    it.inputs = {Segment::from_tokens(toks)};
+    it.logit_rows = {uint32_t(toks.size()) - 1};
+    return it;
+}
+
+double row_err(const std::vector<float>& got, const std::vector<float>& ref) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        md = std::max(md, double(std::fabs(got[i] - ref[i])));
+        mr = std::max(mr, double(std::fabs(ref[i])));
+    }
+    return md / mr;
+}
+
+uint64_t cache_row_bytes(const ModelConfig& c) {
+    return uint64_t(c.n_layer) * c.kv_cache_width() * 4;
+}
+
+} // namespace
+
+TEST_CASE("backend: sequences beyond max_device_memory fail to start or grow; freeing memory heals") {
+    const auto path = (test::models_dir() / "tiny-v2-f32.gguf").string();
+    auto model = Model::load(path);
+    const ModelConfig& c = model->config();
+    const uint64_t row = cache_row_bytes(c);
+    std::mt19937 rng(std::random_device{}());
+    EngineOptions o;
+    o.max_seqs = 4;
+    o.max_ctx = 256;
+    // Probe: weights + scratch for an 8-row step + one fresh sequence (64 cache positions).
+    uint64_t base = 0;
+    {
+        auto probe = vk::make_vulkan_backend(*model, o);
+        SeqId s = probe->create_sequence();
+        probe->step({last_logits(s, random_tokens(8, c.n_vocab, rng))});
+        base = probe->device_memory_in_use();
+    }
+    REQUIRE(base > 64 * row);
+    o.max_device_memory = base + 2 * 64 * row + row / 2; // room for two more fresh sequences
+    auto gpu = vk::make_vulkan_backend(*model, o);
+    auto cpu = cpu::make_cpu_backend(*model, o);
+    // Steps of at most 8 rows keep the scratch at the probe's size; a: 60 positions in 8-row
+    // chunks (fits the initial 64).
+    SeqId a = gpu->create_sequence(), ref = cpu->create_sequence();
+    auto feed = [&](const std::vector<int32_t>& t) {
+        auto g = gpu->step({last_logits(a, t)});
+        auto r = cpu->step({last_logits(ref, t)});
+        return row_err(g[0].logits, r[0].logits);
+    };
+    for (uint32_t n = 0; n < 60; n += 8)
+        CHECK(feed(random_tokens(std::min(8u, 60 - n), c.n_vocab, rng)) <= 1e-3);
+    SeqId b = gpu->create_sequence(), cc = gpu->create_sequence();
+    try {
+        gpu->create_sequence();
+        FAIL("a fourth sequence fit into the cap");
+    } catch (const EngineError& e) {
+        CHECK(std::string(e.what()).find("out of device memory") != std::string::npos);
+    }
+    CHECK(gpu->device_memory_in_use() <= o.max_device_memory);
+    gpu->free_sequence(
+        cc); // 64 positions of room: too little to grow a to 128 (a new 128 before the old goes)
+    auto t3 = random_tokens(8, c.n_vocab, rng);
+    try {
+        gpu->step({last_logits(a, t3)});
+        FAIL("a grew past the cap");
+    } catch (const EngineError& e) {
+        CHECK(std::string(e.what()).find("out of device memory") != std::string::npos);
+    }
+    CHECK(gpu->sequence_length(a) == 60);
+    auto t4 = random_tokens(4, c.n_vocab, rng); // still fits the 64 positions a holds
+    CHECK(feed(t4) <= 1e-3);
+    gpu->free_sequence(b); // now a can grow
+    CHECK(feed(t3) <= 1e-3);
+    CHECK(gpu->sequence_length(a) == 72);
+    CHECK(gpu->device_memory_in_use() <= o.max_device_memory);
+}
+
+TEST_CASE(
+    "runner: the job that runs out of device memory fails alone; its batch-mate's tokens are unchanged") {
+    std::mt19937 rng(std::random_device{}());
+    EngineOptions o;
+    o.model_path = (test::models_dir() / "tiny-v2-f32.gguf").string();
+    o.backend = "vulkan";
+    o.max_seqs = 2;
+    o.max_ctx = 256;
+    o.max_batch_rows = 64;
+    auto probe = Engine::open(o);
+    const ModelConfig& c = probe->config();
+    // a: short prompt and few tokens (stays within the initial 64 positions); b: a 70-token prompt
+    // whose second prefill chunk needs the cache grown to 128 positions.
+    auto pa = random_tokens(10, c.n_vocab, rng), pb = random_tokens(70, c.n_vocab, rng);
+    auto request = [](const std::vector<int32_t>& p, uint32_t n) {
+        Request r;
+        r.prompt = {Segment::from_tokens(p)};
+        r.max_tokens = n;
+        r.stop_at_eos = false;
+        return r;
+    };
+    auto run_both = [&](Engine& e, uint64_t* in_use_after_first_step) {
+        Runner r(e);
+        RequestId ia = r.submit(request(pa, 8)), ib = r.submit(request(pb, 4));
+        std::map<RequestId, RequestResult> done;
+        for (int i = 0; i < 100 && !r.idle(); ++i) {
+            for (auto& [id, res] : r.step().finished)
+                done[id] = res;
+            if (i == 0 && in_use_after_first_step)
+                *in_use_after_first_step = e.backend().device_memory_in_use();
+        }
+        REQUIRE(done.size() == 2);
+        return std::make_pair(done[ia], done[ib]);
+    };
+    uint64_t in_use = 0;
+    auto [ua, ub] = run_both(*probe, &in_use);
+    REQUIRE(ua.finish == FinishReason::Length);
+    REQUIRE(ub.finish == FinishReason::Length);
+    REQUIRE(in_use > 0);
+    probe.reset();
+    // The first step holds weights, scratch and both sequences' 64 positions; growing b needs 128 more.
+    o.max_device_memory = in_use + 32 * cache_row_bytes(c);
+    auto capped = Engine::open(o);
+    auto [ca, cb] = run_both(*capped, nullptr);
+    CHECK(ca.finish == FinishReason::Length);
+    CHECK(ca.token_ids == ua.token_ids);
+    CHECK(cb.finish == FinishReason::Error);
+    CHECK(cb.error.find("out of device memory") != std::string::npos);
+    CHECK(cb.completion_tokens == 0);
+}
