@@ -6,6 +6,7 @@
 #include "../cpu/ops.h"
 #include "vk_kquant.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace prefixd::vk {
@@ -57,21 +58,57 @@ void GpuWeights::repack(GgmlType type, const uint8_t* src, uint64_t rows, uint64
     }
 }
 
-uint64_t GpuWeights::alloc(uint64_t bytes) {
+uint64_t GpuWeights::chunk_cap() const {
+    return std::min<uint64_t>(ctx_.limits().max_alloc, 1ull << 30);
+}
+
+// Without a plan (tests adding tensors one by one): the next tensor goes at the end of the last
+// chunk, or into a new chunk of at least 256 MiB.
+GpuWeights::Slot GpuWeights::alloc(uint64_t bytes) {
     bytes = round16(bytes);
-    if (chunks_.empty() || chunk_used_ + bytes > chunk_size_) {
-        uint64_t cap = std::min<uint64_t>(ctx_.limits().max_alloc, 1ull << 30);
+    if (bytes > chunk_cap())
+        throw EngineError("Vulkan: a tensor of " + std::to_string(bytes) +
+                          " bytes exceeds the allocation limit");
+    if (chunks_.empty() || chunk_used_.back() + bytes > chunks_.back().size()) {
+        chunks_.push_back(ctx_.create_buffer(
+            std::max<uint64_t>(bytes, std::min<uint64_t>(chunk_cap(), 256ull << 20)), false));
+        chunk_used_.push_back(0);
+    }
+    Slot s{chunks_.size() - 1, chunk_used_.back()};
+    chunk_used_.back() += bytes;
+    return s;
+}
+
+// A whole model: every tensor's size is known before anything is allocated, so the tensors are
+// packed first-fit by decreasing size into chunks of at most chunk_cap() bytes, each allocated at
+// exactly its content's size (stacked expert tensors of ~200 MB left a quarter of 256 MiB chunks
+// empty before).
+void GpuWeights::plan_chunks() {
+    const uint64_t cap = chunk_cap();
+    std::vector<size_t> order(plan_sizes_.size());
+    for (size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return plan_sizes_[a] > plan_sizes_[b]; });
+    placement_.assign(plan_sizes_.size(), Slot{});
+    std::vector<uint64_t> fill;
+    for (size_t i : order) {
+        const uint64_t bytes = round16(plan_sizes_[i]);
         if (bytes > cap)
             throw EngineError("Vulkan: a tensor of " + std::to_string(bytes) +
                               " bytes exceeds the allocation limit");
-        chunk_size_ = std::max<uint64_t>(bytes, std::min<uint64_t>(cap, 256ull << 20));
-        chunks_.push_back(ctx_.create_buffer(chunk_size_, false));
-        chunk_used_ = 0;
+        size_t c = 0;
+        while (c < fill.size() && fill[c] + bytes > cap)
+            ++c;
+        if (c == fill.size())
+            fill.push_back(0);
+        placement_[i] = Slot{c, fill[c]};
+        fill[c] += bytes;
     }
-    uint64_t off = chunk_used_;
-    chunk_used_ += bytes;
-    used_ += bytes;
-    return off;
+    for (uint64_t bytes : fill) {
+        chunks_.push_back(ctx_.create_buffer(bytes, false));
+        chunk_used_.push_back(bytes);
+    }
 }
 
 GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
@@ -93,7 +130,12 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     g.d_off = g.rows * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) +
               (g.type == GgmlType::Q4_0 ? g.rows * g.cols / 2 : 0);
     const uint64_t total = g.mat_stride * g.n_mat;
-    const uint64_t off = alloc(total);
+    if (planning_) {
+        plan_sizes_.push_back(total);
+        return g;
+    }
+    const Slot slot = placement_.empty() ? alloc(total) : placement_.at(next_slot_++);
+    used_ += total;
     std::vector<uint8_t> tmp(total);
     for (uint64_t m = 0; m < g.n_mat; ++m) {
         const uint8_t* src = t.data + m * t.mat_bytes();
@@ -106,12 +148,21 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
             repack(g.type, src, g.rows, g.cols, dst);
         }
     }
-    ctx_.upload(chunks_.back(), off, tmp.data(), total);
-    g.addr = chunks_.back().addr() + off;
+    ctx_.upload(chunks_.at(slot.chunk), slot.off, tmp.data(), total);
+    g.addr = chunks_[slot.chunk].addr() + slot.off;
     return g;
 }
 
 GpuWeights::GpuWeights(Context& ctx, const Model& model, bool verbose) : ctx_(ctx) {
+    planning_ = true; // pass 1: sizes only
+    add_model(model, false);
+    planning_ = false;
+    layers_.clear();
+    plan_chunks();
+    add_model(model, verbose);
+}
+
+void GpuWeights::add_model(const Model& model, bool verbose) {
     const Weights& w = model.weights();
     output_norm_ = add(w.output_norm, "output_norm", true);
     output_ = add(w.output, "output");

@@ -40,10 +40,22 @@ class GpuWeights {
     GpuTensor add(const Tensor& t, const char* what, bool as_f32 = false);
 
   private:
-    uint64_t alloc(uint64_t bytes);
+    struct Slot {
+        size_t chunk = 0;
+        uint64_t off = 0;
+    };
+    uint64_t chunk_cap() const;
+    Slot alloc(uint64_t bytes);
+    void plan_chunks();
+    void add_model(const Model& model, bool verbose);
     Context& ctx_;
     std::vector<Buffer> chunks_;
-    uint64_t chunk_used_ = 0, chunk_size_ = 0, used_ = 0;
+    std::vector<uint64_t> chunk_used_;
+    uint64_t used_ = 0;
+    bool planning_ = false;            // add() records sizes only (first pass over a model)
+    std::vector<uint64_t> plan_sizes_; // per add() call with a tensor, in call order
+    std::vector<Slot> placement_;      // where each of those goes (empty: alloc() on demand)
+    size_t next_slot_ = 0;
     GpuTensor token_embd_, output_norm_, output_;
     std::vector<GpuLayer> layers_;
 };
