@@ -6,6 +6,7 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_ballot : require
 #ifndef WG
 #define WG 32
 #endif
@@ -21,6 +22,12 @@ layout(std430, binding = 3) buffer SY { float sy[]; };
 layout(binding = 4) uniform usamplerBuffer tq;
 layout(binding = 5) uniform samplerBuffer ts;
 layout(binding = 6) uniform samplerBuffer tx;
+layout(binding = 7) uniform usamplerBuffer tqi; // quants, 16-byte units of 8 rows interleaved
+layout(binding = 8) uniform samplerBuffer tsi;  // scales, 8 rows interleaved per block
+layout(binding = 9) uniform samplerBuffer tsi4; // scales of 4 blocks per vec4, 8 rows interleaved
+#ifndef R
+#define R 1
+#endif
 #if defined(ACC_BDA)
 #define LQ(i) U4(p.wq).v[i]
 #define LS(i) F1(p.ws).v[i]
@@ -38,11 +45,21 @@ layout(binding = 6) uniform samplerBuffer tx;
 #undef LX
 #define LX(i) F4(p.x).v[i]
 #endif
+#ifdef FMA
+float dot4(uint w, vec4 x) {
+    int s = int(w);
+    float a = float(bitfieldExtract(s, 0, 8)) * x.x;
+    a = fma(float(bitfieldExtract(s, 8, 8)), x.y, a);
+    a = fma(float(bitfieldExtract(s, 16, 8)), x.z, a);
+    return fma(float(bitfieldExtract(s, 24, 8)), x.w, a);
+}
+#else
 float dot4(uint w, vec4 x) {
     int s = int(w);
     return dot(vec4(bitfieldExtract(s, 0, 8), bitfieldExtract(s, 8, 8), bitfieldExtract(s, 16, 8),
                     bitfieldExtract(s, 24, 8)), x);
 }
+#endif
 // one 16-byte unit (16 quants, half a block) of row r at unit u
 float unit(uint r, uint u, uint units) {
     uvec4 q = LQ(r * units + u);
@@ -57,6 +74,63 @@ void store(uint r, float v) {
     sy[r] = v;
 #endif
 }
+#ifdef IL
+// Interleaved lane rows: lane l of a subgroup of 8 owns row 8k+l of each 8-row group, so the 8 lanes'
+// texel fetches of a unit cover 128 contiguous bytes; x is fetched once per block (lane l holds
+// x[4l..4l+3]) and broadcast to all lanes.
+#define BX(j) subgroupBroadcast(xl, j)
+void main() {
+    const uint lane = gl_SubgroupInvocationID;
+    const uint units = p.cols / 16, blocks = p.cols / 32;
+    const uint r0 = gl_WorkGroupID.x * p.rows_per_group, rend = min(r0 + p.rows_per_group, p.rows);
+    for (uint rg = r0 + gl_SubgroupID * 8 * R; rg < rend; rg += gl_NumSubgroups * 8 * R) {
+        float acc[R];
+        uint qb[R], sb[R];
+        for (uint k = 0; k < R; ++k) {
+            acc[k] = 0.0;
+            qb[k] = (rg / 8 + k) * units * 8 + lane;
+            sb[k] = (rg / 8 + k) * blocks * 8 + lane;
+        }
+#ifdef SCALE4
+        const uint nbq = (blocks + 3) / 4;
+        vec4 d4[R];
+#endif
+        for (uint b = 0; b < blocks; ++b) {
+#ifdef SCALE4
+            if ((b & 3) == 0)
+                for (uint k = 0; k < R; ++k) d4[k] = texelFetch(tsi4, int(((rg / 8 + k) * nbq + b / 4) * 8 + lane));
+#endif
+            vec4 xl = texelFetch(tx, int(b * 8 + lane));
+#ifdef NOBX // timing probe only: no broadcast (wrong results)
+            vec4 x0 = xl, x1 = xl.yzwx, x2 = xl.zwxy, x3 = xl.wxyz, x4 = xl * 2.0, x5 = xl * 3.0, x6 = xl * 4.0, x7 = xl * 5.0;
+#else
+            vec4 x0 = BX(0), x1 = BX(1), x2 = BX(2), x3 = BX(3), x4 = BX(4), x5 = BX(5), x6 = BX(6), x7 = BX(7);
+#endif
+#ifdef PF
+            // software prefetch: touch the texels PF blocks ahead (kept alive by a never-true compare)
+            for (uint k = 0; k < R; ++k) {
+                uvec4 pf = texelFetch(tqi, int(qb[k] + (b + PF) * 16));
+                if (pf.x == 0x7f7f7f7fu && pf.y == 0x7f7f7f7fu) acc[k] += 1e-30;
+            }
+#endif
+            for (uint k = 0; k < R; ++k) {
+                uvec4 q0 = texelFetch(tqi, int(qb[k] + b * 16));
+                uvec4 q1 = texelFetch(tqi, int(qb[k] + b * 16 + 8));
+#ifdef SCALE4
+                float d = d4[k][b & 3];
+#else
+                float d = texelFetch(tsi, int(sb[k] + b * 8)).x;
+#endif
+                float s = dot4(q0.x, x0) + dot4(q0.y, x1) + dot4(q0.z, x2) + dot4(q0.w, x3) +
+                          dot4(q1.x, x4) + dot4(q1.y, x5) + dot4(q1.z, x6) + dot4(q1.w, x7);
+                acc[k] += d * s;
+            }
+        }
+        for (uint k = 0; k < R; ++k)
+            if (rg + 8 * k + lane < rend) store(rg + 8 * k + lane, acc[k]);
+    }
+}
+#else
 void main() {
     const uint units = p.cols / 16;
     const uint r0 = gl_WorkGroupID.x * p.rows_per_group, rend = min(r0 + p.rows_per_group, p.rows);
@@ -73,6 +147,30 @@ void main() {
         for (uint u = 0; u < units; ++u) acc += unit(r, u, units);
         store(r, acc);
     }
+#elif defined(SRB)
+    // split rows, SRB rows per subgroup pass sharing each x fetch (rows past the end recompute the last)
+    const uint lane = gl_SubgroupInvocationID, ssz = gl_SubgroupSize;
+    for (uint rb = r0 + gl_SubgroupID * SRB; rb < rend; rb += gl_NumSubgroups * SRB) {
+        float acc[SRB];
+        uint rr[SRB];
+        for (uint k = 0; k < SRB; ++k) {
+            acc[k] = 0.0;
+            rr[k] = min(rb + k, rend - 1);
+        }
+        for (uint u = lane; u < units; u += ssz) {
+            const uint xb = u * 4;
+            vec4 x0 = LX(xb), x1 = LX(xb + 1), x2 = LX(xb + 2), x3 = LX(xb + 3);
+            for (uint k = 0; k < SRB; ++k) {
+                uvec4 q = LQ(rr[k] * units + u);
+                float d = LS(rr[k] * (units / 2) + (u >> 1));
+                acc[k] += d * (dot4(q.x, x0) + dot4(q.y, x1) + dot4(q.z, x2) + dot4(q.w, x3));
+            }
+        }
+        for (uint k = 0; k < SRB; ++k) {
+            float a = subgroupAdd(acc[k]);
+            if (lane == 0 && rb + k < rend) store(rb + k, a);
+        }
+    }
 #else
     const uint lane = gl_SubgroupInvocationID, ssz = gl_SubgroupSize;
     for (uint r = r0 + gl_SubgroupID; r < rend; r += gl_NumSubgroups) {
@@ -83,3 +181,4 @@ void main() {
     }
 #endif
 }
+#endif

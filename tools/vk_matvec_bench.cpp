@@ -4,7 +4,9 @@
 // Usage: vk_matvec_bench [rows cols [reps]]
 #include <vulkan/vulkan.h>
 
+#include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -142,6 +144,26 @@ int main(int argc, char** argv) {
     auto* xp = (float*)x.p;
     for (uint32_t i = 0; i < cols; ++i)
         xp[i] = fd(rng);
+    // 8-row interleaved copies (IL forms): unit u of row r at ((r/8)*units + u)*8 + r%8 (16-byte units),
+    // scale of block b at ((r/8)*blocks + b)*8 + r%8
+    const uint32_t units = cols / 16, blocks = cols / 32, rows8 = (rows + 7) / 8 * 8;
+    Buf wqi = make_buf(uint64_t(rows8) * cols), wsi = make_buf(uint64_t(rows8) * blocks * 4);
+    std::memset(wqi.p, 0, uint64_t(rows8) * cols);
+    std::memset(wsi.p, 0, uint64_t(rows8) * blocks * 4);
+    for (uint32_t r = 0; r < rows; ++r) {
+        for (uint32_t u = 0; u < units; ++u)
+            std::memcpy((char*)wqi.p + ((uint64_t(r / 8) * units + u) * 8 + r % 8) * 16,
+                        qp + uint64_t(r) * cols + u * 16, 16);
+        for (uint32_t b = 0; b < blocks; ++b)
+            ((float*)wsi.p)[(uint64_t(r / 8) * blocks + b) * 8 + r % 8] = sp[uint64_t(r) * blocks + b];
+    }
+    // scales of 4 consecutive blocks as one vec4: ((r/8)*nbq + b/4)*8 + r%8 (SCALE4 forms)
+    const uint32_t nbq = (blocks + 3) / 4;
+    Buf wsi4 = make_buf(uint64_t(rows8 / 8) * nbq * 8 * 16);
+    std::memset(wsi4.p, 0, uint64_t(rows8 / 8) * nbq * 8 * 16);
+    for (uint32_t r = 0; r < rows; ++r)
+        for (uint32_t b = 0; b < blocks; ++b)
+            ((float*)wsi4.p)[((uint64_t(r / 8) * nbq + b / 4) * 8 + r % 8) * 4 + b % 4] = sp[uint64_t(r) * blocks + b];
     std::vector<double> ref(rows);
     for (uint32_t r = 0; r < rows; ++r) {
         double a = 0;
@@ -150,9 +172,10 @@ int main(int argc, char** argv) {
         ref[r] = a;
     }
 
-    // descriptors: 4 storage buffers + 3 uniform texel buffers
-    VkDescriptorSetLayoutBinding bd[7]{};
-    for (int i = 0; i < 7; ++i) {
+    // descriptors: 4 storage buffers + 5 uniform texel buffers
+    constexpr int NB = 10;
+    VkDescriptorSetLayoutBinding bd[NB]{};
+    for (int i = 0; i < NB; ++i) {
         bd[i].binding = i;
         bd[i].descriptorType =
             i < 4 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER : VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
@@ -160,12 +183,12 @@ int main(int argc, char** argv) {
         bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
     }
     VkDescriptorSetLayoutCreateInfo dl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
-    dl.bindingCount = 7;
+    dl.bindingCount = NB;
     dl.pBindings = bd;
     VkDescriptorSetLayout dsl;
     CK(vkCreateDescriptorSetLayout(dev, &dl, nullptr, &dsl));
     VkDescriptorPoolSize ps[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4},
-                                  {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3}};
+                                  {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, NB - 4}};
     VkDescriptorPoolCreateInfo dp{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dp.maxSets = 1;
     dp.poolSizeCount = 2;
@@ -180,11 +203,14 @@ int main(int argc, char** argv) {
     CK(vkAllocateDescriptorSets(dev, &da, &set));
     VkDescriptorBufferInfo bis[4] = {
         {wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull}, {y.b, 0, rows * 4ull}};
-    VkBufferView views[3] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
-                             make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
-                             make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull)};
-    VkWriteDescriptorSet wr[7]{};
-    for (int i = 0; i < 7; ++i) {
+    VkBufferView views[NB - 4] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
+                                  make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
+                                  make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull),
+                                  make_view(wqi, VK_FORMAT_R32G32B32A32_UINT, uint64_t(rows8) * cols),
+                                  make_view(wsi, VK_FORMAT_R32_SFLOAT, uint64_t(rows8) * blocks * 4),
+                                  make_view(wsi4, VK_FORMAT_R32G32B32A32_SFLOAT, uint64_t(rows8 / 8) * nbq * 8 * 16)};
+    VkWriteDescriptorSet wr[NB]{};
+    for (int i = 0; i < NB; ++i) {
         wr[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
         wr[i].dstSet = set;
         wr[i].dstBinding = i;
@@ -195,7 +221,7 @@ int main(int argc, char** argv) {
         else
             wr[i].pTexelBufferView = &views[i - 4];
     }
-    vkUpdateDescriptorSets(dev, 7, wr, 0, nullptr);
+    vkUpdateDescriptorSets(dev, NB, wr, 0, nullptr);
     VkPushConstantRange pr{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Push)};
     VkPipelineLayoutCreateInfo pl{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
     pl.setLayoutCount = 1;
@@ -234,11 +260,49 @@ int main(int argc, char** argv) {
         forms.push_back({"lane-rows  wg32 x-bda", d + " -DWG=32 -DLANE_ROWS -DX_BDA", 32, 0});
         forms.push_back({"lane-rows  wg64", d + " -DWG=64 -DLANE_ROWS", 64, 0});
     }
+    for (int r : {1, 2, 4, 8})
+        for (int wg : {8, 32}) {
+            std::string d = "-DIL -DR=" + std::to_string(r) + " -DWG=" + std::to_string(wg);
+            forms.push_back({"interleaved lane rows", d, uint32_t(wg), uint32_t(8 * r)});
+            forms.push_back({"interleaved, no broadcast (timing probe)", d + " -DNOBX", uint32_t(wg), uint32_t(8 * r)});
+        }
+    // DEFS="-D...;-D..." [WG=n] [RPG=n]: run just these forms (RPG: rows per workgroup rounded to a
+    // multiple of it); NGROUPS="8,16" workgroup counts; ROUNDS=n interleaved repeats, medians printed.
+    std::vector<std::string> custom;
+    if (const char* defs = std::getenv("DEFS"); defs && *defs) {
+        std::string all = defs;
+        for (size_t a = 0; a <= all.size();) {
+            size_t b = all.find(';', a);
+            if (b == std::string::npos)
+                b = all.size();
+            if (b > a)
+                custom.push_back(all.substr(a, b - a));
+            a = b + 1;
+        }
+        const char* wg = std::getenv("WG");
+        const char* rpg = std::getenv("RPG");
+        forms.clear();
+        for (auto& d : custom)
+            forms.push_back({"custom", d + " -DWG=" + (wg ? wg : "32"), uint32_t(wg ? std::atoi(wg) : 32),
+                             uint32_t(rpg ? std::atoi(rpg) : 0)});
+        env = nullptr;
+    }
+    std::vector<uint32_t> group_list = {2u, 2u, 8u, 16u};
+    if (const char* g = std::getenv("NGROUPS")) {
+        group_list.clear();
+        for (const char* c = g; *c;) {
+            group_list.push_back(uint32_t(std::strtoul(c, (char**)&c, 10)));
+            if (*c == ',')
+                ++c;
+        }
+    }
+    const int rounds = std::getenv("ROUNDS") ? std::atoi(std::getenv("ROUNDS")) : 1;
+    std::vector<Form> sel;
+    std::vector<VkPipeline> pipes;
     for (auto& f : forms) {
-        std::string full = f.defs;
-        if (env && full.find(env) == std::string::npos)
+        if (env && f.defs.find(env) == std::string::npos)
             continue;
-        auto spv = compile(full);
+        auto spv = compile(f.defs);
         VkShaderModuleCreateInfo sm{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
         sm.codeSize = spv.size() * 4;
         sm.pCode = spv.data();
@@ -252,45 +316,78 @@ int main(int argc, char** argv) {
         pci.layout = layout;
         VkPipeline pipe;
         CK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &pci, nullptr, &pipe));
-        for (uint32_t groups : {2u, 2u, 4u, 8u, 16u, 64u}) {
-            uint32_t rpg = (rows + groups - 1) / groups;
-            Push pu{wq.addr, ws.addr, x.addr, y.addr, rows, cols, rpg, 0};
-            std::memset(y.p, 0, rows * 4);
-            vkResetCommandBuffer(cmd, 0);
-            VkCommandBufferBeginInfo cb{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-            CK(vkBeginCommandBuffer(cmd, &cb));
-            vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-            vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 0, nullptr);
-            vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pu, &pu);
-            for (int i = 0; i < reps; ++i) {
-                vkCmdDispatch(cmd, groups, 1, 1);
-                VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-                mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
-                mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
-                vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
-            }
-            CK(vkEndCommandBuffer(cmd));
-            VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-            si.commandBufferCount = 1;
-            si.pCommandBuffers = &cmd;
-            auto t0 = std::chrono::steady_clock::now();
-            CK(vkQueueSubmit(q, 1, &si, fence));
-            CK(vkWaitForFences(dev, 1, &fence, VK_TRUE, UINT64_MAX));
-            double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            vkResetFences(dev, 1, &fence);
-            double err = 0, mag = 0;
-            for (uint32_t r = 0; r < rows; ++r) {
-                err = std::max(err, std::fabs(((float*)y.p)[r] - ref[r]));
-                mag = std::max(mag, std::fabs(ref[r]));
-            }
-            std::printf("%-5s %s groups %3u: %8.3f ms/matvec %7.3f GB/s  max err %.2e%s\n",
-                        f.defs.c_str() + 6, f.name, groups, s / reps * 1e3,
-                        (qbytes + sbytes) * reps / s / 1e9, err / mag, err / mag > 1e-4 ? "  WRONG" : "");
-            std::fflush(stdout);
-        }
-        vkDestroyPipeline(dev, pipe, nullptr);
         vkDestroyShaderModule(dev, mod, nullptr);
+        sel.push_back(f);
+        pipes.push_back(pipe);
     }
+    std::vector<std::vector<std::vector<double>>> gbs(sel.size(),
+                                                      std::vector<std::vector<double>>(group_list.size()));
+    auto cpus = gbs;
+    for (int round = 0; round < rounds; ++round)
+        for (size_t fi = 0; fi < sel.size(); ++fi)
+            for (size_t gi = 0; gi < group_list.size(); ++gi) {
+                const Form& f = sel[fi];
+                const uint32_t groups = group_list[gi];
+                uint32_t rpg = (rows + groups - 1) / groups;
+                if (f.rpg) // IL forms: whole 8R-row groups per workgroup
+                    rpg = (rpg + f.rpg - 1) / f.rpg * f.rpg;
+                Push pu{wq.addr, ws.addr, x.addr, y.addr, rows, cols, rpg, 0};
+                std::memset(y.p, 0, rows * 4);
+                vkResetCommandBuffer(cmd, 0);
+                VkCommandBufferBeginInfo cb{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+                CK(vkBeginCommandBuffer(cmd, &cb));
+                vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipes[fi]);
+                vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 0, nullptr);
+                vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pu, &pu);
+                for (int i = 0; i < reps; ++i) {
+                    vkCmdDispatch(cmd, groups, 1, 1);
+                    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+                    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+                    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+                    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+                }
+                CK(vkEndCommandBuffer(cmd));
+                VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+                si.commandBufferCount = 1;
+                si.pCommandBuffers = &cmd;
+                timespec c0, c1;
+                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+                auto t0 = std::chrono::steady_clock::now();
+                CK(vkQueueSubmit(q, 1, &si, fence));
+                CK(vkWaitForFences(dev, 1, &fence, VK_TRUE, UINT64_MAX));
+                double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+                // CPU seconds of all the process's threads: less sensitive to other load than wall time
+                const double cpu = (c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9;
+                vkResetFences(dev, 1, &fence);
+                double err = 0, mag = 0;
+                for (uint32_t r = 0; r < rows; ++r) {
+                    err = std::max(err, std::fabs(((float*)y.p)[r] - ref[r]));
+                    mag = std::max(mag, std::fabs(ref[r]));
+                }
+                const double rate = (qbytes + sbytes) * reps / s / 1e9;
+                const double cpu_rate = (qbytes + sbytes) * reps / cpu / 1e9;
+                gbs[fi][gi].push_back(rate);
+                cpus[fi][gi].push_back(cpu_rate);
+                std::printf("%-5s %s groups %3u: %8.3f ms/matvec %7.3f GB/s (%.3f GB per CPU-s)  max err %.2e%s\n",
+                            f.defs.c_str(), f.name, groups, s / reps * 1e3, rate, cpu_rate, err / mag,
+                            err / mag > 1e-4 ? "  WRONG" : "");
+                std::fflush(stdout);
+            }
+    if (rounds > 1) {
+        std::printf("medians over %d rounds (GB/s):\n", rounds);
+        for (size_t fi = 0; fi < sel.size(); ++fi)
+            for (size_t gi = 0; gi < group_list.size(); ++gi) {
+                auto v = gbs[fi][gi], c = cpus[fi][gi];
+                std::sort(v.begin(), v.end());
+                std::sort(c.begin(), c.end());
+                std::printf("  %-40s groups %3u: %7.3f GB/s (min %.3f max %.3f), %7.3f GB per CPU-s\n",
+                            sel[fi].defs.c_str(), group_list[gi], v[v.size() / 2], v.front(), v.back(),
+                            c[c.size() / 2]);
+            }
+    }
+    for (auto p : pipes)
+        vkDestroyPipeline(dev, p, nullptr);
     return 0;
 }
