@@ -244,7 +244,6 @@ Context::Context(const std::string& sel) {
     lci.pushConstantRangeCount = 1;
     lci.pPushConstantRanges = &pcr;
     vk_check(vkCreatePipelineLayout(dev_, &lci, nullptr, &layout_), "vkCreatePipelineLayout");
-    create_pipelines();
     // CPU drivers (lavapipe) run matmuls with one row per invocation: see matmul.comp LANE_ROWS.
     lane_rows_ = props.properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     if (const char* lr = std::getenv("PREFIXD_VK_LANE_ROWS"))
@@ -300,22 +299,15 @@ VkPipeline Context::make_pipeline(const char* spirv_name, uint32_t rows_spec) {
     return pipe;
 }
 
-void Context::create_pipelines() {
-    for (const char* t : {"f32", "f16", "bf16", "q8_0", "q4_0"}) {
-        pipelines_[std::string("matmul_") + t] = make_pipeline((std::string("matmul_") + t).c_str(), 0);
-        pipelines_[std::string("swiglu_") + t] = make_pipeline((std::string("swiglu_") + t).c_str(), 0);
-        if (texel_)
-            for (const char* k : {"matmul_tx_", "swiglu_tx_", "matmul_txs_", "swiglu_txs_"})
-                pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
-        for (const char* k : {"matmul_lr_", "swiglu_lr_"})
-            pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
-    }
-    // K-quants (Q4_K, Q6_K): device-address shaders only, no texel variants (vk_forward.cpp routes them).
-    for (const char* t : {"q4_k", "q6_k"})
-        for (const char* k : {"matmul_", "swiglu_", "matmul_lr_", "swiglu_lr_"})
-            pipelines_[std::string(k) + t] = make_pipeline((std::string(k) + t).c_str(), 0);
-    for (const char* s : {"kv_store", "attn_mla", "moe_combine"})
-        pipelines_[s] = make_pipeline(s, 0);
+// Pipelines are compiled on first use (llvmpipe JITs each one: compiling all ~50 variants up front
+// cost ~3 s per Context, while a model uses a handful).
+VkPipeline Context::pipeline(const std::string& name) {
+    auto it = pipelines_.find(name);
+    if (it != pipelines_.end())
+        return it->second;
+    if (!find_spirv(name.c_str()))
+        throw EngineError("Vulkan: unknown pipeline " + name);
+    return pipelines_[name] = make_pipeline(name.c_str(), 0);
 }
 
 Buffer Context::create_buffer(uint64_t bytes, bool host) {
@@ -417,9 +409,7 @@ void Context::begin() {
 
 void Context::dispatch(const std::string& name, const void* push, uint32_t bytes, uint32_t gx, uint32_t gy,
                        uint32_t gz) {
-    auto it = pipelines_.find(name);
-    if (it == pipelines_.end())
-        throw EngineError("Vulkan: unknown pipeline " + name);
+    const VkPipeline pipe = pipeline(name);
     if (gx == 0 || gy == 0 || gz == 0)
         return;
     if (gx > limits_.max_groups_x || gy > limits_.max_groups_y)
@@ -427,7 +417,7 @@ void Context::dispatch(const std::string& name, const void* push, uint32_t bytes
     if (profiling_)
         submit_wait();
     begin();
-    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, it->second);
+    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
     vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, push);
     vkCmdDispatch(cmd_, gx, gy, gz);
     dirty_ = true;
@@ -455,9 +445,7 @@ void Context::dispatch_views(const std::string& name, const void* push, uint32_t
                              const VkBufferView views[4], uint32_t gx, uint32_t gy) {
     if (!texel_)
         throw EngineError("Vulkan: dispatch_views without texel mode");
-    auto it = pipelines_.find(name);
-    if (it == pipelines_.end())
-        throw EngineError("Vulkan: unknown pipeline " + name);
+    const VkPipeline pipe = pipeline(name);
     if (gx == 0 || gy == 0)
         return;
     if (gx > limits_.max_groups_x || gy > limits_.max_groups_y)
@@ -465,7 +453,7 @@ void Context::dispatch_views(const std::string& name, const void* push, uint32_t
     if (profiling_)
         submit_wait();
     begin();
-    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, it->second);
+    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
     VkWriteDescriptorSet wr[4]{};
     for (uint32_t i = 0; i < 4; ++i) {
         wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;

@@ -98,7 +98,7 @@ class Context {
     const std::map<std::string, double>& profile() const { return prof_; }
 
   private:
-    void create_pipelines();
+    VkPipeline pipeline(const std::string& name); // compiled on first use
     VkPipeline make_pipeline(const char* spirv_name, uint32_t rows_spec);
     void begin();
     friend class Buffer;
