@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <map>
 
 namespace prefixd::daemon {
@@ -58,6 +59,10 @@ EngineWorker::EngineWorker(Engine& engine, void* ctx, std::string wake, Admissio
 }
 
 EngineWorker::~EngineWorker() {
+    join();
+}
+
+void EngineWorker::join() {
     {
         std::lock_guard lk(mu_);
         stop_ = true;
@@ -69,6 +74,18 @@ EngineWorker::~EngineWorker() {
 
 void EngineWorker::start() {
     thread_ = std::thread([this] { run(); });
+}
+
+// CPU seconds used by the calling thread / by the whole process.
+double thread_cpu_s() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
+}
+double process_cpu_s() {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
 }
 
 static int64_t mono_us() {
@@ -288,7 +305,8 @@ void EngineWorker::run() noexcept {
     };
     bool stopping = false;
     uint64_t steps = 0, coalesced = 0; // reported at exit (benchmarks: steps and time in them)
-    double step_s = 0, held_s = 0;
+    double step_s = 0, held_s = 0, step_cpu_s = 0;
+    const double cpu_start = thread_cpu_s();
     // PREFIXD_TRACE_STEPS=1: one log line per step (jobs admitted, requests, step time, hold).
     const char* trace_env = std::getenv("PREFIXD_TRACE_STEPS");
     const bool trace = trace_env && *trace_env && *trace_env != '0';
@@ -388,10 +406,12 @@ void EngineWorker::run() noexcept {
         StepEvents evs;
         try {
             auto t_step = std::chrono::steady_clock::now();
+            const double c_step = thread_cpu_s();
             const size_t n_active = runner->active();
             evs = runner->step();
             const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
             step_s += dt;
+            step_cpu_s += thread_cpu_s() - c_step;
             ++steps;
             if (trace)
                 PLOG_INFO("step %llu: %zu new job(s), %zu request(s), %.2f ms, held %.3f ms",
@@ -463,8 +483,11 @@ void EngineWorker::run() noexcept {
         running_ = jobs.size();
         signal_io();
     }
-    PLOG_INFO("engine thread: %llu steps, %.3f s in steps; %llu admission holds, %.3f s held",
-              (unsigned long long)steps, step_s, (unsigned long long)coalesced, held_s);
+    engine_cpu_s_ = thread_cpu_s() - cpu_start;
+    PLOG_INFO("engine thread: %llu steps, %.3f s in steps (%.3f s CPU; thread %.3f s CPU); %llu admission "
+              "holds, %.3f s held",
+              (unsigned long long)steps, step_s, step_cpu_s, engine_cpu_s_.load(), (unsigned long long)coalesced,
+              held_s);
     if (runner) {
         auto pc = runner->prefix_cache_stats();
         PLOG_INFO("adapter prefix cache: %llu hits, %llu misses, %llu saves, %llu evictions",

@@ -62,6 +62,7 @@ class EngineWorker {
     EngineWorker(Engine& engine, void* zmq_ctx, std::string wake_endpoint, AdmissionWindow window = {});
     ~EngineWorker(); // stops and joins
     void start();
+    void join(); // stops the engine thread (jobs still running are dropped) and joins; idempotent
     void submit(EngineJob job);
     void cancel(uint64_t key);
     void cancel_all();
@@ -73,6 +74,8 @@ class EngineWorker {
     std::string failure() const;
     // Monotonic ms of the last engine progress (step or idle wait).
     int64_t last_progress_ms() const { return last_progress_.load(); }
+    // CPU seconds the engine thread used (set when it ends; benchmarks split the daemon's CPU).
+    double engine_cpu_s() const { return engine_cpu_s_.load(); }
 
   private:
     struct Impl;
@@ -98,9 +101,12 @@ class EngineWorker {
     std::atomic<size_t> running_{0};
     std::atomic<bool> failed_{false};
     std::atomic<int64_t> last_progress_{0};
+    std::atomic<double> engine_cpu_s_{0};
     std::string failure_;
 };
 
 int64_t mono_ms();
+double thread_cpu_s();  // CPU seconds of the calling thread
+double process_cpu_s(); // CPU seconds of the whole process
 
 } // namespace prefixd::daemon

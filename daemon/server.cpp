@@ -752,6 +752,7 @@ int Server::run() {
     PLOG_INFO("ready: model %s (vocab %u, hidden %u, ctx %u)", s.engine.config().name.c_str(), s.lim.n_vocab,
               s.lim.hidden, s.lim.max_ctx);
     int64_t last_tick = 0;
+    const double cpu0 = process_cpu_s(); // the daemon's CPU while serving (model load excluded)
     while (!s.quit) {
         zmq_pollitem_t items[4] = {{s.router, 0, ZMQ_POLLIN, 0},
                                    {s.wake, 0, ZMQ_POLLIN, 0},
@@ -788,7 +789,11 @@ int Server::run() {
     }
     s.ledger->flush();
     notify_stopping("stopped; ledger flushed");
-    PLOG_INFO("stopped after serving %llu job(s)", (unsigned long long)s.served);
+    s.worker->join(); // the engine thread logs its steps and CPU
+    const double cpu = process_cpu_s() - cpu0, eng = s.worker->engine_cpu_s();
+    PLOG_INFO("stopped after serving %llu job(s); serving used %.3f s CPU: engine thread %.3f s, the rest "
+              "(I/O loop, ledger, waiter) %.3f s",
+              (unsigned long long)s.served, cpu, eng, cpu - eng);
     return s.exit_code;
 }
 

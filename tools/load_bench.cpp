@@ -6,6 +6,7 @@
 // over --rounds; overheads are the median of the per-round ratios.
 // Usage: load_bench --endpoint E --model F [--backend cpu|vulkan] [--clients 16] [--jobs 8] [-n 4]
 #include "daemon/client.h"
+#include "daemon/engine_worker.h"
 #include "engine/runner.h"
 
 #include <CLI/CLI.hpp>
@@ -144,7 +145,7 @@ int main(int argc, char** argv) {
         out.add(total / (ms_since(t1) / 1000), lat);
     };
     uint64_t batched_steps = 0;
-    double batched_step_ms = 0;
+    double batched_step_ms = 0, batched_cpu_s = 0;
     // In-process batched: `clients` jobs in flight, refilled as they finish (the daemon's way).
     auto batch_phase = [&](Stats& out) {
         Runner runner(*eng);
@@ -160,8 +161,10 @@ int main(int argc, char** argv) {
             submit_one();
         while (!runner.idle()) {
             auto ts = Clock::now();
+            const double c0 = thread_cpu_s();
             auto ev = runner.step();
             batched_step_ms += ms_since(ts);
+            batched_cpu_s += thread_cpu_s() - c0;
             ++batched_steps;
             for (auto& [id, res] : ev.finished) {
                 lat.push_back(ms_since(started[id]));
@@ -198,9 +201,9 @@ int main(int argc, char** argv) {
         line("in-process 1-by-1", i1);
     }
     std::printf(
-        "  in-process batched: %llu engine steps, %.3f s in steps (all rounds; the daemon logs its own\n"
-        "  'engine thread: N steps, S s in steps' at exit)\n",
-        (unsigned long long)batched_steps, batched_step_ms / 1000);
+        "  in-process batched: %llu engine steps, %.3f s in steps (%.3f s CPU) (all rounds; the daemon logs\n"
+        "  its own 'engine thread: N steps, S s in steps (C s CPU ...)' at exit)\n",
+        (unsigned long long)batched_steps, batched_step_ms / 1000, batched_cpu_s);
     // Overhead = wall time of the daemon phase / wall time of its in-process twin - 1, per round
     // (the two run back to back, so outside load hits both alike), median over rounds.
     auto overhead = [](const Stats& d, const Stats& i) {
