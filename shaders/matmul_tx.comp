@@ -4,7 +4,8 @@
 // them), which llvmpipe vectorises, where device-address loads run a per-lane scalar loop
 // (tools/vk_matvec_bench: ~1 GB/s vs 3-6 GB/s). One row per invocation, or with -D SPLIT the lanes
 // of a subgroup stride a row's 16-byte units (adjacent lanes read adjacent words: long rows).
-// x offsets 16-byte aligned.
+// x offsets 16-byte aligned. -D TB1: tokens one at a time (correct for any count; picked when a
+// step has a single row, i.e. one sequence decoding).
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -18,7 +19,11 @@ layout(set = 0, binding = 2) uniform usamplerBuffer tx;
 layout(set = 0, binding = 3) uniform usamplerBuffer tn;
 
 #define WG 32
+#ifdef TB1 // one token per pass: the decode-step variant (no token tile, fewer live registers)
+#define TB 1
+#else
 #define TB 8
+#endif
 #ifdef SPLIT
 #define RB 4
 #else

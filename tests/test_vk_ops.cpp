@@ -87,15 +87,19 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
     const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
     // every type x {subgroup rows, lane rows} over device addresses, and on texel devices x the
     // texel matmul with a row per invocation and with lanes splitting rows
-    for (int variant = 0; variant < 4 * 5; ++variant) {
+    for (int variant = 0; variant < 6 * 5; ++variant) {
         const GgmlType type = kTypes[variant % 5];
-        const int layout = variant / 5;
+        const int layout = std::min(variant / 5, 3);
+        const bool one_token = variant / 5 >= 4; // layouts 2, 3 again with the TB1 shaders
+        if (one_token)
+            setenv("PREFIXD_VK_SPLIT_BYTES", variant / 5 == 5 ? "0" : "1000000000", 1);
         ctx().set_lane_rows(layout >= 1);
         ctx().set_texel(layout >= 2);
         if (layout >= 2 && !ctx().texel())
             continue; // no texel mode on this device (GPUs): the device-address paths ran above
-        setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 ? "0" : "1000000000", 1);
-        INFO("type " << gguf::type_name(type) << " layout " << layout);
+        if (!one_token)
+            setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 ? "0" : "1000000000", 1);
+        INFO("type " << gguf::type_name(type) << " layout " << layout << " one_token " << one_token);
         GpuWeights gw(ctx());
         HostTensor A = make_tensor(type, rows, cols, n_mat, rng),
                    B = make_tensor(type, rows, cols, n_mat, rng);
@@ -142,7 +146,8 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
                 p.x_mat_off = p.y_mat_off = 0;
                 groups = 1;
             }
-            dispatch_matmul(ctx(), ga, mode == 3 ? &gb : nullptr, p, groups);
+            // texel layouts also run the one-token (TB1) variants: correct for any token count
+            dispatch_matmul(ctx(), ga, mode == 3 ? &gb : nullptr, p, groups, one_token);
             ctx().submit_wait();
             std::vector<float> ref(y0);
             std::vector<float> xin(cols), ya(rows), yb(rows);

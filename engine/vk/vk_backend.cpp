@@ -281,6 +281,11 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
         Seq& sq = seq(it.seq);
         reserve(sq, sq.len + item_rows(it));
     }
+    static const bool tb1 = [] {
+        const char* e = std::getenv("PREFIXD_VK_TB1");
+        return !(e && *e == '0');
+    }();
+    one_token_ = tb1 && R == 1;
     const Scratch s = layout(R, L);
     if (!scratch_ || scratch_.size() < s.total) {
         scratch_ = Buffer();

@@ -56,7 +56,8 @@ static uint64_t split_row_bytes() {
     return e && *e ? std::strtoull(e, nullptr, 10) : uint64_t(1024);
 }
 
-void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups) {
+void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups,
+                     bool one_token) {
     if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
         throw EngineError("Vulkan: SwiGLU gate/up tensors differ in type or shape");
     p.w = w.addr;
@@ -98,7 +99,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
                 p.rows_per_group = uint32_t(std::max<uint64_t>(32, ((w.rows + 15) / 16 + 7) & ~uint64_t(7)));
             const uint32_t gxs = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
             const std::string name =
-                std::string(w2 ? "swiglu_tx" : "matmul_tx") + (split ? "s_" : "_") + type_suffix(w.type);
+                std::string(w2 ? "swiglu_tx" : "matmul_tx") + (split ? "s" : "") + (one_token ? "1_" : "_") +
+                type_suffix(w.type);
             ctx.dispatch_views(name, &p, sizeof p, v, gxs, groups);
             return;
         }
@@ -123,7 +125,7 @@ void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, 
     p.y_mat_off = y_mat_off;
     p.flags = flags;
     p.eps = cfg_.rms_eps;
-    dispatch_matmul(*ctx_, w, w2, p, groups);
+    dispatch_matmul(*ctx_, w, w2, p, groups, one_token_);
 }
 
 void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {

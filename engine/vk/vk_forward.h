@@ -11,7 +11,10 @@ namespace prefixd::vk {
 
 // Records one matmul/SwiGLU dispatch: fills p's weight fields from w (and w2) and picks the
 // pipeline by type. The caller sets x, y, map, norm, n_tok, strides, offsets, flags, eps.
-void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups);
+// one_token: every matrix sees at most one token per group (a single-row step) -> the texel
+// path's TB1 variants.
+void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups,
+                     bool one_token = false);
 
 // RoPE frequency per rotated pair, exactly as cpu::rope forms theta: theta_i = pos * f_i.
 std::vector<float> rope_freqs(const ModelConfig& cfg);
@@ -60,6 +63,7 @@ class VulkanBackend final : public Backend {
     std::unique_ptr<GpuWeights> w_;
     std::vector<Seq> seqs_;
     uint32_t max_ctx_ = 0;
+    bool one_token_ = false; // this step has one row (PREFIXD_VK_TB1=0 turns the TB1 shaders off)
     Buffer scratch_;
     uint64_t base_ = 0; // scratch_.addr()
 };
