@@ -1,8 +1,8 @@
 // Matrix x rows of activations: y = W x for up to TB tokens per pass, rows_per_group weight rows
 // per workgroup, each subgroup's lanes streaming 16-byte units of a row. Type variants via -D W_F32,
 // W_F16, W_BF16, W_Q8_0, W_Q4_0 (Q8_0/Q4_0 repacked at upload: quants, then f32 scales), W_Q4_K,
-// W_Q6_K (K-quants repacked per row by engine/vk/vk_kquant.cpp: 16-byte units of 32 elements,
-// then the row's scale data; unit u's decode is exactly cpu::dequantize_row's).
+// W_Q6_K (K-quants repacked per row by engine/vk/vk_kquant.cpp into units of 32 consecutive
+// elements plus scale data; unit u's decode is exactly cpu::dequantize_row's).
 // -D SWIGLU: y = silu(W x) * (W2 x). Flags (push.h): accumulate, RMS-norm x, row map (MoE).
 #version 460
 #extension GL_GOOGLE_include_directive : require
@@ -33,10 +33,10 @@ layout(push_constant) uniform PC { MatmulPush p; };
 #define EPU 32
 #define ROW_BYTES(c) (uint64_t(c) / 2 + uint64_t(c) / 16)
 #elif defined(W_Q6_K)
-// row: low nibbles (c/2 B, as Q4_K), high 2 bits (c/4 B: unit u = 2 words, element e at bits
-// 2*(e%16) of word e/16), int8 scales per 16 elements (c/16 B), f32 d per block (padded to 16 B).
+// row: 32 B per unit: low nibbles (16 B, as Q4_K), high 2 bits (2 words: element e at bits
+// 2*(e%16) of word e/16), then d*scale of its two 16-element halves as f32 (exact products).
 #define EPU 32
-#define ROW_BYTES(c) (uint64_t(c) / 2 + uint64_t(c) / 4 + uint64_t(c) / 16 + ((uint64_t(c) / 64 + 15) & ~uint64_t(15)))
+#define ROW_BYTES(c) (uint64_t(c))
 #endif
 
 #if defined(W_Q4_K)
@@ -46,7 +46,11 @@ uint kbyte(uvec4 h, uint k) { return (h[1 + k / 4] >> (8 * (k % 4))) & 0xffu; }
 
 // Decodes unit u of the row starting at `row` (scales at `srow`) into f[EPU].
 void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
+#if defined(W_Q6_K)
+    uvec4 q = Uvec4Buf(row).v[2 * u];
+#else
     uvec4 q = Uvec4Buf(row).v[u];
+#endif
 #if defined(W_F32)
     f[0] = uintBitsToFloat(q.x); f[1] = uintBitsToFloat(q.y);
     f[2] = uintBitsToFloat(q.z); f[3] = uintBitsToFloat(q.w);
@@ -100,12 +104,9 @@ void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
         }
     }
 #elif defined(W_Q6_K)
-    const uint64_t qh_at = row + uint64_t(p.cols) / 2, sc_at = qh_at + uint64_t(p.cols) / 4;
-    const uint h0 = UintBuf(qh_at).v[2 * u], h1 = UintBuf(qh_at).v[2 * u + 1];
-    const int sw = int(UintBuf(sc_at).v[u >> 1]);
-    const float d = FloatBuf(sc_at + uint64_t(p.cols) / 16).v[u >> 3];
-    const float ds0 = d * float(bitfieldExtract(sw, int(16 * (u & 1u)), 8));
-    const float ds1 = d * float(bitfieldExtract(sw, int(16 * (u & 1u) + 8), 8));
+    const uvec4 aux = Uvec4Buf(row).v[2 * u + 1];
+    const uint h0 = aux.x, h1 = aux.y;
+    const float ds0 = uintBitsToFloat(aux.z), ds1 = uintBitsToFloat(aux.w);
     for (uint i = 0; i < 4; ++i) {
         uint w = q[i];
         for (uint k = 0; k < 4; ++k) {

@@ -1,6 +1,6 @@
 // Upload layout of K-quant weight rows (Q4_K, Q6_K) for shaders/matmul.comp's W_Q4_K / W_Q6_K:
-// each row is repacked on its own into 16-byte units of 32 consecutive elements followed by the
-// row's scale data (layouts in vk_kquant.cpp and the shader). Rows are whole 256-element blocks.
+// each row is repacked on its own into units of 32 consecutive elements plus scale data (per
+// row or per unit; layouts in vk_kquant.cpp and the shader). Rows are whole 256-element blocks.
 #pragma once
 
 #include "../gguf.h"
