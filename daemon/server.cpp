@@ -792,7 +792,7 @@ int Server::run() {
     s.worker->join(); // the engine thread logs its steps and CPU
     const double cpu = process_cpu_s() - cpu0, eng = s.worker->engine_cpu_s();
     PLOG_INFO("stopped after serving %llu job(s); serving used %.3f s CPU: engine thread %.3f s, the rest "
-              "(I/O loop, ledger, waiter) %.3f s",
+              "(I/O loop, ledger, waiter; a CPU Vulkan driver's own threads) %.3f s",
               (unsigned long long)s.served, cpu, eng, cpu - eng);
     return s.exit_code;
 }
