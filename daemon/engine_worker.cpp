@@ -409,7 +409,8 @@ void EngineWorker::run() noexcept {
             const double c_step = thread_cpu_s();
             const size_t n_active = runner->active();
             evs = runner->step();
-            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
+            const double dt =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
             step_s += dt;
             step_cpu_s += thread_cpu_s() - c_step;
             ++steps;
@@ -486,8 +487,8 @@ void EngineWorker::run() noexcept {
     engine_cpu_s_ = thread_cpu_s() - cpu_start;
     PLOG_INFO("engine thread: %llu steps, %.3f s in steps (%.3f s CPU; thread %.3f s CPU); %llu admission "
               "holds, %.3f s held",
-              (unsigned long long)steps, step_s, step_cpu_s, engine_cpu_s_.load(), (unsigned long long)coalesced,
-              held_s);
+              (unsigned long long)steps, step_s, step_cpu_s, engine_cpu_s_.load(),
+              (unsigned long long)coalesced, held_s);
     if (runner) {
         auto pc = runner->prefix_cache_stats();
         PLOG_INFO("adapter prefix cache: %llu hits, %llu misses, %llu saves, %llu evictions",

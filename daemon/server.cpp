@@ -481,8 +481,8 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
                                "adapter + embeddings rows exceed the context");
         ej.adapter_rows = a->tensor.to_f32();
         ej.adapter_n = a->info.n_virtual;
-        ej.prefix_key = (a->info.tenant ? "tenant:" + *a->info.tenant : std::string("global")) + "/adapter-v" +
-                        std::to_string(a->info.version) + "/" + model_id;
+        ej.prefix_key = (a->info.tenant ? "tenant:" + *a->info.tenant : std::string("global")) +
+                        "/adapter-v" + std::to_string(a->info.version) + "/" + model_id;
         js.adapter = spec.adapter;
         js.adapter_version = a->info.version;
     }

@@ -52,7 +52,8 @@ void closed_loop(DaemonProcess& d, const std::string& tag, int clients, int jobs
                 auto o = cl.run(gen_job(tag + "c" + std::to_string(c) + "j" + std::to_string(j),
                                         "wave " + std::to_string(j) + " client " + std::to_string(c), n),
                                 120000);
-                if (o.final.type == daemon::Reply::Result && o.final.result.finish == daemon::Finish::Length &&
+                if (o.final.type == daemon::Reply::Result &&
+                    o.final.result.finish == daemon::Finish::Length &&
                     o.final.result.usage.completion_tokens == uint32_t(n))
                     ++ok;
             }
@@ -67,8 +68,9 @@ void closed_loop(DaemonProcess& d, const std::string& tag, int clients, int jobs
 TEST_CASE("config: admission window keys from TOML and the command line, validated") {
     auto dir = temp_dir("daemon-admission-cfg");
     const std::string toml = (dir / "p.toml").string();
-    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\nadmission_window_us = 5000\nadmission_quiet_us = 300\n"
-                           "[store]\ndb = \"x.db\"\n";
+    std::ofstream(toml)
+        << "[engine]\nmodel = \"m.gguf\"\nadmission_window_us = 5000\nadmission_quiet_us = 300\n"
+           "[store]\ndb = \"x.db\"\n";
     daemon::Config c;
     CHECK(c.admission_window_us == 20000); // documented defaults
     CHECK(c.admission_quiet_us == 400);

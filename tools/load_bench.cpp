@@ -13,10 +13,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <latch>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <latch>
 #include <malloc.h>
 #include <map>
 #include <mutex>
@@ -221,7 +221,8 @@ int main(int argc, char** argv) {
     std::printf("  daemon overhead, batched  : %+.1f%% wall time (median of rounds: %s; %+.1f%% p50)\n",
                 overhead(dm, ib), per_round(dm, ib).c_str(), (pct(dm.lat, 0.5) / pct(ib.lat, 0.5) - 1) * 100);
     if (single)
-        std::printf("  daemon overhead, 1-by-1   : %+.1f%% wall time (median of rounds: %s), %+.2f ms per job (p50)\n",
+        std::printf("  daemon overhead, 1-by-1   : %+.1f%% wall time (median of rounds: %s), %+.2f ms per "
+                    "job (p50)\n",
                     overhead(d1, i1), per_round(d1, i1).c_str(), pct(d1.lat, 0.5) - pct(i1.lat, 0.5));
     std::printf(
         "{\"daemon_jobs_s\":%.3f,\"daemon_p50_ms\":%.2f,\"daemon_p99_ms\":%.2f,\"engine_batched_jobs_s\":%."
