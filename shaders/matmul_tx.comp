@@ -24,7 +24,7 @@ layout(set = 0, binding = 3) uniform usamplerBuffer tn;
 #else
 #define TB 8
 #endif
-#ifdef SPLIT
+#if defined(SPLIT)
 #define RB 4
 #else
 #define RB 1
@@ -113,6 +113,85 @@ void main() {
     const uint xg = use_map ? 0 : g * p.x_mat_off;
     const uint yg = use_map ? 0 : g * p.y_mat_off;
 
+#ifdef TB1
+    // One token per pass: the unit's x (and norm) is fetched once, then each row's weights are
+    // decoded straight into its accumulator (no decoded-unit arrays held across rows).
+    for (uint t = 0; t < count; ++t) {
+        const uint xr = x0 + xg + (use_map ? map_at(moff + 2 * t) : t) * p.x_stride;
+        const uint yr = yg + (use_map ? map_at(moff + 2 * t + 1) : t) * p.y_stride;
+        float xs = 1.0;
+        if (norm) {
+            float ss = 0.0;
+            for (uint c = 0; c < p.cols; c += 4) {
+                vec4 v = xv4(xr + c);
+                ss += dot(v, v);
+            }
+            xs = inversesqrt(ss / float(p.cols) + p.eps);
+        }
+        for (uint rb = r0 + sg * RB; rb < rend; rb += nsg * RB) {
+            float acc[RB];
+#ifdef SWIGLU
+            float acc2[RB];
+#endif
+            uint t1[RB], si[RB];
+#ifdef SWIGLU
+            uint t2[RB], si2[RB];
+#endif
+            for (uint k = 0; k < RB; ++k) {
+                const uint row = min(rb + k, rend - 1); // past the end: recompute the last row
+                t1[k] = (mbase + row * ROW_BYTES(p.cols)) / 16;
+                si[k] = (mbase + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
+                acc[k] = 0.0;
+#ifdef SWIGLU
+                t2[k] = (mbase2 + row * ROW_BYTES(p.cols)) / 16;
+                si2[k] = (mbase2 + uint(p.d_off) + row * (p.cols / 32) * 4) / 4;
+                acc2[k] = 0.0;
+#endif
+            }
+            for (uint u = lane; u < units; u += ssz) {
+                vec4 xv[EPU / 4];
+                for (uint e = 0; e < EPU / 4; ++e) {
+                    xv[e] = xv4(xr + u * EPU + 4 * e);
+                    if (norm) xv[e] *= nv4(n0 + u * EPU + 4 * e);
+                }
+                for (uint k = 0; k < RB; ++k) {
+                    float f[EPU];
+                    load_unit(false, t1[k] + u, si[k], u, f);
+                    float s = 0.0;
+                    for (uint e = 0; e < EPU / 4; ++e)
+                        s += dot(vec4(f[4 * e], f[4 * e + 1], f[4 * e + 2], f[4 * e + 3]), xv[e]);
+                    acc[k] += s;
+#ifdef SWIGLU
+                    load_unit(true, t2[k] + u, si2[k], u, f);
+                    float s2 = 0.0;
+                    for (uint e = 0; e < EPU / 4; ++e)
+                        s2 += dot(vec4(f[4 * e], f[4 * e + 1], f[4 * e + 2], f[4 * e + 3]), xv[e]);
+                    acc2[k] += s2;
+#endif
+                }
+            }
+            for (uint k = 0; k < RB; ++k) {
+                const uint row = rb + k;
+#ifdef SPLIT
+                float s = subgroupAdd(acc[k]) * xs;
+#ifdef SWIGLU
+                s = silu(s) * (subgroupAdd(acc2[k]) * xs);
+#endif
+                if (lane != 0 || row >= rend) continue;
+#else
+                if (row >= rend) continue;
+                float s = acc[k] * xs;
+#ifdef SWIGLU
+                s = silu(s) * (acc2[k] * xs);
+#endif
+#endif
+                const uint yi = yr + row;
+                if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
+                FloatBuf(p.y).v[yi] = s;
+            }
+        }
+    }
+#else
     for (uint t0 = 0; t0 < count; t0 += TB) {
         const uint nt = min(uint(TB), count - t0);
         uint xr[TB], yr[TB];
@@ -212,4 +291,5 @@ void main() {
             }
         }
     }
+#endif
 }
