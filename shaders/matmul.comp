@@ -39,9 +39,8 @@ layout(push_constant) uniform PC { MatmulPush p; };
 #define ROW_BYTES(c) (uint64_t(c))
 #endif
 
-#if defined(W_Q4_K)
-// Byte k (0..11) of the packed scales held in words 1..3 of a block header.
-uint kbyte(uvec4 h, uint k) { return (h[1 + k / 4] >> (8 * (k % 4))) & 0xffu; }
+#if defined(W_Q4_K) || defined(W_Q6_K)
+#include "kquant.glsl"
 #endif
 
 // Decodes unit u of the row starting at `row` (scales at `srow`) into f[EPU].
@@ -83,38 +82,9 @@ void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
         }
     }
 #elif defined(W_Q4_K)
-    const uvec4 h = Uvec4Buf(row + uint64_t(p.cols) / 2).v[u >> 3];
-    const uint j = u & 7u;
-    uint sc, m;
-    if (j < 4) {
-        sc = kbyte(h, j) & 63u;
-        m = kbyte(h, j + 4) & 63u;
-    } else {
-        sc = (kbyte(h, j + 4) & 15u) | ((kbyte(h, j - 4) >> 6) << 4);
-        m = (kbyte(h, j + 4) >> 4) | ((kbyte(h, j) >> 6) << 4);
-    }
-    const vec2 dm = unpackHalf2x16(h.x);
-    const float ds = dm.x * float(sc), mn = dm.y * float(m);
-    for (uint i = 0; i < 4; ++i) {
-        uint w = q[i];
-        for (uint k = 0; k < 4; ++k) {
-            uint b = (w >> (8 * k)) & 0xffu;
-            f[4 * i + k] = ds * float(b & 15u) - mn;
-            f[16 + 4 * i + k] = ds * float(b >> 4) - mn;
-        }
-    }
+    q4k_decode(q, Uvec4Buf(row + uint64_t(p.cols) / 2).v[u >> 3], u & 7u, f);
 #elif defined(W_Q6_K)
-    const uvec4 aux = Uvec4Buf(row).v[2 * u + 1];
-    const uint h0 = aux.x, h1 = aux.y;
-    const float ds0 = uintBitsToFloat(aux.z), ds1 = uintBitsToFloat(aux.w);
-    for (uint i = 0; i < 4; ++i) {
-        uint w = q[i];
-        for (uint k = 0; k < 4; ++k) {
-            const uint e = 4 * i + k, b = (w >> (8 * k)) & 0xffu;
-            f[e] = ds0 * float(int((b & 15u) | (((h0 >> (2 * e)) & 3u) << 4)) - 32);
-            f[16 + e] = ds1 * float(int((b >> 4) | (((h1 >> (2 * e)) & 3u) << 4)) - 32);
-        }
-    }
+    q6k_decode(q, Uvec4Buf(row).v[2 * u + 1], f);
 #endif
 }
 
