@@ -39,6 +39,8 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& opts) {
         e->backend_ = cpu::make_cpu_backend(*e->model_, e->opts_);
     } else if (opts.backend == "vulkan") {
         e->backend_ = vk::make_vulkan_backend(*e->model_, e->opts_);
+        if (e->opts_.warm_up)
+            e->backend_->warm_up();
     } else {
         throw EngineError("unknown backend '" + opts.backend + "' (vulkan or cpu)");
     }

@@ -387,3 +387,23 @@ TEST_CASE("moe_combine adds the weighted expert slots to the residual") {
                 x[t * H + c] += w[t * K + k] * slots[(t * K + k) * H + c];
     CHECK(norm_err(dx.as<float>(), x.data(), x.size()) < 1e-5);
 }
+
+TEST_CASE("every matmul pipeline the dispatcher can pick is embedded and compiles (warm-up list)") {
+    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
+    for (int layout = 0; layout < 3; ++layout) {
+        ctx().set_lane_rows(layout >= 1);
+        ctx().set_texel(layout >= 2);
+        for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
+                           GgmlType::Q4_K, GgmlType::Q6_K}) {
+            const auto names = matmul_pipelines(ctx(), t);
+            CHECK(names.size() >= 2);
+            for (const auto& n : names) {
+                INFO("pipeline " << n);
+                CHECK_NOTHROW(ctx().precompile(n));
+            }
+        }
+    }
+    CHECK_THROWS_AS(ctx().precompile("matmul_no_such_type"), EngineError);
+    ctx().set_lane_rows(lane_rows_default);
+    ctx().set_texel(texel_default);
+}

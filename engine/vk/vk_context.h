@@ -93,6 +93,7 @@ class Context {
     // Matmul layout: one row per invocation (CPU drivers) or rows split across subgroup lanes.
     bool lane_rows() const { return lane_rows_; }
     void set_lane_rows(bool v) { lane_rows_ = v; }
+    void precompile(const std::string& pipeline_name) { pipeline(pipeline_name); }
     // PREFIXD_VK_PROFILE=1: every dispatch is submitted and timed on its own (slow; for finding
     // the expensive shaders). Seconds per pipeline name, and a stderr summary at destruction.
     const std::map<std::string, double>& profile() const { return prof_; }

@@ -17,6 +17,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace prefixd::vk {
 
@@ -34,6 +37,8 @@ static const char* type_suffix(GgmlType t) {
         return "q8_0";
     case GgmlType::Q4_0:
         return "q4_0";
+    case GgmlType::Q5_0:
+        return "q5_0";
     case GgmlType::Q4_K:
         return "q4_k";
     case GgmlType::Q6_K:
@@ -108,6 +113,34 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     const std::string name =
         std::string(w2 ? "swiglu_" : "matmul_") + (ctx.lane_rows() ? "lr_" : "") + type_suffix(w.type);
     ctx.dispatch(name, &p, sizeof p, gx, groups);
+}
+
+std::vector<std::string> matmul_pipelines(const Context& ctx, GgmlType type) {
+    std::vector<std::string> names;
+    const std::string t = type_suffix(type);
+    for (const char* k : {"matmul_", "swiglu_"}) {
+        names.push_back(k + std::string(ctx.lane_rows() ? "lr_" : "") + t);
+        if (ctx.texel() && ctx.lane_rows() && !is_kquant(type))
+            for (const char* v : {"tx_", "txs_", "tx1_", "txs1_"})
+                names.push_back(std::string(k).substr(0, 6) + "_" + v + t);
+    }
+    return names;
+}
+
+void VulkanBackend::warm_up() {
+    std::set<GgmlType> types{w_->output().type};
+    for (const GpuLayer& l : w_->layers())
+        for (const GpuTensor* t : {&l.wq, &l.wq_a, &l.wq_b, &l.wkv_a, &l.wk_b, &l.wv_b, &l.wo, &l.ffn_gate,
+                                   &l.ffn_up, &l.ffn_down, &l.gate_inp, &l.gate_exps, &l.up_exps, &l.down_exps,
+                                   &l.gate_shexp, &l.up_shexp, &l.down_shexp})
+            if (*t)
+                types.insert(t->type);
+    types.insert(GgmlType::F32); // norms and other f32 operands
+    for (GgmlType t : types)
+        for (const std::string& n : matmul_pipelines(*ctx_, t))
+            ctx_->precompile(n);
+    for (const char* s : {"kv_store", "attn_mla", "moe_combine"})
+        ctx_->precompile(s);
 }
 
 void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,

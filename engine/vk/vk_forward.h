@@ -15,6 +15,8 @@ namespace prefixd::vk {
 // path's TB1 variants.
 void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups,
                      bool one_token = false);
+// The matmul/SwiGLU pipelines dispatch_matmul can pick on this device for weights of `type`.
+std::vector<std::string> matmul_pipelines(const Context& ctx, gguf::GgmlType type);
 
 // RoPE frequency per rotated pair, exactly as cpu::rope forms theta: theta_i = pos * f_i.
 std::vector<float> rope_freqs(const ModelConfig& cfg);
@@ -32,6 +34,7 @@ class VulkanBackend final : public Backend {
     std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) override;
     uint64_t peak_device_memory() const override { return ctx_->peak_bytes(); }
     uint64_t device_memory_in_use() const override { return ctx_->allocated_bytes(); }
+    void warm_up() override;
     Context& context() { return *ctx_; }
 
   private:
