@@ -139,11 +139,11 @@ uint64_t type_block_bytes(GgmlType t) {
 
 bool engine_supports(GgmlType t) {
     return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 ||
-           t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+           t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
 }
 
 const char* engine_supported_types() {
-    return "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K";
+    return "F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K";
 }
 
 // ---- Value accessors ----

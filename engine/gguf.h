@@ -30,7 +30,7 @@ enum class GgmlType : uint32_t {
 const char* type_name(GgmlType t);          // "Q8_0", or "type#N" for unknown values
 uint64_t type_block_elems(GgmlType t);      // per block: 32 Q8_0/Q4_0, 256 K-quants, 1 F32; 0 = unknown
 uint64_t type_block_bytes(GgmlType t);      // bytes per block; 0 = unknown
-bool engine_supports(GgmlType t);           // F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K
+bool engine_supports(GgmlType t);           // F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K
 const char* engine_supported_types();       // "F32, F16, ..., Q6_K" (for error messages)
 
 // Metadata value types (GGUF spec numbering).

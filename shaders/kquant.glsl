@@ -5,6 +5,7 @@
 //        header (f16 d, f16 dmin, the 12 packed 6-bit scale/min bytes); j = sub-block 0..7.
 //  Q6_K: q = low nibbles as Q4_K; aux = {high 2 bits of elements 0..15, of 16..31 (2 bits each,
 //        element e at bit 2*(e%16)), d*scale of elements 0..15, of 16..31 (f32 bits)}.
+//  Q5_0: q = the block's qs (nibbles as Q4_K), qh = its 5th bits (bit e: element e), d its scale.
 
 uint kq_byte(uvec4 h, uint k) { return (h[1 + k / 4] >> (8 * (k % 4))) & 0xffu; }
 
@@ -37,6 +38,17 @@ void q6k_decode(uvec4 q, uvec4 aux, out float f[32]) {
             const uint e = 4 * i + k, b = (w >> (8 * k)) & 0xffu;
             f[e] = ds0 * float(int((b & 15u) | (((aux.x >> (2 * e)) & 3u) << 4)) - 32);
             f[16 + e] = ds1 * float(int((b >> 4) | (((aux.y >> (2 * e)) & 3u) << 4)) - 32);
+        }
+    }
+}
+
+void q5_0_decode(uvec4 q, uint qh, float d, out float f[32]) {
+    for (uint i = 0; i < 4; ++i) {
+        const uint w = q[i];
+        for (uint k = 0; k < 4; ++k) {
+            const uint e = 4 * i + k, b = (w >> (8 * k)) & 0xffu;
+            f[e] = d * float(int((b & 15u) | (((qh >> e) & 1u) << 4)) - 16);
+            f[16 + e] = d * float(int((b >> 4) | (((qh >> (e + 16)) & 1u) << 4)) - 16);
         }
     }
 }

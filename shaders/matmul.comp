@@ -1,7 +1,7 @@
 // Matrix x rows of activations: y = W x for up to TB tokens per pass, rows_per_group weight rows
 // per workgroup, each subgroup's lanes streaming 16-byte units of a row. Type variants via -D W_F32,
 // W_F16, W_BF16, W_Q8_0, W_Q4_0 (Q8_0/Q4_0 repacked at upload: quants, then f32 scales), W_Q4_K,
-// W_Q6_K (K-quants repacked per row by engine/vk/vk_kquant.cpp into units of 32 consecutive
+// W_Q6_K, W_Q5_0 (repacked per row by engine/vk/vk_kquant.cpp into units of 32 consecutive
 // elements plus scale data; unit u's decode is exactly cpu::dequantize_row's).
 // -D SWIGLU: y = silu(W x) * (W2 x). Flags (push.h): accumulate, RMS-norm x, row map (MoE).
 #version 460
@@ -37,9 +37,13 @@ layout(push_constant) uniform PC { MatmulPush p; };
 // 2*(e%16) of word e/16), then d*scale of its two 16-element halves as f32 (exact products).
 #define EPU 32
 #define ROW_BYTES(c) (uint64_t(c))
+#elif defined(W_Q5_0)
+// row: nibbles (c/2 B, a block's qs as stored), then per unit its u32 qh and f32 d; padded to 16 B.
+#define EPU 32
+#define ROW_BYTES(c) ((uint64_t(c) / 2 + uint64_t(c) / 4 + 15) & ~uint64_t(15))
 #endif
 
-#if defined(W_Q4_K) || defined(W_Q6_K)
+#if defined(W_Q4_K) || defined(W_Q6_K) || defined(W_Q5_0)
 #include "kquant.glsl"
 #endif
 
@@ -85,6 +89,9 @@ void load_unit(uint64_t row, uint64_t srow, uint u, out float f[EPU]) {
     q4k_decode(q, Uvec4Buf(row + uint64_t(p.cols) / 2).v[u >> 3], u & 7u, f);
 #elif defined(W_Q6_K)
     q6k_decode(q, Uvec4Buf(row).v[2 * u + 1], f);
+#elif defined(W_Q5_0)
+    const uint64_t aux = row + uint64_t(p.cols) / 2;
+    q5_0_decode(q, UintBuf(aux).v[2 * u], uintBitsToFloat(UintBuf(aux).v[2 * u + 1]), f);
 #endif
 }
 

@@ -1,4 +1,4 @@
-// K-quant (Q4_K, Q6_K) CPU codecs: literal hand-computed blocks, random blocks against a
+// K-quant (Q4_K, Q6_K) and Q5_0 CPU codecs: literal hand-computed blocks, random blocks against a
 // per-element reading of the ggml layout written independently of engine/cpu/kquant.cpp, the
 // encoder's worst-case error bound, the type table, and clear load errors for bad K-quant tensors.
 #include "engine/cpu/kquant.h"
@@ -78,7 +78,8 @@ TEST_CASE("type table: Q4_K and Q6_K are 256-element blocks of 144 and 210 bytes
     CHECK(gguf::engine_supports(GgmlType::Q4_K));
     CHECK(gguf::engine_supports(GgmlType::Q6_K));
     CHECK_FALSE(gguf::engine_supports(GgmlType::Q5_K));
-    CHECK(std::string(gguf::engine_supported_types()).find("Q4_K, Q6_K") != std::string::npos);
+    CHECK(gguf::engine_supports(GgmlType::Q5_0));
+    CHECK(std::string(gguf::engine_supported_types()).find("Q5_0, Q4_K, Q6_K") != std::string::npos);
     std::vector<float> x(128, 1.0f);
     CHECK_THROWS_AS(cpu::quantize_row(GgmlType::Q4_K, x.data(), 128), std::invalid_argument);
     CHECK_THROWS_AS(cpu::quantize_row(GgmlType::Q6_K, x.data(), 128), std::invalid_argument);
@@ -297,6 +298,65 @@ TEST_CASE("bad K-quant tensors give clear load errors") {
     test::rewrite_gguf(src, p("type.gguf"), type);
     expect_load_error(p("type.gguf"),
                       "tensor blk.0.ffn_down.weight has unsupported type Q5_K (supported: F32, "
-                      "F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
+                      "F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K)");
     std::filesystem::remove_all(dir);
+}
+
+// Q5_0 (llama.cpp's fallback for Q4_K rows that are not whole 256-blocks): f16 d, u32 qh, qs[16];
+// element j < 16: low nibble of qs[j] + bit j of qh as bit 4; element j+16: high nibble + bit j+16.
+TEST_CASE("Q5_0: hand-computed block, random blocks per element, quantise/dequantise bound") {
+    std::vector<uint8_t> b(22, 0);
+    const uint16_t d = h16(0.5f);
+    std::memcpy(b.data(), &d, 2);
+    const uint32_t qh = (1u << 3) | (1u << 20); // 5th bit of elements 3 and 20
+    std::memcpy(b.data() + 2, &qh, 4);
+    b[6 + 3] = 0x7a; // element 3: 10 | 16 = 26; element 19: 7
+    b[6 + 4] = 0x0c; // element 4: 12 (bit clear); element 20: 0 | 16 = 16
+    auto y = dequant(GgmlType::Q5_0, b, 32);
+    CHECK(y[3] == 0.5f * (26 - 16));
+    CHECK(y[19] == 0.5f * (7 - 16));
+    CHECK(y[4] == 0.5f * (12 - 16));
+    CHECK(y[20] == 0.0f);
+    CHECK(y[0] == 0.5f * -16);
+
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::vector<uint8_t> r(22 * 7);
+    for (auto& v : r)
+        v = uint8_t(byte(rng));
+    for (int k = 0; k < 7; ++k) {
+        const uint16_t h = h16(std::uniform_real_distribution<float>(-1, 1)(rng));
+        std::memcpy(r.data() + 22 * k, &h, 2);
+    }
+    auto yr = dequant(GgmlType::Q5_0, r, 7 * 32);
+    int bad = 0;
+    for (int i = 0; i < 7 * 32; ++i) {
+        const uint8_t* blk = r.data() + 22 * (i / 32);
+        const int e = i % 32;
+        uint16_t hd;
+        std::memcpy(&hd, blk, 2);
+        const int nib = e < 16 ? (blk[6 + e] & 15) : (blk[6 + e - 16] >> 4);
+        const int hi = (blk[2 + e / 8] >> (e % 8)) & 1; // qh little-endian: bit e in byte e/8
+        const float want = cpu::f16_to_f32(hd) * float(nib + 16 * hi - 16);
+        bad += std::fabs(yr[i] - want) > 1e-6f * std::fabs(want);
+    }
+    CHECK(bad == 0);
+
+    // d = (signed extreme)/-16 so the extreme maps to q 0; |error| <= |d|/2 elsewhere (f16 rounding
+    // of d can push the opposite extreme one step past 31: clamped, error <= |d|).
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(32 * 40);
+    for (auto& v : x)
+        v = nd(rng);
+    auto q = cpu::quantize_row(GgmlType::Q5_0, x.data(), x.size());
+    auto yq = dequant(GgmlType::Q5_0, q, x.size());
+    bad = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+        uint16_t hd;
+        std::memcpy(&hd, q.data() + 22 * (i / 32), 2);
+        bad += std::fabs(yq[i] - x[i]) > std::fabs(cpu::f16_to_f32(hd)) * 1.001f + 1e-6f;
+    }
+    CHECK(bad == 0);
 }

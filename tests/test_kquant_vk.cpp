@@ -1,7 +1,7 @@
-// Vulkan K-quant matmuls (shaders/matmul.comp W_Q4_K / W_Q6_K over engine/vk/vk_kquant.cpp's
-// repacked rows) against cpu::matmul on fresh random inputs, in every matmul mode and layout, and
-// the tiny Q4_K_M-style model (Q4_K, Q6_K, Q8_0 fallback, F32 norms) against the CPU reference:
-// logits at every prompt position and greedy tokens.
+// Vulkan K-quant and Q5_0 matmuls (shaders/matmul.comp W_Q4_K / W_Q6_K / W_Q5_0 over
+// engine/vk/vk_kquant.cpp's repacked rows) against cpu::matmul on fresh random inputs, in every matmul mode
+// and layout, and the tiny Q4_K_M-style model (Q4_K, Q6_K, Q5_0 fallback, F32 norms) against the CPU
+// reference: logits at every prompt position and greedy tokens.
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_backend.h"
@@ -81,6 +81,8 @@ TEST_CASE("repacked K-quant rows: sizes are whole 16-byte units, bad widths are 
     CHECK(kquant_row_bytes(GgmlType::Q4_K, 256) == 144);
     CHECK(kquant_row_bytes(GgmlType::Q4_K, 2048) == 1024 + 128);
     CHECK(kquant_row_bytes(GgmlType::Q6_K, 256) == 256); // 32 B per 32 elements
+    CHECK(kquant_row_bytes(GgmlType::Q5_0, 32) == 32);   // 16 B nibbles + 8 B qh/d, padded
+    CHECK(kquant_row_bytes(GgmlType::Q5_0, 1408) == 1056);
     for (uint64_t c : {256, 512, 768, 1280, 2048, 10944 / 64 * 256})
         for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q6_K})
             CHECK(kquant_row_bytes(t, c) % 16 == 0);
@@ -100,17 +102,20 @@ TEST_CASE("repacked K-quant rows: sizes are whole 16-byte units, bad widths are 
     }
 }
 
-TEST_CASE("Q4_K and Q6_K matmul/swiglu shaders match cpu::matmul in every mode and layout") {
+TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every mode and layout") {
     const uint32_t seed = std::random_device{}();
     INFO("seed " << seed);
     std::mt19937 rng(seed);
-    const uint32_t rows = 37, cols = 512, n_mat = 3, n_tok = 11; // odd rows; 11 tokens cross the 8-token tile
+    const uint32_t rows = 37, n_mat = 3, n_tok = 11; // odd rows; 11 tokens cross the 8-token tile
     const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
     // layouts: subgroup rows, lane rows, and lane rows with texel mode on (CPU devices), which
     // must still route K-quants to the device-address shaders
-    for (int variant = 0; variant < 2 * 3; ++variant) {
-        const GgmlType type = variant % 2 ? GgmlType::Q6_K : GgmlType::Q4_K;
-        const int layout = variant / 2;
+    for (int variant = 0; variant < 3 * 3; ++variant) {
+        const GgmlType type = variant % 3 == 0   ? GgmlType::Q4_K
+                              : variant % 3 == 1 ? GgmlType::Q6_K
+                                                 : GgmlType::Q5_0;
+        const int layout = variant / 3;
+        const uint32_t cols = type == GgmlType::Q5_0 ? 96 : 512; // Q5_0: 3 blocks, a padded row
         ctx().set_lane_rows(layout >= 1);
         ctx().set_texel(layout >= 2);
         if (layout >= 2 && !ctx().texel())
@@ -239,7 +244,7 @@ TEST_CASE("tiny Q4_K_M model: Vulkan logits at every position and greedy tokens 
                     "missing test model " << path << " (ctest fixture test_models)");
     auto model = Model::load(path.string());
     const Weights& w = model->weights();
-    // the mix really is there: Q4_K, Q6_K (dense and expert stacks), Q8_0 fallback
+    // the mix really is there: Q4_K, Q6_K (dense and expert stacks), Q5_0 fallback
     CHECK(w.token_embd.type == GgmlType::Q4_K);
     CHECK(w.output.type == GgmlType::Q6_K);
     CHECK(w.layers[0].ffn_gate.type == GgmlType::Q4_K);
@@ -247,7 +252,7 @@ TEST_CASE("tiny Q4_K_M model: Vulkan logits at every position and greedy tokens 
     CHECK(w.layers[1].gate_exps.type == GgmlType::Q4_K);
     CHECK(w.layers[1].down_exps.type == GgmlType::Q6_K);
     CHECK(w.layers[1].wv_b.type == GgmlType::Q6_K);
-    CHECK(w.layers[1].wk_b.type == GgmlType::Q8_0);
+    CHECK(w.layers[1].wk_b.type == GgmlType::Q5_0); // 32-element rows: llama.cpp's Q4_K fallback
     EngineOptions o;
     o.max_seqs = 4;
     o.max_ctx = 128;

@@ -107,7 +107,7 @@ struct Generator {
     uint64_t total_bytes = 0;
 
     // The stored type of weight matrix `name` with rows of `cols`: K-quants need whole 256-element
-    // blocks, otherwise the matrix falls back to Q8_0 (llama.cpp falls back to another type too).
+    // blocks, otherwise the matrix falls back as llama.cpp's quantizer does (Q4_K -> Q5_0, Q6_K -> Q8_0).
     GgmlType weight_type(const std::string& name, uint64_t cols) const {
         GgmlType t = wtype;
         if (k_mix) {
@@ -117,7 +117,7 @@ struct Generator {
             t = more_bits ? GgmlType::Q6_K : GgmlType::Q4_K;
         }
         if (gguf::type_block_elems(t) == 256 && cols % 256 != 0)
-            t = GgmlType::Q8_0;
+            t = t == GgmlType::Q4_K ? GgmlType::Q5_0 : GgmlType::Q8_0; // llama.cpp's fallbacks
         return t;
     }
 
@@ -253,11 +253,14 @@ GgmlType parse_type(const std::string& s) {
         return GgmlType::Q8_0;
     if (s == "q4_0")
         return GgmlType::Q4_0;
+    if (s == "q5_0")
+        return GgmlType::Q5_0;
     if (s == "q4_k" || s == "q4_k_m")
         return GgmlType::Q4_K;
     if (s == "q6_k")
         return GgmlType::Q6_K;
-    throw std::runtime_error("unknown --type " + s + " (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m)");
+    throw std::runtime_error("unknown --type " + s +
+                             " (f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q6_k, q4_k_m)");
 }
 
 void generate(const std::string& config, const std::string& type, uint32_t layers, uint64_t seed, bool kv_b,
@@ -332,8 +335,9 @@ int main(int argc, char** argv) {
     bool kv_b = false;
     app.add_option("--config", config, "tiny-v2 | tiny-v3 | tiny-v2k | v2-lite");
     app.add_option("--type", type,
-                   "weight type: f32 | f16 | bf16 | q8_0 | q4_0 | q4_k | q6_k | q4_k_m (Q4_K + Q6_K for "
-                   "output/attn_v_b/ffn_down); K-quant rows not a multiple of 256 fall back to Q8_0; "
+                   "weight type: f32 | f16 | bf16 | q8_0 | q4_0 | q5_0 | q4_k | q6_k | q4_k_m (Q4_K + Q6_K "
+                   "for output/attn_v_b/ffn_down); K-quant rows not a multiple of 256 fall back to Q5_0 "
+                   "(Q4_K) or Q8_0 (Q6_K); "
                    "norms, router, bias stay F32");
     app.add_option("--layers", layers, "keep only the first N layers");
     app.add_option("--seed", seed, "random seed");

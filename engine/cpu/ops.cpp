@@ -1,4 +1,4 @@
-// CPU reference operations: number formats (f16/bf16, ggml Q8_0/Q4_0 blocks; Q4_K/Q6_K in kquant.cpp),
+// CPU reference operations: number formats (f16/bf16, ggml Q8_0/Q4_0/Q5_0 blocks; Q4_K/Q6_K in kquant.cpp),
 // matmul, RMSNorm, YaRN RoPE as llama.cpp's deepseek2 applies it, softmax and the DeepSeek MoE router. Plain
 // fp32, written for clarity: these are the oracles the Vulkan shaders are checked against.
 #include "ops.h"
@@ -125,6 +125,22 @@ void dequantize_row(GgmlType type, const uint8_t* src, float* dst, uint64_t n) {
             }
         }
         return;
+    case GgmlType::Q5_0: // f16 d, u32 qh (bit j: 5th bit of element j), qs[16] as Q4_0; x = d * (q - 16)
+        for (uint64_t b = 0; b < n / 32; ++b) {
+            const uint8_t* blk = src + b * 22;
+            uint16_t h;
+            uint32_t qh;
+            std::memcpy(&h, blk, 2);
+            std::memcpy(&qh, blk + 2, 4);
+            float d = f16_to_f32(h);
+            for (int j = 0; j < 16; ++j) {
+                const int q0 = (blk[6 + j] & 15) | int((qh >> j) & 1) << 4;
+                const int q1 = (blk[6 + j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
+                dst[b * 32 + j] = d * float(q0 - 16);
+                dst[b * 32 + j + 16] = d * float(q1 - 16);
+            }
+        }
+        return;
     case GgmlType::Q4_K:
         dequantize_q4_k(src, dst, n);
         return;
@@ -189,6 +205,28 @@ std::vector<uint8_t> quantize_row(GgmlType type, const float* src, uint64_t n) {
                 int q1 = std::min(15, int(x[j + 16] * id + 8.5f));
                 o[b * 18 + 2 + j] = uint8_t(q0 | q1 << 4);
             }
+        }
+        break;
+    case GgmlType::Q5_0:
+        for (uint64_t b = 0; b < n / 32; ++b) {
+            const float* x = src + b * 32;
+            float amax = 0, vmax = 0;
+            for (int j = 0; j < 32; ++j)
+                if (std::fabs(x[j]) > amax) {
+                    amax = std::fabs(x[j]);
+                    vmax = x[j];
+                }
+            float d = vmax / -16.0f, id = d != 0 ? 1.0f / d : 0.0f;
+            uint16_t h = f32_to_f16(d);
+            uint32_t qh = 0;
+            std::memcpy(o + b * 22, &h, 2);
+            for (int j = 0; j < 16; ++j) {
+                int q0 = std::clamp(int(x[j] * id + 16.5f), 0, 31);
+                int q1 = std::clamp(int(x[j + 16] * id + 16.5f), 0, 31);
+                o[b * 22 + 6 + j] = uint8_t((q0 & 15) | (q1 & 15) << 4);
+                qh |= uint32_t(q0 >> 4) << j | uint32_t(q1 >> 4) << (j + 16);
+            }
+            std::memcpy(o + b * 22 + 2, &qh, 4);
         }
         break;
     case GgmlType::Q4_K:

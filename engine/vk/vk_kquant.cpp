@@ -7,6 +7,8 @@
 //            2*(e%16) of word e/16), d*scale of the two 16-element halves as f32. The products
 //            of an f16 and an int8 are exact in f32, so this equals the reference's d*scale;
 //            8 bits per weight (raw 6.56) buys 2 wide loads per unit instead of 5 narrow ones.
+//  Q5_0 row (llama.cpp's fallback for Q4_K rows that are not whole 256-blocks): units (cols/2 B,
+//            a block's qs as stored), then per unit its u32 qh and f32 d; padded to 16 B.
 #include "vk_kquant.h"
 
 #include "../cpu/kquant.h"
@@ -20,7 +22,7 @@ namespace prefixd::vk {
 using gguf::GgmlType;
 
 bool is_kquant(GgmlType t) {
-    return t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+    return t == GgmlType::Q4_K || t == GgmlType::Q6_K || t == GgmlType::Q5_0;
 }
 
 uint64_t kquant_row_bytes(GgmlType t, uint64_t cols) {
@@ -28,6 +30,8 @@ uint64_t kquant_row_bytes(GgmlType t, uint64_t cols) {
         return cols / 2 + cols / 16;
     if (t == GgmlType::Q6_K)
         return cols;
+    if (t == GgmlType::Q5_0)
+        return (cols / 2 + cols / 4 + 15) & ~uint64_t(15);
     throw std::invalid_argument(std::string("kquant_row_bytes: not a K-quant: ") + gguf::type_name(t));
 }
 
@@ -90,13 +94,34 @@ void repack_q6_k_row(const uint8_t* src, uint64_t cols, uint8_t* dst) {
     }
 }
 
+// Q5_0 blocks are already one unit each in the shaders' nibble order; qh and d go to the aux area.
+void repack_q5_0_row(const uint8_t* src, uint64_t cols, uint8_t* dst) {
+    uint8_t* aux = dst + cols / 2;
+    std::memset(aux, 0, kquant_row_bytes(GgmlType::Q5_0, cols) - cols / 2);
+    for (uint64_t u = 0; u < cols / 32; ++u) {
+        const uint8_t* blk = src + u * 22;
+        std::memcpy(dst + 16 * u, blk + 6, 16);
+        std::memcpy(aux + 8 * u, blk + 2, 4);
+        uint16_t hd;
+        std::memcpy(&hd, blk, 2);
+        const float d = cpu::f16_to_f32(hd);
+        std::memcpy(aux + 8 * u + 4, &d, 4);
+    }
+}
+
 } // namespace
 
 void kquant_repack(GgmlType t, const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst) {
-    if (cols % cpu::kQK_K != 0)
+    const uint64_t be = gguf::type_block_elems(t);
+    if (be == 0 || cols % be != 0)
         throw std::invalid_argument("kquant_repack: row of " + std::to_string(cols) +
-                                    " elements is not whole 256-element blocks");
+                                    " elements is not whole " + gguf::type_name(t) + " blocks");
     const uint64_t rb = kquant_row_bytes(t, cols);
+    if (t == GgmlType::Q5_0) {
+        for (uint64_t r = 0; r < rows; ++r)
+            repack_q5_0_row(src + r * (cols / 32 * 22), cols, dst + r * rb);
+        return;
+    }
     const uint64_t sb = cols / cpu::kQK_K * (t == GgmlType::Q4_K ? cpu::kQ4_K_BLOCK : cpu::kQ6_K_BLOCK);
     for (uint64_t r = 0; r < rows; ++r) {
         if (t == GgmlType::Q4_K)

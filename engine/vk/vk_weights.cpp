@@ -28,8 +28,9 @@ uint64_t GpuWeights::packed_mat_bytes(GgmlType type, uint64_t rows, uint64_t col
         return round16(rows * cols + rows * (cols / 32) * 4);
     case GgmlType::Q4_0:
         return round16(rows * cols / 2 + rows * (cols / 32) * 4);
-    case GgmlType::Q4_K: // K-quants: per-row layout of vk_kquant.cpp
+    case GgmlType::Q4_K: // K-quants and Q5_0: per-row layouts of vk_kquant.cpp
     case GgmlType::Q6_K:
+    case GgmlType::Q5_0:
         return rows * kquant_row_bytes(type, cols);
     default:
         throw EngineError(std::string("Vulkan: unsupported weight type ") + gguf::type_name(type));
@@ -119,10 +120,10 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     g.rows = t.rows;
     g.cols = t.cols;
     g.n_mat = t.n_mat;
-    const uint64_t vec = g.type == GgmlType::F32                                 ? 4
-                         : (g.type == GgmlType::F16 || g.type == GgmlType::BF16) ? 8
-                         : is_kquant(g.type)                                     ? 256
-                                                                                 : 32;
+    const uint64_t vec = g.type == GgmlType::F32                                  ? 4
+                         : (g.type == GgmlType::F16 || g.type == GgmlType::BF16)  ? 8
+                         : (g.type == GgmlType::Q4_K || g.type == GgmlType::Q6_K) ? 256
+                                                                                  : 32;
     if (!as_f32 && g.cols % vec != 0)
         throw EngineError(std::string("Vulkan: tensor ") + what + " has " + std::to_string(g.cols) +
                           " columns, not a multiple of " + std::to_string(vec));
