@@ -251,40 +251,73 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
             wts[t * K + k] = r.weights[k];
         }
     }
-    // Two maps: A (x row t -> slot row) for gate/up, B (slot row -> slot row) for down.
-    uint32_t* mapA = reinterpret_cast<uint32_t*>(host + s.map);
-    uint32_t G = 0;
-    for (uint32_t e = 0; e < E; ++e)
-        G += per_expert[e].empty() ? 0 : 1;
-    uint32_t* mapB = mapA + 3 * G + 2 * R * K;
-    uint32_t g = 0, off = 3 * G;
-    for (uint32_t e = 0; e < E; ++e) {
-        if (per_expert[e].empty())
-            continue;
-        const uint32_t n = uint32_t(per_expert[e].size());
-        mapA[3 * g] = mapB[3 * g] = e;
-        mapA[3 * g + 1] = mapB[3 * g + 1] = n;
-        mapA[3 * g + 2] = mapB[3 * g + 2] = off;
-        for (uint32_t i = 0; i < n; ++i) {
-            const uint32_t slot = per_expert[e][i];
-            mapA[off + 2 * i] = slot / K;
-            mapA[off + 2 * i + 1] = slot;
-            mapB[off + 2 * i] = slot;
-            mapB[off + 2 * i + 1] = slot;
+    // Maps per expert group: A (x row t -> slot row) for gate/up, B (slot row -> slot row) for
+    // down. Experts with a single routed row get their own pair of maps and the one-token shaders
+    // (a batch of decode steps spreads its rows over many experts, most of them hit once).
+    struct Maps {
+        uint32_t groups = 0;
+        uint64_t a = 0, b = 0; // device addresses of map A and map B
+    };
+    uint32_t* words = reinterpret_cast<uint32_t*>(host + s.map);
+    uint32_t used = 0; // words of the map region taken so far
+    auto build = [&](bool singles) {
+        Maps m;
+        uint32_t rows = 0;
+        for (uint32_t e = 0; e < E; ++e)
+            if (!per_expert[e].empty() && (per_expert[e].size() == 1) == singles) {
+                ++m.groups;
+                rows += uint32_t(per_expert[e].size());
+            }
+        if (m.groups == 0)
+            return m;
+        uint32_t* mapA = words + used;
+        uint32_t* mapB = mapA + 3 * m.groups + 2 * rows;
+        m.a = b + s.map + uint64_t(used) * 4;
+        m.b = m.a + uint64_t(3 * m.groups + 2 * rows) * 4;
+        used += 2 * (3 * m.groups + 2 * rows);
+        uint32_t g = 0, off = 3 * m.groups;
+        for (uint32_t e = 0; e < E; ++e) {
+            if (per_expert[e].empty() || (per_expert[e].size() == 1) != singles)
+                continue;
+            const uint32_t n = uint32_t(per_expert[e].size());
+            mapA[3 * g] = mapB[3 * g] = e;
+            mapA[3 * g + 1] = mapB[3 * g + 1] = n;
+            mapA[3 * g + 2] = mapB[3 * g + 2] = off;
+            for (uint32_t i = 0; i < n; ++i) {
+                const uint32_t slot = per_expert[e][i];
+                mapA[off + 2 * i] = slot / K;
+                mapA[off + 2 * i + 1] = slot;
+                mapB[off + 2 * i] = slot;
+                mapB[off + 2 * i + 1] = slot;
+            }
+            off += 2 * n;
+            ++g;
         }
-        off += 2 * n;
-        ++g;
-    }
-    const uint64_t mapB_addr = b + s.map + uint64_t(3 * G + 2 * R * K) * 4;
+        return m;
+    };
+    const Maps single = build(true), multi = build(false);
+    const bool one_token = one_token_;
+    auto experts = [&](const Maps& m, bool up) {
+        if (m.groups == 0)
+            return;
+        one_token_ = one_token || &m == &single;
+        if (up)
+            matmul(L.gate_exps, &L.up_exps, b + s.x, b + s.h, 0, H, F, MM_NORM_X | MM_MAP, L.ffn_norm.addr, m.a,
+                   m.groups);
+        else
+            matmul(L.down_exps, nullptr, b + s.h, b + s.slots, 0, F, H, MM_MAP, 0, m.b, m.groups);
+        one_token_ = one_token;
+    };
     const uint32_t FS = F * cfg_.n_expert_shared;
     if (L.gate_shexp)
         matmul(L.gate_shexp, &L.up_shexp, b + s.x, b + s.hs, R, H, FS, MM_NORM_X, L.ffn_norm.addr);
-    matmul(L.gate_exps, &L.up_exps, b + s.x, b + s.h, 0, H, F, MM_NORM_X | MM_MAP, L.ffn_norm.addr, b + s.map,
-           G);
+    experts(single, true);
+    experts(multi, true);
     ctx_->barrier();
     if (L.down_shexp)
         matmul(L.down_shexp, nullptr, b + s.hs, b + s.x, R, FS, H, MM_ACCUM);
-    matmul(L.down_exps, nullptr, b + s.h, b + s.slots, 0, F, H, MM_MAP, 0, mapB_addr, G);
+    experts(single, false);
+    experts(multi, false);
     ctx_->barrier();
     CombinePush cp{};
     cp.x = b + s.x;
