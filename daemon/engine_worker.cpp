@@ -88,6 +88,9 @@ double process_cpu_s() {
     return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
 }
 
+// Finished jobs whose reply never left (a stalled ledger) stop being expected after this long.
+constexpr int64_t kUnsentTtlUs = 2'000'000;
+
 static int64_t mono_us() {
     return std::chrono::duration_cast<std::chrono::microseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
@@ -118,6 +121,22 @@ void EngineWorker::cancel(uint64_t key) {
 void EngineWorker::prune_expected(int64_t now_us) {
     while (!expected_.empty() && now_us - expected_.front() > int64_t(window_.expect_ttl_us))
         expected_.pop_front();
+    while (!unsent_.empty() && now_us - unsent_.front() > kUnsentTtlUs) // e.g. billing stalled
+        unsent_.pop_front();
+}
+
+void EngineWorker::replies_sent(size_t n) {
+    if (window_.window_us == 0 || n == 0)
+        return;
+    std::lock_guard lk(mu_);
+    const int64_t now = mono_us();
+    prune_expected(now);
+    for (size_t i = 0; i < n; ++i) {
+        if (!unsent_.empty())
+            unsent_.pop_front();
+        if (expected_.size() < 65536)
+            expected_.push_back(now);
+    }
 }
 
 void EngineWorker::cancel_all() {
@@ -152,7 +171,7 @@ double EngineWorker::coalesce(std::unique_lock<std::mutex>& lk) {
     auto last = t0;
     while (!stop_ && !cancel_all_) {
         prune_expected(mono_us());
-        const bool expecting = !expected_.empty();
+        const bool expecting = !expected_.empty() || !unsent_.empty();
         if (!expecting && unexpected_ == 0)
             break; // only expected jobs arrived, and no more are expected
         const auto until = expecting ? cap : std::min(last + quiet, cap);
@@ -168,7 +187,7 @@ double EngineWorker::coalesce(std::unique_lock<std::mutex>& lk) {
         }
         seen = inbox_.size();
         last = now;
-        if (expecting && expected_.empty())
+        if (expecting && expected_.empty() && unsent_.empty())
             break; // everyone expected came
     }
     return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -178,8 +197,8 @@ void EngineWorker::post(EngineEvent ev) {
     std::lock_guard lk(mu_);
     if (ev.type != EngineEvent::Token && window_.window_us > 0) { // its client may send the next job
         prune_expected(mono_us());
-        if (expected_.size() < 65536)
-            expected_.push_back(mono_us());
+        if (unsent_.size() < 65536)
+            unsent_.push_back(mono_us());
     }
     outbox_.push_back(std::move(ev));
 }

@@ -43,13 +43,13 @@ struct EngineEvent {
 };
 
 // Admission coalescing. Jobs that arrive at an idle engine do not always start a step at once.
-// Each job the engine finishes makes it expect one arrival soon (closed-loop clients answer
-// their reply with the next job after the ledger commit and a round trip). While arrivals are
-// expected (finished jobs younger than `expect_ttl_us` not yet matched by a new job), the first
-// step waits until they came, at most `window_us`; a job nobody expected (a new client) waits
-// until no job arrived for `quiet_us` (at most `window_us`). So jobs of one wave start in one
-// step instead of one step apart, and a lone client's next job (its one expected arrival) starts
-// at once. window_us = 0 disables it. A busy engine never waits: arrivals join the next step.
+// Each job the engine finishes makes it expect one arrival (closed-loop clients answer their
+// reply with the next job): from the finish until the I/O loop sent the reply (replies_sent), and
+// then for `expect_ttl_us`. While arrivals are expected and not yet matched by new jobs, the
+// first step waits until they came, at most `window_us`; a job nobody expected (a new client)
+// waits until no job arrived for `quiet_us` (at most `window_us`). So jobs of one wave start in
+// one step instead of one step apart, and a lone client's next job (its one expected arrival)
+// starts at once. window_us = 0 disables it. A busy engine never waits: arrivals join the next step.
 struct AdmissionWindow {
     uint32_t window_us = 20000;
     uint32_t quiet_us = 400;
@@ -66,6 +66,8 @@ class EngineWorker {
     void submit(EngineJob job);
     void cancel(uint64_t key);
     void cancel_all();
+    // The I/O loop sent (or dropped) the final replies of `n` finished jobs, oldest first.
+    void replies_sent(size_t n);
     // Moves the events posted so far into `out`.
     void take_events(std::deque<EngineEvent>& out);
     size_t running() const { return running_.load(); }
@@ -92,7 +94,8 @@ class EngineWorker {
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::deque<EngineJob> inbox_;
-    std::deque<int64_t> expected_; // monotonic µs of finished jobs not yet followed by a new job
+    std::deque<int64_t> unsent_;   // monotonic µs of finished jobs whose reply is not sent yet
+    std::deque<int64_t> expected_; // monotonic µs of replies sent, not yet followed by a new job
     size_t unexpected_ = 0;        // jobs in inbox_ that matched no expectation
     std::vector<uint64_t> cancels_;
     bool cancel_all_ = false;

@@ -521,8 +521,11 @@ void Server::Impl::on_events() {
     ++settle_group;
     for (auto& ev : evs) {
         auto it = jobs.find(ev.key);
-        if (it == jobs.end())
+        if (it == jobs.end()) {
+            if (ev.type != EngineEvent::Token)
+                worker->replies_sent(1); // no reply will follow: keep the engine's count
             continue;
+        }
         if (ev.type == EngineEvent::Token) {
             if (!it->second.gone)
                 send(it->second.peer, build_chunk(it->second.job_id, ev.index, ev.ids, ev.text), ev.key);
@@ -606,6 +609,7 @@ void Server::Impl::poll_settles() {
     }
     if (trace_replies && n_ready)
         PLOG_INFO("replies: %zu sent together", n_ready);
+    worker->replies_sent(n_ready); // closed-loop clients answer with their next job (AdmissionWindow)
     for (; n_ready > 0; --n_ready) {
         PendingSettle ps = std::move(settles.front());
         settles.pop_front();
