@@ -128,15 +128,20 @@ void EngineWorker::prune_expected(int64_t now_us) {
 void EngineWorker::replies_sent(size_t n) {
     if (window_.window_us == 0 || n == 0)
         return;
-    std::lock_guard lk(mu_);
-    const int64_t now = mono_us();
-    prune_expected(now);
-    for (size_t i = 0; i < n; ++i) {
-        if (!unsent_.empty())
-            unsent_.pop_front();
-        if (expected_.size() < 65536)
-            expected_.push_back(now);
+    {
+        std::lock_guard lk(mu_);
+        const int64_t now = mono_us();
+        prune_expected(now);
+        for (size_t i = 0; i < n; ++i) {
+            if (!unsent_.empty())
+                unsent_.pop_front();
+            if (expected_.size() < 65536)
+                expected_.push_back(now);
+        }
+        last_sent_ = std::chrono::steady_clock::now();
+        ++sent_gen_;
     }
+    cv_.notify_one(); // a hold re-evaluates its end
 }
 
 void EngineWorker::cancel_all() {
@@ -165,8 +170,18 @@ std::string EngineWorker::failure() const {
 // most window_us). Returns seconds held.
 double EngineWorker::coalesce(std::unique_lock<std::mutex>& lk) {
     using Clock = std::chrono::steady_clock;
-    const auto t0 = Clock::now(), cap = t0 + std::chrono::microseconds(window_.window_us);
+    const auto t0 = Clock::now();
+    const auto window = std::chrono::microseconds(window_.window_us);
     const auto quiet = std::chrono::microseconds(window_.quiet_us);
+    // While replies still wait for their ledger commit the hold may last up to 4 windows; once
+    // all are sent, one window after the last was sent.
+    auto cap_of = [&](bool expecting) {
+        if (!expecting)
+            return t0 + window;
+        if (!unsent_.empty())
+            return t0 + 4 * window;
+        return std::min(t0 + 4 * window, std::max(t0, last_sent_) + window);
+    };
     size_t seen = inbox_.size();
     auto last = t0;
     while (!stop_ && !cancel_all_) {
@@ -174,21 +189,21 @@ double EngineWorker::coalesce(std::unique_lock<std::mutex>& lk) {
         const bool expecting = !expected_.empty() || !unsent_.empty();
         if (!expecting && unexpected_ == 0)
             break; // only expected jobs arrived, and no more are expected
+        const auto cap = cap_of(expecting);
         const auto until = expecting ? cap : std::min(last + quiet, cap);
-        const bool arrived =
-            cv_.wait_until(lk, until, [&] { return stop_ || cancel_all_ || inbox_.size() != seen; });
-        const auto now = Clock::now();
-        if (now >= cap)
-            break;
-        if (!arrived) {
-            if (!expecting)
-                break; // quiet: nobody is expected and nobody came
-            continue;  // expectations expired meanwhile: re-evaluate
+        const uint64_t gen = sent_gen_;
+        const bool woke = cv_.wait_until(
+            lk, until, [&] { return stop_ || cancel_all_ || inbox_.size() != seen || sent_gen_ != gen; });
+        if (!woke)
+            break; // the window's end, or quiet while nobody is expected
+        if (inbox_.size() != seen) {
+            seen = inbox_.size();
+            last = Clock::now();
+            if (expecting && expected_.empty() && unsent_.empty())
+                break; // everyone expected came
         }
-        seen = inbox_.size();
-        last = now;
-        if (expecting && expected_.empty() && unsent_.empty())
-            break; // everyone expected came
+        if (Clock::now() >= cap_of(true))
+            break;
     }
     return std::chrono::duration<double>(Clock::now() - t0).count();
 }

@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -46,8 +47,9 @@ struct EngineEvent {
 // Each job the engine finishes makes it expect one arrival (closed-loop clients answer their
 // reply with the next job): from the finish until the I/O loop sent the reply (replies_sent), and
 // then for `expect_ttl_us`. While arrivals are expected and not yet matched by new jobs, the
-// first step waits until they came, at most `window_us`; a job nobody expected (a new client)
-// waits until no job arrived for `quiet_us` (at most `window_us`). So jobs of one wave start in
+// first step waits until they came, at most `window_us` after the last reply was sent (and at
+// most 4 x `window_us` in all, replies waiting for their ledger commit included); a job nobody expected (a
+// new client) waits until no job arrived for `quiet_us` (at most `window_us`). So jobs of one wave start in
 // one step instead of one step apart, and a lone client's next job (its one expected arrival)
 // starts at once. window_us = 0 disables it. A busy engine never waits: arrivals join the next step.
 struct AdmissionWindow {
@@ -94,7 +96,9 @@ class EngineWorker {
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::deque<EngineJob> inbox_;
-    std::deque<int64_t> unsent_;   // monotonic µs of finished jobs whose reply is not sent yet
+    std::deque<int64_t> unsent_; // monotonic µs of finished jobs whose reply is not sent yet
+    std::chrono::steady_clock::time_point last_sent_{}; // last replies_sent()
+    uint64_t sent_gen_ = 0;                             // replies_sent() calls (wakes a hold)
     std::deque<int64_t> expected_; // monotonic µs of replies sent, not yet followed by a new job
     size_t unexpected_ = 0;        // jobs in inbox_ that matched no expectation
     std::vector<uint64_t> cancels_;
