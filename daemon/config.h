@@ -26,7 +26,8 @@ struct Config {
     uint32_t max_seqs = 16;
     uint32_t max_ctx = 4096;
     // Admission coalescing on an idle engine (EngineWorker's AdmissionWindow): the first step waits
-    // until no job arrived for quiet_us, at most window_us. admission_window_us = 0 disables it.
+    // for the jobs that finished jobs' clients are expected to send (window_us), or for a quiet gap
+    // (quiet_us) after unexpected ones. admission_window_us = 0 disables it.
     uint32_t admission_window_us = 20000;
     uint32_t admission_quiet_us = 400;
     // [store]
