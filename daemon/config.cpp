@@ -62,6 +62,7 @@ void apply_toml_file(const std::string& path, Config& c) {
     get(t, "engine", "device", c.device, path);
     get(t, "engine", "max_seqs", c.max_seqs, path);
     get(t, "engine", "max_ctx", c.max_ctx, path);
+    get(t, "engine", "max_device_memory_mib", c.max_device_memory_mib, path);
     get(t, "engine", "admission_window_us", c.admission_window_us, path);
     get(t, "engine", "admission_quiet_us", c.admission_quiet_us, path);
     get(t, "store", "db", c.db, path);
@@ -94,7 +95,7 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
     std::vector<std::string> endpoints;
     bool insecure = false;
     uint32_t max_seqs = 0, max_ctx = 0, max_pending = 0;
-    std::optional<uint32_t> window_us, quiet_us;
+    std::optional<uint32_t> window_us, quiet_us, device_mib;
     app.add_option("-c,--config", config_file,
                    "TOML configuration file (default /etc/prefixd/prefixd.toml if present)");
     app.add_option("--model", model, "GGUF model file");
@@ -107,6 +108,8 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
     app.add_option("--server-key-file", key_file, "CURVE server key file (public + secret)");
     app.add_option("--max-seqs", max_seqs, "concurrent sequences in the engine");
     app.add_option("--max-ctx", max_ctx, "per-sequence context limit");
+    app.add_option("--max-device-memory-mib", device_mib,
+                   "Vulkan: MiB the engine may allocate for weights, scratch and KV caches (0 = no cap)");
     app.add_option("--admission-window-us", window_us,
                    "idle engine: longest wait for more jobs before the first step (0 = off)");
     app.add_option("--admission-quiet-us", quiet_us,
@@ -143,6 +146,8 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
         c.max_seqs = max_seqs;
     if (max_ctx)
         c.max_ctx = max_ctx;
+    if (device_mib)
+        c.max_device_memory_mib = *device_mib;
     if (max_pending)
         c.max_pending = max_pending;
     if (window_us)

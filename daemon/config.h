@@ -1,6 +1,7 @@
 // prefixd configuration: a TOML file (default /etc/prefixd/prefixd.toml when it exists) with
 // command-line overrides. `prefixd --model F --db F --endpoint E [--insecure-dev]` is enough.
-// Sections: [engine] model backend device max_seqs max_ctx admission_window_us admission_quiet_us; [store] db busy_timeout_ms
+// Sections: [engine] model backend device max_seqs max_ctx max_device_memory_mib admission_window_us
+// admission_quiet_us; [store] db busy_timeout_ms
 // write_retries; [server] endpoints
 // insecure_dev server_key_file zap_domain max_frame_bytes max_pending heartbeat_ms drain_timeout_s;
 // [limits] max_concurrent_jobs tokens_per_minute (defaults for tenants whose own limit is 0).
@@ -25,6 +26,7 @@ struct Config {
     std::string device;
     uint32_t max_seqs = 16;
     uint32_t max_ctx = 4096;
+    uint32_t max_device_memory_mib = 0; // Vulkan: cap on weights + scratch + KV caches (0 = none)
     // Admission coalescing on an idle engine (EngineWorker's AdmissionWindow): the first step waits
     // for the jobs that finished jobs' clients are expected to send (window_us), or for a quiet gap
     // (quiet_us) after unexpected ones. admission_window_us = 0 disables it.

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 
 using namespace prefixd;
 using namespace prefixd::daemon;
@@ -50,4 +52,25 @@ TEST_CASE("prefixd --backend vulkan: greedy job equals prefixctl run --backend c
     std::vector<int32_t> ref = j.at("token_ids").get<std::vector<int32_t>>();
     REQUIRE(ref.size() == size_t(n));
     CHECK(out.final.result.token_ids == ref);
+}
+
+TEST_CASE("prefixd --max-device-memory-mib: too small for the model -> exits non-zero, says why") {
+    auto dir = temp_dir("daemon-vk-mem");
+    DaemonProcess d(dir, {"--backend", "vulkan", "--max-device-memory-mib", "1"});
+    CHECK_FALSE(d.wait_ready(120000)); // it exits instead of serving
+    CHECK(d.stop() != 0);
+    std::ifstream f(d.log);
+    std::string log((std::istreambuf_iterator<char>(f)), {});
+    CHECK(log.find("out of device memory") != std::string::npos);
+}
+
+TEST_CASE("prefixd --max-device-memory-mib: room for the model serves jobs") {
+    auto dir = temp_dir("daemon-vk-mem-ok");
+    DaemonProcess d(dir, {"--backend", "vulkan", "--max-device-memory-mib", "512"});
+    REQUIRE(d.wait_ready(120000));
+    Client c(d.client_options());
+    auto out = c.run(gen_job("vkm", "Hello there", 4), 120000);
+    REQUIRE_FALSE(out.timed_out);
+    CHECK(out.final.type == Reply::Result);
+    CHECK(d.stop() == 0);
 }
