@@ -8,6 +8,7 @@
 #include "engine/vk/vk_forward.h"
 #include "engine/vk/vk_kquant.h"
 #include "test_env.h"
+#include "test_model_util.h"
 
 #include <doctest/doctest.h>
 
@@ -18,6 +19,9 @@
 
 using namespace prefixd;
 using namespace prefixd::vk;
+using prefixd::test::argmax;
+using prefixd::test::item;
+using prefixd::test::row_err;
 using gguf::GgmlType;
 
 namespace {
@@ -199,40 +203,6 @@ TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every 
     ctx().set_lane_rows(lane_rows_default);
     ctx().set_texel(texel_default);
 }
-
-namespace {
-
-BatchItem item(SeqId s, std::vector<Segment> inputs, bool all_logits) {
-    BatchItem it;
-    it.seq = s;
-    it.inputs = std::move(inputs);
-    uint32_t n = 0;
-    for (auto& g : it.inputs)
-        n += g.size();
-    if (all_logits)
-        for (uint32_t r = 0; r < n; ++r)
-            it.logit_rows.push_back(r);
-    else
-        it.logit_rows.push_back(n - 1);
-    return it;
-}
-
-double row_err(const float* got, const float* ref, uint32_t n) {
-    double md = 0, mr = 0;
-    for (uint32_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i]))
-            return 1e30;
-        md = std::max(md, double(std::fabs(got[i] - ref[i])));
-        mr = std::max(mr, double(std::fabs(ref[i])));
-    }
-    return md / mr;
-}
-
-int32_t argmax(const float* v, uint32_t n) {
-    return int32_t(std::max_element(v, v + n) - v);
-}
-
-} // namespace
 
 // The shaders decode each K-quant element with the same fp32 operations as cpu::dequantize_row
 // ((d*sc)*q - dmin*m, (d*sc)*(q-32); f16 -> f32 is exact), so both backends compute with the

@@ -6,6 +6,7 @@
 #include "engine/runner.h"
 #include "engine/vk/vk_backend.h"
 #include "test_env.h"
+#include "test_model_util.h"
 
 #include <doctest/doctest.h>
 
@@ -15,16 +16,9 @@
 #include <random>
 
 using namespace prefixd;
+using test::random_tokens;
 
 namespace {
-
-std::vector<int32_t> random_tokens(uint32_t n, uint32_t vocab, std::mt19937& rng) {
-    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab) - 1);
-    std::vector<int32_t> t(n);
-    for (auto& x : t)
-        x = d(rng);
-    return t;
-}
 
 BatchItem last_logits(SeqId s, const std::vector<int32_t>& toks) {
     BatchItem it;
@@ -35,12 +29,7 @@ BatchItem last_logits(SeqId s, const std::vector<int32_t>& toks) {
 }
 
 double row_err(const std::vector<float>& got, const std::vector<float>& ref) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        md = std::max(md, double(std::fabs(got[i] - ref[i])));
-        mr = std::max(mr, double(std::fabs(ref[i])));
-    }
-    return md / mr;
+    return test::row_err(got.data(), ref.data(), ref.size());
 }
 
 uint64_t cache_row_bytes(const ModelConfig& c) {

@@ -4,6 +4,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/vk/vk_backend.h"
 #include "test_env.h"
+#include "test_model_util.h"
 
 #include <doctest/doctest.h>
 
@@ -12,6 +13,7 @@
 #include <random>
 
 using namespace prefixd;
+using namespace prefixd::test;
 
 namespace {
 
@@ -32,45 +34,6 @@ Pair open_pair(const std::string& file) {
     p.cpu = cpu::make_cpu_backend(*p.model, o);
     p.gpu = vk::make_vulkan_backend(*p.model, o);
     return p;
-}
-
-std::vector<int32_t> random_tokens(uint32_t n, uint32_t vocab, std::mt19937& rng) {
-    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab) - 1);
-    std::vector<int32_t> t(n);
-    for (auto& x : t)
-        x = d(rng);
-    return t;
-}
-
-BatchItem item(SeqId s, std::vector<Segment> inputs, bool all_logits) {
-    BatchItem it;
-    it.seq = s;
-    it.inputs = std::move(inputs);
-    uint32_t n = 0;
-    for (auto& g : it.inputs)
-        n += g.size();
-    if (all_logits)
-        for (uint32_t r = 0; r < n; ++r)
-            it.logit_rows.push_back(r);
-    else
-        it.logit_rows.push_back(n - 1);
-    return it;
-}
-
-// max |got - ref| / max |ref| over one logits row.
-double row_err(const float* got, const float* ref, uint32_t n) {
-    double md = 0, mr = 0;
-    for (uint32_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i]))
-            return 1e30;
-        md = std::max(md, double(std::fabs(got[i] - ref[i])));
-        mr = std::max(mr, double(std::fabs(ref[i])));
-    }
-    return md / mr;
-}
-
-int32_t argmax(const float* v, uint32_t n) {
-    return int32_t(std::max_element(v, v + n) - v);
 }
 
 // Prompt (optional embeddings rows first) -> logits at every position must agree; then greedy
