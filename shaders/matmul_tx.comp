@@ -42,16 +42,44 @@ layout(set = 0, binding = 3) uniform usamplerBuffer tn;
 #elif defined(W_Q4_0)
 #define EPU 32
 #define ROW_BYTES(c) (uint(c) / 2)
+#elif defined(W_Q4_K) // per-row layouts of engine/vk/vk_kquant.cpp (see matmul.comp)
+#define EPU 32
+#define ROW_BYTES(c) (uint(c) / 2 + uint(c) / 16)
+#elif defined(W_Q6_K)
+#define EPU 32
+#define ROW_BYTES(c) (uint(c))
+#elif defined(W_Q5_0)
+#define EPU 32
+#define ROW_BYTES(c) ((uint(c) / 2 + uint(c) / 4 + 15u) & ~15u)
 #endif
+#if defined(W_Q4_K) || defined(W_Q6_K) || defined(W_Q5_0)
+#define KQUANT
+#include "kquant.glsl"
+#endif
+
+uvec4 wfetch(bool second, uint t) { return second ? texelFetch(tw2, int(t)) : texelFetch(tw, int(t)); }
 
 float scale_at(bool second, uint fidx) {
     uvec4 s = second ? texelFetch(tw2, int(fidx >> 2)) : texelFetch(tw, int(fidx >> 2));
     return uintBitsToFloat(s[fidx & 3u]);
 }
 
-// Decodes unit u (16 bytes at texel `t`, scale float index `si`) into f[EPU].
+// Decodes unit u (16 bytes at texel `t`, scale float index `si`) into f[EPU]. K-quant rows keep
+// their scale data in the row: t - u is the row's first texel.
 void load_unit(bool second, uint t, uint si, uint u, out float f[EPU]) {
-    uvec4 q = second ? texelFetch(tw2, int(t)) : texelFetch(tw, int(t));
+#ifdef KQUANT
+    const uint rowt = t - u;
+#if defined(W_Q6_K)
+    q6k_decode(wfetch(second, rowt + 2 * u), wfetch(second, rowt + 2 * u + 1), f);
+#elif defined(W_Q4_K)
+    q4k_decode(wfetch(second, t), wfetch(second, rowt + p.cols / 32 + (u >> 3)), u & 7u, f);
+#else
+    const uvec4 a = wfetch(second, rowt + p.cols / 32 + (u >> 1));
+    const uint k = 2 * (u & 1u);
+    q5_0_decode(wfetch(second, t), a[k], uintBitsToFloat(a[k + 1]), f);
+#endif
+#else
+    uvec4 q = wfetch(second, t);
 #if defined(W_F32)
     f[0] = uintBitsToFloat(q.x); f[1] = uintBitsToFloat(q.y);
     f[2] = uintBitsToFloat(q.z); f[3] = uintBitsToFloat(q.w);
@@ -85,6 +113,7 @@ void load_unit(bool second, uint t, uint si, uint u, out float f[EPU]) {
         }
     }
 #endif
+#endif // KQUANT
 }
 
 vec4 xv4(uint fidx) { return uintBitsToFloat(texelFetch(tx, int(fidx >> 2))); }

@@ -112,18 +112,21 @@ TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every 
     std::mt19937 rng(seed);
     const uint32_t rows = 37, n_mat = 3, n_tok = 11; // odd rows; 11 tokens cross the 8-token tile
     const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
-    // layouts: subgroup rows, lane rows, and lane rows with texel mode on (CPU devices), which
-    // must still route K-quants to the device-address shaders
-    for (int variant = 0; variant < 3 * 3; ++variant) {
+    // layouts: subgroup rows, lane rows, and on texel devices (CPU drivers) the texel matmuls with
+    // a row per invocation (2) or lanes splitting rows (3), and both again with the one-token
+    // shaders (4, 5)
+    for (int variant = 0; variant < 6 * 3; ++variant) {
         const GgmlType type = variant % 3 == 0   ? GgmlType::Q4_K
                               : variant % 3 == 1 ? GgmlType::Q6_K
                                                  : GgmlType::Q5_0;
         const int layout = variant / 3;
+        const bool one_token = layout >= 4;
         const uint32_t cols = type == GgmlType::Q5_0 ? 96 : 512; // Q5_0: 3 blocks, a padded row
         ctx().set_lane_rows(layout >= 1);
         ctx().set_texel(layout >= 2);
         if (layout >= 2 && !ctx().texel())
             continue;
+        setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 || layout == 5 ? "0" : "1000000000", 1);
         INFO("type " << std::string(gguf::type_name(type)) << " layout " << layout);
         GpuWeights gw(ctx());
         HostTensor A = make_tensor(type, rows, cols, n_mat, rng),
@@ -171,7 +174,7 @@ TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every 
                 p.x_mat_off = p.y_mat_off = 0;
                 groups = 1;
             }
-            dispatch_matmul(ctx(), ga, mode == 3 ? &gb : nullptr, p, groups);
+            dispatch_matmul(ctx(), ga, mode == 3 ? &gb : nullptr, p, groups, one_token);
             ctx().submit_wait();
             std::vector<float> ref(y0), xin(cols), ya(rows), yb(rows);
             auto ref_row = [&](uint32_t mat, const float* xr, float* out, bool accum) {
@@ -200,6 +203,7 @@ TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every 
             CHECK(norm_err(y.as<float>(), ref.data(), ref.size()) < 1e-5);
         }
     }
+    unsetenv("PREFIXD_VK_SPLIT_BYTES");
     ctx().set_lane_rows(lane_rows_default);
     ctx().set_texel(texel_default);
 }

@@ -74,8 +74,7 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
     p.rows_per_group = ctx.lane_rows() ? std::max<uint32_t>(32, (rows_per_group(w.rows) + 31) & ~31u)
                                        : rows_per_group(w.rows);
     const uint32_t gx = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
-    // K-quants (Q4_K, Q6_K) have no texel variant: they always take the device-address shaders.
-    if (ctx.texel() && ctx.lane_rows() && !is_kquant(w.type)) {
+    if (ctx.texel() && ctx.lane_rows()) {
         // Texel path (shaders/matmul_tx.comp): pointers become byte offsets into the buffers'
         // texel views; x rows and norm must be 16-byte aligned, else the device-address path runs.
         VkBufferView v[4];
@@ -120,7 +119,7 @@ std::vector<std::string> matmul_pipelines(const Context& ctx, GgmlType type) {
     const std::string t = type_suffix(type);
     for (const char* k : {"matmul_", "swiglu_"}) {
         names.push_back(k + std::string(ctx.lane_rows() ? "lr_" : "") + t);
-        if (ctx.texel() && ctx.lane_rows() && !is_kquant(type))
+        if (ctx.texel() && ctx.lane_rows())
             for (const char* v : {"tx_", "txs_", "tx1_", "txs1_"})
                 names.push_back(std::string(k).substr(0, 6) + "_" + v + t);
     }
