@@ -9,6 +9,7 @@
 #include "engine/vk/vk_kquant.h"
 #include "test_env.h"
 #include "test_model_util.h"
+#include "test_vk_util.h"
 
 #include <doctest/doctest.h>
 
@@ -19,25 +20,16 @@
 
 using namespace prefixd;
 using namespace prefixd::vk;
-using prefixd::test::argmax;
-using prefixd::test::item;
-using prefixd::test::row_err;
 using gguf::GgmlType;
+using prefixd::test::argmax;
+using prefixd::test::ctx;
+using prefixd::test::DevBuf;
+using prefixd::test::item;
+using prefixd::test::norm_err;
+using prefixd::test::randv;
+using prefixd::test::row_err;
 
 namespace {
-
-std::vector<float> randv(size_t n, std::mt19937& rng, float sd = 1.0f) {
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> v(n);
-    for (auto& x : v)
-        x = d(rng);
-    return v;
-}
-
-Context& ctx() {
-    static Context c("");
-    return c;
-}
 
 struct HostTensor {
     std::vector<uint8_t> bytes;
@@ -60,24 +52,6 @@ HostTensor make_tensor(GgmlType type, uint64_t rows, uint64_t cols, uint64_t n_m
     h.t.data = h.bytes.data();
     return h;
 }
-
-double norm_err(const float* got, const float* ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i]))
-            return 1e30;
-        md = std::max(md, double(std::fabs(got[i] - ref[i])));
-        mr = std::max(mr, double(std::fabs(ref[i])));
-    }
-    return md / std::max(mr, 1e-30);
-}
-
-struct DevBuf {
-    Buffer b;
-    explicit DevBuf(uint64_t bytes) : b(ctx().create_buffer(bytes, true)) {}
-    template <class T> T* as() { return static_cast<T*>(b.map()); }
-    uint64_t addr() const { return b.addr(); }
-};
 
 } // namespace
 

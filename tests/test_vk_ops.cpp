@@ -4,6 +4,7 @@
 // storage-buffer range, reached through its device address.
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_forward.h"
+#include "test_vk_util.h"
 
 #include <doctest/doctest.h>
 
@@ -15,25 +16,16 @@
 using namespace prefixd;
 using namespace prefixd::vk;
 using gguf::GgmlType;
+using prefixd::test::ctx;
+using prefixd::test::DevBuf;
+using prefixd::test::norm_err;
+using prefixd::test::randv;
 
 namespace {
 
 uint32_t fresh_seed() {
     static std::random_device rd;
     return rd();
-}
-
-std::vector<float> randv(size_t n, std::mt19937& rng, float scale = 1.0f) {
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v)
-        x = d(rng);
-    return v;
-}
-
-Context& ctx() {
-    static Context c("");
-    return c;
 }
 
 // A host tensor (n_mat matrices of rows x cols) encoded in `type` from random floats.
@@ -55,25 +47,6 @@ HostTensor make_tensor(GgmlType type, uint64_t rows, uint64_t cols, uint64_t n_m
     h.t.data = h.bytes.data();
     return h;
 }
-
-double norm_err(const float* got, const float* ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i]))
-            return 1e30;
-        md = std::max(md, double(std::fabs(got[i] - ref[i])));
-        mr = std::max(mr, double(std::fabs(ref[i])));
-    }
-    return md / std::max(mr, 1e-30);
-}
-
-// Host-visible device buffer holding floats/uints for one test.
-struct DevBuf {
-    Buffer b;
-    explicit DevBuf(uint64_t bytes) : b(ctx().create_buffer(bytes, true)) {}
-    template <class T> T* as() { return static_cast<T*>(b.map()); }
-    uint64_t addr() const { return b.addr(); }
-};
 
 const GgmlType kTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0};
 

@@ -407,28 +407,6 @@ void Context::begin() {
     dirty_ = false;
 }
 
-void Context::dispatch(const std::string& name, const void* push, uint32_t bytes, uint32_t gx, uint32_t gy,
-                       uint32_t gz) {
-    const VkPipeline pipe = pipeline(name);
-    if (gx == 0 || gy == 0 || gz == 0)
-        return;
-    if (gx > limits_.max_groups_x || gy > limits_.max_groups_y)
-        throw EngineError("Vulkan: dispatch of " + name + " exceeds maxComputeWorkGroupCount");
-    if (profiling_)
-        submit_wait();
-    begin();
-    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, push);
-    vkCmdDispatch(cmd_, gx, gy, gz);
-    dirty_ = true;
-    ++dispatches_;
-    if (profiling_) {
-        auto t0 = std::chrono::steady_clock::now();
-        submit_wait();
-        prof_[name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-}
-
 bool Context::find_view(uint64_t addr, VkBufferView* view, uint64_t* off) const {
     auto it = views_.upper_bound(addr);
     if (it == views_.begin())
@@ -441,12 +419,23 @@ bool Context::find_view(uint64_t addr, VkBufferView* view, uint64_t* off) const 
     return true;
 }
 
+void Context::dispatch(const std::string& name, const void* push, uint32_t bytes, uint32_t gx, uint32_t gy,
+                       uint32_t gz) {
+    record(name, push, bytes, nullptr, gx, gy, gz);
+}
+
 void Context::dispatch_views(const std::string& name, const void* push, uint32_t bytes,
                              const VkBufferView views[4], uint32_t gx, uint32_t gy) {
     if (!texel_)
         throw EngineError("Vulkan: dispatch_views without texel mode");
+    record(name, push, bytes, views, gx, gy, 1);
+}
+
+// One dispatch: views (bindings 0-3 as push descriptors) or none; profiling submits and times it.
+void Context::record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
+                     uint32_t gx, uint32_t gy, uint32_t gz) {
     const VkPipeline pipe = pipeline(name);
-    if (gx == 0 || gy == 0)
+    if (gx == 0 || gy == 0 || gz == 0)
         return;
     if (gx > limits_.max_groups_x || gy > limits_.max_groups_y)
         throw EngineError("Vulkan: dispatch of " + name + " exceeds maxComputeWorkGroupCount");
@@ -454,17 +443,19 @@ void Context::dispatch_views(const std::string& name, const void* push, uint32_t
         submit_wait();
     begin();
     vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    VkWriteDescriptorSet wr[4]{};
-    for (uint32_t i = 0; i < 4; ++i) {
-        wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
-        wr[i].dstBinding = i;
-        wr[i].descriptorCount = 1;
-        wr[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
-        wr[i].pTexelBufferView = &views[i];
+    if (views) {
+        VkWriteDescriptorSet wr[4]{};
+        for (uint32_t i = 0; i < 4; ++i) {
+            wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+            wr[i].dstBinding = i;
+            wr[i].descriptorCount = 1;
+            wr[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+            wr[i].pTexelBufferView = &views[i];
+        }
+        push_desc_(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 4, wr);
     }
-    push_desc_(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 4, wr);
     vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, push);
-    vkCmdDispatch(cmd_, gx, gy, 1);
+    vkCmdDispatch(cmd_, gx, gy, gz);
     dirty_ = true;
     ++dispatches_;
     if (profiling_) {

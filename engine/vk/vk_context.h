@@ -100,6 +100,8 @@ class Context {
 
   private:
     VkPipeline pipeline(const std::string& name); // compiled on first use
+    void record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
+                uint32_t gx, uint32_t gy, uint32_t gz);
     VkPipeline make_pipeline(const char* spirv_name, uint32_t rows_spec);
     void begin();
     friend class Buffer;
