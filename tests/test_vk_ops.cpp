@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 
 using namespace prefixd;
@@ -57,26 +58,30 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
     INFO("seed " << seed);
     std::mt19937 rng(seed);
     const uint32_t rows = 37, cols = 320, n_mat = 3, n_tok = 11; // 11 tokens cross the 8-token tile
-    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
+    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel(),
+               il_default = ctx().interleave();
     // every type x {subgroup rows, lane rows} over device addresses, and on texel devices x the
-    // texel matmul with a row per invocation and with lanes splitting rows
-    for (int variant = 0; variant < 6 * 5; ++variant) {
+    // texel matmul with a row per invocation and with lanes splitting rows (each also with the
+    // one-token TB1 shaders), and the row-interleaved layout (37 rows: padded to 40) with both
+    for (int variant = 0; variant < 8 * 5; ++variant) {
         const GgmlType type = kTypes[variant % 5];
-        const int layout = std::min(variant / 5, 3);
-        const bool one_token = variant / 5 >= 4; // layouts 2, 3 again with the TB1 shaders
-        if (one_token)
-            setenv("PREFIXD_VK_SPLIT_BYTES", variant / 5 == 5 ? "0" : "1000000000", 1);
+        const int layout = variant / 5; // 0 BDA subgroup rows, 1 BDA lane rows, 2/3 texel (3 split),
+                                        // 4/5 = 2/3 with TB1, 6 interleaved, 7 interleaved TB1
+        const bool one_token = layout == 4 || layout == 5 || layout == 7, il = layout >= 6;
+        setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 || layout == 5 ? "0" : "1000000000", 1);
         ctx().set_lane_rows(layout >= 1);
         ctx().set_texel(layout >= 2);
+        ctx().set_interleave(il);
         if (layout >= 2 && !ctx().texel())
             continue; // no texel mode on this device (GPUs): the device-address paths ran above
-        if (!one_token)
-            setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 ? "0" : "1000000000", 1);
-        INFO("type " << gguf::type_name(type) << " layout " << layout << " one_token " << one_token);
+        if (il && !ctx().interleave())
+            continue; // subgroups other than 8 lanes: no interleaved layout on this device
+        INFO("type " << std::string(gguf::type_name(type)) << " layout " << layout << " one_token " << one_token);
         GpuWeights gw(ctx());
         HostTensor A = make_tensor(type, rows, cols, n_mat, rng),
                    B = make_tensor(type, rows, cols, n_mat, rng);
         GpuTensor ga = gw.add(A.t, "A"), gb = gw.add(B.t, "B");
+        CHECK(ga.il == il);
         auto xs = randv(size_t(n_mat) * n_tok * cols, rng);
         auto nw = randv(cols, rng);
         auto y0 = randv(size_t(n_mat) * n_tok * rows, rng);
@@ -151,6 +156,7 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
     }
     ctx().set_lane_rows(lane_rows_default);
     ctx().set_texel(texel_default);
+    ctx().set_interleave(il_default);
     unsetenv("PREFIXD_VK_SPLIT_BYTES");
 }
 
@@ -172,6 +178,8 @@ TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buf
     }
     A.t.data = A.bytes.data();
     CHECK(A.bytes.size() > (128ull << 20));
+    const bool il_default = ctx().interleave();
+    ctx().set_interleave(false);
     GpuWeights gw(ctx());
     GpuTensor ga = gw.add(A.t, "big");
     auto xs = randv(cols * 2, rng);
@@ -186,18 +194,30 @@ TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buf
     std::vector<float> ref(uint64_t(rows) * 2);
     cpu::matmul(A.t, 0, xs.data(), ref.data(), 2);
     const bool texel_default = ctx().texel();
-    for (int mode = 0; mode < 3; ++mode) { // device addresses; texel split rows; texel lane rows
+    std::unique_ptr<GpuWeights> gw_il; // the same matrix row-interleaved (CPU devices)
+    GpuTensor ga_il;
+    ctx().set_interleave(true);
+    if (ctx().interleave()) {
+        gw_il = std::make_unique<GpuWeights>(ctx());
+        ga_il = gw_il->add(A.t, "big interleaved");
+        CHECK(ga_il.il);
+    }
+    // device addresses; texel split rows; texel lane rows; interleaved (8-token tile, one token)
+    for (int mode = 0; mode < 5; ++mode) {
+        if (mode >= 3 && !gw_il)
+            break;
         ctx().set_texel(mode >= 1 && texel_default);
         setenv("PREFIXD_VK_SPLIT_BYTES", mode == 2 ? "1000000000" : "0", 1);
         INFO("mode " << mode);
         std::memset(y.as<float>(), 0, uint64_t(rows) * 2 * 4);
-        dispatch_matmul(ctx(), ga, nullptr, p, 1);
+        dispatch_matmul(ctx(), mode >= 3 ? ga_il : ga, nullptr, p, 1, mode == 4);
         ctx().submit_wait();
         CHECK(norm_err(y.as<float>(), ref.data(), ref.size()) < 1e-5);
         // The last rows live past 128 MiB from the tensor start: check them on their own too.
         CHECK(norm_err(y.as<float>() + rows - 64, ref.data() + rows - 64, 64) < 1e-5);
     }
     ctx().set_texel(texel_default);
+    ctx().set_interleave(il_default);
     unsetenv("PREFIXD_VK_SPLIT_BYTES");
 }
 
@@ -362,10 +382,12 @@ TEST_CASE("moe_combine adds the weighted expert slots to the residual") {
 }
 
 TEST_CASE("every matmul pipeline the dispatcher can pick is embedded and compiles (warm-up list)") {
-    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
-    for (int layout = 0; layout < 3; ++layout) {
+    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel(),
+               il_default = ctx().interleave();
+    for (int layout = 0; layout < 4; ++layout) {
         ctx().set_lane_rows(layout >= 1);
         ctx().set_texel(layout >= 2);
+        ctx().set_interleave(layout == 3);
         for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
                            GgmlType::Q4_K, GgmlType::Q6_K}) {
             const auto names = matmul_pipelines(ctx(), t);
@@ -379,4 +401,5 @@ TEST_CASE("every matmul pipeline the dispatcher can pick is embedded and compile
     CHECK_THROWS_AS(ctx().precompile("matmul_no_such_type"), EngineError);
     ctx().set_lane_rows(lane_rows_default);
     ctx().set_texel(texel_default);
+    ctx().set_interleave(il_default);
 }

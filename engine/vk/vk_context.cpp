@@ -128,12 +128,15 @@ Context::Context(const std::string& sel) {
     }
     pd_ = pds[best];
     VkPhysicalDeviceSubgroupProperties sgp{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceDriverProperties drv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+    sgp.pNext = &drv;
     VkPhysicalDeviceVulkan11Properties p11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES};
     p11.pNext = &sgp;
     VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
     props.pNext = &p11;
     vkGetPhysicalDeviceProperties2(pd_, &props);
     name_ = props.properties.deviceName;
+    driver_ = drv.driverInfo;
     limits_.max_alloc = p11.maxMemoryAllocationSize;
     limits_.max_storage_range = props.properties.limits.maxStorageBufferRange;
     limits_.subgroup_size = sgp.subgroupSize;
@@ -248,6 +251,18 @@ Context::Context(const std::string& sel) {
     lane_rows_ = props.properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     if (const char* lr = std::getenv("PREFIXD_VK_LANE_ROWS"))
         lane_rows_ = *lr == '1';
+    const VkSubgroupFeatureFlags il_ops =
+        VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_BALLOT_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
+    il_ok_ = sgp.subgroupSize == 8 && (sgp.supportedOperations & il_ops) == il_ops &&
+             (sgp.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
+    // llvmpipe before Mesa 25 runs subgroupBroadcast slowly enough that the interleaved matmuls
+    // lose to the per-lane texel ones (Mesa 22.3: decode 25% slower; Mesa 25.0: 1.3-1.7x faster,
+    // BENCHMARKS.md "Third round"), so they are on by default from Mesa 25; PREFIXD_VK_IL=0|1.
+    int mesa_major = 0;
+    if (const char* m = std::strstr(drv.driverInfo, "Mesa "))
+        mesa_major = std::atoi(m + 5);
+    const char* il_env = std::getenv("PREFIXD_VK_IL");
+    il_ = il_env && *il_env ? *il_env == '1' : drv.driverID != VK_DRIVER_ID_MESA_LLVMPIPE || mesa_major >= 25;
     const char* prof = std::getenv("PREFIXD_VK_PROFILE");
     profiling_ = prof && *prof && *prof != '0';
 }

@@ -61,6 +61,7 @@ class Context {
     Context(const Context&) = delete;
 
     const std::string& device_name() const { return name_; }
+    const std::string& driver_info() const { return driver_; } // e.g. "Mesa 25.0.7" (may be empty)
     const DeviceLimits& limits() const { return limits_; }
     // host: host-visible, coherent, mapped (activations, I/O). Otherwise device-local (weights).
     Buffer create_buffer(uint64_t bytes, bool host);
@@ -93,6 +94,11 @@ class Context {
     // Matmul layout: one row per invocation (CPU drivers) or rows split across subgroup lanes.
     bool lane_rows() const { return lane_rows_; }
     void set_lane_rows(bool v) { lane_rows_ = v; }
+    // Row-interleaved weights (shaders/matmul_il.comp): texel mode with one row per lane on a device
+    // whose subgroups have 8 lanes (lavapipe); PREFIXD_VK_IL=0 turns it off. Decided per tensor at
+    // upload (GpuTensor::il), so set_interleave (tests) affects tensors added afterwards.
+    bool interleave() const { return il_ok_ && il_ && texel_ && lane_rows_; }
+    void set_interleave(bool v) { il_ = v; }
     void precompile(const std::string& pipeline_name) { pipeline(pipeline_name); }
     // PREFIXD_VK_PROFILE=1: every dispatch is submitted and timed on its own (slow; for finding
     // the expensive shaders). Seconds per pipeline name, and a stderr summary at destruction.
@@ -112,7 +118,7 @@ class Context {
     VkQueue queue_ = VK_NULL_HANDLE;
     uint32_t qfam_ = 0;
     VkPhysicalDeviceMemoryProperties memprops_{};
-    std::string name_;
+    std::string name_, driver_;
     DeviceLimits limits_;
     VkCommandPool pool_ = VK_NULL_HANDLE;
     VkCommandBuffer cmd_ = VK_NULL_HANDLE;
@@ -123,7 +129,7 @@ class Context {
     uint32_t dispatches_ = 0;
     uint64_t allocated_ = 0, peak_ = 0, budget_ = 0;
     Buffer staging_;
-    bool profiling_ = false, lane_rows_ = false, texel_ = false;
+    bool profiling_ = false, lane_rows_ = false, texel_ = false, il_ok_ = false, il_ = false;
     VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
     PFN_vkCmdPushDescriptorSetKHR push_desc_ = nullptr;
     std::map<uint64_t, std::pair<uint64_t, VkBufferView>> views_; // addr -> (size, view)

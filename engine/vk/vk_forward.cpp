@@ -61,6 +61,12 @@ static uint64_t split_row_bytes() {
     return e && *e ? std::strtoull(e, nullptr, 10) : uint64_t(1024);
 }
 
+// Workgroups per interleaved matmul (PREFIXD_VK_IL_GROUPS overrides; for tuning).
+static uint64_t il_groups() {
+    const char* e = std::getenv("PREFIXD_VK_IL_GROUPS");
+    return e && *e ? std::max<uint64_t>(1, std::strtoull(e, nullptr, 10)) : uint64_t(32);
+}
+
 void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups,
                      bool one_token) {
     if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
@@ -86,6 +92,27 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
         for (uint64_t off : o)
             ok = ok && off < (1ull << 31);
         ok = ok && o[0] + w.n_mat * w.mat_stride < (1ull << 31);
+        if (w.il) {
+            // Row-interleaved weights (shaders/matmul_il.comp): 8 rows per subgroup pass (4 groups
+            // of 8 per pass one token at a time); about 32 workgroups keep both threads of a CPU
+            // device busy without per-workgroup overhead.
+            if (!ok || (w2 && !w2->il))
+                throw EngineError("Vulkan: interleaved weights need 16-byte aligned activations");
+            if (!w2)
+                v[1] = v[0];
+            if (!norm)
+                v[3] = v[0];
+            p.w = o[0];
+            p.w2 = o[1];
+            p.x = o[2];
+            p.norm = o[3];
+            p.rows_per_group = uint32_t(std::max<uint64_t>(32, (w.rows / il_groups() + 31) & ~uint64_t(31)));
+            const uint32_t gxi = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
+            const std::string name =
+                std::string(w2 ? "swiglu_il" : "matmul_il") + (one_token ? "1_" : "_") + type_suffix(w.type);
+            ctx.dispatch_views(name, &p, sizeof p, v, gxi, groups);
+            return;
+        }
         if (ok) {
             if (!w2)
                 v[1] = v[0];
@@ -109,6 +136,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
             return;
         }
     }
+    if (w.il)
+        throw EngineError("Vulkan: interleaved weights need the texel matmul path");
     const std::string name =
         std::string(w2 ? "swiglu_" : "matmul_") + (ctx.lane_rows() ? "lr_" : "") + type_suffix(w.type);
     ctx.dispatch(name, &p, sizeof p, gx, groups);
@@ -121,6 +150,9 @@ std::vector<std::string> matmul_pipelines(const Context& ctx, GgmlType type) {
         names.push_back(k + std::string(ctx.lane_rows() ? "lr_" : "") + t);
         if (ctx.texel() && ctx.lane_rows())
             for (const char* v : {"tx_", "txs_", "tx1_", "txs1_"})
+                names.push_back(std::string(k).substr(0, 6) + "_" + v + t);
+        if (ctx.interleave() && GpuWeights::interleavable(type))
+            for (const char* v : {"il_", "il1_"})
                 names.push_back(std::string(k).substr(0, 6) + "_" + v + t);
     }
     return names;

@@ -25,7 +25,10 @@ class VulkanBackend final : public Backend {
   public:
     VulkanBackend(const Model& model, const EngineOptions& opts);
     ~VulkanBackend() override;
-    std::string device_name() const override { return ctx_->device_name(); }
+    std::string device_name() const override {
+        const std::string& d = ctx_->driver_info();
+        return d.empty() ? ctx_->device_name() : ctx_->device_name() + ", " + d;
+    }
     SeqId create_sequence() override;
     void free_sequence(SeqId) noexcept override;
     uint32_t sequence_length(SeqId) const override;

@@ -59,6 +59,33 @@ void GpuWeights::repack(GgmlType type, const uint8_t* src, uint64_t rows, uint64
     }
 }
 
+bool GpuWeights::interleavable(GgmlType type) {
+    return type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16 || type == GgmlType::Q8_0 ||
+           type == GgmlType::Q4_0;
+}
+
+void GpuWeights::interleave_rows(GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst) {
+    const bool scaled = type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
+    const uint64_t row_bytes = type == GgmlType::F32 ? cols * 4
+                               : type == GgmlType::Q8_0 ? cols
+                               : type == GgmlType::Q4_0 ? cols / 2
+                                                        : cols * 2;
+    const uint64_t units = row_bytes / 16, groups = rows / 8;
+    for (uint64_t g = 0; g < groups; ++g)
+        for (uint64_t u = 0; u < units; ++u)
+            for (uint64_t l = 0; l < 8; ++l)
+                std::memcpy(dst + ((g * units + u) * 8 + l) * 16, src + ((g * 8 + l) * units + u) * 16, 16);
+    if (!scaled)
+        return;
+    const uint64_t nb = cols / 32, q = rows * row_bytes;
+    const float* d = reinterpret_cast<const float*>(src + q);
+    float* o = reinterpret_cast<float*>(dst + q);
+    for (uint64_t g = 0; g < groups; ++g)
+        for (uint64_t b = 0; b < nb; ++b)
+            for (uint64_t l = 0; l < 8; ++l)
+                o[(g * nb + b) * 8 + l] = d[(g * 8 + l) * nb + b];
+}
+
 uint64_t GpuWeights::chunk_cap() const {
     return std::min<uint64_t>(ctx_.limits().max_alloc, 1ull << 30);
 }
@@ -127,9 +154,11 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     if (!as_f32 && g.cols % vec != 0)
         throw EngineError(std::string("Vulkan: tensor ") + what + " has " + std::to_string(g.cols) +
                           " columns, not a multiple of " + std::to_string(vec));
-    g.mat_stride = packed_mat_bytes(g.type, g.rows, g.cols);
-    g.d_off = g.rows * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) +
-              (g.type == GgmlType::Q4_0 ? g.rows * g.cols / 2 : 0);
+    // Interleaved matrices hold their rows rounded up to 8 (zero rows after the last).
+    g.il = !as_f32 && ctx_.interleave() && interleavable(g.type) && g.cols % 32 == 0;
+    const uint64_t prow = g.il ? (g.rows + 7) / 8 * 8 : g.rows;
+    g.mat_stride = packed_mat_bytes(g.type, prow, g.cols);
+    g.d_off = prow * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) + (g.type == GgmlType::Q4_0 ? prow * g.cols / 2 : 0);
     const uint64_t total = g.mat_stride * g.n_mat;
     if (planning_) {
         plan_sizes_.push_back(total);
@@ -137,7 +166,7 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     }
     const Slot slot = placement_.empty() ? alloc(total) : placement_.at(next_slot_++);
     used_ += total;
-    std::vector<uint8_t> tmp(total);
+    std::vector<uint8_t> tmp(total), padded, plain(g.il ? g.mat_stride : 0);
     for (uint64_t m = 0; m < g.n_mat; ++m) {
         const uint8_t* src = t.data + m * t.mat_bytes();
         uint8_t* dst = tmp.data() + m * g.mat_stride;
@@ -145,6 +174,14 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
             for (uint64_t r = 0; r < g.rows; ++r)
                 cpu::dequantize_row(t.type, src + r * t.row_bytes(),
                                     reinterpret_cast<float*>(dst) + r * g.cols, g.cols);
+        } else if (g.il) {
+            if (prow != g.rows) { // zero-padded GGUF rows (all-zero blocks decode to 0)
+                padded.assign(prow * t.row_bytes(), 0);
+                std::memcpy(padded.data(), src, g.rows * t.row_bytes());
+                src = padded.data();
+            }
+            repack(g.type, src, prow, g.cols, plain.data());
+            interleave_rows(g.type, plain.data(), prow, g.cols, dst);
         } else {
             repack(g.type, src, g.rows, g.cols, dst);
         }

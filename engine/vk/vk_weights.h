@@ -13,6 +13,7 @@ struct GpuTensor {
     uint64_t rows = 0, cols = 0, n_mat = 1;
     uint64_t mat_stride = 0; // bytes between stacked matrices
     uint64_t d_off = 0;      // bytes from a matrix start to its scales (Q8_0/Q4_0)
+    bool il = false;         // rows interleaved by 8 (Context::interleave, shaders/matmul_il.comp)
     explicit operator bool() const { return addr != 0; }
 };
 
@@ -36,6 +37,11 @@ class GpuWeights {
     static uint64_t packed_mat_bytes(gguf::GgmlType type, uint64_t rows, uint64_t cols);
     // Repacks one matrix from GGUF encoding into `dst` (packed_mat_bytes long).
     static void repack(gguf::GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst);
+    // Types the row-interleaved layout takes, and the permutation of one repacked matrix whose row
+    // count is a multiple of 8 into it (layout in shaders/matmul_il.comp).
+    static bool interleavable(gguf::GgmlType type);
+    static void interleave_rows(gguf::GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols,
+                                uint8_t* dst);
     // Uploads a tensor (weights: as stored; as_f32: dequantised, for norms).
     GpuTensor add(const Tensor& t, const char* what, bool as_f32 = false);
 

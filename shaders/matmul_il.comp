@@ -1,0 +1,216 @@
+// Matmul for CPU drivers on row-interleaved weights (engine/vk/vk_weights.cpp interleave_rows):
+// same contract as matmul_tx.comp (push.h MatmulPush, flags, texel bindings 0 = w, 1 = w2,
+// 2 = x, 3 = norm with byte offsets in p.w/w2/x/norm, -D SWIGLU) for subgroups of exactly 8 lanes.
+//
+// Layout: rows come in groups of 8 (the last padded with zero rows); within a group the 16-byte
+// units of the 8 rows alternate (unit u of row 8G+l is texel G*units*8 + u*8 + l), and Q8_0/Q4_0
+// scales likewise (block b of row 8G+l is float G*blocks*8 + b*8 + l after d_off). Lane l of the
+// subgroup owns row 8G+l, so the 8 lanes' fetches of one unit cover 128 contiguous bytes (one
+// prefetch stream per row group instead of 8), and each lane fetches a different quarter-block
+// of x (and of the norm weights) that subgroupBroadcast hands to the others: no lane repeats
+// another's fetch. llvmpipe runs every texel fetch as a per-lane gather, so repeated (uniform)
+// fetches of x and norm were most of the old shader's work (tools/vk_matvec_bench "IL" forms).
+//
+// Per 32-column step: lane l fetches x[32b + 4l .. +3] for each token; weights of R row groups
+// are decoded into 8 vec4 per lane and dotted with the broadcast x of every token of the tile.
+// -D TB1: one token at a time with 4 row groups per pass (decode); else 8-token tiles, 1 group.
+#version 460
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_ballot : require
+#include "common.glsl"
+#include "push.h"
+
+layout(local_size_x = 8) in;
+layout(push_constant) uniform PC { MatmulPush p; };
+layout(set = 0, binding = 0) uniform usamplerBuffer tw;
+layout(set = 0, binding = 1) uniform usamplerBuffer tw2;
+layout(set = 0, binding = 2) uniform usamplerBuffer tx;
+layout(set = 0, binding = 3) uniform usamplerBuffer tn;
+
+#ifdef TB1
+#define TB 1
+#define R 4
+#else
+#define TB 8
+#define R 1
+#endif
+
+#if defined(W_F32)
+#define EPU 4
+#elif defined(W_F16) || defined(W_BF16)
+#define EPU 8
+#elif defined(W_Q8_0)
+#define EPU 16
+#define SCALED
+#elif defined(W_Q4_0)
+#define EPU 32
+#define SCALED
+#endif
+
+uint lane;
+
+uvec4 wt(bool second, uint i) { return second ? texelFetch(tw2, int(i)) : texelFetch(tw, int(i)); }
+
+float wscale(bool second, uint fi) {
+    uvec4 s = wt(second, fi >> 2);
+    return uintBitsToFloat(s[fi & 3u]);
+}
+
+vec4 i8x4(uint w) {
+    int s = int(w);
+    return vec4(bitfieldExtract(s, 0, 8), bitfieldExtract(s, 8, 8), bitfieldExtract(s, 16, 8),
+                bitfieldExtract(s, 24, 8));
+}
+vec4 lo4(uint w) { return vec4(w & 15u, (w >> 8) & 15u, (w >> 16) & 15u, (w >> 24) & 15u) - 8.0; }
+vec4 hi4(uint w) { return vec4((w >> 4) & 15u, (w >> 12) & 15u, (w >> 20) & 15u, w >> 28) - 8.0; }
+vec4 h2x2(uint a, uint b) { return vec4(unpackHalf2x16(a), unpackHalf2x16(b)); }
+vec4 bf2x2(uint a, uint b) {
+    return vec4(uintBitsToFloat(a << 16), uintBitsToFloat(a & 0xffff0000u), uintBitsToFloat(b << 16),
+                uintBitsToFloat(b & 0xffff0000u));
+}
+
+// Columns 32b .. 32b+31 of this lane's row in the group starting at texel gt: w[j] holds columns
+// 32b+4j .. +3 (unscaled for Q8_0/Q4_0: the caller multiplies the dot by the block scale).
+void decode(bool second, uint gt, uint b, out vec4 w[8]) {
+#if defined(W_Q8_0)
+    const uvec4 q0 = wt(second, gt + (2 * b) * 8 + lane), q1 = wt(second, gt + (2 * b + 1) * 8 + lane);
+    w[0] = i8x4(q0.x); w[1] = i8x4(q0.y); w[2] = i8x4(q0.z); w[3] = i8x4(q0.w);
+    w[4] = i8x4(q1.x); w[5] = i8x4(q1.y); w[6] = i8x4(q1.z); w[7] = i8x4(q1.w);
+#elif defined(W_Q4_0)
+    const uvec4 q = wt(second, gt + b * 8 + lane); // bytes 0-15: low nibbles = cols 0-15, high = 16-31
+    w[0] = lo4(q.x); w[1] = lo4(q.y); w[2] = lo4(q.z); w[3] = lo4(q.w);
+    w[4] = hi4(q.x); w[5] = hi4(q.y); w[6] = hi4(q.z); w[7] = hi4(q.w);
+#elif defined(W_F32)
+    for (uint j = 0; j < 8; ++j)
+        w[j] = uintBitsToFloat(wt(second, gt + (8 * b + j) * 8 + lane));
+#else
+    for (uint i = 0; i < 4; ++i) {
+        const uvec4 q = wt(second, gt + (4 * b + i) * 8 + lane);
+#if defined(W_F16)
+        w[2 * i] = h2x2(q.x, q.y); w[2 * i + 1] = h2x2(q.z, q.w);
+#else
+        w[2 * i] = bf2x2(q.x, q.y); w[2 * i + 1] = bf2x2(q.z, q.w);
+#endif
+    }
+#endif
+}
+
+// sum_j w[j] . (lane j's xl): the broadcast lane index must be a constant
+float bdot(vec4 w[8], vec4 xl) {
+    return dot(w[0], subgroupBroadcast(xl, 0)) + dot(w[1], subgroupBroadcast(xl, 1)) +
+           dot(w[2], subgroupBroadcast(xl, 2)) + dot(w[3], subgroupBroadcast(xl, 3)) +
+           dot(w[4], subgroupBroadcast(xl, 4)) + dot(w[5], subgroupBroadcast(xl, 5)) +
+           dot(w[6], subgroupBroadcast(xl, 6)) + dot(w[7], subgroupBroadcast(xl, 7));
+}
+
+vec4 xv4(uint fidx) { return uintBitsToFloat(texelFetch(tx, int(fidx >> 2))); }
+vec4 nv4(uint fidx) { return uintBitsToFloat(texelFetch(tn, int(fidx >> 2))); }
+uint map_at(uint i) { return UintBuf(p.map).v[i]; }
+
+void main() {
+    lane = gl_SubgroupInvocationID;
+    const uint g = gl_WorkGroupID.y;
+    const uint r0 = gl_WorkGroupID.x * p.rows_per_group; // a multiple of 8
+    const uint rend = min(r0 + p.rows_per_group, p.rows);
+    const uint gend = (rend + 7) / 8; // row groups of this workgroup end here
+    const bool use_map = (p.flags & MM_MAP) != 0;
+    const bool norm = (p.flags & MM_NORM_X) != 0;
+    const uint mat = use_map ? map_at(3 * g) : g;
+    const uint count = use_map ? map_at(3 * g + 1) : p.n_tok;
+    const uint moff = use_map ? map_at(3 * g + 2) : 0;
+    const uint steps = p.cols / 32, units = p.cols / EPU;
+    const uint mb = uint(p.w) + mat * uint(p.mat_stride);   // byte offset of the matrix in the w view
+    const uint mb2 = uint(p.w2) + mat * uint(p.mat_stride); // and in the w2 view
+    const uint x0 = uint(p.x) / 4, n0 = uint(p.norm) / 4;   // float offsets
+    const uint xg = use_map ? 0 : g * p.x_mat_off;
+    const uint yg = use_map ? 0 : g * p.y_mat_off;
+
+    for (uint t0 = 0; t0 < count; t0 += TB) {
+        const uint nt = min(uint(TB), count - t0);
+        uint xr[TB], yr[TB];
+        for (uint tt = 0; tt < TB; ++tt) {
+            const uint t = t0 + min(tt, nt - 1);
+            xr[tt] = x0 + xg + (use_map ? map_at(moff + 2 * t) : t) * p.x_stride + 4 * lane;
+            yr[tt] = yg + (use_map ? map_at(moff + 2 * t + 1) : t) * p.y_stride;
+        }
+        for (uint rg = r0 / 8; rg < gend; rg += R) {
+            float acc[R][TB], ss[TB];
+#ifdef SWIGLU
+            float acc2[R][TB];
+#endif
+            uint gt[R], gs[R];
+#ifdef SWIGLU
+            uint gt2[R], gs2[R];
+#endif
+            for (uint k = 0; k < R; ++k) {
+                const uint G = min(rg + k, gend - 1); // past the end: recompute the last group
+                gt[k] = mb / 16 + G * units * 8;
+                gs[k] = (mb + uint(p.d_off)) / 4 + G * steps * 8 + lane;
+#ifdef SWIGLU
+                gt2[k] = mb2 / 16 + G * units * 8;
+                gs2[k] = (mb2 + uint(p.d_off)) / 4 + G * steps * 8 + lane;
+#endif
+                for (uint tt = 0; tt < TB; ++tt) {
+                    acc[k][tt] = 0.0;
+#ifdef SWIGLU
+                    acc2[k][tt] = 0.0;
+#endif
+                }
+            }
+            for (uint tt = 0; tt < TB; ++tt)
+                ss[tt] = 0.0;
+            for (uint b = 0; b < steps; ++b) {
+                const vec4 nl = norm ? nv4(n0 + 32 * b + 4 * lane) : vec4(1.0);
+                vec4 xl[TB];
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    const vec4 v = xv4(xr[tt] + 32 * b);
+                    ss[tt] += dot(v, v);
+                    xl[tt] = v * nl;
+                }
+                for (uint k = 0; k < R; ++k) {
+                    vec4 w[8];
+                    decode(false, gt[k], b, w);
+#ifdef SCALED
+                    const float d = wscale(false, gs[k] + 8 * b);
+#else
+                    const float d = 1.0;
+#endif
+#ifdef SWIGLU
+                    vec4 w2[8];
+                    decode(true, gt2[k], b, w2);
+#ifdef SCALED
+                    const float d2 = wscale(true, gs2[k] + 8 * b);
+#else
+                    const float d2 = 1.0;
+#endif
+#endif
+                    for (uint tt = 0; tt < TB; ++tt) {
+                        if (tt >= nt) break;
+                        acc[k][tt] += d * bdot(w, xl[tt]);
+#ifdef SWIGLU
+                        acc2[k][tt] += d2 * bdot(w2, xl[tt]);
+#endif
+                    }
+                }
+            }
+            float xs[TB];
+            for (uint tt = 0; tt < TB; ++tt)
+                xs[tt] = norm ? inversesqrt(subgroupAdd(ss[tt]) / float(p.cols) + p.eps) : 1.0;
+            for (uint k = 0; k < R; ++k) {
+                const uint row = (rg + k) * 8 + lane;
+                if (rg + k >= gend || row >= rend) continue;
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    float s = acc[k][tt] * xs[tt];
+#ifdef SWIGLU
+                    s = silu(s) * (acc2[k][tt] * xs[tt]);
+#endif
+                    const uint yi = yr[tt] + row;
+                    if ((p.flags & MM_ACCUM) != 0) s += FloatBuf(p.y).v[yi];
+                    FloatBuf(p.y).v[yi] = s;
+                }
+            }
+        }
+    }
+}
