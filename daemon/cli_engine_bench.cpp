@@ -48,6 +48,7 @@ void do_bench(const BenchArgs& a) {
     o.max_seqs = std::max(a.batch, 1u) + 1;
     o.max_ctx = std::max(a.p, a.batch_prompt) + a.n + 8;
     o.max_batch_rows = std::max({a.p, a.batch, a.batch_prompt * a.batch});
+    o.warm_up = true; // measure steady state, as a server after READY: no shader compiles in the timings
     auto eng = Engine::open(o);
     Backend& b = eng->backend();
     const uint32_t V = eng->config().n_vocab;
