@@ -3,8 +3,9 @@
 // 2 = x, 3 = norm with byte offsets in p.w/w2/x/norm, -D SWIGLU) for subgroups of exactly 8 lanes.
 //
 // Layout: rows come in groups of 8 (the last padded with zero rows); within a group the 16-byte
-// units of the 8 rows alternate (unit u of row 8G+l is texel G*units*8 + u*8 + l), and Q8_0/Q4_0
-// scales likewise (block b of row 8G+l is float G*blocks*8 + b*8 + l after d_off). Lane l of the
+// units of the 8 rows alternate (unit u of row 8G+l is texel G*units*8 + u*8 + l); Q8_0/Q4_0 block
+// scales follow at d_off as f16, 8 blocks of a row per texel (blocks 8c..8c+7 of row 8G+l in
+// texel G*ceil(blocks/8)*8 + c*8 + l): one scale fetch per 8 blocks. Lane l of the
 // subgroup owns row 8G+l, so the 8 lanes' fetches of one unit cover 128 contiguous bytes (one
 // prefetch stream per row group instead of 8), and each lane fetches a different quarter-block
 // of x (and of the norm weights) that subgroupBroadcast hands to the others: no lane repeats
@@ -56,10 +57,8 @@ uint lane;
 
 uvec4 wt(bool second, uint i) { return second ? texelFetch(tw2, int(i)) : texelFetch(tw, int(i)); }
 
-float wscale(bool second, uint fi) {
-    uvec4 s = wt(second, fi >> 2);
-    return uintBitsToFloat(s[fi & 3u]);
-}
+// scale of block b from the texel holding blocks b & ~7 .. +7
+float hscale(uvec4 s, uint b) { return unpackHalf2x16(s[(b >> 1) & 3u])[b & 1u]; }
 
 vec4 i8x4(uint w) {
     int s = int(w);
@@ -144,16 +143,19 @@ void main() {
             float acc2[R][TB];
 #endif
             uint gt[R], gs[R];
+            uvec4 sc[R]; // the current 8 block scales of this lane's row (Q8_0/Q4_0)
 #ifdef SWIGLU
             uint gt2[R], gs2[R];
+            uvec4 sc2[R];
 #endif
+            const uint s8 = (steps + 7) / 8;
             for (uint k = 0; k < R; ++k) {
                 const uint G = min(rg + k, gend - 1); // past the end: recompute the last group
                 gt[k] = mb / 16 + G * units * 8;
-                gs[k] = (mb + uint(p.d_off)) / 4 + G * steps * 8 + lane;
+                gs[k] = (mb + uint(p.d_off)) / 16 + G * s8 * 8 + lane;
 #ifdef SWIGLU
                 gt2[k] = mb2 / 16 + G * units * 8;
-                gs2[k] = (mb2 + uint(p.d_off)) / 4 + G * steps * 8 + lane;
+                gs2[k] = (mb2 + uint(p.d_off)) / 16 + G * s8 * 8 + lane;
 #endif
                 for (uint tt = 0; tt < TB; ++tt) {
                     acc[k][tt] = 0.0;
@@ -177,7 +179,8 @@ void main() {
                     vec4 w[8];
                     decode(false, gt[k], b, w);
 #ifdef SCALED
-                    const float d = wscale(false, gs[k] + 8 * b);
+                    if ((b & 7u) == 0) sc[k] = wt(false, gs[k] + b);
+                    const float d = hscale(sc[k], b);
 #else
                     const float d = 1.0;
 #endif
@@ -185,7 +188,8 @@ void main() {
                     vec4 w2[8];
                     decode(true, gt2[k], b, w2);
 #ifdef SCALED
-                    const float d2 = wscale(true, gs2[k] + 8 * b);
+                    if ((b & 7u) == 0) sc2[k] = wt(true, gs2[k] + b);
+                    const float d2 = hscale(sc2[k], b);
 #else
                     const float d2 = 1.0;
 #endif

@@ -77,13 +77,24 @@ void GpuWeights::interleave_rows(GgmlType type, const uint8_t* src, uint64_t row
                 std::memcpy(dst + ((g * units + u) * 8 + l) * 16, src + ((g * 8 + l) * units + u) * 16, 16);
     if (!scaled)
         return;
-    const uint64_t nb = cols / 32, q = rows * row_bytes;
+    // Block scales back to their GGUF f16 (exact), 8 blocks of a row per 16-byte texel: texel
+    // (g * nb8 + b / 8) * 8 + l holds blocks b & ~7 .. +7 of row 8g + l (zero past the last block).
+    const uint64_t nb = cols / 32, nb8 = (nb + 7) / 8, q = rows * row_bytes;
     const float* d = reinterpret_cast<const float*>(src + q);
-    float* o = reinterpret_cast<float*>(dst + q);
+    uint16_t* o = reinterpret_cast<uint16_t*>(dst + q);
+    std::memset(o, 0, groups * nb8 * 128);
     for (uint64_t g = 0; g < groups; ++g)
         for (uint64_t b = 0; b < nb; ++b)
             for (uint64_t l = 0; l < 8; ++l)
-                o[(g * nb + b) * 8 + l] = d[(g * 8 + l) * nb + b];
+                o[((g * nb8 + b / 8) * 8 + l) * 8 + b % 8] = cpu::f32_to_f16(d[(g * 8 + l) * nb + b]);
+}
+
+uint64_t GpuWeights::interleaved_mat_bytes(GgmlType type, uint64_t rows, uint64_t cols) {
+    const uint64_t prow = (rows + 7) / 8 * 8;
+    if (type != GgmlType::Q8_0 && type != GgmlType::Q4_0)
+        return packed_mat_bytes(type, prow, cols);
+    const uint64_t q = prow * (type == GgmlType::Q8_0 ? cols : cols / 2);
+    return round16(q + prow / 8 * ((cols / 32 + 7) / 8) * 128);
 }
 
 uint64_t GpuWeights::chunk_cap() const {
@@ -157,7 +168,7 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     // Interleaved matrices hold their rows rounded up to 8 (zero rows after the last).
     g.il = !as_f32 && ctx_.interleave() && interleavable(g.type) && g.cols % 32 == 0;
     const uint64_t prow = g.il ? (g.rows + 7) / 8 * 8 : g.rows;
-    g.mat_stride = packed_mat_bytes(g.type, prow, g.cols);
+    g.mat_stride = g.il ? interleaved_mat_bytes(g.type, g.rows, g.cols) : packed_mat_bytes(g.type, prow, g.cols);
     g.d_off = prow * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) + (g.type == GgmlType::Q4_0 ? prow * g.cols / 2 : 0);
     const uint64_t total = g.mat_stride * g.n_mat;
     if (planning_) {
@@ -166,7 +177,7 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
     }
     const Slot slot = placement_.empty() ? alloc(total) : placement_.at(next_slot_++);
     used_ += total;
-    std::vector<uint8_t> tmp(total), padded, plain(g.il ? g.mat_stride : 0);
+    std::vector<uint8_t> tmp(total), padded, plain(g.il ? packed_mat_bytes(g.type, prow, g.cols) : 0);
     for (uint64_t m = 0; m < g.n_mat; ++m) {
         const uint8_t* src = t.data + m * t.mat_bytes();
         uint8_t* dst = tmp.data() + m * g.mat_stride;

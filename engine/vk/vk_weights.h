@@ -42,6 +42,7 @@ class GpuWeights {
     static bool interleavable(gguf::GgmlType type);
     static void interleave_rows(gguf::GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols,
                                 uint8_t* dst);
+    static uint64_t interleaved_mat_bytes(gguf::GgmlType type, uint64_t rows, uint64_t cols);
     // Uploads a tensor (weights: as stored; as_f32: dequantised, for norms).
     GpuTensor add(const Tensor& t, const char* what, bool as_f32 = false);
 
