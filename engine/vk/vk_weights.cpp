@@ -150,7 +150,7 @@ void GpuWeights::plan_chunks() {
     }
 }
 
-GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
+GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32, bool allow_il) {
     GpuTensor g;
     if (!t)
         return g;
@@ -166,7 +166,7 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32) {
         throw EngineError(std::string("Vulkan: tensor ") + what + " has " + std::to_string(g.cols) +
                           " columns, not a multiple of " + std::to_string(vec));
     // Interleaved matrices hold their rows rounded up to 8 (zero rows after the last).
-    g.il = !as_f32 && ctx_.interleave() && interleavable(g.type) && g.cols % 32 == 0;
+    g.il = !as_f32 && allow_il && ctx_.interleave() && interleavable(g.type) && g.cols % 32 == 0;
     const uint64_t prow = g.il ? (g.rows + 7) / 8 * 8 : g.rows;
     g.mat_stride = g.il ? interleaved_mat_bytes(g.type, g.rows, g.cols) : packed_mat_bytes(g.type, prow, g.cols);
     g.d_off = prow * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) + (g.type == GgmlType::Q4_0 ? prow * g.cols / 2 : 0);
@@ -225,7 +225,9 @@ void GpuWeights::add_model(const Model& model, bool verbose) {
         l.wq_b = add(s.wq_b, "attn_q_b");
         l.wkv_a = add(s.wkv_a, "attn_kv_a_mqa");
         l.kv_a_norm = add(s.kv_a_norm, "attn_kv_a_norm", true);
-        l.wk_b = add(s.wk_b, "attn_k_b");
+        // attn_k_b reads each head's q_nope at a stride of qk_head floats: interleaved (16-byte x
+        // fetches) only when that keeps every head's row aligned
+        l.wk_b = add(s.wk_b, "attn_k_b", false, model.config().qk_head() % 4 == 0);
         l.wv_b = add(s.wv_b, "attn_v_b");
         l.wo = add(s.wo, "attn_output");
         l.ffn_norm = add(s.ffn_norm, "ffn_norm", true);

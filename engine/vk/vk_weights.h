@@ -43,8 +43,9 @@ class GpuWeights {
     static void interleave_rows(gguf::GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols,
                                 uint8_t* dst);
     static uint64_t interleaved_mat_bytes(gguf::GgmlType type, uint64_t rows, uint64_t cols);
-    // Uploads a tensor (weights: as stored; as_f32: dequantised, for norms).
-    GpuTensor add(const Tensor& t, const char* what, bool as_f32 = false);
+    // Uploads a tensor (weights: as stored; as_f32: dequantised, for norms). allow_il = false keeps
+    // the plain layout where the matmul's activation rows may not be 16-byte aligned.
+    GpuTensor add(const Tensor& t, const char* what, bool as_f32 = false, bool allow_il = true);
 
   private:
     struct Slot {
