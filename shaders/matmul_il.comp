@@ -1,6 +1,7 @@
 // Matmul for CPU drivers on row-interleaved weights (engine/vk/vk_weights.cpp interleave_rows):
 // same contract as matmul_tx.comp (push.h MatmulPush, flags, texel bindings 0 = w, 1 = w2,
 // 2 = x, 3 = norm with byte offsets in p.w/w2/x/norm, -D SWIGLU) for subgroups of exactly 8 lanes.
+// Types F32, F16, BF16, Q8_0, Q4_0, and the K-quants Q4_K, Q6_K, Q5_0 (kquant.glsl decoders).
 //
 // Layout: rows come in groups of 8 (the last padded with zero rows); within a group the 16-byte
 // units of the 8 rows alternate (unit u of row 8G+l is texel G*units*8 + u*8 + l); Q8_0/Q4_0 block
@@ -41,16 +42,30 @@ layout(set = 0, binding = 3) uniform usamplerBuffer tn;
 #endif
 #endif
 
+// ROW_TEXELS: 16-byte units per row (K-quants: the per-row layouts of engine/vk/vk_kquant.cpp,
+// block headers / high bits / Q5_0 qh+d after the quants, all interleaved alike)
 #if defined(W_F32)
-#define EPU 4
+#define ROW_TEXELS(c) ((c) / 4)
 #elif defined(W_F16) || defined(W_BF16)
-#define EPU 8
+#define ROW_TEXELS(c) ((c) / 8)
 #elif defined(W_Q8_0)
-#define EPU 16
+#define ROW_TEXELS(c) ((c) / 16)
 #define SCALED
 #elif defined(W_Q4_0)
-#define EPU 32
+#define ROW_TEXELS(c) ((c) / 32)
 #define SCALED
+#elif defined(W_Q4_K)
+#define ROW_TEXELS(c) ((c) / 32 + (c) / 256)
+#define KQUANT
+#elif defined(W_Q6_K)
+#define ROW_TEXELS(c) ((c) / 16)
+#define KQUANT
+#elif defined(W_Q5_0)
+#define ROW_TEXELS(c) ((((c) / 2 + (c) / 4 + 15u) & ~15u) / 16)
+#define KQUANT
+#endif
+#ifdef KQUANT
+#include "kquant.glsl"
 #endif
 
 uint lane;
@@ -76,7 +91,23 @@ vec4 bf2x2(uint a, uint b) {
 // Columns 32b .. 32b+31 of this lane's row in the group starting at texel gt: w[j] holds columns
 // 32b+4j .. +3 (unscaled for Q8_0/Q4_0: the caller multiplies the dot by the block scale).
 void decode(bool second, uint gt, uint b, out vec4 w[8]) {
-#if defined(W_Q8_0)
+#ifdef KQUANT
+    // row texel t of this lane's row is gt + 8t + lane; steps = cols / 32 quant texels first
+    // (Q6_K: two texels per step)
+    const uint steps = p.cols / 32;
+    float f[32];
+#if defined(W_Q4_K)
+    q4k_decode(wt(second, gt + b * 8 + lane), wt(second, gt + (steps + b / 8) * 8 + lane), b & 7u, f);
+#elif defined(W_Q6_K)
+    q6k_decode(wt(second, gt + (2 * b) * 8 + lane), wt(second, gt + (2 * b + 1) * 8 + lane), f);
+#else
+    const uvec4 a = wt(second, gt + (steps + b / 2) * 8 + lane);
+    const uint k = 2 * (b & 1u);
+    q5_0_decode(wt(second, gt + b * 8 + lane), a[k], uintBitsToFloat(a[k + 1]), f);
+#endif
+    for (uint j = 0; j < 8; ++j)
+        w[j] = vec4(f[4 * j], f[4 * j + 1], f[4 * j + 2], f[4 * j + 3]);
+#elif defined(W_Q8_0)
     const uvec4 q0 = wt(second, gt + (2 * b) * 8 + lane), q1 = wt(second, gt + (2 * b + 1) * 8 + lane);
     w[0] = i8x4(q0.x); w[1] = i8x4(q0.y); w[2] = i8x4(q0.z); w[3] = i8x4(q0.w);
     w[4] = i8x4(q1.x); w[5] = i8x4(q1.y); w[6] = i8x4(q1.z); w[7] = i8x4(q1.w);
@@ -122,7 +153,7 @@ void main() {
     const uint mat = use_map ? map_at(3 * g) : g;
     const uint count = use_map ? map_at(3 * g + 1) : p.n_tok;
     const uint moff = use_map ? map_at(3 * g + 2) : 0;
-    const uint steps = p.cols / 32, units = p.cols / EPU;
+    const uint steps = p.cols / 32, units = ROW_TEXELS(p.cols);
     const uint mb = uint(p.w) + mat * uint(p.mat_stride);   // byte offset of the matrix in the w view
     const uint mb2 = uint(p.w2) + mat * uint(p.mat_stride); // and in the w2 view
     const uint x0 = uint(p.x) / 4, n0 = uint(p.norm) / 4;   // float offsets

@@ -85,27 +85,33 @@ TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every 
     INFO("seed " << seed);
     std::mt19937 rng(seed);
     const uint32_t rows = 37, n_mat = 3, n_tok = 11; // odd rows; 11 tokens cross the 8-token tile
-    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel();
+    const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel(),
+               il_default = ctx().interleave();
     // layouts: subgroup rows, lane rows, and on texel devices (CPU drivers) the texel matmuls with
-    // a row per invocation (2) or lanes splitting rows (3), and both again with the one-token
-    // shaders (4, 5)
-    for (int variant = 0; variant < 6 * 3; ++variant) {
+    // a row per invocation (2) or lanes splitting rows (3), both again with the one-token
+    // shaders (4, 5), and the row-interleaved layout (37 rows padded to 40) with the 8-token tile
+    // (6) and one token (7)
+    for (int variant = 0; variant < 8 * 3; ++variant) {
         const GgmlType type = variant % 3 == 0   ? GgmlType::Q4_K
                               : variant % 3 == 1 ? GgmlType::Q6_K
                                                  : GgmlType::Q5_0;
         const int layout = variant / 3;
-        const bool one_token = layout >= 4;
+        const bool one_token = layout == 4 || layout == 5 || layout == 7, il = layout >= 6;
         const uint32_t cols = type == GgmlType::Q5_0 ? 96 : 512; // Q5_0: 3 blocks, a padded row
         ctx().set_lane_rows(layout >= 1);
         ctx().set_texel(layout >= 2);
+        ctx().set_interleave(il);
         if (layout >= 2 && !ctx().texel())
             continue;
+        if (il && !ctx().interleave())
+            continue; // subgroups other than 8 lanes: no interleaved layout
         setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 || layout == 5 ? "0" : "1000000000", 1);
         INFO("type " << std::string(gguf::type_name(type)) << " layout " << layout);
         GpuWeights gw(ctx());
         HostTensor A = make_tensor(type, rows, cols, n_mat, rng),
                    B = make_tensor(type, rows, cols, n_mat, rng);
         GpuTensor ga = gw.add(A.t, "A"), gb = gw.add(B.t, "B");
+        CHECK(ga.il == il);
         auto xs = randv(size_t(n_mat) * n_tok * cols, rng);
         auto nw = randv(cols, rng);
         auto y0 = randv(size_t(n_mat) * n_tok * rows, rng);
@@ -180,6 +186,7 @@ TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every 
     unsetenv("PREFIXD_VK_SPLIT_BYTES");
     ctx().set_lane_rows(lane_rows_default);
     ctx().set_texel(texel_default);
+    ctx().set_interleave(il_default);
 }
 
 // The shaders decode each K-quant element with the same fp32 operations as cpu::dequantize_row

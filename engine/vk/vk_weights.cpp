@@ -61,12 +61,13 @@ void GpuWeights::repack(GgmlType type, const uint8_t* src, uint64_t rows, uint64
 
 bool GpuWeights::interleavable(GgmlType type) {
     return type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16 || type == GgmlType::Q8_0 ||
-           type == GgmlType::Q4_0;
+           type == GgmlType::Q4_0 || is_kquant(type);
 }
 
 void GpuWeights::interleave_rows(GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst) {
     const bool scaled = type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
-    const uint64_t row_bytes = type == GgmlType::F32 ? cols * 4
+    const uint64_t row_bytes = is_kquant(type)           ? kquant_row_bytes(type, cols) // whole 16-byte units
+                               : type == GgmlType::F32  ? cols * 4
                                : type == GgmlType::Q8_0 ? cols
                                : type == GgmlType::Q4_0 ? cols / 2
                                                         : cols * 2;
