@@ -160,6 +160,35 @@ TEST_CASE("matmul and swiglu shaders match cpu::matmul for every weight type and
     unsetenv("PREFIXD_VK_SPLIT_BYTES");
 }
 
+TEST_CASE("interleaved weights refuse the paths that cannot read them with an EngineError") {
+    const bool texel_default = ctx().texel(), il_default = ctx().interleave();
+    ctx().set_interleave(true);
+    if (!ctx().interleave()) {
+        ctx().set_interleave(il_default);
+        return; // no interleaved layout on this device
+    }
+    std::mt19937 rng(fresh_seed());
+    GpuWeights gw(ctx());
+    HostTensor A = make_tensor(GgmlType::Q8_0, 16, 64, 1, rng);
+    const GpuTensor ga = gw.add(A.t, "A");
+    REQUIRE(ga.il);
+    DevBuf x(64 * 4 + 16), y(16 * 4);
+    MatmulPush p{};
+    p.y = y.addr();
+    p.n_tok = 1;
+    p.x_stride = 64;
+    p.y_stride = 16;
+    p.x = x.addr() + 4; // x rows not 16-byte aligned
+    CHECK_THROWS_AS(dispatch_matmul(ctx(), ga, nullptr, p, 1), EngineError);
+    p.x = x.addr();
+    ctx().set_texel(false); // device-address shaders read the plain layout only
+    CHECK_THROWS_AS(dispatch_matmul(ctx(), ga, nullptr, p, 1), EngineError);
+    ctx().set_texel(texel_default);
+    CHECK_NOTHROW(dispatch_matmul(ctx(), ga, nullptr, p, 1));
+    ctx().submit_wait();
+    ctx().set_interleave(il_default);
+}
+
 TEST_CASE("matmul reads an F32 weight matrix larger than the 128 MiB storage-buffer range") {
     const uint32_t seed = fresh_seed();
     INFO("seed " << seed);

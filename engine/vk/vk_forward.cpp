@@ -92,27 +92,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
         for (uint64_t off : o)
             ok = ok && off < (1ull << 31);
         ok = ok && o[0] + w.n_mat * w.mat_stride < (1ull << 31);
-        if (w.il) {
-            // Row-interleaved weights (shaders/matmul_il.comp): 8 rows per subgroup pass (4 groups
-            // of 8 per pass one token at a time); about 32 workgroups keep both threads of a CPU
-            // device busy without per-workgroup overhead.
-            if (!ok || (w2 && !w2->il))
-                throw EngineError("Vulkan: interleaved weights need 16-byte aligned activations");
-            if (!w2)
-                v[1] = v[0];
-            if (!norm)
-                v[3] = v[0];
-            p.w = o[0];
-            p.w2 = o[1];
-            p.x = o[2];
-            p.norm = o[3];
-            p.rows_per_group = uint32_t(std::max<uint64_t>(32, (w.rows / il_groups() + 31) & ~uint64_t(31)));
-            const uint32_t gxi = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
-            const std::string name =
-                std::string(w2 ? "swiglu_il" : "matmul_il") + (one_token ? "1_" : "_") + type_suffix(w.type);
-            ctx.dispatch_views(name, &p, sizeof p, v, gxi, groups);
-            return;
-        }
+        if (w.il && (!ok || (w2 && !w2->il)))
+            throw EngineError("Vulkan: interleaved weights need 16-byte aligned activations");
         if (ok) {
             if (!w2)
                 v[1] = v[0];
@@ -122,16 +103,24 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
             p.w2 = o[1];
             p.x = o[2];
             p.norm = o[3];
-            // Long rows: lanes split a row (contiguous reads), ~16 workgroups; short rows: a row
-            // per invocation (tools/vk_matvec_bench figures in BENCHMARKS.md).
-            const uint64_t row_bytes = GpuWeights::packed_mat_bytes(w.type, 1, w.cols);
-            const bool split = row_bytes >= split_row_bytes();
-            if (split)
-                p.rows_per_group = uint32_t(std::max<uint64_t>(32, ((w.rows + 15) / 16 + 7) & ~uint64_t(7)));
+            std::string name;
+            if (w.il) {
+                // Row-interleaved weights (shaders/matmul_il.comp): 8 rows per subgroup pass (4
+                // groups of 8 one token at a time); about 32 workgroups keep both threads of a CPU
+                // device busy without per-workgroup overhead.
+                p.rows_per_group = uint32_t(std::max<uint64_t>(32, (w.rows / il_groups() + 31) & ~uint64_t(31)));
+                name = std::string(w2 ? "swiglu_il" : "matmul_il") + (one_token ? "1_" : "_") + type_suffix(w.type);
+            } else {
+                // Long rows: lanes split a row (contiguous reads), ~16 workgroups; short rows: a row
+                // per invocation (tools/vk_matvec_bench figures in BENCHMARKS.md).
+                const uint64_t row_bytes = GpuWeights::packed_mat_bytes(w.type, 1, w.cols);
+                const bool split = row_bytes >= split_row_bytes();
+                if (split)
+                    p.rows_per_group = uint32_t(std::max<uint64_t>(32, ((w.rows + 15) / 16 + 7) & ~uint64_t(7)));
+                name = std::string(w2 ? "swiglu_tx" : "matmul_tx") + (split ? "s" : "") + (one_token ? "1_" : "_") +
+                       type_suffix(w.type);
+            }
             const uint32_t gxs = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
-            const std::string name =
-                std::string(w2 ? "swiglu_tx" : "matmul_tx") + (split ? "s" : "") + (one_token ? "1_" : "_") +
-                type_suffix(w.type);
             ctx.dispatch_views(name, &p, sizeof p, v, gxs, groups);
             return;
         }
