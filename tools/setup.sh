@@ -26,7 +26,8 @@ if ((${#missing[@]})); then
 fi
 
 # Mesa from bookworm-backports (25.x): its lavapipe runs the engine's interleaved matmuls, the
-# CPU-device path, 1.3-2x faster than bookworm's Mesa 22.3 (BENCHMARKS.md "Third round").
+# CPU-device path, so that decode is 1.4-2.5x faster than on bookworm's Mesa 22.3 (BENCHMARKS.md
+# "Third round").
 # Best effort: if backports cannot be reached the engine runs on 22.3 with its texel matmuls.
 # PREFIXD_MESA_BACKPORTS=0 skips this step.
 mesa_ver=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)

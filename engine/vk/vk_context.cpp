@@ -256,7 +256,7 @@ Context::Context(const std::string& sel) {
     il_ok_ = sgp.subgroupSize == 8 && (sgp.supportedOperations & il_ops) == il_ops &&
              (sgp.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
     // llvmpipe before Mesa 25 runs subgroupBroadcast slowly enough that the interleaved matmuls
-    // lose to the per-lane texel ones (Mesa 22.3: decode 25% slower; Mesa 25.0: 1.3-1.7x faster,
+    // lose to the per-lane texel ones (Mesa 22.3: decode 25% slower; Mesa 25.0: 1.9-2.7x faster,
     // BENCHMARKS.md "Third round"), so they are on by default from Mesa 25; PREFIXD_VK_IL=0|1.
     int mesa_major = 0;
     if (const char* m = std::strstr(drv.driverInfo, "Mesa "))
