@@ -105,9 +105,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
             p.norm = o[3];
             std::string name;
             if (w.il) {
-                // Row-interleaved weights (shaders/matmul_il.comp): 8 rows per subgroup pass (4
-                // groups of 8 one token at a time); about 32 workgroups keep both threads of a CPU
-                // device busy without per-workgroup overhead.
+                // Row-interleaved weights (shaders/matmul_il.comp): 16 rows per subgroup pass; about
+                // 32 workgroups keep both threads of a CPU device busy without per-workgroup overhead.
                 p.rows_per_group = uint32_t(std::max<uint64_t>(32, (w.rows / il_groups() + 31) & ~uint64_t(31)));
                 name = std::string(w2 ? "swiglu_il" : "matmul_il") + (one_token ? "1_" : "_") + type_suffix(w.type);
             } else {
