@@ -58,6 +58,18 @@ struct CombinePush {
     PX_U32 n_rows, hidden, k, pad0;
 };
 
+// The MoE router (shaders/moe_route.comp), one workgroup per row of `logits` [rows][n_expert].
+#define ROUTE_SIGMOID 1u // sigmoid gating (else softmax)
+#define ROUTE_NORM 2u    // expert_weights_norm: the chosen weights are divided by their sum
+struct RoutePush {
+    PX_U64 logits, bias, wts, map_a, map_b; // bias: exp_probs_b (n_expert floats) or 0
+    PX_U32 n_expert, k, n_group, n_group_used;
+    PX_U32 n_groups;                         // rows * k: the maps' group count
+    PX_U32 flags;
+    float scale;                             // routed scaling
+    PX_U32 pad0;
+};
+
 #ifdef __cplusplus
 }  // namespace prefixd::vk
 #endif

@@ -410,6 +410,86 @@ TEST_CASE("moe_combine adds the weighted expert slots to the residual") {
     CHECK(norm_err(dx.as<float>(), x.data(), x.size()) < 1e-5);
 }
 
+TEST_CASE("moe_route picks the same experts and weights as cpu::route and writes the expert maps") {
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    struct Case {
+        const char* name;
+        uint32_t E, K, ng, ngu;
+        GatingFunc gating;
+        bool bias, norm;
+        float scale;
+    };
+    const Case cases[] = {
+        {"V2-Lite: softmax, no groups", 64, 6, 1, 1, GatingFunc::Softmax, false, false, 1.0f},
+        {"V2: softmax, 8 groups keep 3", 160, 6, 8, 3, GatingFunc::Softmax, false, false, 16.0f},
+        {"V3: sigmoid + bias, 8 groups keep 4, normalised, scaled", 256, 8, 8, 4, GatingFunc::Sigmoid, true, true, 2.5f},
+        {"tiny V3: sigmoid + bias, 4 groups keep 2", 16, 4, 4, 2, GatingFunc::Sigmoid, true, true, 2.5f},
+        {"experts not a multiple of the workgroup, softmax normalised", 72, 7, 1, 1, GatingFunc::Softmax, false, true, 1.0f},
+    };
+    for (const Case& c : cases) {
+        INFO(std::string(c.name));
+        ModelConfig cfg;
+        cfg.n_expert = c.E;
+        cfg.n_expert_used = c.K;
+        cfg.n_group = c.ng;
+        cfg.n_group_used = c.ngu;
+        cfg.gating = c.gating;
+        cfg.expert_weights_norm = c.norm;
+        cfg.routed_scale = c.scale;
+        const uint32_t R = 5, G = R * c.K;
+        auto logits = randv(uint64_t(R) * c.E, rng, 2.0f);
+        auto bias = randv(c.E, rng, 0.3f);
+        // row 1: a tie between the two best experts (same logit and bias): the lower index ranks first
+        logits[c.E + 3] = logits[c.E + c.E - 2] = 12.0f;
+        bias[c.E - 2] = bias[3];
+        // row 2: one strong expert per group, weaker group by group, the rest weak: the kept groups
+        // decide which experts are chosen
+        if (c.ng > 1) {
+            const uint32_t per = c.E / c.ng;
+            for (uint32_t e = 0; e < c.E; ++e)
+                logits[2 * c.E + e] = e % per == 0 ? 8.0f - 0.5f * float(e / per) : -5.0f + 0.01f * float(e);
+        }
+        DevBuf dl(logits.size() * 4), db(bias.size() * 4), dw(G * 4), dm(10 * G * 4);
+        std::memcpy(dl.as<float>(), logits.data(), logits.size() * 4);
+        std::memcpy(db.as<float>(), bias.data(), bias.size() * 4);
+        std::memset(dm.as<uint32_t>(), 0xff, 10 * G * 4);
+        RoutePush p{};
+        p.logits = dl.addr();
+        p.bias = c.bias ? db.addr() : 0;
+        p.wts = dw.addr();
+        p.map_a = dm.addr();
+        p.map_b = dm.addr() + 5 * G * 4;
+        p.n_expert = c.E;
+        p.k = c.K;
+        p.n_group = c.ng;
+        p.n_group_used = c.ngu;
+        p.n_groups = G;
+        p.flags = (c.gating == GatingFunc::Sigmoid ? ROUTE_SIGMOID : 0u) | (c.norm ? ROUTE_NORM : 0u);
+        p.scale = c.scale;
+        ctx().dispatch("moe_route", &p, sizeof p, R);
+        ctx().submit_wait();
+        const uint32_t* ma = dm.as<uint32_t>();
+        const uint32_t* mb = ma + 5 * G;
+        const float* w = dw.as<float>();
+        for (uint32_t t = 0; t < R; ++t) {
+            INFO("row " << t);
+            const cpu::Route ref = cpu::route(logits.data() + uint64_t(t) * c.E, c.bias ? bias.data() : nullptr, cfg);
+            for (uint32_t k = 0; k < c.K; ++k) {
+                const uint32_t g = t * c.K + k, off = 3 * G + 2 * g;
+                INFO("slot " << k);
+                CHECK(ma[3 * g] == uint32_t(ref.ids[k]));
+                CHECK(mb[3 * g] == uint32_t(ref.ids[k]));
+                CHECK(w[g] == doctest::Approx(ref.weights[k]).epsilon(1e-5));
+                CHECK((ma[3 * g + 1] == 1 && mb[3 * g + 1] == 1));
+                CHECK((ma[3 * g + 2] == off && mb[3 * g + 2] == off));
+                CHECK((ma[off] == t && ma[off + 1] == g && mb[off] == g && mb[off + 1] == g));
+            }
+        }
+    }
+}
+
 TEST_CASE("every matmul pipeline the dispatcher can pick is embedded and compiles (warm-up list)") {
     const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel(),
                il_default = ctx().interleave();

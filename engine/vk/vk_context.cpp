@@ -22,6 +22,7 @@ static_assert(sizeof(MatmulPush) == 8 * 8 + 12 * 4, "MatmulPush layout");
 static_assert(sizeof(KvStorePush) == 5 * 8 + 8 * 4, "KvStorePush layout");
 static_assert(sizeof(AttnPush) == 6 * 8 + 12 * 4, "AttnPush layout");
 static_assert(sizeof(CombinePush) == 3 * 8 + 4 * 4, "CombinePush layout");
+static_assert(sizeof(RoutePush) == 5 * 8 + 8 * 4, "RoutePush layout");
 static constexpr uint32_t kPushBytes = 128;
 static_assert(sizeof(MatmulPush) <= kPushBytes && sizeof(AttnPush) <= kPushBytes);
 

@@ -3,9 +3,10 @@
 //   attention: q (or q_a -> q_b), kv_a (norm fused) -> kv_store (c_kv norm, k_pe rope into the
 //              cache) -> q_lat = W_kb q_nope per head -> attn_mla over the latent cache ->
 //              v = W_vb latent per head -> x += W_o v
-//   ffn:       dense SwiGLU, or router logits (read back, routed on the CPU exactly as the
-//              reference), shared experts + routed experts (each expert's weights read once for
-//              all its rows) -> weighted combine into x
+//   ffn:       dense SwiGLU, or router logits (one-row steps: routed on the device by
+//              moe_route; else read back and routed on the CPU exactly as the reference), shared
+//              experts + routed experts (each expert's weights read once for all its rows) ->
+//              weighted combine into x
 // Output: output_norm + output projection on the gathered rows that want logits/log-probs.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers" // Vk*Info{sType} idiom
 #include "vk_forward.h"
@@ -158,7 +159,7 @@ void VulkanBackend::warm_up() {
     for (GgmlType t : types)
         for (const std::string& n : matmul_pipelines(*ctx_, t))
             ctx_->precompile(n);
-    for (const char* s : {"kv_store", "attn_mla", "moe_combine"})
+    for (const char* s : {"kv_store", "attn_mla", "moe_combine", "moe_route"})
         ctx_->precompile(s);
 }
 
@@ -242,6 +243,14 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     ctx_->barrier();
 }
 
+bool VulkanBackend::route_on_device(uint32_t R) const {
+    static const bool enabled = [] {
+        const char* e = std::getenv("PREFIXD_VK_DEVICE_ROUTE");
+        return !(e && *e == '0');
+    }();
+    return enabled && R == 1 && cfg_.n_expert > 0 && cfg_.n_expert <= 512 && cfg_.n_expert_used <= cfg_.n_expert;
+}
+
 void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
     const GpuLayer& L = w_->layers()[il];
     const uint32_t H = cfg_.hidden;
@@ -255,66 +264,98 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
     }
     const uint32_t E = cfg_.n_expert, K = cfg_.n_expert_used, F = cfg_.n_ff_exp;
     matmul(L.gate_inp, nullptr, b + s.x, b + s.rlog, R, H, E, MM_NORM_X, L.ffn_norm.addr);
-    ctx_->submit_wait();
-    // Route on the host, exactly as the reference does.
-    auto* host = static_cast<uint8_t*>(scratch_.map());
-    const float* rlog = reinterpret_cast<const float*>(host + s.rlog);
-    const Tensor& bias_t = model_.weights().layers[il].exp_probs_b;
-    const float* bias = bias_t ? reinterpret_cast<const float*>(bias_t.data) : nullptr;
-    std::vector<std::vector<uint32_t>> per_expert(E); // slots t*K+k routed to e
-    float* wts = reinterpret_cast<float*>(host + s.wts);
-    for (uint32_t t = 0; t < R; ++t) {
-        cpu::Route r = cpu::route(rlog + uint64_t(t) * E, bias, cfg_);
-        for (uint32_t k = 0; k < K; ++k) {
-            per_expert[uint32_t(r.ids[k])].push_back(t * K + k);
-            wts[t * K + k] = r.weights[k];
-        }
-    }
     // Maps per expert group: A (x row t -> slot row) for gate/up, B (slot row -> slot row) for
-    // down. Experts with a single routed row get their own pair of maps and the one-token shaders
-    // (a batch of decode steps spreads its rows over many experts, most of them hit once).
+    // down (push.h MM_MAP). Experts with a single routed row get their own pair of maps and the
+    // one-token shaders (a batch of decode steps spreads its rows over many experts, most of
+    // them hit once).
     struct Maps {
         uint32_t groups = 0;
         uint64_t a = 0, b = 0; // device addresses of map A and map B
     };
-    uint32_t* words = reinterpret_cast<uint32_t*>(host + s.map);
-    uint32_t used = 0; // words of the map region taken so far
-    auto build = [&](bool singles) {
-        Maps m;
-        uint32_t rows = 0;
-        for (uint32_t e = 0; e < E; ++e)
-            if (!per_expert[e].empty() && (per_expert[e].size() == 1) == singles) {
-                ++m.groups;
-                rows += uint32_t(per_expert[e].size());
+    Maps single, multi;
+    const uint32_t FS = F * cfg_.n_expert_shared;
+    bool shexp_up = false;
+    if (route_on_device(R)) {
+        // One row (a decode step): the router runs on the device (shaders/moe_route.comp, each
+        // chosen expert its own group), so the layer needs no host round trip.
+        ctx_->barrier();
+        const uint32_t G = R * K;
+        RoutePush rp{};
+        rp.logits = b + s.rlog;
+        rp.bias = L.exp_probs_b ? L.exp_probs_b.addr : 0;
+        rp.wts = b + s.wts;
+        rp.map_a = b + s.map;
+        rp.map_b = rp.map_a + uint64_t(5 * G) * 4;
+        rp.n_expert = E;
+        rp.k = K;
+        rp.n_group = cfg_.n_group;
+        rp.n_group_used = cfg_.n_group_used;
+        rp.n_groups = G;
+        rp.flags = (cfg_.gating == GatingFunc::Sigmoid ? ROUTE_SIGMOID : 0u) |
+                   (cfg_.expert_weights_norm ? ROUTE_NORM : 0u);
+        rp.scale = cfg_.routed_scale;
+        ctx_->dispatch("moe_route", &rp, sizeof rp, R);
+        if (L.gate_shexp) // independent of the routing: runs beside it
+            matmul(L.gate_shexp, &L.up_shexp, b + s.x, b + s.hs, R, H, FS, MM_NORM_X, L.ffn_norm.addr);
+        shexp_up = true;
+        ctx_->barrier();
+        single = {G, rp.map_a, rp.map_b};
+    } else {
+        ctx_->submit_wait();
+        // Route on the host, exactly as the reference does.
+        auto* host = static_cast<uint8_t*>(scratch_.map());
+        const float* rlog = reinterpret_cast<const float*>(host + s.rlog);
+        const Tensor& bias_t = model_.weights().layers[il].exp_probs_b;
+        const float* bias = bias_t ? reinterpret_cast<const float*>(bias_t.data) : nullptr;
+        std::vector<std::vector<uint32_t>> per_expert(E); // slots t*K+k routed to e
+        float* wts = reinterpret_cast<float*>(host + s.wts);
+        for (uint32_t t = 0; t < R; ++t) {
+            cpu::Route r = cpu::route(rlog + uint64_t(t) * E, bias, cfg_);
+            for (uint32_t k = 0; k < K; ++k) {
+                per_expert[uint32_t(r.ids[k])].push_back(t * K + k);
+                wts[t * K + k] = r.weights[k];
             }
-        if (m.groups == 0)
-            return m;
-        uint32_t* mapA = words + used;
-        uint32_t* mapB = mapA + 3 * m.groups + 2 * rows;
-        m.a = b + s.map + uint64_t(used) * 4;
-        m.b = m.a + uint64_t(3 * m.groups + 2 * rows) * 4;
-        used += 2 * (3 * m.groups + 2 * rows);
-        uint32_t g = 0, off = 3 * m.groups;
-        for (uint32_t e = 0; e < E; ++e) {
-            if (per_expert[e].empty() || (per_expert[e].size() == 1) != singles)
-                continue;
-            const uint32_t n = uint32_t(per_expert[e].size());
-            mapA[3 * g] = mapB[3 * g] = e;
-            mapA[3 * g + 1] = mapB[3 * g + 1] = n;
-            mapA[3 * g + 2] = mapB[3 * g + 2] = off;
-            for (uint32_t i = 0; i < n; ++i) {
-                const uint32_t slot = per_expert[e][i];
-                mapA[off + 2 * i] = slot / K;
-                mapA[off + 2 * i + 1] = slot;
-                mapB[off + 2 * i] = slot;
-                mapB[off + 2 * i + 1] = slot;
-            }
-            off += 2 * n;
-            ++g;
         }
-        return m;
-    };
-    const Maps single = build(true), multi = build(false);
+        uint32_t* words = reinterpret_cast<uint32_t*>(host + s.map);
+        uint32_t used = 0; // words of the map region taken so far
+        auto build = [&](bool singles) {
+            Maps m;
+            uint32_t rows = 0;
+            for (uint32_t e = 0; e < E; ++e)
+                if (!per_expert[e].empty() && (per_expert[e].size() == 1) == singles) {
+                    ++m.groups;
+                    rows += uint32_t(per_expert[e].size());
+                }
+            if (m.groups == 0)
+                return m;
+            uint32_t* mapA = words + used;
+            uint32_t* mapB = mapA + 3 * m.groups + 2 * rows;
+            m.a = b + s.map + uint64_t(used) * 4;
+            m.b = m.a + uint64_t(3 * m.groups + 2 * rows) * 4;
+            used += 2 * (3 * m.groups + 2 * rows);
+            uint32_t g = 0, off = 3 * m.groups;
+            for (uint32_t e = 0; e < E; ++e) {
+                if (per_expert[e].empty() || (per_expert[e].size() == 1) != singles)
+                    continue;
+                const uint32_t n = uint32_t(per_expert[e].size());
+                mapA[3 * g] = mapB[3 * g] = e;
+                mapA[3 * g + 1] = mapB[3 * g + 1] = n;
+                mapA[3 * g + 2] = mapB[3 * g + 2] = off;
+                for (uint32_t i = 0; i < n; ++i) {
+                    const uint32_t slot = per_expert[e][i];
+                    mapA[off + 2 * i] = slot / K;
+                    mapA[off + 2 * i + 1] = slot;
+                    mapB[off + 2 * i] = slot;
+                    mapB[off + 2 * i + 1] = slot;
+                }
+                off += 2 * n;
+                ++g;
+            }
+            return m;
+        };
+        single = build(true);
+        multi = build(false);
+    }
     const bool one_token = one_token_;
     auto experts = [&](const Maps& m, bool up) {
         if (m.groups == 0)
@@ -327,8 +368,7 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
             matmul(L.down_exps, nullptr, b + s.h, b + s.slots, 0, F, H, MM_MAP, 0, m.b, m.groups);
         one_token_ = one_token;
     };
-    const uint32_t FS = F * cfg_.n_expert_shared;
-    if (L.gate_shexp)
+    if (L.gate_shexp && !shexp_up)
         matmul(L.gate_shexp, &L.up_shexp, b + s.x, b + s.hs, R, H, FS, MM_NORM_X, L.ffn_norm.addr);
     experts(single, true);
     experts(multi, true);

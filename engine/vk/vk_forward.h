@@ -61,6 +61,9 @@ class VulkanBackend final : public Backend {
                 uint32_t groups = 1, uint32_t x_mat_off = 0, uint32_t y_mat_off = 0);
     void attention(uint32_t il, uint32_t R, const Scratch& s);
     void ffn(uint32_t il, uint32_t R, const Scratch& s);
+    // Whether a step of R rows routes its MoE layers on the device (shaders/moe_route.comp):
+    // one-row steps, up to 512 experts; PREFIXD_VK_DEVICE_ROUTE=0 keeps every step on the host.
+    bool route_on_device(uint32_t R) const;
 
     const Model& model_;
     const ModelConfig& cfg_;

@@ -236,6 +236,7 @@ void GpuWeights::add_model(const Model& model, bool verbose) {
         l.ffn_up = add(s.ffn_up, "ffn_up");
         l.ffn_down = add(s.ffn_down, "ffn_down");
         l.gate_inp = add(s.gate_inp, "ffn_gate_inp");
+        l.exp_probs_b = add(s.exp_probs_b, "exp_probs_b", true);
         l.gate_exps = add(s.gate_exps, "ffn_gate_exps");
         l.up_exps = add(s.up_exps, "ffn_up_exps");
         l.down_exps = add(s.down_exps, "ffn_down_exps");

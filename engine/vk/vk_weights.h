@@ -19,7 +19,7 @@ struct GpuTensor {
 
 struct GpuLayer {
     GpuTensor attn_norm, wq, wq_a, q_a_norm, wq_b, wkv_a, kv_a_norm, wk_b, wv_b, wo, ffn_norm;
-    GpuTensor ffn_gate, ffn_up, ffn_down, gate_inp, gate_exps, up_exps, down_exps;
+    GpuTensor ffn_gate, ffn_up, ffn_down, gate_inp, exp_probs_b, gate_exps, up_exps, down_exps;
     GpuTensor gate_shexp, up_shexp, down_shexp;
 };
 
