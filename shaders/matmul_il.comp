@@ -72,13 +72,18 @@ uint lane;
 
 uvec4 wt(bool second, uint i) { return second ? texelFetch(tw2, int(i)) : texelFetch(tw, int(i)); }
 
-// scale of block b from the texel holding blocks b & ~7 .. +7
+// scale of block b from the texel holding blocks b & ~7 .. +7 (Q8_0: times 2^-24, see i8x4)
+#ifdef W_Q8_0
+float hscale(uvec4 s, uint b) { return unpackHalf2x16(s[(b >> 1) & 3u])[b & 1u] * 5.9604644775390625e-08; }
+#else
 float hscale(uvec4 s, uint b) { return unpackHalf2x16(s[(b >> 1) & 3u])[b & 1u]; }
+#endif
 
+// the 4 signed bytes of w times 2^24 (a shift or a mask per byte, no sign-extending shift pair;
+// exact): Q8_0 dots come out scaled by 2^24 and its block scales carry the 2^-24 (hscale)
 vec4 i8x4(uint w) {
-    int s = int(w);
-    return vec4(bitfieldExtract(s, 0, 8), bitfieldExtract(s, 8, 8), bitfieldExtract(s, 16, 8),
-                bitfieldExtract(s, 24, 8));
+    const int s = int(w), hi = int(0xff000000u);
+    return vec4(s << 24, (s << 16) & hi, (s << 8) & hi, s & hi);
 }
 vec4 lo4(uint w) { return vec4(w & 15u, (w >> 8) & 15u, (w >> 16) & 15u, (w >> 24) & 15u) - 8.0; }
 vec4 hi4(uint w) { return vec4((w >> 4) & 15u, (w >> 12) & 15u, (w >> 20) & 15u, w >> 28) - 8.0; }
