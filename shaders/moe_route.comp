@@ -59,8 +59,12 @@ void main() {
             prob[e] *= inv;
         barrier();
     }
-    for (uint e = i; e < E; e += WG)
-        sel[e] = prob[e] + (p.bias != 0 ? FloatBuf(p.bias).v[e] : 0.0);
+    // a NaN score (a broken model) ranks last, so the ranks below stay a permutation and every
+    // chosen id is a valid expert
+    for (uint e = i; e < E; e += WG) {
+        const float v = prob[e] + (p.bias != 0 ? FloatBuf(p.bias).v[e] : 0.0);
+        sel[e] = isnan(v) ? NEG_INF : v;
+    }
     barrier();
     // group limiting: keep the n_group_used best groups
     const uint ng = p.n_group;

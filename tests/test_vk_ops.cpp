@@ -8,6 +8,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -473,6 +474,25 @@ TEST_CASE("moe_route picks the same experts and weights as cpu::route and writes
         const uint32_t* ma = dm.as<uint32_t>();
         const uint32_t* mb = ma + 5 * G;
         const float* w = dw.as<float>();
+        // row 4 of a second run: NaN logits (a broken model) still give K distinct valid experts
+        std::vector<float> bad(logits);
+        for (uint32_t e = 0; e < c.E; e += 3)
+            bad[4 * c.E + e] = std::nanf("");
+        DevBuf dbad(bad.size() * 4), dmb(10 * G * 4), dwb(G * 4);
+        std::memcpy(dbad.as<float>(), bad.data(), bad.size() * 4);
+        RoutePush pb = p;
+        pb.logits = dbad.addr();
+        pb.wts = dwb.addr();
+        pb.map_a = dmb.addr();
+        pb.map_b = dmb.addr() + 5 * G * 4;
+        ctx().dispatch("moe_route", &pb, sizeof pb, R);
+        ctx().submit_wait();
+        std::vector<uint32_t> chosen;
+        for (uint32_t k = 0; k < c.K; ++k)
+            chosen.push_back(dmb.as<uint32_t>()[3 * (4 * c.K + k)]);
+        std::sort(chosen.begin(), chosen.end());
+        CHECK(chosen.back() < c.E);
+        CHECK(std::adjacent_find(chosen.begin(), chosen.end()) == chosen.end());
         for (uint32_t t = 0; t < R; ++t) {
             INFO("row " << t);
             const cpu::Route ref = cpu::route(logits.data() + uint64_t(t) * c.E, c.bias ? bias.data() : nullptr, cfg);
