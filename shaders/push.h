@@ -52,6 +52,23 @@ struct AttnPush {
     PX_U32 pad1, pad2;
 };
 
+// Tiled absorbed MLA attention for CPU drivers, per pass over keys [j0, j0 + kc):
+// attn_qprep: qr[t][h] = scale * (q_lat, rope(q_pe)) (W = rank + rope floats, written once per step);
+// attn_score: s[t][h][j - j0] = qr[t][h] . cache[j] (-inf past the row's position);
+// attn_pv:    running (max, sum, acc) per (t, h, 64-channel slice) in `state`, updated with the
+//             pass's softmax weights; ATTN_FIRST: no earlier state; ATTN_LAST: write acc / sum to dst.
+#define ATTN_FIRST 1u
+#define ATTN_LAST 2u
+struct AttnTiledPush {
+    PX_U64 qlat, q, rows, freqs, dst, qr, s, state;
+    PX_U64 layer_off;
+    PX_U32 n_rows, n_head, rank, rope;
+    PX_U32 q_stride, q_head, q_nope, pos_stride;
+    PX_U32 j0, kc, flags;
+    float scale, mscale;
+    PX_U32 pad0;
+};
+
 // x[t][c] += sum_k wts[t*K+k] * slots[(t*K+k)][c]
 struct CombinePush {
     PX_U64 x, slots, wts;

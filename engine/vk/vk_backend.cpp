@@ -85,6 +85,13 @@ VulkanBackend::VulkanBackend(const Model& model, const EngineOptions& opts)
         throw EngineError("Vulkan backend: max_ctx is 0");
     ctx_ = std::make_unique<Context>(opts.device);
     ctx_->set_budget(opts.max_device_memory);
+    {
+        const char* a = std::getenv("PREFIXD_VK_ATTN");
+        attn_tiled_ = a && *a ? std::string(a) == "tiled" : ctx_->lane_rows();
+        // vec4 loads of cache rows, 8-channel value slices per lane, broadcasts within 8 lanes
+        attn_tiled_ = attn_tiled_ && cfg_.qk_rope % 4 == 0 && cfg_.kv_lora_rank % 8 == 0 &&
+                      ctx_->limits().subgroup_size >= 8;
+    }
     if (opts.verbose)
         std::fprintf(stderr, "vulkan: device %s\n", ctx_->device_name().c_str());
     w_ = std::make_unique<GpuWeights>(*ctx_, model, opts.verbose);
@@ -202,6 +209,11 @@ VulkanBackend::Scratch VulkanBackend::layout(uint32_t R, uint32_t L) const {
     take(s.rows, uint64_t(R) * 4);
     take(s.freqs, cfg_.qk_rope / 2);
     take(s.logits, uint64_t(L) * cfg_.n_vocab);
+    if (attn_tiled_) {
+        take(s.qr, uint64_t(R) * nh * cfg_.kv_cache_width());
+        take(s.scores, uint64_t(R) * nh * attn_kc_);
+        take(s.state, attn_passes_ > 1 ? uint64_t(R) * nh * ((cfg_.kv_lora_rank + 63) / 64) * 68 : 0);
+    }
     s.total = off;
     return s;
 }
@@ -286,6 +298,10 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
         return !(e && *e == '0');
     }();
     one_token_ = tb1 && R == 1;
+    uint32_t max_keys = 0;
+    for (const BatchItem& it : batch)
+        max_keys = std::max(max_keys, seq(it.seq).len + item_rows(it));
+    plan_attention(R, max_keys);
     const Scratch s = layout(R, L);
     if (!scratch_ || scratch_.size() < s.total) {
         scratch_ = Buffer();

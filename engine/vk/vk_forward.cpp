@@ -159,8 +159,62 @@ void VulkanBackend::warm_up() {
     for (GgmlType t : types)
         for (const std::string& n : matmul_pipelines(*ctx_, t))
             ctx_->precompile(n);
-    for (const char* s : {"kv_store", "attn_mla", "moe_combine", "moe_route"})
+    for (const char* s : {"kv_store", "moe_combine", "moe_route"})
         ctx_->precompile(s);
+    const std::vector<std::string> attn =
+        attn_tiled_ ? std::vector<std::string>{"attn_qprep", "attn_score", "attn_pv"} : std::vector<std::string>{"attn_mla"};
+    for (const std::string& s : attn)
+        ctx_->precompile(s);
+}
+
+void VulkanBackend::plan_attention(uint32_t R, uint32_t max_keys) {
+    attn_keys_ = max_keys;
+    attn_kc_ = max_keys;
+    attn_passes_ = 1;
+    if (!attn_tiled_)
+        return;
+    const uint64_t per_key = uint64_t(R) * cfg_.n_head * 4, budget = uint64_t(64) << 20;
+    if (per_key * max_keys > budget) {
+        attn_kc_ = uint32_t(std::max<uint64_t>(64, budget / per_key)) & ~7u;
+        attn_passes_ = (max_keys + attn_kc_ - 1) / attn_kc_;
+    }
+}
+
+// QPREP once, then per pass SCORE (16 heads x 16 keys per workgroup) and PV (8 heads x 64 channels).
+void VulkanBackend::attention_tiled(uint32_t R, const Scratch& s, const AttnPush& ap) {
+    AttnTiledPush tp{};
+    tp.qlat = ap.qlat;
+    tp.q = ap.q;
+    tp.rows = ap.rows;
+    tp.freqs = ap.freqs;
+    tp.dst = ap.dst;
+    tp.qr = base_ + s.qr;
+    tp.s = base_ + s.scores;
+    tp.state = base_ + s.state;
+    tp.layer_off = ap.layer_off;
+    tp.n_rows = R;
+    tp.n_head = ap.n_head;
+    tp.rank = ap.rank;
+    tp.rope = ap.rope;
+    tp.q_stride = ap.q_stride;
+    tp.q_head = ap.q_head;
+    tp.q_nope = ap.q_nope;
+    tp.pos_stride = ap.pos_stride;
+    tp.kc = attn_kc_;
+    tp.scale = ap.scale;
+    tp.mscale = ap.mscale;
+    const uint32_t nh = ap.n_head;
+    ctx_->dispatch("attn_qprep", &tp, sizeof tp, R, nh);
+    ctx_->barrier();
+    for (uint32_t pass = 0; pass < attn_passes_; ++pass) {
+        tp.j0 = pass * attn_kc_;
+        tp.flags = (pass == 0 ? ATTN_FIRST : 0u) | (pass + 1 == attn_passes_ ? ATTN_LAST : 0u);
+        const uint32_t keys = std::min(attn_kc_, attn_keys_ - tp.j0);
+        ctx_->dispatch("attn_score", &tp, sizeof tp, R, (nh + 15) / 16, (keys + 15) / 16);
+        ctx_->barrier();
+        ctx_->dispatch("attn_pv", &tp, sizeof tp, R, (nh + 7) / 8, (ap.rank + 63) / 64);
+        ctx_->barrier();
+    }
 }
 
 void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
@@ -233,8 +287,12 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     ap.q_nope = cfg_.qk_nope;
     ap.scale = cfg_.attn_scale();
     ap.mscale = 1.0f;
-    ctx_->dispatch("attn_mla", &ap, sizeof ap, R, nh);
-    ctx_->barrier();
+    if (attn_tiled_) {
+        attention_tiled(R, s, ap);
+    } else {
+        ctx_->dispatch("attn_mla", &ap, sizeof ap, R, nh);
+        ctx_->barrier();
+    }
     // v_h = W_vb_h latent_h, then x += W_o v
     matmul(L.wv_b, nullptr, b + s.lat, b + s.v, R, nh * rank, nh * cfg_.v_head, 0, 0, 0, nh, rank,
            cfg_.v_head);

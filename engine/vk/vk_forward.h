@@ -49,7 +49,7 @@ class VulkanBackend final : public Backend {
     };
     // Scratch offsets (bytes) inside scratch_ for a step of R rows and L logit rows.
     struct Scratch {
-        uint64_t x, qa, q, kva, qlat, lat, v, rlog, hs, h, slots, wts, map, rows, freqs, logits, total;
+        uint64_t x, qa, q, kva, qlat, lat, v, rlog, hs, h, slots, wts, map, rows, freqs, logits, qr, scores, state, total;
     };
     Scratch layout(uint32_t R, uint32_t L) const;
     Seq& seq(SeqId id);
@@ -64,6 +64,10 @@ class VulkanBackend final : public Backend {
     // Whether a step of R rows routes its MoE layers on the device (shaders/moe_route.comp):
     // one-row steps, up to 512 experts; PREFIXD_VK_DEVICE_ROUTE=0 keeps every step on the host.
     bool route_on_device(uint32_t R) const;
+    // Tiled attention (shaders/attn_tiled.comp; CPU devices, PREFIXD_VK_ATTN=tiled|wg overrides):
+    // keys in passes of attn_kc_ so that the step's score buffer stays under 64 MiB.
+    void plan_attention(uint32_t R, uint32_t max_keys);
+    void attention_tiled(uint32_t R, const Scratch& s, const AttnPush& ap);
 
     const Model& model_;
     const ModelConfig& cfg_;
@@ -73,6 +77,8 @@ class VulkanBackend final : public Backend {
     std::vector<Seq> seqs_;
     uint32_t max_ctx_ = 0;
     bool one_token_ = false; // this step has one row (PREFIXD_VK_TB1=0 turns the TB1 shaders off)
+    bool attn_tiled_ = false;
+    uint32_t attn_keys_ = 0, attn_kc_ = 0, attn_passes_ = 1; // this step's keys (max over rows), pass size
     Buffer scratch_;
     uint64_t base_ = 0; // scratch_.addr()
 };
