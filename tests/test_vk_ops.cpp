@@ -321,68 +321,145 @@ TEST_CASE("kv_store matches cpu::rmsnorm and cpu::rope (plain and YaRN)") {
     }
 }
 
+// Absorbed MLA attention inputs (a two-layer position-major cache, the test reads layer 1) and the
+// CPU reference: out[t][h] = sum_j softmax_j(scale * (q_lat . c_kv[j] + rope(q_pe) . k_pe[j])) c_kv[j].
+struct AttnCase {
+    uint32_t rank, rope, W, nh, nope, qh, R;
+    std::vector<uint32_t> pos;
+    float scale = 0.17f;
+    ModelConfig cfg;
+    std::vector<float> cache_h, qlat, q, freqs;
+    DevBuf cache, dql, dq, drows, dfreq, dout;
+    AttnCase(std::mt19937& rng, uint32_t rank_, uint32_t nh_, std::vector<uint32_t> pos_)
+        : rank(rank_), rope(16), W(rank_ + 16), nh(nh_), nope(8), qh(8 + 16), R(uint32_t(pos_.size())),
+          pos(std::move(pos_)), cfg(rope_cfg(true)),
+          cache_h(randv(size_t(*std::max_element(pos.begin(), pos.end()) + 1) * 2 * W, rng)),
+          qlat(randv(size_t(R) * nh * rank, rng, 0.3f)), q(randv(size_t(R) * nh * qh, rng, 0.3f)),
+          freqs(rope_freqs(cfg)), cache(cache_h.size() * 4), dql(qlat.size() * 4), dq(q.size() * 4),
+          drows(R * 16), dfreq(freqs.size() * 4), dout(size_t(R) * nh * rank * 4) {
+        std::memcpy(cache.as<float>(), cache_h.data(), cache_h.size() * 4);
+        std::memcpy(dql.as<float>(), qlat.data(), qlat.size() * 4);
+        std::memcpy(dq.as<float>(), q.data(), q.size() * 4);
+        std::memcpy(dfreq.as<float>(), freqs.data(), freqs.size() * 4);
+        for (uint32_t t = 0; t < R; ++t)
+            put_row(drows.as<uint32_t>(), t, cache.addr(), pos[t]);
+    }
+    AttnPush push() {
+        AttnPush p{};
+        p.qlat = dql.addr();
+        p.q = dq.addr();
+        p.rows = drows.addr();
+        p.freqs = dfreq.addr();
+        p.dst = dout.addr();
+        p.n_rows = R;
+        p.n_head = nh;
+        p.rank = rank;
+        p.rope = rope;
+        p.q_stride = nh * qh;
+        p.q_head = qh;
+        p.q_nope = nope;
+        p.layer_off = uint64_t(W) * 4;
+        p.pos_stride = 2 * W;
+        p.scale = scale;
+        p.mscale = 1.0f;
+        return p;
+    }
+    std::vector<float> reference(uint32_t t, uint32_t h) const {
+        std::vector<float> qpe(q.begin() + t * nh * qh + h * qh + nope, q.begin() + t * nh * qh + h * qh + qh);
+        cpu::rope(qpe.data(), rope, int32_t(pos[t]), cfg);
+        const float* ql = qlat.data() + (t * nh + h) * rank;
+        std::vector<float> s(pos[t] + 1), ref(rank, 0.0f);
+        for (uint32_t j = 0; j <= pos[t]; ++j) {
+            double d = 0;
+            for (uint32_t c = 0; c < rank; ++c)
+                d += ql[c] * cache_h[(j * 2 + 1) * W + c];
+            for (uint32_t c = 0; c < rope; ++c)
+                d += qpe[c] * cache_h[(j * 2 + 1) * W + rank + c];
+            s[j] = float(d) * scale;
+        }
+        cpu::softmax(s.data(), pos[t] + 1);
+        for (uint32_t j = 0; j <= pos[t]; ++j)
+            for (uint32_t c = 0; c < rank; ++c)
+                ref[c] += s[j] * cache_h[(j * 2 + 1) * W + c];
+        return ref;
+    }
+    void check() {
+        for (uint32_t t = 0; t < R; ++t)
+            for (uint32_t h = 0; h < nh; ++h) {
+                INFO("row " << t << " head " << h);
+                CHECK(norm_err(dout.as<float>() + (t * nh + h) * rank, reference(t, h).data(), rank) < 1e-4);
+            }
+    }
+};
+
 TEST_CASE("attn_mla matches a CPU absorbed-attention reference across key tiles") {
     const uint32_t seed = fresh_seed();
     INFO("seed " << seed);
     std::mt19937 rng(seed);
-    ModelConfig cfg = rope_cfg(true);
-    const uint32_t rank = 72, rope = cfg.qk_rope, W = rank + rope, nh = 3, nope = 8, qh = nope + rope, R = 4;
-    const uint32_t pos[R] = {0, 31, 33, 70};
-    const uint32_t ctxlen = 128;
-    const float scale = 0.17f;
-    // two layers, position-major ([pos][layer][W]); the test reads layer 1
-    auto cache_h = randv(size_t(ctxlen) * 2 * W, rng), qlat = randv(size_t(R) * nh * rank, rng, 0.3f),
-         q = randv(size_t(R) * nh * qh, rng, 0.3f);
-    auto freqs = rope_freqs(cfg);
-    DevBuf cache(cache_h.size() * 4), dql(qlat.size() * 4), dq(q.size() * 4), drows(R * 16),
-        dfreq(freqs.size() * 4), dout(size_t(R) * nh * rank * 4);
-    std::memcpy(cache.as<float>(), cache_h.data(), cache_h.size() * 4);
-    std::memcpy(dql.as<float>(), qlat.data(), qlat.size() * 4);
-    std::memcpy(dq.as<float>(), q.data(), q.size() * 4);
-    std::memcpy(dfreq.as<float>(), freqs.data(), freqs.size() * 4);
-    for (uint32_t t = 0; t < R; ++t)
-        put_row(drows.as<uint32_t>(), t, cache.addr(), pos[t]);
-    AttnPush p{};
-    p.qlat = dql.addr();
-    p.q = dq.addr();
-    p.rows = drows.addr();
-    p.freqs = dfreq.addr();
-    p.dst = dout.addr();
-    p.n_rows = R;
-    p.n_head = nh;
-    p.rank = rank;
-    p.rope = rope;
-    p.q_stride = nh * qh;
-    p.q_head = qh;
-    p.q_nope = nope;
-    p.layer_off = uint64_t(W) * 4;
-    p.pos_stride = 2 * W;
-    p.scale = scale;
-    p.mscale = 1.0f;
-    ctx().dispatch("attn_mla", &p, sizeof p, R, nh);
+    AttnCase a(rng, 72, 3, {0, 31, 33, 70});
+    AttnPush p = a.push();
+    ctx().dispatch("attn_mla", &p, sizeof p, a.R, a.nh);
     ctx().submit_wait();
-    for (uint32_t t = 0; t < R; ++t)
-        for (uint32_t h = 0; h < nh; ++h) {
-            std::vector<float> qpe(q.begin() + t * nh * qh + h * qh + nope,
-                                   q.begin() + t * nh * qh + h * qh + qh);
-            cpu::rope(qpe.data(), rope, int32_t(pos[t]), cfg);
-            const float* ql = qlat.data() + (t * nh + h) * rank;
-            std::vector<float> s(pos[t] + 1), ref(rank, 0.0f);
-            for (uint32_t j = 0; j <= pos[t]; ++j) {
-                double d = 0;
-                for (uint32_t c = 0; c < rank; ++c)
-                    d += ql[c] * cache_h[(j * 2 + 1) * W + c];
-                for (uint32_t c = 0; c < rope; ++c)
-                    d += qpe[c] * cache_h[(j * 2 + 1) * W + rank + c];
-                s[j] = float(d) * scale;
-            }
-            cpu::softmax(s.data(), pos[t] + 1);
-            for (uint32_t j = 0; j <= pos[t]; ++j)
-                for (uint32_t c = 0; c < rank; ++c)
-                    ref[c] += s[j] * cache_h[(j * 2 + 1) * W + c];
-            INFO("row " << t << " head " << h);
-            CHECK(norm_err(dout.as<float>() + (t * nh + h) * rank, ref.data(), rank) < 1e-4);
+    a.check();
+}
+
+// The CPU-driver attention (QPREP, then SCORE and PV per pass of kc keys, state carried between
+// passes) against the same reference: head counts that are not multiples of the 16-head SCORE and
+// 8-head PV blocks, a rank that leaves a partial 64-channel slice, rows ending in every pass, and
+// passes that some rows never reach.
+TEST_CASE("attn_tiled (qprep, score, pv in key passes) matches the CPU absorbed-attention reference") {
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    struct Shape { uint32_t rank, nh; std::vector<uint32_t> pos; uint32_t kc; };
+    const Shape shapes[] = {{72, 3, {0, 31, 33, 70}, 128},       // one pass
+                            {72, 19, {0, 15, 31, 33, 70}, 24},   // 3 passes, rows ending early
+                            {128, 16, {5, 47, 48, 130}, 16},     // 9 passes
+                            {64, 4, {200}, 40},                  // decode-like row, long context
+                            {512, 16, {3, 40}, 32}};             // the DeepSeek shape
+    for (const Shape& sh : shapes) {
+        AttnCase a(rng, sh.rank, sh.nh, sh.pos);
+        const AttnPush ap = a.push();
+        const uint32_t keys = *std::max_element(sh.pos.begin(), sh.pos.end()) + 1;
+        const uint32_t passes = (keys + sh.kc - 1) / sh.kc;
+        DevBuf qr(size_t(a.R) * a.nh * a.W * 4), sc(size_t(a.R) * a.nh * sh.kc * 4),
+            st(size_t(a.R) * a.nh * ((a.rank + 63) / 64) * 68 * 4);
+        AttnTiledPush tp{};
+        tp.qlat = ap.qlat;
+        tp.q = ap.q;
+        tp.rows = ap.rows;
+        tp.freqs = ap.freqs;
+        tp.dst = ap.dst;
+        tp.qr = qr.addr();
+        tp.s = sc.addr();
+        tp.state = st.addr();
+        tp.layer_off = ap.layer_off;
+        tp.n_rows = a.R;
+        tp.n_head = a.nh;
+        tp.rank = a.rank;
+        tp.rope = a.rope;
+        tp.q_stride = ap.q_stride;
+        tp.q_head = ap.q_head;
+        tp.q_nope = ap.q_nope;
+        tp.pos_stride = ap.pos_stride;
+        tp.kc = sh.kc;
+        tp.scale = ap.scale;
+        tp.mscale = ap.mscale;
+        ctx().dispatch("attn_qprep", &tp, sizeof tp, a.R, a.nh);
+        ctx().barrier();
+        for (uint32_t pass = 0; pass < passes; ++pass) {
+            tp.j0 = pass * sh.kc;
+            tp.flags = (pass == 0 ? ATTN_FIRST : 0u) | (pass + 1 == passes ? ATTN_LAST : 0u);
+            ctx().dispatch("attn_score", &tp, sizeof tp, a.R, (a.nh + 15) / 16,
+                           (std::min(sh.kc, keys - tp.j0) + 15) / 16);
+            ctx().barrier();
+            ctx().dispatch("attn_pv", &tp, sizeof tp, a.R, (a.nh + 7) / 8, (a.rank + 63) / 64);
+            ctx().barrier();
         }
+        ctx().submit_wait();
+        INFO("rank " << sh.rank << " heads " << sh.nh << " kc " << sh.kc);
+        a.check();
+    }
 }
 
 TEST_CASE("moe_combine adds the weighted expert slots to the residual") {

@@ -4,3 +4,10 @@ prefixd_test(test_vk_model SOURCES test_vk_model.cpp LIBS prefixd_engine LABELS 
              TIMEOUT 600)
 prefixd_test(test_vk_memory SOURCES test_vk_memory.cpp LIBS prefixd_engine LABELS vulkan FIXTURES test_models
              TIMEOUT 300)
+# The whole-model checks again with the attention kernel GPUs use (attn_mla) in place of the
+# CPU-driver tiled one that lavapipe picks by default.
+set(PREFIXD_TEST_ENV_WG ${PREFIXD_TEST_ENV})
+list(APPEND PREFIXD_TEST_ENV_WG PREFIXD_VK_ATTN=wg)
+add_test(NAME test_vk_model_attn_wg COMMAND test_vk_model)
+set_tests_properties(test_vk_model_attn_wg PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_WG}" TIMEOUT 600
+                                                      LABELS vulkan FIXTURES_REQUIRED test_models)
