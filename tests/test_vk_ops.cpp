@@ -421,41 +421,9 @@ TEST_CASE("attn_tiled (qprep, score, pv in key passes) matches the CPU absorbed-
         AttnCase a(rng, sh.rank, sh.nh, sh.pos);
         const AttnPush ap = a.push();
         const uint32_t keys = *std::max_element(sh.pos.begin(), sh.pos.end()) + 1;
-        const uint32_t passes = (keys + sh.kc - 1) / sh.kc;
         DevBuf qr(size_t(a.R) * a.nh * a.W * 4), sc(size_t(a.R) * a.nh * sh.kc * 4),
             st(size_t(a.R) * a.nh * ((a.rank + 63) / 64) * 68 * 4);
-        AttnTiledPush tp{};
-        tp.qlat = ap.qlat;
-        tp.q = ap.q;
-        tp.rows = ap.rows;
-        tp.freqs = ap.freqs;
-        tp.dst = ap.dst;
-        tp.qr = qr.addr();
-        tp.s = sc.addr();
-        tp.state = st.addr();
-        tp.layer_off = ap.layer_off;
-        tp.n_rows = a.R;
-        tp.n_head = a.nh;
-        tp.rank = a.rank;
-        tp.rope = a.rope;
-        tp.q_stride = ap.q_stride;
-        tp.q_head = ap.q_head;
-        tp.q_nope = ap.q_nope;
-        tp.pos_stride = ap.pos_stride;
-        tp.kc = sh.kc;
-        tp.scale = ap.scale;
-        tp.mscale = ap.mscale;
-        ctx().dispatch("attn_qprep", &tp, sizeof tp, a.R, a.nh);
-        ctx().barrier();
-        for (uint32_t pass = 0; pass < passes; ++pass) {
-            tp.j0 = pass * sh.kc;
-            tp.flags = (pass == 0 ? ATTN_FIRST : 0u) | (pass + 1 == passes ? ATTN_LAST : 0u);
-            ctx().dispatch("attn_score", &tp, sizeof tp, a.R, (a.nh + 15) / 16,
-                           (std::min(sh.kc, keys - tp.j0) + 15) / 16);
-            ctx().barrier();
-            ctx().dispatch("attn_pv", &tp, sizeof tp, a.R, (a.nh + 7) / 8, (a.rank + 63) / 64);
-            ctx().barrier();
-        }
+        dispatch_attention_tiled(ctx(), ap, qr.addr(), sc.addr(), st.addr(), sh.kc, keys);
         ctx().submit_wait();
         INFO("rank " << sh.rank << " heads " << sh.nh << " kc " << sh.kc);
         a.check();

@@ -174,25 +174,26 @@ void VulkanBackend::plan_attention(uint32_t R, uint32_t max_keys) {
     if (!attn_tiled_)
         return;
     const uint64_t per_key = uint64_t(R) * cfg_.n_head * 4, budget = uint64_t(64) << 20;
-    if (per_key * max_keys > budget) {
+    if (per_key * max_keys > budget)
         attn_kc_ = uint32_t(std::max<uint64_t>(64, budget / per_key)) & ~7u;
-        attn_passes_ = (max_keys + attn_kc_ - 1) / attn_kc_;
-    }
+    attn_passes_ = (max_keys + attn_kc_ - 1) / attn_kc_;
 }
 
-// QPREP once, then per pass SCORE (16 heads x 16 keys per workgroup) and PV (8 heads x 64 channels).
-void VulkanBackend::attention_tiled(uint32_t R, const Scratch& s, const AttnPush& ap) {
+// QPREP once, then per pass of kc keys SCORE (16 heads x 16 keys per workgroup) and PV (8 heads x
+// 64 channels); keys = the step's largest row position + 1.
+void dispatch_attention_tiled(Context& ctx, const AttnPush& ap, uint64_t qr, uint64_t scores, uint64_t state,
+                              uint32_t kc, uint32_t keys) {
     AttnTiledPush tp{};
     tp.qlat = ap.qlat;
     tp.q = ap.q;
     tp.rows = ap.rows;
     tp.freqs = ap.freqs;
     tp.dst = ap.dst;
-    tp.qr = base_ + s.qr;
-    tp.s = base_ + s.scores;
-    tp.state = base_ + s.state;
+    tp.qr = qr;
+    tp.s = scores;
+    tp.state = state;
     tp.layer_off = ap.layer_off;
-    tp.n_rows = R;
+    tp.n_rows = ap.n_rows;
     tp.n_head = ap.n_head;
     tp.rank = ap.rank;
     tp.rope = ap.rope;
@@ -200,20 +201,19 @@ void VulkanBackend::attention_tiled(uint32_t R, const Scratch& s, const AttnPush
     tp.q_head = ap.q_head;
     tp.q_nope = ap.q_nope;
     tp.pos_stride = ap.pos_stride;
-    tp.kc = attn_kc_;
+    tp.kc = kc;
     tp.scale = ap.scale;
     tp.mscale = ap.mscale;
-    const uint32_t nh = ap.n_head;
-    ctx_->dispatch("attn_qprep", &tp, sizeof tp, R, nh);
-    ctx_->barrier();
-    for (uint32_t pass = 0; pass < attn_passes_; ++pass) {
-        tp.j0 = pass * attn_kc_;
-        tp.flags = (pass == 0 ? ATTN_FIRST : 0u) | (pass + 1 == attn_passes_ ? ATTN_LAST : 0u);
-        const uint32_t keys = std::min(attn_kc_, attn_keys_ - tp.j0);
-        ctx_->dispatch("attn_score", &tp, sizeof tp, R, (nh + 15) / 16, (keys + 15) / 16);
-        ctx_->barrier();
-        ctx_->dispatch("attn_pv", &tp, sizeof tp, R, (nh + 7) / 8, (ap.rank + 63) / 64);
-        ctx_->barrier();
+    const uint32_t R = ap.n_rows, nh = ap.n_head, passes = (keys + kc - 1) / kc;
+    ctx.dispatch("attn_qprep", &tp, sizeof tp, R, nh);
+    ctx.barrier();
+    for (uint32_t pass = 0; pass < passes; ++pass) {
+        tp.j0 = pass * kc;
+        tp.flags = (pass == 0 ? ATTN_FIRST : 0u) | (pass + 1 == passes ? ATTN_LAST : 0u);
+        ctx.dispatch("attn_score", &tp, sizeof tp, R, (nh + 15) / 16, (std::min(kc, keys - tp.j0) + 15) / 16);
+        ctx.barrier();
+        ctx.dispatch("attn_pv", &tp, sizeof tp, R, (nh + 7) / 8, (ap.rank + 63) / 64);
+        ctx.barrier();
     }
 }
 
@@ -288,7 +288,7 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     ap.scale = cfg_.attn_scale();
     ap.mscale = 1.0f;
     if (attn_tiled_) {
-        attention_tiled(R, s, ap);
+        dispatch_attention_tiled(*ctx_, ap, b + s.qr, b + s.scores, b + s.state, attn_kc_, attn_keys_);
     } else {
         ctx_->dispatch("attn_mla", &ap, sizeof ap, R, nh);
         ctx_->barrier();

@@ -18,6 +18,12 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
 // The matmul/SwiGLU pipelines dispatch_matmul can pick on this device for weights of `type`.
 std::vector<std::string> matmul_pipelines(const Context& ctx, gguf::GgmlType type);
 
+// Records the tiled attention for CPU drivers (shaders/attn_tiled.comp) of ap's rows: qr holds
+// n_rows*n_head*(rank+rope) floats, scores n_rows*n_head*kc, state (when keys > kc)
+// n_rows*n_head*ceil(rank/64)*68; keys = the largest row position + 1.
+void dispatch_attention_tiled(Context& ctx, const AttnPush& ap, uint64_t qr, uint64_t scores, uint64_t state,
+                              uint32_t kc, uint32_t keys);
+
 // RoPE frequency per rotated pair, exactly as cpu::rope forms theta: theta_i = pos * f_i.
 std::vector<float> rope_freqs(const ModelConfig& cfg);
 
@@ -64,10 +70,9 @@ class VulkanBackend final : public Backend {
     // Whether a step of R rows routes its MoE layers on the device (shaders/moe_route.comp):
     // one-row steps, up to 512 experts; PREFIXD_VK_DEVICE_ROUTE=0 keeps every step on the host.
     bool route_on_device(uint32_t R) const;
-    // Tiled attention (shaders/attn_tiled.comp; CPU devices, PREFIXD_VK_ATTN=tiled|wg overrides):
+    // Tiled attention (dispatch_attention_tiled; CPU devices, PREFIXD_VK_ATTN=tiled|wg overrides):
     // keys in passes of attn_kc_ so that the step's score buffer stays under 64 MiB.
     void plan_attention(uint32_t R, uint32_t max_keys);
-    void attention_tiled(uint32_t R, const Scratch& s, const AttnPush& ap);
 
     const Model& model_;
     const ModelConfig& cfg_;
