@@ -1,15 +1,17 @@
 // Tiled absorbed MLA attention for CPU Vulkan drivers (lavapipe), three kernels (AttnTiledPush):
-// the same result as attn_mla.comp, shaped for how llvmpipe compiles. A per-lane load with a
-// different address in every lane costs a scalar loop over the lanes there, a load with the same
-// address in all lanes costs one broadcast, and private arrays stay in vector registers only when
-// indexed by constants (hence the macro-unrolled loops; arrays indexed by a loop variable become
-// per-lane scratch memory). So each kernel gathers one value per lane and reuses it many times:
+// the same result as attn_mla.comp, shaped for how llvmpipe (Mesa 25.0) compiles. Inside a loop
+// every load is a per-lane gather there (a scalar loop over the lanes), even when all lanes read
+// the same address; subgroupBroadcast of a register is cheap; private arrays stay in vector
+// registers only when indexed by constants (hence the macro-unrolled accumulators; arrays indexed
+// by a loop variable become per-lane scratch memory). So each lane loads a different part of what
+// the workgroup needs, once, and broadcasts it:
 //   QPREP (t, h): qr[t][h] = scale * (q_lat, rope(q_pe)), once per step.
-//   SCORE (t, head block of 16, key tile of 8): lane = key; the key row is gathered once per 4
-//         channels and multiplied with 16 heads' queries (broadcast loads).
-//   PV (t, head block of 8, channel slice of 64): lane = head; per key one gathered score, then
-//         64 channels of the value row (broadcast loads) into 16 vec4 accumulators; an online
-//         softmax across passes keeps (max, sum, acc) in `state`.
+//   SCORE (t, head block of 16, key tile of 16): lane = key, two keys per lane; per 4 channels a
+//         lane gathers its two key rows and two of the 16 heads' queries, and subgroupBroadcast
+//         hands every query to every lane (32 score accumulators per lane).
+//   PV (t, head block of 8, channel slice of 64): lane = head; per key one gathered score, and
+//         the value row's 64 channels fetched as 2 vec4 per lane and broadcast into 16 vec4
+//         accumulators; an online softmax across key passes keeps (max, sum, acc) in `state`.
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_ballot : require
