@@ -577,3 +577,12 @@ TEST_CASE("every matmul pipeline the dispatcher can pick is embedded and compile
     ctx().set_texel(texel_default);
     ctx().set_interleave(il_default);
 }
+
+TEST_CASE("a dispatch past maxComputeWorkGroupCount in any dimension is refused with an EngineError") {
+    const DeviceLimits& lim = ctx().limits();
+    MatmulPush p{};
+    CHECK_THROWS_AS(ctx().dispatch("moe_combine", &p, sizeof p, lim.max_groups_x + 1u, 1, 1), EngineError);
+    CHECK_THROWS_AS(ctx().dispatch("moe_combine", &p, sizeof p, 1, lim.max_groups_y + 1u, 1), EngineError);
+    CHECK_THROWS_AS(ctx().dispatch("moe_combine", &p, sizeof p, 1, 1, lim.max_groups_z + 1u), EngineError);
+    ctx().discard();
+}

@@ -146,6 +146,7 @@ Context::Context(const std::string& sel) {
     limits_.max_push = props.properties.limits.maxPushConstantsSize;
     limits_.max_groups_x = props.properties.limits.maxComputeWorkGroupCount[0];
     limits_.max_groups_y = props.properties.limits.maxComputeWorkGroupCount[1];
+    limits_.max_groups_z = props.properties.limits.maxComputeWorkGroupCount[2];
     limits_.max_texels = props.properties.limits.maxTexelBufferElements;
     auto fail = [&](const std::string& m) {
         vkDestroyInstance(inst_, nullptr);
@@ -455,7 +456,7 @@ void Context::record(const std::string& name, const void* push, uint32_t bytes, 
     const VkPipeline pipe = pipeline(name);
     if (gx == 0 || gy == 0 || gz == 0)
         return;
-    if (gx > limits_.max_groups_x || gy > limits_.max_groups_y)
+    if (gx > limits_.max_groups_x || gy > limits_.max_groups_y || gz > limits_.max_groups_z)
         throw EngineError("Vulkan: dispatch of " + name + " exceeds maxComputeWorkGroupCount");
     if (profiling_)
         submit_wait();

@@ -50,7 +50,7 @@ struct DeviceLimits {
     uint64_t max_storage_range = 0; // maxStorageBufferRange (not needed with device addresses)
     uint32_t subgroup_size = 0;
     uint32_t max_push = 0;
-    uint32_t max_groups_x = 0, max_groups_y = 0;
+    uint32_t max_groups_x = 0, max_groups_y = 0, max_groups_z = 0;
     uint64_t max_texels = 0; // maxTexelBufferElements
 };
 

@@ -176,6 +176,8 @@ void VulkanBackend::plan_attention(uint32_t R, uint32_t max_keys) {
     const uint64_t per_key = uint64_t(R) * cfg_.n_head * 4, budget = uint64_t(64) << 20;
     if (per_key * max_keys > budget)
         attn_kc_ = uint32_t(std::max<uint64_t>(64, budget / per_key)) & ~7u;
+    // SCORE runs one workgroup per 16 keys of a pass along z
+    attn_kc_ = uint32_t(std::min<uint64_t>(attn_kc_, uint64_t(ctx_->limits().max_groups_z) * 16));
     attn_passes_ = (max_keys + attn_kc_ - 1) / attn_kc_;
 }
 
