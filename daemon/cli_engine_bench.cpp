@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <random>
 
+#include <time.h>
+
 namespace prefixd::cli {
 namespace {
 
@@ -34,6 +36,14 @@ struct Stats {
 
 double now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// CPU seconds of the whole process (all threads: lavapipe's workers too). On a CPU driver tokens
+// per CPU-second are far steadier than tokens per wall second on a shared, noisy machine.
+double cpu_now() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 int32_t argmax(const std::vector<float>& l, size_t off, size_t n) {
@@ -59,19 +69,23 @@ void do_bench(const BenchArgs& a) {
             t.push_back(int32_t(rng() % std::min<uint32_t>(V, 100000)));
         return t;
     };
-    Stats pp, tg, tgb;
+    Stats pp, tg, tgb, pp_cpu, tg_cpu, tgb_cpu;
     for (uint32_t rep = 0; rep < a.r; ++rep) {
         SeqId s = b.create_sequence();
-        double t0 = now();
-        auto out = b.step({{s, {Segment::from_tokens(tokens(a.p))}, {a.p - 1}, {}}});
+        auto prompt = tokens(a.p);
+        double t0 = now(), c0 = cpu_now();
+        auto out = b.step({{s, {Segment::from_tokens(prompt)}, {a.p - 1}, {}}});
         pp.v.push_back(a.p / (now() - t0));
+        pp_cpu.v.push_back(a.p / (cpu_now() - c0));
         int32_t next = argmax(out[0].logits, 0, V);
         t0 = now();
+        c0 = cpu_now();
         for (uint32_t i = 0; i < a.n; ++i) {
             out = b.step({{s, {Segment::from_tokens({next})}, {0}, {}}});
             next = argmax(out[0].logits, 0, V);
         }
         tg.v.push_back(a.n / (now() - t0));
+        tg_cpu.v.push_back(a.n / (cpu_now() - c0));
         b.free_sequence(s);
         if (a.batch > 1) {
             std::vector<BatchItem> items;
@@ -82,6 +96,7 @@ void do_bench(const BenchArgs& a) {
                                  {}});
             auto outs = b.step(items);
             t0 = now();
+            c0 = cpu_now();
             for (uint32_t i = 0; i < a.n; ++i) {
                 for (uint32_t k = 0; k < a.batch; ++k) {
                     items[k].inputs = {Segment::from_tokens({argmax(outs[k].logits, 0, V)})};
@@ -90,6 +105,7 @@ void do_bench(const BenchArgs& a) {
                 outs = b.step(items);
             }
             tgb.v.push_back(double(a.batch) * a.n / (now() - t0));
+            tgb_cpu.v.push_back(double(a.batch) * a.n / (cpu_now() - c0));
             for (auto& it : items)
                 b.free_sequence(it.seq);
         }
@@ -113,20 +129,23 @@ void do_bench(const BenchArgs& a) {
                             {"tg_batch_tps", tgb.median()},
                             {"tg_batch_tps_min", tgb.min()},
                             {"tg_batch_tps_max", tgb.max()},
+                            {"pp_tokens_per_cpu_s", pp_cpu.median()},
+                            {"tg_tokens_per_cpu_s", tg_cpu.median()},
+                            {"tg_batch_tokens_per_cpu_s", tgb_cpu.median()},
                             {"peak_device_memory_bytes", b.peak_device_memory()}};
         std::printf("%s\n", j.dump().c_str());
         return;
     }
     std::printf("model   %s (%s, %u layers)\ndevice  %s\n", a.model.c_str(), c.name.c_str(), c.n_layer,
                 b.device_name().c_str());
-    auto line = [](const char* what, const Stats& s) {
-        std::printf("%-30s %10.2f tok/s  (min %.2f, max %.2f, %zu runs)\n", what, s.median(), s.min(),
-                    s.max(), s.v.size());
+    auto line = [](const char* what, const Stats& s, const Stats& cpu) {
+        std::printf("%-30s %10.2f tok/s  (min %.2f, max %.2f, %zu runs)  %.2f tok per CPU-s\n", what,
+                    s.median(), s.min(), s.max(), s.v.size(), cpu.median());
     };
-    line(("prefill pp" + std::to_string(a.p)).c_str(), pp);
-    line(("decode tg" + std::to_string(a.n)).c_str(), tg);
+    line(("prefill pp" + std::to_string(a.p)).c_str(), pp, pp_cpu);
+    line(("decode tg" + std::to_string(a.n)).c_str(), tg, tg_cpu);
     if (a.batch > 1)
-        line(("decode x" + std::to_string(a.batch) + " sequences (aggregate)").c_str(), tgb);
+        line(("decode x" + std::to_string(a.batch) + " sequences (aggregate)").c_str(), tgb, tgb_cpu);
     std::printf("peak device memory %.1f MiB\n", double(b.peak_device_memory()) / (1 << 20));
 }
 

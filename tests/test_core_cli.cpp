@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iterator>
 #include <sys/wait.h>
+#include <thread>
 
 using namespace prefixd;
 namespace fs = std::filesystem;
@@ -80,6 +81,13 @@ TEST_CASE("run --json and tokenize print the documented fields") {
     CHECK(bj["tg_tps"].get<double>() > 0);
     CHECK(bj["tg_batch_tps"].get<double>() > 0);
     CHECK(bj["device"] == "cpu-reference");
+    // tokens per CPU-second: positive, and CPU time <= wall time x cores, so never below tps / cores
+    const double cores = std::max(1u, std::thread::hardware_concurrency());
+    for (const char* k : {"pp", "tg", "tg_batch"}) {
+        const double per_cpu = bj[std::string(k) + "_tokens_per_cpu_s"].get<double>();
+        CHECK(per_cpu > 0);
+        CHECK(per_cpu >= bj[std::string(k) + "_tps"].get<double>() / cores * 0.9);
+    }
 }
 
 TEST_CASE("run with embedding rows puts them first") {
