@@ -1,6 +1,10 @@
 // Candidate Q8_0 mat-vec forms for tools/vk_matvec_bench (compiled at run time with -D choices):
 // ACC_BDA / ACC_SSBO / ACC_TEX (weights via device address, storage buffer, or uniform texel
 // buffer), LANE_ROWS (one row per invocation) or split rows (lanes stride a row's 16-byte units).
+// IL: 8-row interleaved weights, x broadcast across the lanes (the engine's matmul_il shape), with
+// probes EARLY (all weight fetches of a step first), UBO (weights through a uniform buffer; timing
+// only) and SELQ (each lane selects its texel from 8 subgroup-uniform storage-buffer loads).
+// BENCHMARKS.md "Sixth round" has what each measured.
 #version 460
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
@@ -25,6 +29,8 @@ layout(binding = 6) uniform samplerBuffer tx;
 layout(binding = 7) uniform usamplerBuffer tqi; // quants, 16-byte units of 8 rows interleaved
 layout(binding = 8) uniform samplerBuffer tsi;  // scales, 8 rows interleaved per block
 layout(binding = 9) uniform samplerBuffer tsi4; // scales of 4 blocks per vec4, 8 rows interleaved
+layout(std140, binding = 10) uniform UQ { uvec4 uq[4096]; }; // first 64 KiB of tqi (UBO probe)
+layout(std430, binding = 11) readonly buffer SQI { uvec4 sqi[]; }; // tqi's data as a storage buffer (SELQ)
 #ifndef R
 #define R 1
 #endif
@@ -79,6 +85,23 @@ void store(uint r, float v) {
 // texel fetches of a unit cover 128 contiguous bytes; x is fetched once per block (lane l holds
 // x[4l..4l+3]) and broadcast to all lanes.
 #define BX(j) subgroupBroadcast(xl, j)
+#ifdef SELQ
+// SELQ: the 8 lanes' texels of a unit are loaded at subgroup-uniform offsets (scalar loads) and each
+// lane selects its own: lets the compiler merge them into contiguous vector loads
+uvec4 pick8(uint base, uint lane) {
+    uvec4 v0 = sqi[base], v1 = sqi[base + 1], v2 = sqi[base + 2], v3 = sqi[base + 3];
+    uvec4 v4 = sqi[base + 4], v5 = sqi[base + 5], v6 = sqi[base + 6], v7 = sqi[base + 7];
+    uvec4 v = v7;
+    v = lane == 6u ? v6 : v;
+    v = lane == 5u ? v5 : v;
+    v = lane == 4u ? v4 : v;
+    v = lane == 3u ? v3 : v;
+    v = lane == 2u ? v2 : v;
+    v = lane == 1u ? v1 : v;
+    v = lane == 0u ? v0 : v;
+    return v;
+}
+#endif
 void main() {
     const uint lane = gl_SubgroupInvocationID;
     const uint units = p.cols / 16, blocks = p.cols / 32;
@@ -100,6 +123,15 @@ void main() {
             if ((b & 3) == 0)
                 for (uint k = 0; k < R; ++k) d4[k] = texelFetch(tsi4, int(((rg / 8 + k) * nbq + b / 4) * 8 + lane));
 #endif
+#ifdef EARLY
+            // every texel fetch of the step before any broadcast: fewer live vectors across the
+            // driver's fetch calls
+            uvec4 eq0[R], eq1[R];
+            for (uint k = 0; k < R; ++k) {
+                eq0[k] = texelFetch(tqi, int(qb[k] + b * 16));
+                eq1[k] = texelFetch(tqi, int(qb[k] + b * 16 + 8));
+            }
+#endif
             vec4 xl = texelFetch(tx, int(b * 8 + lane));
 #ifdef NOBX // timing probe only: no broadcast (wrong results)
             vec4 x0 = xl, x1 = xl.yzwx, x2 = xl.zwxy, x3 = xl.wxyz, x4 = xl * 2.0, x5 = xl * 3.0, x6 = xl * 4.0, x7 = xl * 5.0;
@@ -114,8 +146,20 @@ void main() {
             }
 #endif
             for (uint k = 0; k < R; ++k) {
+#ifdef EARLY
+                uvec4 q0 = eq0[k], q1 = eq1[k];
+#else
+#ifdef SELQ
+                uvec4 q0 = pick8(qb[k] - lane + b * 16, lane);
+                uvec4 q1 = pick8(qb[k] - lane + b * 16 + 8, lane);
+#elif defined(UBO) // timing probe: wraps inside the first 64 KiB (wrong results past it)
+                uvec4 q0 = uq[(qb[k] + b * 16) & 4095u];
+                uvec4 q1 = uq[(qb[k] + b * 16 + 8) & 4095u];
+#else
                 uvec4 q0 = texelFetch(tqi, int(qb[k] + b * 16));
                 uvec4 q1 = texelFetch(tqi, int(qb[k] + b * 16 + 8));
+#endif
+#endif
 #ifdef SCALE4
                 float d = d4[k][b & 3];
 #else

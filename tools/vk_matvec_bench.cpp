@@ -40,7 +40,7 @@ static Buf make_buf(uint64_t bytes) {
     VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
     bi.size = bytes;
     bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
-               VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
+               VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT;
     CK(vkCreateBuffer(dev, &bi, nullptr, &o.b));
     VkMemoryRequirements mr;
     vkGetBufferMemoryRequirements(dev, o.b, &mr);
@@ -172,13 +172,14 @@ int main(int argc, char** argv) {
         ref[r] = a;
     }
 
-    // descriptors: 4 storage buffers + 5 uniform texel buffers
-    constexpr int NB = 10;
+    // descriptors: 4 storage buffers + 6 uniform texel buffers + a uniform buffer + a storage buffer
+    constexpr int NB = 12; // 10: the interleaved quants' first 64 KiB as a UBO (UBO probe); 11: them as an SSBO (SELQ)
     VkDescriptorSetLayoutBinding bd[NB]{};
     for (int i = 0; i < NB; ++i) {
         bd[i].binding = i;
-        bd[i].descriptorType =
-            i < 4 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER : VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+        bd[i].descriptorType = i < 4 || i == 11 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+                               : i < 10 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                        : VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER;
         bd[i].descriptorCount = 1;
         bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
     }
@@ -187,11 +188,12 @@ int main(int argc, char** argv) {
     dl.pBindings = bd;
     VkDescriptorSetLayout dsl;
     CK(vkCreateDescriptorSetLayout(dev, &dl, nullptr, &dsl));
-    VkDescriptorPoolSize ps[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4},
-                                  {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, NB - 4}};
+    VkDescriptorPoolSize ps[3] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 5},
+                                  {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 6},
+                                  {VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, 1}};
     VkDescriptorPoolCreateInfo dp{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dp.maxSets = 1;
-    dp.poolSizeCount = 2;
+    dp.poolSizeCount = 3;
     dp.pPoolSizes = ps;
     VkDescriptorPool pool;
     CK(vkCreateDescriptorPool(dev, &dp, nullptr, &pool));
@@ -203,7 +205,9 @@ int main(int argc, char** argv) {
     CK(vkAllocateDescriptorSets(dev, &da, &set));
     VkDescriptorBufferInfo bis[4] = {
         {wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull}, {y.b, 0, rows * 4ull}};
-    VkBufferView views[NB - 4] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
+    VkDescriptorBufferInfo sqi{wqi.b, 0, std::min<uint64_t>(props.limits.maxStorageBufferRange, uint64_t(rows8) * cols)};
+    VkDescriptorBufferInfo ubo{wqi.b, 0, std::min<uint64_t>(65536, uint64_t(rows8) * cols)};
+    VkBufferView views[6] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
                                   make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
                                   make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull),
                                   make_view(wqi, VK_FORMAT_R32G32B32A32_UINT, uint64_t(rows8) * cols),
@@ -218,6 +222,10 @@ int main(int argc, char** argv) {
         wr[i].descriptorType = bd[i].descriptorType;
         if (i < 4)
             wr[i].pBufferInfo = &bis[i];
+        else if (i == 10)
+            wr[i].pBufferInfo = &ubo;
+        else if (i == 11)
+            wr[i].pBufferInfo = &sqi;
         else
             wr[i].pTexelBufferView = &views[i - 4];
     }
