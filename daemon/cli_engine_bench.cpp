@@ -46,6 +46,15 @@ double cpu_now() {
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
+// A measured stretch: started at construction, add() records tokens per wall second and per CPU-second.
+struct Span {
+    double wall = now(), cpu = cpu_now();
+    void add(double tokens, Stats& per_wall, Stats& per_cpu) const {
+        per_wall.v.push_back(tokens / (now() - wall));
+        per_cpu.v.push_back(tokens / (cpu_now() - cpu));
+    }
+};
+
 int32_t argmax(const std::vector<float>& l, size_t off, size_t n) {
     return int32_t(std::max_element(l.begin() + off, l.begin() + off + n) - (l.begin() + off));
 }
@@ -73,19 +82,16 @@ void do_bench(const BenchArgs& a) {
     for (uint32_t rep = 0; rep < a.r; ++rep) {
         SeqId s = b.create_sequence();
         auto prompt = tokens(a.p);
-        double t0 = now(), c0 = cpu_now();
+        Span prefill;
         auto out = b.step({{s, {Segment::from_tokens(prompt)}, {a.p - 1}, {}}});
-        pp.v.push_back(a.p / (now() - t0));
-        pp_cpu.v.push_back(a.p / (cpu_now() - c0));
+        prefill.add(a.p, pp, pp_cpu);
         int32_t next = argmax(out[0].logits, 0, V);
-        t0 = now();
-        c0 = cpu_now();
+        Span decode;
         for (uint32_t i = 0; i < a.n; ++i) {
             out = b.step({{s, {Segment::from_tokens({next})}, {0}, {}}});
             next = argmax(out[0].logits, 0, V);
         }
-        tg.v.push_back(a.n / (now() - t0));
-        tg_cpu.v.push_back(a.n / (cpu_now() - c0));
+        decode.add(a.n, tg, tg_cpu);
         b.free_sequence(s);
         if (a.batch > 1) {
             std::vector<BatchItem> items;
@@ -95,8 +101,7 @@ void do_bench(const BenchArgs& a) {
                                  {a.batch_prompt - 1},
                                  {}});
             auto outs = b.step(items);
-            t0 = now();
-            c0 = cpu_now();
+            Span batched;
             for (uint32_t i = 0; i < a.n; ++i) {
                 for (uint32_t k = 0; k < a.batch; ++k) {
                     items[k].inputs = {Segment::from_tokens({argmax(outs[k].logits, 0, V)})};
@@ -104,8 +109,7 @@ void do_bench(const BenchArgs& a) {
                 }
                 outs = b.step(items);
             }
-            tgb.v.push_back(double(a.batch) * a.n / (now() - t0));
-            tgb_cpu.v.push_back(double(a.batch) * a.n / (cpu_now() - c0));
+            batched.add(double(a.batch) * a.n, tgb, tgb_cpu);
             for (auto& it : items)
                 b.free_sequence(it.seq);
         }

@@ -146,10 +146,9 @@ void main() {
             }
 #endif
             for (uint k = 0; k < R; ++k) {
-#ifdef EARLY
+#if defined(EARLY)
                 uvec4 q0 = eq0[k], q1 = eq1[k];
-#else
-#ifdef SELQ
+#elif defined(SELQ)
                 uvec4 q0 = pick8(qb[k] - lane + b * 16, lane);
                 uvec4 q1 = pick8(qb[k] - lane + b * 16 + 8, lane);
 #elif defined(UBO) // timing probe: wraps inside the first 64 KiB (wrong results past it)
@@ -158,7 +157,6 @@ void main() {
 #else
                 uvec4 q0 = texelFetch(tqi, int(qb[k] + b * 16));
                 uvec4 q1 = texelFetch(tqi, int(qb[k] + b * 16 + 8));
-#endif
 #endif
 #ifdef SCALE4
                 float d = d4[k][b & 3];
