@@ -13,10 +13,11 @@
 // another's fetch. llvmpipe runs every texel fetch as a per-lane gather, so repeated (uniform)
 // fetches of x and norm were most of the old shader's work (tools/vk_matvec_bench "IL" forms).
 //
-// Per 32-column step: lane l fetches x[32b + 4l .. +3] for each token; weights of R row groups
-// are decoded into 8 vec4 per lane and dotted with the broadcast x of every token of the tile.
+// Per 32-column step: the weights of R row groups are decoded into 8 vec4 per lane; lane l
+// fetches x[32b + 4l .. +3] of a token, and its 32 broadcasts serve every group (and both
+// matrices of SWIGLU) before the next token's fetch.
 // -D TB1: one token at a time with 2 row groups per pass (decode; 18-24% faster than 4 on the
-// V2-Lite cut); else 8-token tiles with 2 groups per pass (F32: 1).
+// V2-Lite cut); else 8-token tiles with 2 groups per pass (F32 and SWIGLU: 1).
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_ballot : require
@@ -35,7 +36,9 @@ layout(set = 0, binding = 3) uniform usamplerBuffer tn;
 #define R 2
 #else
 #define TB 8
-#ifdef W_F32 // 8 fetches per group and step already: a second group only adds register pressure
+// F32: 8 fetches per group and step already; SWIGLU: two matrices per group. A second group only
+// adds register pressure (prefill of the V2-Lite cut: ~12% more tokens per CPU-second with 1)
+#if defined(W_F32) || defined(SWIGLU)
 #define R 1
 #else
 #define R 2
@@ -204,13 +207,10 @@ void main() {
                 ss[tt] = 0.0;
             for (uint b = 0; b < steps; ++b) {
                 const vec4 nl = norm ? nv4(n0 + 32 * b + 4 * lane) : vec4(1.0);
-                vec4 xl[TB];
-                for (uint tt = 0; tt < TB; ++tt) {
-                    if (tt >= nt) break;
-                    const vec4 v = xv4(xr[tt] + 32 * b);
-                    ss[tt] += dot(v, v);
-                    xl[tt] = v * nl;
-                }
+#ifdef TB1
+                const vec4 v = xv4(xr[0] + 32 * b);
+                ss[0] += dot(v, v);
+                const vec4 xl = v * nl;
                 for (uint k = 0; k < R; ++k) {
                     vec4 w[8];
                     decode(false, gt[k], b, w);
@@ -220,6 +220,7 @@ void main() {
 #else
                     const float d = 1.0;
 #endif
+                    acc[k][0] += d * bdot(w, xl);
 #ifdef SWIGLU
                     vec4 w2[8];
                     decode(true, gt2[k], b, w2);
@@ -229,15 +230,69 @@ void main() {
 #else
                     const float d2 = 1.0;
 #endif
+                    acc2[k][0] += d2 * bdot(w2, xl);
 #endif
-                    for (uint tt = 0; tt < TB; ++tt) {
-                        if (tt >= nt) break;
-                        acc[k][tt] += d * bdot(w, xl[tt]);
+                }
+#else
+                // Token tiles: the weights of every group are decoded once per step, then each
+                // token's x is fetched and broadcast once and shared by all groups (and both
+                // matrices of SWIGLU), with vec4 partial sums (tools/vk_matvec_bench JORDER form)
+                vec4 w[R][8];
+                float d[R];
 #ifdef SWIGLU
-                        acc2[k][tt] += d2 * bdot(w2, xl[tt]);
+                vec4 w2[R][8];
+                float d2[R];
+#endif
+                for (uint k = 0; k < R; ++k) {
+                    decode(false, gt[k], b, w[k]);
+#ifdef SCALED
+                    if ((b & 7u) == 0) sc[k] = wt(false, gs[k] + b);
+                    d[k] = hscale(sc[k], b);
+#else
+                    d[k] = 1.0;
+#endif
+#ifdef SWIGLU
+                    decode(true, gt2[k], b, w2[k]);
+#ifdef SCALED
+                    if ((b & 7u) == 0) sc2[k] = wt(true, gs2[k] + b);
+                    d2[k] = hscale(sc2[k], b);
+#else
+                    d2[k] = 1.0;
+#endif
+#endif
+                }
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    const vec4 v = xv4(xr[tt] + 32 * b);
+                    ss[tt] += dot(v, v);
+                    const vec4 xl = v * nl;
+                    vec4 a[R];
+#ifdef SWIGLU
+                    vec4 a2[R];
+#endif
+                    for (uint k = 0; k < R; ++k) {
+                        a[k] = vec4(0.0);
+#ifdef SWIGLU
+                        a2[k] = vec4(0.0);
+#endif
+                    }
+                    for (uint j = 0; j < 8; ++j) {
+                        const vec4 bx = subgroupBroadcast(xl, j);
+                        for (uint k = 0; k < R; ++k) {
+                            a[k] += w[k][j] * bx;
+#ifdef SWIGLU
+                            a2[k] += w2[k][j] * bx;
+#endif
+                        }
+                    }
+                    for (uint k = 0; k < R; ++k) {
+                        acc[k][tt] += d[k] * ((a[k].x + a[k].y) + (a[k].z + a[k].w));
+#ifdef SWIGLU
+                        acc2[k][tt] += d2[k] * ((a2[k].x + a2[k].y) + (a2[k].z + a2[k].w));
 #endif
                     }
                 }
+#endif
             }
             float xs[TB];
             for (uint tt = 0; tt < TB; ++tt)

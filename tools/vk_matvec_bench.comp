@@ -3,7 +3,9 @@
 // buffer), LANE_ROWS (one row per invocation) or split rows (lanes stride a row's 16-byte units).
 // IL: 8-row interleaved weights, x broadcast across the lanes (the engine's matmul_il shape), with
 // probes EARLY (all weight fetches of a step first), UBO (weights through a uniform buffer; timing
-// only) and SELQ (each lane selects its texel from 8 subgroup-uniform storage-buffer loads).
+// only), SELQ (each lane selects its texel from 8 subgroup-uniform storage-buffer loads) and IQ
+// (integer products: biased-byte weights times int16 x).
+// ILT: multi-token tiles (TOKENS=n x rows, TB per tile), the engine's matmul_il tile or JORDER.
 // BENCHMARKS.md "Sixth round" has what each measured.
 #version 460
 #extension GL_EXT_buffer_reference : require
@@ -80,11 +82,89 @@ void store(uint r, float v) {
     sy[r] = v;
 #endif
 }
-#ifdef IL
+#if defined(ILT)
+// Multi-token interleaved forms (prefill / batched decode): p.pad tokens, TB per tile, R row groups
+// of 8 per pass; token t's x at t * cols, its y at t * rows. Default: the engine's matmul_il tile
+// (x of every token fetched per step, 8 decoded vec4 per group, bdot per token). JORDER: weights of
+// all R groups decoded and pre-scaled once per step, then per token the 32 x broadcasts are made
+// once and shared by the R groups (fma into R accumulators).
+#ifndef TB
+#define TB 8
+#endif
+vec4 i8x4(uint w) { // signed bytes times 2^24 (the engine's Q8_0 decode)
+    const int s = int(w), hi = int(0xff000000u);
+    return vec4(s << 24, (s << 16) & hi, (s << 8) & hi, s & hi);
+}
+void main() {
+    const uint lane = gl_SubgroupInvocationID;
+    const uint units = p.cols / 16, blocks = p.cols / 32, ntok = p.pad;
+    const uint r0 = gl_WorkGroupID.x * p.rows_per_group, rend = min(r0 + p.rows_per_group, p.rows);
+    for (uint t0 = 0; t0 < ntok; t0 += TB) {
+        const uint nt = min(uint(TB), ntok - t0);
+        for (uint rg = r0; rg < rend; rg += 8 * R) {
+            float acc[R][TB];
+            for (uint k = 0; k < R; ++k)
+                for (uint tt = 0; tt < TB; ++tt) acc[k][tt] = 0.0;
+            for (uint b = 0; b < blocks; ++b) {
+#ifdef JORDER
+                vec4 w[R][8];
+                for (uint k = 0; k < R; ++k) {
+                    const uint qb = (rg / 8 + k) * units * 8 + lane + b * 16;
+                    const uvec4 q0 = texelFetch(tqi, int(qb)), q1 = texelFetch(tqi, int(qb + 8));
+                    const float d = texelFetch(tsi, int((rg / 8 + k) * blocks * 8 + lane + b * 8)).x * 5.9604644775390625e-08;
+                    w[k][0] = i8x4(q0.x) * d; w[k][1] = i8x4(q0.y) * d; w[k][2] = i8x4(q0.z) * d; w[k][3] = i8x4(q0.w) * d;
+                    w[k][4] = i8x4(q1.x) * d; w[k][5] = i8x4(q1.y) * d; w[k][6] = i8x4(q1.z) * d; w[k][7] = i8x4(q1.w) * d;
+                }
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    const vec4 xl = texelFetch(tx, int((t0 + tt) * (p.cols / 4) + b * 8 + lane));
+                    vec4 a4[R];
+                    for (uint k = 0; k < R; ++k) a4[k] = vec4(0.0);
+                    for (uint j = 0; j < 8; ++j) {
+                        const vec4 bx = subgroupBroadcast(xl, j);
+                        for (uint k = 0; k < R; ++k) a4[k] = fma(w[k][j], bx, a4[k]);
+                    }
+                    for (uint k = 0; k < R; ++k) acc[k][tt] += (a4[k].x + a4[k].y) + (a4[k].z + a4[k].w);
+                }
+#else
+                vec4 xl[TB];
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    xl[tt] = texelFetch(tx, int((t0 + tt) * (p.cols / 4) + b * 8 + lane));
+                }
+                for (uint k = 0; k < R; ++k) {
+                    const uint qb = (rg / 8 + k) * units * 8 + lane + b * 16;
+                    const uvec4 q0 = texelFetch(tqi, int(qb)), q1 = texelFetch(tqi, int(qb + 8));
+                    const float d = texelFetch(tsi, int((rg / 8 + k) * blocks * 8 + lane + b * 8)).x * 5.9604644775390625e-08;
+                    vec4 w[8];
+                    w[0] = i8x4(q0.x); w[1] = i8x4(q0.y); w[2] = i8x4(q0.z); w[3] = i8x4(q0.w);
+                    w[4] = i8x4(q1.x); w[5] = i8x4(q1.y); w[6] = i8x4(q1.z); w[7] = i8x4(q1.w);
+                    for (uint tt = 0; tt < TB; ++tt) {
+                        if (tt >= nt) break;
+                        float s = 0.0;
+                        for (uint j = 0; j < 8; ++j) s += dot(w[j], subgroupBroadcast(xl[tt], j));
+                        acc[k][tt] += d * s;
+                    }
+                }
+#endif
+            }
+            for (uint k = 0; k < R; ++k)
+                for (uint tt = 0; tt < TB; ++tt) {
+                    if (tt >= nt) break;
+                    const uint r = rg + 8 * k + lane;
+                    if (r < rend) sy[(t0 + tt) * p.rows + r] = acc[k][tt];
+                }
+        }
+    }
+}
+#elif defined(IL)
 // Interleaved lane rows: lane l of a subgroup of 8 owns row 8k+l of each 8-row group, so the 8 lanes'
 // texel fetches of a unit cover 128 contiguous bytes; x is fetched once per block (lane l holds
 // x[4l..4l+3]) and broadcast to all lanes.
 #define BX(j) subgroupBroadcast(xl, j)
+int idot4(uint u, ivec4 y) {
+    return int(u & 0xffu) * y.x + int((u >> 8) & 0xffu) * y.y + int((u >> 16) & 0xffu) * y.z + int(u >> 24) * y.w;
+}
 #ifdef SELQ
 // SELQ: the 8 lanes' texels of a unit are loaded at subgroup-uniform offsets (scalar loads) and each
 // lane selects its own: lets the compiler merge them into contiguous vector loads
@@ -133,6 +213,28 @@ void main() {
             }
 #endif
             vec4 xl = texelFetch(tx, int(b * 8 + lane));
+#ifdef IQ
+            // IQ: integer dot products. x as int16 fixed point (|x| <= 1 here; clamped so the compiler
+            // knows both factors fit 16 bits), weights as biased bytes u = q + 128 (one shift or mask
+            // each); the bias comes off per block with the block's sum of x.
+            const ivec4 xi = clamp(floatBitsToInt(xl * 16384.0 + 12582912.0) - 0x4B400000, ivec4(-32767), ivec4(32767));
+            const int xsum = subgroupAdd(xi.x + xi.y + xi.z + xi.w);
+            ivec4 y0 = subgroupBroadcast(xi, 0), y1 = subgroupBroadcast(xi, 1), y2 = subgroupBroadcast(xi, 2), y3 = subgroupBroadcast(xi, 3);
+            ivec4 y4 = subgroupBroadcast(xi, 4), y5 = subgroupBroadcast(xi, 5), y6 = subgroupBroadcast(xi, 6), y7 = subgroupBroadcast(xi, 7);
+            for (uint k = 0; k < R; ++k) {
+                const uvec4 q0 = texelFetch(tqi, int(qb[k] + b * 16)) ^ uvec4(0x80808080u);
+                const uvec4 q1 = texelFetch(tqi, int(qb[k] + b * 16 + 8)) ^ uvec4(0x80808080u);
+#ifdef SCALE4
+                float d = d4[k][b & 3];
+#else
+                float d = texelFetch(tsi, int(sb[k] + b * 8)).x;
+#endif
+                const int s = idot4(q0.x, y0) + idot4(q0.y, y1) + idot4(q0.z, y2) + idot4(q0.w, y3) +
+                              idot4(q1.x, y4) + idot4(q1.y, y5) + idot4(q1.z, y6) + idot4(q1.w, y7);
+                acc[k] += d * 6.103515625e-05 * float(s - 128 * xsum);
+            }
+            continue;
+#endif
 #ifdef NOBX // timing probe only: no broadcast (wrong results)
             vec4 x0 = xl, x1 = xl.yzwx, x2 = xl.zwxy, x3 = xl.wxyz, x4 = xl * 2.0, x5 = xl * 3.0, x6 = xl * 4.0, x7 = xl * 5.0;
 #else

@@ -1,7 +1,8 @@
 // Microbenchmark: one Q8_0 mat-vec (quants then f32 scales, as engine/vk repacks them) in candidate
 // shader forms (tools/vk_matvec_bench.comp compiled at run time with glslangValidator), repeated
 // in one command buffer; prints weight GB/s per form and checks each result against the CPU.
-// Usage: vk_matvec_bench [rows cols [reps]]
+// Usage: [TOKENS=n] vk_matvec_bench [rows cols [reps]] (TOKENS: x rows for the multi-token ILT forms;
+// they print GMAC per CPU-second beside the weight rate)
 #include <vulkan/vulkan.h>
 
 #include <algorithm>
@@ -97,6 +98,8 @@ struct Push {
 int main(int argc, char** argv) {
     uint32_t rows = argc > 2 ? std::atoi(argv[1]) : 1408, cols = argc > 2 ? std::atoi(argv[2]) : 2048;
     int reps = argc > 3 ? std::atoi(argv[3]) : 50;
+    // TOKENS=n: x holds n token rows (ILT forms multiply all of them; the others token 0 only)
+    const uint32_t ntok = std::getenv("TOKENS") ? uint32_t(std::max(1, std::atoi(std::getenv("TOKENS")))) : 1;
     VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
     app.apiVersion = VK_API_VERSION_1_2;
     VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
@@ -131,7 +134,7 @@ int main(int argc, char** argv) {
 
     // data
     const uint64_t qbytes = uint64_t(rows) * cols, sbytes = uint64_t(rows) * (cols / 32) * 4;
-    Buf wq = make_buf(qbytes), ws = make_buf(sbytes), x = make_buf(cols * 4ull), y = make_buf(rows * 4ull);
+    Buf wq = make_buf(qbytes), ws = make_buf(sbytes), x = make_buf(cols * 4ull * ntok), y = make_buf(rows * 4ull * ntok);
     std::mt19937 rng(7);
     std::uniform_int_distribution<int> qd(-127, 127);
     std::uniform_real_distribution<float> fd(-1, 1);
@@ -142,7 +145,7 @@ int main(int argc, char** argv) {
     for (uint64_t i = 0; i < sbytes / 4; ++i)
         sp[i] = fd(rng) * 0.01f;
     auto* xp = (float*)x.p;
-    for (uint32_t i = 0; i < cols; ++i)
+    for (uint32_t i = 0; i < cols * ntok; ++i)
         xp[i] = fd(rng);
     // 8-row interleaved copies (IL forms): unit u of row r at ((r/8)*units + u)*8 + r%8 (16-byte units),
     // scale of block b at ((r/8)*blocks + b)*8 + r%8
@@ -164,13 +167,14 @@ int main(int argc, char** argv) {
     for (uint32_t r = 0; r < rows; ++r)
         for (uint32_t b = 0; b < blocks; ++b)
             ((float*)wsi4.p)[((uint64_t(r / 8) * nbq + b / 4) * 8 + r % 8) * 4 + b % 4] = sp[uint64_t(r) * blocks + b];
-    std::vector<double> ref(rows);
-    for (uint32_t r = 0; r < rows; ++r) {
-        double a = 0;
-        for (uint32_t c = 0; c < cols; ++c)
-            a += sp[r * (cols / 32) + c / 32] * qp[uint64_t(r) * cols + c] * xp[c];
-        ref[r] = a;
-    }
+    std::vector<double> ref(uint64_t(rows) * ntok); // token t's row r at t * rows + r
+    for (uint32_t t = 0; t < ntok; ++t)
+        for (uint32_t r = 0; r < rows; ++r) {
+            double a = 0;
+            for (uint32_t c = 0; c < cols; ++c)
+                a += sp[r * (cols / 32) + c / 32] * qp[uint64_t(r) * cols + c] * xp[uint64_t(t) * cols + c];
+            ref[uint64_t(t) * rows + r] = a;
+        }
 
     // descriptors: 4 storage buffers + 6 uniform texel buffers + a uniform buffer + a storage buffer
     constexpr int NB = 12; // 10: the interleaved quants' first 64 KiB as a UBO (UBO probe); 11: them as an SSBO (SELQ)
@@ -204,12 +208,12 @@ int main(int argc, char** argv) {
     VkDescriptorSet set;
     CK(vkAllocateDescriptorSets(dev, &da, &set));
     VkDescriptorBufferInfo bis[4] = {
-        {wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull}, {y.b, 0, rows * 4ull}};
+        {wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull * ntok}, {y.b, 0, rows * 4ull * ntok}};
     VkDescriptorBufferInfo sqi{wqi.b, 0, std::min<uint64_t>(props.limits.maxStorageBufferRange, uint64_t(rows8) * cols)};
     VkDescriptorBufferInfo ubo{wqi.b, 0, std::min<uint64_t>(65536, uint64_t(rows8) * cols)};
     VkBufferView views[6] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
                                   make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
-                                  make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull),
+                                  make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull * ntok),
                                   make_view(wqi, VK_FORMAT_R32G32B32A32_UINT, uint64_t(rows8) * cols),
                                   make_view(wsi, VK_FORMAT_R32_SFLOAT, uint64_t(rows8) * blocks * 4),
                                   make_view(wsi4, VK_FORMAT_R32G32B32A32_SFLOAT, uint64_t(rows8 / 8) * nbq * 8 * 16)};
@@ -330,7 +334,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::vector<std::vector<double>>> gbs(sel.size(),
                                                       std::vector<std::vector<double>>(group_list.size()));
-    auto cpus = gbs;
+    auto cpus = gbs, macs = gbs;
     for (int round = 0; round < rounds; ++round)
         for (size_t fi = 0; fi < sel.size(); ++fi)
             for (size_t gi = 0; gi < group_list.size(); ++gi) {
@@ -339,8 +343,10 @@ int main(int argc, char** argv) {
                 uint32_t rpg = (rows + groups - 1) / groups;
                 if (f.rpg) // IL forms: whole 8R-row groups per workgroup
                     rpg = (rpg + f.rpg - 1) / f.rpg * f.rpg;
-                Push pu{wq.addr, ws.addr, x.addr, y.addr, rows, cols, rpg, 0};
-                std::memset(y.p, 0, rows * 4);
+                Push pu{wq.addr, ws.addr, x.addr, y.addr, rows, cols, rpg, ntok};
+                const bool multi = f.defs.find("-DILT") != std::string::npos;
+                const uint32_t nt = multi ? ntok : 1;
+                std::memset(y.p, 0, rows * 4ull * ntok);
                 vkResetCommandBuffer(cmd, 0);
                 VkCommandBufferBeginInfo cb{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
                 CK(vkBeginCommandBuffer(cmd, &cb));
@@ -370,16 +376,18 @@ int main(int argc, char** argv) {
                 const double cpu = (c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9;
                 vkResetFences(dev, 1, &fence);
                 double err = 0, mag = 0;
-                for (uint32_t r = 0; r < rows; ++r) {
+                for (uint64_t r = 0; r < uint64_t(rows) * nt; ++r) {
                     err = std::max(err, std::fabs(((float*)y.p)[r] - ref[r]));
                     mag = std::max(mag, std::fabs(ref[r]));
                 }
                 const double rate = (qbytes + sbytes) * reps / s / 1e9;
                 const double cpu_rate = (qbytes + sbytes) * reps / cpu / 1e9;
+                const double gmac_cpu = double(rows) * cols * nt * reps / cpu / 1e9;
                 gbs[fi][gi].push_back(rate);
                 cpus[fi][gi].push_back(cpu_rate);
-                std::printf("%-5s %s groups %3u: %8.3f ms/matvec %7.3f GB/s (%.3f GB per CPU-s)  max err %.2e%s\n",
-                            f.defs.c_str(), f.name, groups, s / reps * 1e3, rate, cpu_rate, err / mag,
+                macs[fi][gi].push_back(gmac_cpu);
+                std::printf("%-5s %s groups %3u: %8.3f ms/matvec %7.3f GB/s (%.3f GB, %.2f GMAC per CPU-s)  max err %.2e%s\n",
+                            f.defs.c_str(), f.name, groups, s / reps * 1e3, rate, cpu_rate, gmac_cpu, err / mag,
                             err / mag > 1e-4 ? "  WRONG" : "");
                 std::fflush(stdout);
             }
@@ -387,12 +395,13 @@ int main(int argc, char** argv) {
         std::printf("medians over %d rounds (GB/s):\n", rounds);
         for (size_t fi = 0; fi < sel.size(); ++fi)
             for (size_t gi = 0; gi < group_list.size(); ++gi) {
-                auto v = gbs[fi][gi], c = cpus[fi][gi];
+                auto v = gbs[fi][gi], c = cpus[fi][gi], m = macs[fi][gi];
                 std::sort(v.begin(), v.end());
                 std::sort(c.begin(), c.end());
-                std::printf("  %-40s groups %3u: %7.3f GB/s (min %.3f max %.3f), %7.3f GB per CPU-s\n",
+                std::sort(m.begin(), m.end());
+                std::printf("  %-40s groups %3u: %7.3f GB/s (min %.3f max %.3f), %7.3f GB, %6.2f GMAC per CPU-s\n",
                             sel[fi].defs.c_str(), group_list[gi], v[v.size() / 2], v.front(), v.back(),
-                            c[c.size() / 2]);
+                            c[c.size() / 2], m[m.size() / 2]);
             }
     }
     for (auto p : pipes)
