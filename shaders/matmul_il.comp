@@ -82,6 +82,17 @@ float hscale(uvec4 s, uint b) { return unpackHalf2x16(s[(b >> 1) & 3u])[b & 1u] 
 float hscale(uvec4 s, uint b) { return unpackHalf2x16(s[(b >> 1) & 3u])[b & 1u]; }
 #endif
 
+// scale of block b of this lane's row (Q8_0/Q4_0: s caches the texel of blocks b & ~7 .. +7, at
+// texel g + b for the first of them; other types: 1)
+float block_scale(bool second, inout uvec4 s, uint g, uint b) {
+#ifdef SCALED
+    if ((b & 7u) == 0) s = wt(second, g + b);
+    return hscale(s, b);
+#else
+    return 1.0;
+#endif
+}
+
 // the 4 signed bytes of w times 2^24 (a shift or a mask per byte, no sign-extending shift pair;
 // exact): Q8_0 dots come out scaled by 2^24 and its block scales carry the 2^-24 (hscale)
 vec4 i8x4(uint w) {
@@ -214,23 +225,10 @@ void main() {
                 for (uint k = 0; k < R; ++k) {
                     vec4 w[8];
                     decode(false, gt[k], b, w);
-#ifdef SCALED
-                    if ((b & 7u) == 0) sc[k] = wt(false, gs[k] + b);
-                    const float d = hscale(sc[k], b);
-#else
-                    const float d = 1.0;
-#endif
-                    acc[k][0] += d * bdot(w, xl);
+                    acc[k][0] += block_scale(false, sc[k], gs[k], b) * bdot(w, xl);
 #ifdef SWIGLU
-                    vec4 w2[8];
-                    decode(true, gt2[k], b, w2);
-#ifdef SCALED
-                    if ((b & 7u) == 0) sc2[k] = wt(true, gs2[k] + b);
-                    const float d2 = hscale(sc2[k], b);
-#else
-                    const float d2 = 1.0;
-#endif
-                    acc2[k][0] += d2 * bdot(w2, xl);
+                    decode(true, gt2[k], b, w);
+                    acc2[k][0] += block_scale(true, sc2[k], gs2[k], b) * bdot(w, xl);
 #endif
                 }
 #else
@@ -245,20 +243,10 @@ void main() {
 #endif
                 for (uint k = 0; k < R; ++k) {
                     decode(false, gt[k], b, w[k]);
-#ifdef SCALED
-                    if ((b & 7u) == 0) sc[k] = wt(false, gs[k] + b);
-                    d[k] = hscale(sc[k], b);
-#else
-                    d[k] = 1.0;
-#endif
+                    d[k] = block_scale(false, sc[k], gs[k], b);
 #ifdef SWIGLU
                     decode(true, gt2[k], b, w2[k]);
-#ifdef SCALED
-                    if ((b & 7u) == 0) sc2[k] = wt(true, gs2[k] + b);
-                    d2[k] = hscale(sc2[k], b);
-#else
-                    d2[k] = 1.0;
-#endif
+                    d2[k] = block_scale(true, sc2[k], gs2[k], b);
 #endif
                 }
                 for (uint tt = 0; tt < TB; ++tt) {

@@ -118,6 +118,15 @@ void main() {
                 for (uint tt = 0; tt < TB; ++tt) {
                     if (tt >= nt) break;
                     const vec4 xl = texelFetch(tx, int((t0 + tt) * (p.cols / 4) + b * 8 + lane));
+#ifdef SACC // one scalar partial sum per group (dot per broadcast) instead of a vec4
+                    float s1[R];
+                    for (uint k = 0; k < R; ++k) s1[k] = 0.0;
+                    for (uint j = 0; j < 8; ++j) {
+                        const vec4 bx = subgroupBroadcast(xl, j);
+                        for (uint k = 0; k < R; ++k) s1[k] += dot(w[k][j], bx);
+                    }
+                    for (uint k = 0; k < R; ++k) acc[k][tt] += s1[k];
+#else
                     vec4 a4[R];
                     for (uint k = 0; k < R; ++k) a4[k] = vec4(0.0);
                     for (uint j = 0; j < 8; ++j) {
@@ -125,6 +134,7 @@ void main() {
                         for (uint k = 0; k < R; ++k) a4[k] = fma(w[k][j], bx, a4[k]);
                     }
                     for (uint k = 0; k < R; ++k) acc[k][tt] += (a4[k].x + a4[k].y) + (a4[k].z + a4[k].w);
+#endif
                 }
 #else
                 vec4 xl[TB];
