@@ -95,11 +95,13 @@ struct Push {
     uint32_t rows, cols, rpg, pad;
 };
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
     uint32_t rows = argc > 2 ? std::atoi(argv[1]) : 1408, cols = argc > 2 ? std::atoi(argv[2]) : 2048;
     int reps = argc > 3 ? std::atoi(argv[3]) : 50;
     // TOKENS=n: x holds n token rows (ILT forms multiply all of them; the others token 0 only)
-    const uint32_t ntok = std::getenv("TOKENS") ? uint32_t(std::max(1, std::atoi(std::getenv("TOKENS")))) : 1;
+    const uint32_t ntok = std::getenv("TOKENS") ? uint32_t(std::atoi(std::getenv("TOKENS"))) : 1;
+    if (ntok < 1 || ntok > 256 || rows < 8 || cols < 32 || cols % 32 != 0 || reps < 1)
+        throw std::runtime_error("need rows >= 8, cols a multiple of 32, reps >= 1 and TOKENS in 1..256");
     VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
     app.apiVersion = VK_API_VERSION_1_2;
     VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
@@ -407,4 +409,13 @@ int main(int argc, char** argv) {
     for (auto p : pipes)
         vkDestroyPipeline(dev, p, nullptr);
     return 0;
+}
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "vk_matvec_bench: %s\n", e.what());
+        return 1;
+    }
 }
