@@ -279,3 +279,28 @@ TEST_CASE("latent cache growth: uneven chunks, copy_prefix past the initial size
     auto last = p.gpu->step({item(sg, {Segment::from_tokens({more.back()})}, false)});
     CHECK(row_err(last[0].logits.data(), rc2[0].logits.data(), c.n_vocab) <= 1e-3);
 }
+
+TEST_CASE("warm-up self-check: passes on this device, refuses a wrong kernel result with a clear error") {
+    const auto path = test::models_dir() / "tiny-v3-q8_0.gguf";
+    REQUIRE_MESSAGE(std::filesystem::exists(path), "missing test model " << path << " (ctest fixture test_models)");
+    auto model = Model::load(path.string());
+    EngineOptions o;
+    o.max_seqs = 1;
+    o.max_ctx = 64;
+    auto b = vk::make_vulkan_backend(*model, o);
+    CHECK_NOTHROW(b->warm_up()); // Q8_0 and F32 kernels, every layout and variant, against cpu::matmul
+    // a 1% disagreement (the reference perturbed) must stop warm-up with an error naming the kernel
+    ::setenv("PREFIXD_VK_SELFCHECK_FAULT", "1", 1);
+    std::string msg;
+    try {
+        b->warm_up();
+    } catch (const EngineError& e) {
+        msg = e.what();
+    }
+    ::unsetenv("PREFIXD_VK_SELFCHECK_FAULT");
+    INFO("error: " << msg);
+    CHECK(msg.find("self-check failed") != std::string::npos);
+    CHECK(msg.find("differs from the CPU reference by 0.01") != std::string::npos);
+    CHECK((msg.find("matmul (") != std::string::npos || msg.find("swiglu (") != std::string::npos));
+    CHECK_NOTHROW(b->warm_up()); // and passes again once the fault is gone
+}

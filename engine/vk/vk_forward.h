@@ -6,6 +6,7 @@
 #include "vk_weights.h"
 
 #include <memory>
+#include <set>
 
 namespace prefixd::vk {
 
@@ -44,6 +45,9 @@ class VulkanBackend final : public Backend {
     uint64_t peak_device_memory() const override { return ctx_->peak_bytes(); }
     uint64_t device_memory_in_use() const override { return ctx_->allocated_bytes(); }
     void warm_up() override;
+    // Known-answer check of the matmul kernels for these weight types (warm_up runs it); throws
+    // EngineError naming the kernel whose result differs from cpu::matmul.
+    void self_check(const std::set<gguf::GgmlType>& types);
     Context& context() { return *ctx_; }
 
   private:

@@ -103,7 +103,7 @@ uint64_t GpuWeights::chunk_cap() const {
 }
 
 // Without a plan (tests adding tensors one by one): the next tensor goes at the end of the last
-// chunk, or into a new chunk of at least 256 MiB.
+// chunk, or into a new chunk of at least min_chunk_ bytes (256 MiB unless the arena says less).
 GpuWeights::Slot GpuWeights::alloc(uint64_t bytes) {
     bytes = round16(bytes);
     if (bytes > chunk_cap())
@@ -111,7 +111,7 @@ GpuWeights::Slot GpuWeights::alloc(uint64_t bytes) {
                           " bytes exceeds the allocation limit");
     if (chunks_.empty() || chunk_used_.back() + bytes > chunks_.back().size()) {
         chunks_.push_back(ctx_.create_buffer(
-            std::max<uint64_t>(bytes, std::min<uint64_t>(chunk_cap(), 256ull << 20)), false));
+            std::max<uint64_t>(bytes, std::min<uint64_t>(chunk_cap(), min_chunk_)), false));
         chunk_used_.push_back(0);
     }
     Slot s{chunks_.size() - 1, chunk_used_.back()};
