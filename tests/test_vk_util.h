@@ -3,6 +3,7 @@
 // max|got - ref| / max|ref| the tolerances are stated in.
 #pragma once
 
+#include "engine/cpu/ops.h"
 #include "engine/vk/vk_context.h"
 
 #include <algorithm>
@@ -34,14 +35,7 @@ struct DevBuf {
 };
 
 inline double norm_err(const float* got, const float* ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i]))
-            return 1e30;
-        md = std::max(md, double(std::fabs(got[i] - ref[i])));
-        mr = std::max(mr, double(std::fabs(ref[i])));
-    }
-    return md / std::max(mr, 1e-30);
+    return cpu::normalised_error(got, ref, n);
 }
 
 } // namespace prefixd::test

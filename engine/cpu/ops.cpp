@@ -241,6 +241,17 @@ std::vector<uint8_t> quantize_row(GgmlType type, const float* src, uint64_t n) {
     return out;
 }
 
+double normalised_error(const float* got, const float* ref, size_t n) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(got[i]))
+            return 1e30;
+        md = std::max(md, double(std::fabs(got[i] - ref[i])));
+        mr = std::max(mr, double(std::fabs(ref[i])));
+    }
+    return md / std::max(mr, 1e-30);
+}
+
 // ---- linear algebra ----
 void matmul(const Tensor& w, uint64_t mat, const float* x, float* y, uint32_t n_tok) {
     if (mat >= w.n_mat)

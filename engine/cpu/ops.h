@@ -30,6 +30,10 @@ void rmsnorm(const float* x, const Tensor& w, float* out, uint32_t n, float eps)
 // Rotates adjacent pairs (x[2i], x[2i+1]) of x (n_dims) for position `pos` with YaRN.
 void rope(float* x, uint32_t n_dims, int32_t pos, const ModelConfig& cfg);
 
+// max|got - ref| / max|ref| (a non-finite got counts as 1e30): the normalised error the Vulkan
+// kernels are held to against these references (tests, the warm-up self-check).
+double normalised_error(const float* got, const float* ref, size_t n);
+
 // In-place softmax over n values.
 void softmax(float* x, uint32_t n);
 inline float silu(float x);

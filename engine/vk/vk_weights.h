@@ -26,8 +26,9 @@ struct GpuLayer {
 class GpuWeights {
   public:
     GpuWeights(Context& ctx, const Model& model, bool verbose);
+    static constexpr uint64_t kMinChunk = 256ull << 20;
     // Empty arena (tests, the warm-up self-check add tensors): chunks of at least min_chunk bytes.
-    explicit GpuWeights(Context& ctx, uint64_t min_chunk = 256ull << 20) : ctx_(ctx), min_chunk_(min_chunk) {}
+    explicit GpuWeights(Context& ctx, uint64_t min_chunk = kMinChunk) : ctx_(ctx), min_chunk_(min_chunk) {}
     const GpuTensor& token_embd() const { return token_embd_; }
     const GpuTensor& output_norm() const { return output_norm_; }
     const GpuTensor& output() const { return output_; }
@@ -58,7 +59,7 @@ class GpuWeights {
     void plan_chunks();
     void add_model(const Model& model, bool verbose);
     Context& ctx_;
-    uint64_t min_chunk_ = 256ull << 20;
+    uint64_t min_chunk_ = kMinChunk;
     std::vector<Buffer> chunks_;
     std::vector<uint64_t> chunk_used_;
     uint64_t used_ = 0;
