@@ -2,6 +2,7 @@
 // token ids, one-item batches, and the normalised logit-row error the tolerances are stated in.
 #pragma once
 
+#include "engine/cpu/ops.h"
 #include "engine/engine.h"
 
 #include <algorithm>
@@ -38,14 +39,7 @@ inline BatchItem item(SeqId s, std::vector<Segment> inputs, bool all_logits) {
 
 // max |got - ref| / max |ref| over one logits row (1e30 for a non-finite value).
 inline double row_err(const float* got, const float* ref, size_t n) {
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(got[i]))
-            return 1e30;
-        md = std::max(md, double(std::fabs(got[i] - ref[i])));
-        mr = std::max(mr, double(std::fabs(ref[i])));
-    }
-    return md / mr;
+    return cpu::normalised_error(got, ref, n);
 }
 
 inline int32_t argmax(const float* v, uint32_t n) {
