@@ -40,6 +40,7 @@ std::unique_ptr<Engine> open_engine(const std::string& model, const std::string&
     o.max_seqs = max_seqs;
     o.max_batch_rows = max_rows;
     o.verbose = verbose;
+    o.self_check = true; // a one-shot run skips the warm-up, not the check of the device's results
     return Engine::open(o);
 }
 

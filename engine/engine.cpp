@@ -41,6 +41,8 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& opts) {
         e->backend_ = vk::make_vulkan_backend(*e->model_, e->opts_);
         if (e->opts_.warm_up)
             e->backend_->warm_up();
+        else if (e->opts_.self_check)
+            e->backend_->self_check();
     } else {
         throw EngineError("unknown backend '" + opts.backend + "' (vulkan or cpu)");
     }

@@ -58,7 +58,9 @@ struct EngineOptions {
     uint32_t max_ctx = 4096;          // per-sequence context limit (<= n_ctx_train)
     uint32_t max_batch_rows = 512;    // rows per step (prefill chunking)
     uint64_t max_device_memory = 0;   // Vulkan: bytes the engine may allocate (weights, scratch, KV); 0 = no cap
-    bool warm_up = false;             // compile the device programs the model needs at open (servers)
+    bool warm_up = false;             // compile the device programs the model needs at open (servers);
+                                      // Vulkan: includes the self-check
+    bool self_check = false;          // Vulkan: known-answer check of every kernel kind at open (CLI)
     bool verbose = false;             // progress lines on stderr (model loading)
 };
 
@@ -77,6 +79,9 @@ class Backend {
     virtual uint64_t peak_device_memory() const { return 0; }
     virtual uint64_t device_memory_in_use() const { return 0; } // bytes allocated now
     virtual void warm_up() {} // compile ahead what the first steps would compile on first use
+    // Runs the device's kernels on small known inputs against the CPU twins; throws EngineError
+    // naming a kernel that computes wrong answers (a broken driver). No-op on the CPU backend.
+    virtual void self_check() {}
 };
 
 class Engine {

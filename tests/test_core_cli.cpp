@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -167,6 +168,31 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
         }
     }
     fs::remove_all(dir);
+}
+
+// `run` skips the warm-up but not the self-check: a device that computes a wrong kernel result
+// ends the run with the kernel's name and exit 1 before any token (PREFIXD_VK_SELFCHECK_FAULT
+// perturbs one check's reference by 1%); PREFIXD_VK_SELFCHECK=0 skips the check with a warning.
+TEST_CASE("run on Vulkan checks the device's kernels first: a wrong result is a clear error, exit 1") {
+    const std::string cmd = "run -n 2 --prompt 'Hello there' --json --model " + kModel;
+    auto ok = prefixctl(cmd);
+    CHECK(ok.code == 0);
+    CHECK(ok.out.find("\"token_ids\"") != std::string::npos);
+    ::setenv("PREFIXD_VK_SELFCHECK_FAULT", "moe_combine", 1);
+    auto bad = prefixctl(cmd);
+    ::setenv("PREFIXD_VK_SELFCHECK", "0", 1);
+    auto skipped = prefixctl(cmd);
+    ::unsetenv("PREFIXD_VK_SELFCHECK");
+    ::unsetenv("PREFIXD_VK_SELFCHECK_FAULT");
+    INFO(bad.out);
+    CHECK(bad.code == 1);
+    CHECK(bad.out.find("prefixctl: Vulkan self-check failed") != std::string::npos);
+    CHECK(bad.out.find("moe_combine (hidden ") != std::string::npos);
+    CHECK(bad.out.find("\"token_ids\"") == std::string::npos);
+    INFO(skipped.out);
+    CHECK(skipped.code == 0);
+    CHECK(skipped.out.find("self-check skipped") != std::string::npos);
+    CHECK(skipped.out.find("\"token_ids\"") != std::string::npos);
 }
 
 TEST_CASE("gen_model: seeded and reproducible, --layers cuts, bad options fail") {

@@ -281,6 +281,7 @@ TEST_CASE("latent cache growth: uneven chunks, copy_prefix past the initial size
 }
 
 TEST_CASE("warm-up self-check: passes on this device, refuses a wrong kernel result with a clear error") {
+    // tiny V3: q_lora, sigmoid gating with bias, 4 groups keep 2, normalised and scaled weights
     const auto path = test::models_dir() / "tiny-v3-q8_0.gguf";
     REQUIRE_MESSAGE(std::filesystem::exists(path), "missing test model " << path << " (ctest fixture test_models)");
     auto model = Model::load(path.string());
@@ -288,19 +289,36 @@ TEST_CASE("warm-up self-check: passes on this device, refuses a wrong kernel res
     o.max_seqs = 1;
     o.max_ctx = 64;
     auto b = vk::make_vulkan_backend(*model, o);
-    CHECK_NOTHROW(b->warm_up()); // Q8_0 and F32 kernels, every layout and variant, against cpu::matmul
-    // a 1% disagreement (the reference perturbed) must stop warm-up with an error naming the kernel
-    ::setenv("PREFIXD_VK_SELFCHECK_FAULT", "1", 1);
-    std::string msg;
-    try {
-        b->warm_up();
-    } catch (const EngineError& e) {
-        msg = e.what();
+    CHECK_NOTHROW(b->warm_up()); // every kernel kind against its CPU twin
+    // a 1% disagreement (that check's reference perturbed) must stop warm-up with an error naming
+    // the kernel; "1" perturbs every check, so the first one (the matmuls) reports
+    struct Fault {
+        const char* env;
+        std::vector<const char*> names; // one of them must appear in the message
+        const char* how;
+    };
+    const Fault faults[] = {
+        {"1", {"matmul (", "swiglu ("}, "differs from the CPU reference by 0.01"},
+        {"matmul", {"matmul (", "swiglu ("}, "differs from the CPU reference by 0.01"},
+        {"kv_store", {"kv_store ("}, "differs from the CPU reference by 0.01"},
+        {"attention", {"attention (attn_"}, "differs from the CPU reference by 0.01"},
+        {"moe_route", {"moe_route weights ("}, "differs from the CPU reference by 0.01"},
+        {"moe_combine", {"moe_combine ("}, "differs from the CPU reference by 0.01"},
+    };
+    for (const Fault& f : faults) {
+        ::setenv("PREFIXD_VK_SELFCHECK_FAULT", f.env, 1);
+        std::string msg;
+        try {
+            b->warm_up();
+        } catch (const EngineError& e) {
+            msg = e.what();
+        }
+        ::unsetenv("PREFIXD_VK_SELFCHECK_FAULT");
+        INFO("fault " << f.env << ", error: " << msg);
+        CHECK(msg.find("self-check failed") != std::string::npos);
+        CHECK(msg.find(f.how) != std::string::npos);
+        CHECK(std::any_of(f.names.begin(), f.names.end(),
+                          [&](const char* n) { return msg.find(n) != std::string::npos; }));
     }
-    ::unsetenv("PREFIXD_VK_SELFCHECK_FAULT");
-    INFO("error: " << msg);
-    CHECK(msg.find("self-check failed") != std::string::npos);
-    CHECK(msg.find("differs from the CPU reference by 0.01") != std::string::npos);
-    CHECK((msg.find("matmul (") != std::string::npos || msg.find("swiglu (") != std::string::npos));
     CHECK_NOTHROW(b->warm_up()); // and passes again once the fault is gone
 }

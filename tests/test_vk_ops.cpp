@@ -367,20 +367,9 @@ struct AttnCase {
     std::vector<float> reference(uint32_t t, uint32_t h) const {
         std::vector<float> qpe(q.begin() + t * nh * qh + h * qh + nope, q.begin() + t * nh * qh + h * qh + qh);
         cpu::rope(qpe.data(), rope, int32_t(pos[t]), cfg);
-        const float* ql = qlat.data() + (t * nh + h) * rank;
-        std::vector<float> s(pos[t] + 1), ref(rank, 0.0f);
-        for (uint32_t j = 0; j <= pos[t]; ++j) {
-            double d = 0;
-            for (uint32_t c = 0; c < rank; ++c)
-                d += ql[c] * cache_h[(j * 2 + 1) * W + c];
-            for (uint32_t c = 0; c < rope; ++c)
-                d += qpe[c] * cache_h[(j * 2 + 1) * W + rank + c];
-            s[j] = float(d) * scale;
-        }
-        cpu::softmax(s.data(), pos[t] + 1);
-        for (uint32_t j = 0; j <= pos[t]; ++j)
-            for (uint32_t c = 0; c < rank; ++c)
-                ref[c] += s[j] * cache_h[(j * 2 + 1) * W + c];
+        std::vector<float> ref(rank);
+        cpu::mla_attend(qlat.data() + (t * nh + h) * rank, qpe.data(), cache_h.data() + W, 2 * W, pos[t] + 1, rank,
+                        rope, scale, ref.data());
         return ref;
     }
     void check() {

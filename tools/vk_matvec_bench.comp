@@ -5,7 +5,8 @@
 // probes EARLY (all weight fetches of a step first), UBO (weights through a uniform buffer; timing
 // only), SELQ (each lane selects its texel from 8 subgroup-uniform storage-buffer loads) and IQ
 // (integer products: biased-byte weights times int16 x).
-// ILT: multi-token tiles (TOKENS=n x rows, TB per tile), the engine's matmul_il tile or JORDER.
+// ILT: multi-token tiles (TOKENS=n x rows, TB per tile), the engine's matmul_il tile, JORDER or
+// OUTER (per column, a decoded weight vector times TB broadcasts into TB scalar accumulators).
 // BENCHMARKS.md "Sixth round" has what each measured.
 #version 460
 #extension GL_EXT_buffer_reference : require
@@ -106,7 +107,23 @@ void main() {
             for (uint k = 0; k < R; ++k)
                 for (uint tt = 0; tt < TB; ++tt) acc[k][tt] = 0.0;
             for (uint b = 0; b < blocks; ++b) {
-#ifdef JORDER
+#if defined(OUTER)
+                vec4 xl[TB];
+                for (uint tt = 0; tt < TB; ++tt)
+                    xl[tt] = texelFetch(tx, int((t0 + min(tt, nt - 1)) * (p.cols / 4) + b * 8 + lane));
+                for (uint k = 0; k < R; ++k) {
+                    const uint qb = (rg / 8 + k) * units * 8 + lane + b * 16;
+                    const uvec4 q0 = texelFetch(tqi, int(qb)), q1 = texelFetch(tqi, int(qb + 8));
+                    const float d = texelFetch(tsi, int((rg / 8 + k) * blocks * 8 + lane + b * 8)).x * 5.9604644775390625e-08;
+#define OCOL(q, J) { const vec4 wv = i8x4(q) * d; \
+                    for (uint tt = 0; tt < TB; ++tt) acc[k][tt] += wv.x * subgroupBroadcast(xl[tt].x, J); \
+                    for (uint tt = 0; tt < TB; ++tt) acc[k][tt] += wv.y * subgroupBroadcast(xl[tt].y, J); \
+                    for (uint tt = 0; tt < TB; ++tt) acc[k][tt] += wv.z * subgroupBroadcast(xl[tt].z, J); \
+                    for (uint tt = 0; tt < TB; ++tt) acc[k][tt] += wv.w * subgroupBroadcast(xl[tt].w, J); }
+                    OCOL(q0.x, 0) OCOL(q0.y, 1) OCOL(q0.z, 2) OCOL(q0.w, 3)
+                    OCOL(q1.x, 4) OCOL(q1.y, 5) OCOL(q1.z, 6) OCOL(q1.w, 7)
+                }
+#elif defined(JORDER)
                 vec4 w[R][8];
                 for (uint k = 0; k < R; ++k) {
                     const uint qb = (rg / 8 + k) * units * 8 + lane + b * 16;

@@ -252,6 +252,25 @@ double normalised_error(const float* got, const float* ref, size_t n) {
     return md / std::max(mr, 1e-30);
 }
 
+void mla_attend(const float* q_lat, const float* q_pe, const float* keys, uint64_t key_stride, uint32_t n_keys,
+                uint32_t rank, uint32_t rope, float scale, float* out) {
+    std::vector<float> s(n_keys);
+    for (uint32_t j = 0; j < n_keys; ++j) {
+        const float* k = keys + j * key_stride;
+        double d = 0;
+        for (uint32_t c = 0; c < rank; ++c)
+            d += double(q_lat[c]) * k[c];
+        for (uint32_t c = 0; c < rope; ++c)
+            d += double(q_pe[c]) * k[rank + c];
+        s[j] = float(d) * scale;
+    }
+    softmax(s.data(), n_keys);
+    std::fill(out, out + rank, 0.0f);
+    for (uint32_t j = 0; j < n_keys; ++j)
+        for (uint32_t c = 0; c < rank; ++c)
+            out[c] += s[j] * keys[j * key_stride + c];
+}
+
 // ---- linear algebra ----
 void matmul(const Tensor& w, uint64_t mat, const float* x, float* y, uint32_t n_tok) {
     if (mat >= w.n_mat)

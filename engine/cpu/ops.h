@@ -36,6 +36,13 @@ double normalised_error(const float* got, const float* ref, size_t n);
 
 // In-place softmax over n values.
 void softmax(float* x, uint32_t n);
+
+// Absorbed MLA attention of one query head (the form the Vulkan kernels compute):
+// out (rank) = sum_j softmax_j(scale * (q_lat . c_kv_j + q_pe . k_pe_j)) c_kv_j over keys j < n_keys,
+// key j holding c_kv (rank floats) then k_pe (rope floats, already rotated) at keys + j * key_stride;
+// q_pe is rotated by the caller (rope()).
+void mla_attend(const float* q_lat, const float* q_pe, const float* keys, uint64_t key_stride, uint32_t n_keys,
+                uint32_t rank, uint32_t rope, float scale, float* out);
 inline float silu(float x);
 
 // MoE router for one token: logits (n_expert) -> chosen expert ids and their final weights

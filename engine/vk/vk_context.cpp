@@ -269,11 +269,13 @@ Context::Context(const std::string& sel) {
     il_ = il_env && *il_env ? *il_env == '1' : drv.driverID != VK_DRIVER_ID_MESA_LLVMPIPE || mesa_major >= 25;
     const char* prof = std::getenv("PREFIXD_VK_PROFILE");
     profiling_ = prof && *prof && *prof != '0';
+    prof_shapes_ = profiling_ && std::strcmp(prof, "shapes") == 0;
 }
 
 Context::~Context() {
     for (auto& [k, t] : prof_)
-        std::fprintf(stderr, "vk profile: %-14s %8.3f s\n", k.c_str(), t);
+        std::fprintf(stderr, "vk profile: %-14s %8.3f s  %6llu calls\n", k.c_str(), t,
+                     static_cast<unsigned long long>(prof_calls_[k]));
     if (dev_)
         vkDeviceWaitIdle(dev_);
     staging_ = Buffer();
@@ -480,7 +482,10 @@ void Context::record(const std::string& name, const void* push, uint32_t bytes, 
     if (profiling_) {
         auto t0 = std::chrono::steady_clock::now();
         submit_wait();
-        prof_[name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const std::string key = prof_shapes_ && !prof_tag_.empty() ? name + " " + prof_tag_ : name;
+        prof_[key] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ++prof_calls_[key];
+        prof_tag_.clear();
     }
 }
 

@@ -102,7 +102,11 @@ class Context {
     void precompile(const std::string& pipeline_name) { pipeline(pipeline_name); }
     // PREFIXD_VK_PROFILE=1: every dispatch is submitted and timed on its own (slow; for finding
     // the expensive shaders). Seconds per pipeline name, and a stderr summary at destruction.
+    // PREFIXD_VK_PROFILE=shapes: keyed by pipeline and the tag set before the dispatch (matmuls:
+    // rows x cols x matrices), with call counts.
     const std::map<std::string, double>& profile() const { return prof_; }
+    bool profile_shapes() const { return prof_shapes_; }
+    void set_profile_tag(std::string tag) { prof_tag_ = std::move(tag); }
 
   private:
     VkPipeline pipeline(const std::string& name); // compiled on first use
@@ -134,6 +138,9 @@ class Context {
     PFN_vkCmdPushDescriptorSetKHR push_desc_ = nullptr;
     std::map<uint64_t, std::pair<uint64_t, VkBufferView>> views_; // addr -> (size, view)
     std::map<std::string, double> prof_;
+    std::map<std::string, uint64_t> prof_calls_;
+    bool prof_shapes_ = false;
+    std::string prof_tag_;
 };
 
 } // namespace prefixd::vk

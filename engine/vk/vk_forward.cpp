@@ -18,7 +18,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -122,6 +121,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
                        type_suffix(w.type);
             }
             const uint32_t gxs = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
+            if (ctx.profile_shapes())
+                ctx.set_profile_tag(std::to_string(w.rows) + "x" + std::to_string(w.cols) + "x" + std::to_string(groups));
             ctx.dispatch_views(name, &p, sizeof p, v, gxs, groups);
             return;
         }
@@ -148,7 +149,7 @@ std::vector<std::string> matmul_pipelines(const Context& ctx, GgmlType type) {
     return names;
 }
 
-void VulkanBackend::warm_up() {
+std::set<GgmlType> VulkanBackend::weight_types() const {
     std::set<GgmlType> types{w_->output().type};
     for (const GpuLayer& l : w_->layers())
         for (const GpuTensor* t : {&l.wq, &l.wq_a, &l.wq_b, &l.wkv_a, &l.wk_b, &l.wv_b, &l.wo, &l.ffn_gate,
@@ -157,7 +158,11 @@ void VulkanBackend::warm_up() {
             if (*t)
                 types.insert(t->type);
     types.insert(GgmlType::F32); // norms and other f32 operands
-    for (GgmlType t : types)
+    return types;
+}
+
+void VulkanBackend::warm_up() {
+    for (GgmlType t : weight_types())
         for (const std::string& n : matmul_pipelines(*ctx_, t))
             ctx_->precompile(n);
     for (const char* s : {"kv_store", "moe_combine", "moe_route"})
@@ -166,96 +171,7 @@ void VulkanBackend::warm_up() {
         attn_tiled_ ? std::vector<std::string>{"attn_qprep", "attn_score", "attn_pv"} : std::vector<std::string>{"attn_mla"};
     for (const std::string& s : attn)
         ctx_->precompile(s);
-    self_check(types);
-}
-
-// Runs every matmul kernel the model's weight types use (the layouts its weights can take, the
-// one-token and token-tile variants, plain and SWIGLU with the fused RMS norm) on a small random
-// matrix and compares with cpu::matmul. Warm-up runs it before a server reports READY, so a driver,
-// or a stale driver shader cache, that computes wrong answers stops start-up with an error that
-// names the kernel instead of serving wrong tokens. PREFIXD_VK_SELFCHECK_FAULT=1 perturbs the
-// reference by 1% of its largest value so tests can reach the error.
-void VulkanBackend::self_check(const std::set<GgmlType>& types) {
-    constexpr uint32_t rows = 40, cols = 256, n_tok = 3; // 40: a partial 8-row group; 256: K-quant blocks
-    constexpr float eps = 1e-6f;
-    const char* fault_env = std::getenv("PREFIXD_VK_SELFCHECK_FAULT");
-    const float fault = fault_env && std::string(fault_env) == "1" ? 1.0f / 0.99f : 1.0f; // error 0.01
-    std::mt19937 rng(20261124); // reproducible inputs
-    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-    auto rnd = [&] { return uni(rng); };
-    std::vector<float> xs(n_tok * cols), nw(cols), xn(n_tok * cols);
-    for (float& v : xs)
-        v = rnd();
-    for (float& v : nw)
-        v = 1.0f + 0.25f * rnd();
-    Tensor normt;
-    normt.rows = 1;
-    normt.cols = cols;
-    normt.data = reinterpret_cast<const uint8_t*>(nw.data());
-    for (uint32_t t = 0; t < n_tok; ++t)
-        cpu::rmsnorm(xs.data() + t * cols, normt, xn.data() + t * cols, cols, eps);
-    Buffer x = ctx_->create_buffer(xs.size() * 4, true), norm = ctx_->create_buffer(cols * 4, true),
-           y = ctx_->create_buffer(uint64_t(n_tok) * rows * 4, true);
-    std::memcpy(x.map(), xs.data(), xs.size() * 4);
-    std::memcpy(norm.map(), nw.data(), cols * 4);
-    for (GgmlType type : types) {
-        std::vector<uint8_t> bytes[2];
-        Tensor mt[2];
-        for (int m = 0; m < 2; ++m) {
-            std::vector<float> row(cols);
-            for (uint32_t r = 0; r < rows; ++r) {
-                for (float& v : row)
-                    v = 0.5f * rnd();
-                const std::vector<uint8_t> enc = cpu::quantize_row(type, row.data(), cols);
-                bytes[m].insert(bytes[m].end(), enc.begin(), enc.end());
-            }
-            mt[m].type = type;
-            mt[m].rows = rows;
-            mt[m].cols = cols;
-            mt[m].data = bytes[m].data();
-        }
-        std::vector<float> ra(n_tok * rows), rg(n_tok * rows), ru(n_tok * rows);
-        cpu::matmul(mt[0], 0, xs.data(), ra.data(), n_tok);
-        cpu::matmul(mt[0], 0, xn.data(), rg.data(), n_tok);
-        cpu::matmul(mt[1], 0, xn.data(), ru.data(), n_tok);
-        for (size_t i = 0; i < rg.size(); ++i) {
-            rg[i] = cpu::silu(rg[i]) * ru[i] * fault;
-            ra[i] *= fault;
-        }
-        for (bool allow_il : {true, false}) {
-            if (!allow_il && !(ctx_->interleave() && GpuWeights::interleavable(type)))
-                break; // one layout only: already checked
-            GpuWeights gw(*ctx_, 0); // exact-size chunks: a few KiB, not the tests' 256 MiB
-            const GpuTensor a = gw.add(mt[0], "self-check", false, allow_il),
-                            b = gw.add(mt[1], "self-check", false, allow_il);
-            for (bool swiglu : {false, true})
-                for (bool one_token : {true, false}) {
-                    MatmulPush p{};
-                    p.x = x.addr();
-                    p.y = y.addr();
-                    p.norm = norm.addr();
-                    p.eps = eps;
-                    p.n_tok = n_tok;
-                    p.x_stride = cols;
-                    p.y_stride = rows;
-                    p.flags = swiglu ? MM_NORM_X : 0;
-                    dispatch_matmul(*ctx_, a, swiglu ? &b : nullptr, p, 1, one_token);
-                    ctx_->submit_wait();
-                    const std::vector<float>& ref = swiglu ? rg : ra;
-                    const double err =
-                        cpu::normalised_error(static_cast<const float*>(y.map()), ref.data(), ref.size());
-                    // the kernels sum in a different order than the reference: ~1e-6 here
-                    if (err > 1e-4)
-                        throw EngineError("Vulkan self-check failed on " + ctx_->device_name() + ": " +
-                                          (swiglu ? "swiglu" : "matmul") + " (" + gguf::type_name(type) +
-                                          (a.il ? ", interleaved" : "") + (one_token ? ", one token" : ", token tile") +
-                                          ") differs from the CPU reference by " + std::to_string(err) +
-                                          " of its largest value. A broken driver or stale driver shader cache "
-                                          "(lavapipe: try MESA_SHADER_CACHE_DISABLE=true) or a kernel bug; "
-                                          "not serving wrong results");
-                }
-        }
-    }
+    self_check();
 }
 
 void VulkanBackend::plan_attention(uint32_t R, uint32_t max_keys) {

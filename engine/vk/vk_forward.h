@@ -6,6 +6,7 @@
 #include "vk_weights.h"
 
 #include <memory>
+#include <random>
 #include <set>
 
 namespace prefixd::vk {
@@ -45,9 +46,11 @@ class VulkanBackend final : public Backend {
     uint64_t peak_device_memory() const override { return ctx_->peak_bytes(); }
     uint64_t device_memory_in_use() const override { return ctx_->allocated_bytes(); }
     void warm_up() override;
-    // Known-answer check of the matmul kernels for these weight types (warm_up runs it); throws
-    // EngineError naming the kernel whose result differs from cpu::matmul.
-    void self_check(const std::set<gguf::GgmlType>& types);
+    // Known-answer check of every kernel kind the forward uses (vk_selfcheck.cpp: the matmuls for
+    // the model's weight types, kv_store, attention, moe_route, moe_combine) against the CPU twins;
+    // warm_up runs it. Throws EngineError naming the kernel whose result differs.
+    // PREFIXD_VK_SELFCHECK=0 skips it (with a warning on stderr).
+    void self_check() override;
     Context& context() { return *ctx_; }
 
   private:
@@ -77,6 +80,10 @@ class VulkanBackend final : public Backend {
     // Tiled attention (dispatch_attention_tiled; CPU devices, PREFIXD_VK_ATTN=tiled|wg overrides):
     // keys in passes of attn_kc_ so that the step's score buffer stays under 64 MiB.
     void plan_attention(uint32_t R, uint32_t max_keys);
+    std::set<gguf::GgmlType> weight_types() const; // of every matrix, plus F32 (norms, f32 operands)
+    void check_matmuls(const std::set<gguf::GgmlType>& types, std::mt19937& rng);
+    void check_attention(std::mt19937& rng);
+    void check_moe(std::mt19937& rng);
 
     const Model& model_;
     const ModelConfig& cfg_;
