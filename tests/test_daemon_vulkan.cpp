@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 
@@ -52,6 +53,20 @@ TEST_CASE("prefixd --backend vulkan: greedy job equals prefixctl run --backend c
     std::vector<int32_t> ref = j.at("token_ids").get<std::vector<int32_t>>();
     REQUIRE(ref.size() == size_t(n));
     CHECK(out.final.result.token_ids == ref);
+}
+
+TEST_CASE("prefixd on a device whose kernels compute wrong answers: exits before READY, names the kernel") {
+    auto dir = temp_dir("daemon-vk-selfcheck");
+    ::setenv("PREFIXD_VK_SELFCHECK_FAULT", "attention", 1); // the attention check's reference off by 1%
+    DaemonProcess d(dir, {"--backend", "vulkan"});          // forks here: the daemon has the variable
+    ::unsetenv("PREFIXD_VK_SELFCHECK_FAULT");
+    CHECK_FALSE(d.wait_ready(120000));
+    CHECK(d.stop() != 0);
+    std::ifstream f(d.log);
+    std::string log((std::istreambuf_iterator<char>(f)), {});
+    INFO(log);
+    CHECK(log.find("fatal: Vulkan self-check failed") != std::string::npos);
+    CHECK(log.find("attention (attn_") != std::string::npos);
 }
 
 TEST_CASE("prefixd --max-device-memory-mib: too small for the model -> exits non-zero, says why") {
