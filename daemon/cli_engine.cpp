@@ -26,12 +26,12 @@ struct RunArgs {
     uint32_t n = 32, top_k = 0, top_logits = 0, max_ctx = 4096;
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
-    bool json = false, verbose = false;
+    bool json = false, verbose = false, kv_f16 = false;
 };
 
 std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& backend,
                                     const std::string& device, uint32_t max_ctx, uint32_t max_seqs,
-                                    uint32_t max_rows, bool verbose) {
+                                    uint32_t max_rows, bool verbose, bool kv_f16) {
     EngineOptions o;
     o.model_path = model;
     o.backend = backend;
@@ -40,6 +40,7 @@ std::unique_ptr<Engine> open_engine(const std::string& model, const std::string&
     o.max_seqs = max_seqs;
     o.max_batch_rows = max_rows;
     o.verbose = verbose;
+    o.kv_f16 = kv_f16;
     o.self_check = true; // a one-shot run skips the warm-up, not the check of the device's results
     return Engine::open(o);
 }
@@ -64,7 +65,7 @@ std::vector<float> load_embeds(const std::string& path, uint32_t hidden, uint32_
 }
 
 void do_run(const RunArgs& a) {
-    auto eng = open_engine(a.model, a.backend, a.device, a.max_ctx, 1, 512, a.verbose);
+    auto eng = open_engine(a.model, a.backend, a.device, a.max_ctx, 1, 512, a.verbose, a.kv_f16);
     uint32_t rows = 0;
     std::vector<float> emb;
     if (!a.embeds.empty())
@@ -160,6 +161,10 @@ void register_run(CLI::App& app, const Globals&) {
     run->add_option("--device", a->device, "Vulkan device index or name substring");
     run->add_option("--backend", a->backend, "vulkan | cpu")->check(CLI::IsMember({"vulkan", "cpu"}));
     run->add_option("--ctx", a->max_ctx, "context limit");
+    run->add_option_function<std::string>(
+           "--kv-cache", [a](const std::string& v) { a->kv_f16 = v == "f16"; },
+           "latent KV cache element type: f32 (default) or f16")
+        ->check(CLI::IsMember({"f32", "f16"}));
     run->add_flag("--json", a->json, "print one JSON object");
     run->add_option("--top-logits", a->top_logits,
                     "with --json: the K highest raw logits per generated token");

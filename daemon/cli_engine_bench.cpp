@@ -18,7 +18,7 @@ namespace prefixd::cli {
 namespace {
 
 struct BenchArgs {
-    std::string model, backend = "vulkan", device;
+    std::string model, backend = "vulkan", device, kv_cache = "f32";
     uint32_t p = 128, n = 32, r = 3, batch = 8, batch_prompt = 16;
     bool json = false;
 };
@@ -64,6 +64,7 @@ void do_bench(const BenchArgs& a) {
     o.model_path = a.model;
     o.backend = a.backend;
     o.device = a.device;
+    o.kv_f16 = a.kv_cache == "f16";
     o.max_seqs = std::max(a.batch, 1u) + 1;
     o.max_ctx = std::max(a.p, a.batch_prompt) + a.n + 8;
     o.max_batch_rows = std::max({a.p, a.batch, a.batch_prompt * a.batch});
@@ -120,6 +121,7 @@ void do_bench(const BenchArgs& a) {
                             {"name", c.name},
                             {"device", b.device_name()},
                             {"backend", a.backend},
+                            {"kv_cache", a.kv_cache},
                             {"p", a.p},
                             {"n", a.n},
                             {"r", a.r},
@@ -166,6 +168,8 @@ void register_bench(CLI::App& app, const Globals&) {
         ->check(CLI::Range(1u, 4096u));
     bench->add_option("--backend", a->backend, "vulkan | cpu")->check(CLI::IsMember({"vulkan", "cpu"}));
     bench->add_option("--device", a->device, "Vulkan device index or name substring");
+    bench->add_option("--kv-cache", a->kv_cache, "latent KV cache element type: f32 or f16")
+        ->check(CLI::IsMember({"f32", "f16"}));
     bench->add_flag("--json", a->json, "print one JSON object (pp_tps, tg_tps, tg_batch_tps, device, ...)");
     bench->callback([a] { do_bench(*a); });
 }

@@ -62,6 +62,7 @@ void apply_toml_file(const std::string& path, Config& c) {
     get(t, "engine", "device", c.device, path);
     get(t, "engine", "max_seqs", c.max_seqs, path);
     get(t, "engine", "max_ctx", c.max_ctx, path);
+    get(t, "engine", "kv_cache", c.kv_cache, path);
     get(t, "engine", "max_device_memory_mib", c.max_device_memory_mib, path);
     get(t, "engine", "admission_window_us", c.admission_window_us, path);
     get(t, "engine", "admission_quiet_us", c.admission_quiet_us, path);
@@ -95,6 +96,7 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
     std::vector<std::string> endpoints;
     bool insecure = false;
     uint32_t max_seqs = 0, max_ctx = 0, max_pending = 0;
+    std::string kv_cache;
     std::optional<uint32_t> window_us, quiet_us, device_mib;
     app.add_option("-c,--config", config_file,
                    "TOML configuration file (default /etc/prefixd/prefixd.toml if present)");
@@ -108,6 +110,8 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
     app.add_option("--server-key-file", key_file, "CURVE server key file (public + secret)");
     app.add_option("--max-seqs", max_seqs, "concurrent sequences in the engine");
     app.add_option("--max-ctx", max_ctx, "per-sequence context limit");
+    app.add_option("--kv-cache", kv_cache, "latent KV cache element type: f32 or f16 (half the memory)")
+        ->check(CLI::IsMember({"f32", "f16"}));
     app.add_option("--max-device-memory-mib", device_mib,
                    "Vulkan: MiB the engine may allocate for weights, scratch and KV caches (0 = no cap)");
     app.add_option("--admission-window-us", window_us,
@@ -146,6 +150,8 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
         c.max_seqs = max_seqs;
     if (max_ctx)
         c.max_ctx = max_ctx;
+    if (!kv_cache.empty())
+        c.kv_cache = kv_cache;
     if (device_mib)
         c.max_device_memory_mib = *device_mib;
     if (max_pending)
@@ -180,6 +186,8 @@ void validate_config(const Config& c) {
         throw ConfigError("no database: pass --db FILE or set [store] db");
     if (c.max_seqs == 0 || c.max_ctx < 8)
         throw ConfigError("max_seqs must be > 0 and max_ctx >= 8");
+    if (c.kv_cache != "f32" && c.kv_cache != "f16")
+        throw ConfigError("kv_cache must be \"f32\" or \"f16\", not \"" + c.kv_cache + "\"");
     if (c.admission_window_us > 1'000'000 || c.admission_quiet_us > 1'000'000)
         throw ConfigError("admission_window_us and admission_quiet_us must be at most 1000000 (1 s)");
     if (c.max_frame_bytes < 1024)

@@ -1,6 +1,6 @@
 // prefixd configuration: a TOML file (default /etc/prefixd/prefixd.toml when it exists) with
 // command-line overrides. `prefixd --model F --db F --endpoint E [--insecure-dev]` is enough.
-// Sections: [engine] model backend device max_seqs max_ctx max_device_memory_mib admission_window_us
+// Sections: [engine] model backend device max_seqs max_ctx kv_cache max_device_memory_mib admission_window_us
 // admission_quiet_us; [store] db busy_timeout_ms
 // write_retries; [server] endpoints
 // insecure_dev server_key_file zap_domain max_frame_bytes max_pending heartbeat_ms drain_timeout_s;
@@ -26,6 +26,7 @@ struct Config {
     std::string device;
     uint32_t max_seqs = 16;
     uint32_t max_ctx = 4096;
+    std::string kv_cache = "f32"; // latent KV cache element type: "f32" or "f16" (half the memory)
     uint32_t max_device_memory_mib = 0; // Vulkan: cap on weights + scratch + KV caches (0 = none)
     // Admission coalescing on an idle engine (EngineWorker's AdmissionWindow): the first step waits
     // for the jobs that finished jobs' clients are expected to send (window_us), or for a quiet gap

@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
             eo.device = cfg.device;
             eo.max_seqs = cfg.max_seqs;
             eo.max_ctx = cfg.max_ctx;
+            eo.kv_f16 = cfg.kv_cache == "f16";
             eo.max_device_memory = uint64_t(cfg.max_device_memory_mib) << 20;
             eo.warm_up = true; // compile the device programs before READY, not during the first job
             engine = Engine::open(eo);

@@ -61,6 +61,8 @@ struct EngineOptions {
     bool warm_up = false;             // compile the device programs the model needs at open (servers);
                                       // Vulkan: includes the self-check
     bool self_check = false;          // Vulkan: known-answer check of every kernel kind at open (CLI)
+    bool kv_f16 = false;              // latent KV cache in float16: half the memory (Vulkan kernels;
+                                      // the CPU reference rounds its cache alike)
     bool verbose = false;             // progress lines on stderr (model loading)
 };
 

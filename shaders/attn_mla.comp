@@ -1,11 +1,13 @@
 // Absorbed MLA attention over the latent cache, one workgroup per (row, head):
 // s_j = scale * (q_lat . c_kv[j] + rope(q_pe) . k_pe[j]) for j <= pos; out = sum_j softmax(s)_j c_kv[j].
 // Keys are processed in tiles of 32 with an online softmax, so any context length fits.
+// -D KV_F16: a float16 cache (kv.glsl).
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "push.h"
 #include "rope.glsl"
+#include "kv.glsl"
 
 layout(local_size_x = 32) in;
 layout(push_constant) uniform PC { AttnPush p; };
@@ -59,9 +61,9 @@ void main() {
         const uint j = j0 + lid;
         float s = -1.0 / 0.0;
         if (j <= pos) {
-            const uint64_t krow = cache + uint64_t(j) * p.pos_stride * 4;
+            const uint64_t krow = cache + uint64_t(j) * p.pos_stride * KV_BYTES;
             float d = 0.0;
-            for (uint c = 0; c < W; ++c) d += qs[c] * FloatBuf(krow).v[c];
+            for (uint c = 0; c < W; ++c) d += qs[c] * kv_load(krow, c);
             s = d * p.scale;
         }
         const float mn = max(m, wg_max(s));
@@ -73,11 +75,11 @@ void main() {
         for (uint k = 0; k < PER_INV; ++k) acc[k] *= corr;
         const uint nj = min(32u, pos + 1 - j0);
         for (uint jj = 0; jj < nj; ++jj) {
-            const uint64_t vrow = cache + uint64_t(j0 + jj) * p.pos_stride * 4;
+            const uint64_t vrow = cache + uint64_t(j0 + jj) * p.pos_stride * KV_BYTES;
             const float pj = ps[jj];
             for (uint k = 0; k < PER_INV; ++k) {
                 const uint c = lid + 32 * k;
-                if (c < p.rank) acc[k] += pj * FloatBuf(vrow).v[c];
+                if (c < p.rank) acc[k] += pj * kv_load(vrow, c);
             }
         }
         barrier();

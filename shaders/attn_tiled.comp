@@ -12,12 +12,14 @@
 //   PV (t, head block of 8, channel slice of 64): lane = head; per key one gathered score, and
 //         the value row's 64 channels fetched as 2 vec4 per lane and broadcast into 16 vec4
 //         accumulators; an online softmax across key passes keeps (max, sum, acc) in `state`.
+// -D KV_F16: a float16 cache (kv.glsl; SCORE reads 8 bytes per 4 channels, PV one uvec4 per 8).
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_ballot : require
 #include "common.glsl"
 #include "push.h"
 #include "rope.glsl"
+#include "kv.glsl"
 
 layout(push_constant) uniform PC { AttnTiledPush p; };
 
@@ -51,9 +53,9 @@ void main() {
     const uint W4 = (p.rank + p.rope) / 4;
     // two keys per lane: i0 + lane and i0 + 8 + lane (clamped to a valid key; not written)
     const uint ia = i0 + lane, ib = i0 + 8 + lane;
-    const uint64_t cache = row_cache_base(p.rows, t) + p.layer_off, kstride = uint64_t(p.pos_stride) * 4;
-    Vec4Buf ka = Vec4Buf(cache + uint64_t(min(p.j0 + ia, pos)) * kstride);
-    Vec4Buf kb = Vec4Buf(cache + uint64_t(min(p.j0 + ib, pos)) * kstride);
+    const uint64_t cache = row_cache_base(p.rows, t) + p.layer_off, kstride = uint64_t(p.pos_stride) * KV_BYTES;
+    const uint64_t ka = cache + uint64_t(min(p.j0 + ia, pos)) * kstride;
+    const uint64_t kb = cache + uint64_t(min(p.j0 + ib, pos)) * kstride;
     // lane l fetches heads 2l and 2l+1 of the block (clamped to the last head); the others get
     // them by subgroupBroadcast
     const uint64_t qbase = p.qr + uint64_t(t * p.n_head) * W4 * 16;
@@ -62,7 +64,7 @@ void main() {
 #define ZERO(hh) float sa##hh = 0.0, sb##hh = 0.0;
     U16(ZERO)
     for (uint c = 0; c < W4; ++c) {
-        const vec4 kva = ka.v[c], kvb = kb.v[c], q0 = qa.v[c], q1 = qb.v[c];
+        const vec4 kva = kv_load4(ka, c), kvb = kv_load4(kb, c), q0 = qa.v[c], q1 = qb.v[c];
 #define DOT(hh) { const vec4 qq = subgroupBroadcast(((hh) & 1) == 0 ? q0 : q1, (hh) >> 1); \
         sa##hh += dot(qq, kva); sb##hh += dot(qq, kvb); }
         U16(DOT)
@@ -106,13 +108,15 @@ void main() {
     // rank); accumulator k gets vec4 k by subgroupBroadcast from lane k / 2
     const uint cl = min(c0 + 8 * lane, p.rank - 8);
     const bool live = c0 + 8 * lane < p.rank;
-    const uint64_t v0 = row_cache_base(p.rows, t) + p.layer_off + uint64_t(cl) * 4;
-    const uint64_t vstride = uint64_t(p.pos_stride) * 4;
+    const uint64_t v0 = row_cache_base(p.rows, t) + p.layer_off + uint64_t(cl) * KV_BYTES;
+    const uint64_t vstride = uint64_t(p.pos_stride) * KV_BYTES;
     for (uint i = 0; i < n; ++i) {
         const float pr = exp(sc.v[i] - mn);
         l += pr;
-        Vec4Buf v = Vec4Buf(v0 + uint64_t(p.j0 + i) * vstride);
-        const vec4 va = live ? v.v[0] : vec4(0.0), vb = live ? v.v[1] : vec4(0.0);
+        vec4 va, vb; // cl is clamped into the row: the load is valid, dead lanes' values unused
+        kv_load8(v0 + uint64_t(p.j0 + i) * vstride, va, vb);
+        va = live ? va : vec4(0.0);
+        vb = live ? vb : vec4(0.0);
 #define ACC(k) a##k += pr * subgroupBroadcast(((k) & 1) == 0 ? va : vb, (k) >> 1);
         U16(ACC)
     }

@@ -29,6 +29,7 @@ class CpuBackend final : public Backend {
             throw EngineError("all " + std::to_string(opts_.max_seqs) + " sequence slots are in use");
         SeqId id = next_++;
         seqs_[id].init(m_.config());
+        seqs_[id].f16 = opts_.kv_f16;
         return id;
     }
     void free_sequence(SeqId id) noexcept override { seqs_.erase(id); }

@@ -65,6 +65,9 @@ void attention(const Model& m, uint32_t il, LatentCache& cache, const float* xn,
         float* row = &kva[uint64_t(t) * W];
         rmsnorm(row, L.kv_a_norm, row, R, c.rms_eps);
         rope(row + R, rd, int32_t(pos0 + t), c);
+        if (cache.f16)
+            for (uint32_t i = 0; i < W; ++i)
+                row[i] = f16_to_f32(f32_to_f16(row[i]));
         lc.insert(lc.end(), row, row + W);
         for (uint32_t h = 0; h < H; ++h)
             rope(&q[(uint64_t(t) * H + h) * qk + nope], rd, int32_t(pos0 + t), c);

@@ -15,6 +15,7 @@ namespace prefixd::cpu {
 struct LatentCache {
     std::vector<std::vector<float>> layers; // [n_layer][n_tok * width]
     uint32_t n_tok = 0;
+    bool f16 = false; // values rounded to float16 as they are stored (EngineOptions::kv_f16)
     void init(const ModelConfig& c) {
         layers.assign(c.n_layer, {});
         n_tok = 0;

@@ -130,7 +130,7 @@ SeqId VulkanBackend::create_sequence() {
 }
 
 uint64_t VulkanBackend::kv_row_bytes() const {
-    return uint64_t(cfg_.n_layer) * cfg_.kv_cache_width() * 4;
+    return uint64_t(cfg_.n_layer) * cfg_.kv_cache_width() * kv_elem();
 }
 
 // Grows a sequence's latent cache to hold `positions` rows: capacity doubles (rounded to 64, capped

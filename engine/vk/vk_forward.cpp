@@ -165,10 +165,11 @@ void VulkanBackend::warm_up() {
     for (GgmlType t : weight_types())
         for (const std::string& n : matmul_pipelines(*ctx_, t))
             ctx_->precompile(n);
-    for (const char* s : {"kv_store", "moe_combine", "moe_route"})
+    for (const std::string& s : {kv_pipeline("kv_store"), std::string("moe_combine"), std::string("moe_route")})
         ctx_->precompile(s);
     const std::vector<std::string> attn =
-        attn_tiled_ ? std::vector<std::string>{"attn_qprep", "attn_score", "attn_pv"} : std::vector<std::string>{"attn_mla"};
+        attn_tiled_ ? std::vector<std::string>{"attn_qprep", kv_pipeline("attn_score"), kv_pipeline("attn_pv")}
+                    : std::vector<std::string>{kv_pipeline("attn_mla")};
     for (const std::string& s : attn)
         ctx_->precompile(s);
     self_check();
@@ -191,7 +192,7 @@ void VulkanBackend::plan_attention(uint32_t R, uint32_t max_keys) {
 // QPREP once, then per pass of kc keys SCORE (16 heads x 16 keys per workgroup) and PV (8 heads x
 // 64 channels); keys = the step's largest row position + 1.
 void dispatch_attention_tiled(Context& ctx, const AttnPush& ap, uint64_t qr, uint64_t scores, uint64_t state,
-                              uint32_t kc, uint32_t keys) {
+                              uint32_t kc, uint32_t keys, bool kv_f16) {
     AttnTiledPush tp{};
     tp.qlat = ap.qlat;
     tp.q = ap.q;
@@ -219,9 +220,9 @@ void dispatch_attention_tiled(Context& ctx, const AttnPush& ap, uint64_t qr, uin
     for (uint32_t pass = 0; pass < passes; ++pass) {
         tp.j0 = pass * kc;
         tp.flags = (pass == 0 ? ATTN_FIRST : 0u) | (pass + 1 == passes ? ATTN_LAST : 0u);
-        ctx.dispatch("attn_score", &tp, sizeof tp, R, (nh + 15) / 16, (std::min(kc, keys - tp.j0) + 15) / 16);
+        ctx.dispatch(kv_f16 ? "attn_score_f16" : "attn_score", &tp, sizeof tp, R, (nh + 15) / 16, (std::min(kc, keys - tp.j0) + 15) / 16);
         ctx.barrier();
-        ctx.dispatch("attn_pv", &tp, sizeof tp, R, (nh + 7) / 8, (ap.rank + 63) / 64);
+        ctx.dispatch(kv_f16 ? "attn_pv_f16" : "attn_pv", &tp, sizeof tp, R, (nh + 7) / 8, (ap.rank + 63) / 64);
         ctx.barrier();
     }
 }
@@ -265,7 +266,7 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     kp.norm = L.kv_a_norm.addr;
     kp.rows = b + s.rows;
     kp.freqs = b + s.freqs;
-    kp.layer_off = uint64_t(il) * W * 4; // cache rows are position-major: [pos][layer][W]
+    kp.layer_off = uint64_t(il) * W * kv_elem(); // cache rows are position-major: [pos][layer][W]
     kp.pos_stride = cfg_.n_layer * W;
     kp.n_rows = R;
     kp.rank = rank;
@@ -273,7 +274,7 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     kp.kva_stride = W;
     kp.eps = cfg_.rms_eps;
     kp.mscale = 1.0f;
-    ctx_->dispatch("kv_store", &kp, sizeof kp, R);
+    ctx_->dispatch(kv_pipeline("kv_store"), &kp, sizeof kp, R);
     if (L.wq_a)
         ctx_->barrier();
     // q_lat_h = W_kb_h q_nope_h for every head (matrix h of the stack)
@@ -297,9 +298,9 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     ap.scale = cfg_.attn_scale();
     ap.mscale = 1.0f;
     if (attn_tiled_) {
-        dispatch_attention_tiled(*ctx_, ap, b + s.qr, b + s.scores, b + s.state, attn_kc_, attn_keys_);
+        dispatch_attention_tiled(*ctx_, ap, b + s.qr, b + s.scores, b + s.state, attn_kc_, attn_keys_, opts_.kv_f16);
     } else {
-        ctx_->dispatch("attn_mla", &ap, sizeof ap, R, nh);
+        ctx_->dispatch(kv_pipeline("attn_mla"), &ap, sizeof ap, R, nh);
         ctx_->barrier();
     }
     // v_h = W_vb_h latent_h, then x += W_o v

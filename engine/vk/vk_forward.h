@@ -23,8 +23,9 @@ std::vector<std::string> matmul_pipelines(const Context& ctx, gguf::GgmlType typ
 // Records the tiled attention for CPU drivers (shaders/attn_tiled.comp) of ap's rows: qr holds
 // n_rows*n_head*(rank+rope) floats, scores n_rows*n_head*kc, state (when keys > kc)
 // n_rows*n_head*ceil(rank/64)*68; keys = the largest row position + 1.
+// kv_f16: the cache holds float16 (the _f16 pipelines).
 void dispatch_attention_tiled(Context& ctx, const AttnPush& ap, uint64_t qr, uint64_t scores, uint64_t state,
-                              uint32_t kc, uint32_t keys);
+                              uint32_t kc, uint32_t keys, bool kv_f16 = false);
 
 // RoPE frequency per rotated pair, exactly as cpu::rope forms theta: theta_i = pos * f_i.
 std::vector<float> rope_freqs(const ModelConfig& cfg);
@@ -58,7 +59,7 @@ class VulkanBackend final : public Backend {
         bool used = false;
         uint32_t len = 0;
         uint32_t cap = 0; // positions the cache holds now (grows on demand up to max_ctx)
-        Buffer cache;     // (cap, n_layer, kv_lora_rank + qk_rope) f32, position-major so it grows by copy
+        Buffer cache;     // (cap, n_layer, kv_lora_rank + qk_rope) f32 or f16, position-major so it grows by copy
     };
     // Scratch offsets (bytes) inside scratch_ for a step of R rows and L logit rows.
     struct Scratch {
@@ -67,6 +68,8 @@ class VulkanBackend final : public Backend {
     Scratch layout(uint32_t R, uint32_t L) const;
     Seq& seq(SeqId id);
     uint64_t kv_row_bytes() const; // one position's cache row, all layers
+    uint32_t kv_elem() const { return opts_.kv_f16 ? 2 : 4; } // bytes per cached value
+    std::string kv_pipeline(const char* base) const { return opts_.kv_f16 ? std::string(base) + "_f16" : base; }
     void reserve(Seq& s, uint32_t positions);
     const Seq& seq(SeqId id) const;
     void matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,

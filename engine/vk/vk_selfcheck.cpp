@@ -161,7 +161,9 @@ void VulkanBackend::check_matmuls(const std::set<GgmlType>& types, std::mt19937&
 
 // kv_store then attention over a two-layer position-major cache (layer 1 checked, as in the
 // forward's [pos][layer][W] rows), three rows at positions whose last keys fall in different key
-// passes of the tiled kernels (passes of 16 keys here).
+// passes of the tiled kernels (passes of 16 keys here). With a float16 cache (EngineOptions::kv_f16)
+// the _f16 kernels run: kv_store is held to the reference rounded to float16, attention to the
+// reference over the float16 values the cache holds.
 void VulkanBackend::check_attention(std::mt19937& rng) {
     const uint32_t rank = cfg_.kv_lora_rank, rope = cfg_.qk_rope, nh = cfg_.n_head, nope = cfg_.qk_nope;
     const uint32_t qh = cfg_.qk_head(), W = rank + rope, layers = 2, R = 3, kc = 16;
@@ -169,8 +171,14 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
     const std::vector<float> freqs = rope_freqs(cfg_), kva = random_vector(rng, size_t(R) * W, 1.0f),
                              nw = random_vector(rng, rank, 0.25f, 1.0f),
                              cache0 = random_vector(rng, size_t(keys) * layers * W, 1.0f);
-    Buffer cache = upload(*ctx_, cache0), dfreq = upload(*ctx_, freqs), dkva = upload(*ctx_, kva),
-           dnorm = upload(*ctx_, nw), rows = ctx_->create_buffer(R * 16, true);
+    const bool f16 = opts_.kv_f16;
+    Buffer cache = ctx_->create_buffer(cache0.size() * kv_elem(), true), dfreq = upload(*ctx_, freqs),
+           dkva = upload(*ctx_, kva), dnorm = upload(*ctx_, nw), rows = ctx_->create_buffer(R * 16, true);
+    for (size_t i = 0; i < cache0.size(); ++i)
+        if (f16)
+            static_cast<uint16_t*>(cache.map())[i] = cpu::f32_to_f16(cache0[i]);
+        else
+            static_cast<float*>(cache.map())[i] = cache0[i];
     auto* rw = static_cast<uint32_t*>(rows.map());
     for (uint32_t t = 0; t < R; ++t) {
         rw[4 * t] = uint32_t(cache.addr());
@@ -183,7 +191,7 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
     kp.norm = dnorm.addr();
     kp.rows = rows.addr();
     kp.freqs = dfreq.addr();
-    kp.layer_off = uint64_t(W) * 4;
+    kp.layer_off = uint64_t(W) * kv_elem();
     kp.pos_stride = layers * W;
     kp.n_rows = R;
     kp.rank = rank;
@@ -191,9 +199,12 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
     kp.kva_stride = W;
     kp.eps = cfg_.rms_eps;
     kp.mscale = 1.0f;
-    ctx_->dispatch("kv_store", &kp, sizeof kp, R);
+    ctx_->dispatch(kv_pipeline("kv_store"), &kp, sizeof kp, R);
     ctx_->submit_wait();
-    const float* cached = static_cast<const float*>(cache.map());
+    std::vector<float> cached(cache0.size()); // what the cache holds now, as floats
+    for (size_t i = 0; i < cached.size(); ++i)
+        cached[i] = f16 ? cpu::f16_to_f32(static_cast<const uint16_t*>(cache.map())[i])
+                        : static_cast<const float*>(cache.map())[i];
     {
         const float fault = fault_scale("kv_store");
         std::vector<float> ref(size_t(R) * W), got(size_t(R) * W);
@@ -202,12 +213,14 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
             cpu::rmsnorm(kva.data() + t * W, f32_row(nw), r, rank, cfg_.rms_eps);
             std::memcpy(r + rank, kva.data() + t * W + rank, rope * 4);
             cpu::rope(r + rank, rope, int32_t(pos[t]), cfg_);
-            std::memcpy(got.data() + t * W, cached + (uint64_t(pos[t]) * layers + 1) * W, W * 4);
+            std::memcpy(got.data() + t * W, cached.data() + (uint64_t(pos[t]) * layers + 1) * W, W * 4);
         }
         for (float& v : ref)
-            v *= fault;
-        expect_close(*ctx_, "kv_store (" + std::to_string(rank) + " + " + std::to_string(rope) + " channels)",
-                     got.data(), ref, 1e-4);
+            v = (f16 ? cpu::f16_to_f32(cpu::f32_to_f16(v)) : v) * fault;
+        // float16: a value the device rounds the other way from the reference is off by one f16 step
+        expect_close(*ctx_, std::string(f16 ? "kv_store_f16" : "kv_store") + " (" + std::to_string(rank) + " + " +
+                         std::to_string(rope) + " channels)",
+                     got.data(), ref, f16 ? 2e-3 : 1e-4);
     }
     // queries of full scale: the softmax is far from flat, so errors in the scores show in the output
     const std::vector<float> qlat = random_vector(rng, size_t(R) * nh * rank, 1.0f),
@@ -235,13 +248,14 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
         Buffer qr = ctx_->create_buffer(uint64_t(R) * nh * W * 4, false),
                sc = ctx_->create_buffer(uint64_t(R) * nh * kc * 4, false),
                st = ctx_->create_buffer(uint64_t(R) * nh * ((rank + 63) / 64) * 68 * 4, false);
-        dispatch_attention_tiled(*ctx_, ap, qr.addr(), sc.addr(), st.addr(), kc, keys);
+        dispatch_attention_tiled(*ctx_, ap, qr.addr(), sc.addr(), st.addr(), kc, keys, f16);
         ctx_->submit_wait();
-        what = "attention (attn_qprep, attn_score, attn_pv in " + std::to_string((keys + kc - 1) / kc) + " key passes";
+        what = "attention (attn_qprep, " + kv_pipeline("attn_score") + ", " + kv_pipeline("attn_pv") + " in " +
+               std::to_string((keys + kc - 1) / kc) + " key passes";
     } else {
-        ctx_->dispatch("attn_mla", &ap, sizeof ap, R, nh);
+        ctx_->dispatch(kv_pipeline("attn_mla"), &ap, sizeof ap, R, nh);
         ctx_->submit_wait();
-        what = "attention (attn_mla";
+        what = "attention (" + kv_pipeline("attn_mla");
     }
     what += ", " + std::to_string(nh) + " heads, rank " + std::to_string(rank) + ")";
     const float fault = fault_scale("attention");
@@ -251,7 +265,7 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
             std::vector<float> qpe(q.begin() + (t * nh + h) * qh + nope, q.begin() + (t * nh + h + 1) * qh);
             cpu::rope(qpe.data(), rope, int32_t(pos[t]), cfg_);
             float* o = ref.data() + (t * nh + h) * rank;
-            cpu::mla_attend(qlat.data() + (t * nh + h) * rank, qpe.data(), cached + W, uint64_t(layers) * W,
+            cpu::mla_attend(qlat.data() + (t * nh + h) * rank, qpe.data(), cached.data() + W, uint64_t(layers) * W,
                             pos[t] + 1, rank, rope, ap.scale, o);
             for (uint32_t c = 0; c < rank; ++c)
                 o[c] *= fault;
