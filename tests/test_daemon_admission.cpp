@@ -94,6 +94,20 @@ TEST_CASE("config: admission window keys from TOML and the command line, validat
     CHECK_THROWS_AS(daemon::apply_toml_file(toml, c3), daemon::ConfigError);
     std::ofstream(toml) << "[engine]\nadmission_quiet_us = -1\n";
     CHECK_THROWS_AS(daemon::apply_toml_file(toml, c3), daemon::ConfigError);
+    // [engine] kv_cache: "f32" (default) or "f16"; anything else is refused by name
+    daemon::Config c4;
+    CHECK(c4.kv_cache == "f32");
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\nkv_cache = \"f16\"\n[store]\ndb = \"x.db\"\n";
+    daemon::apply_toml_file(toml, c4);
+    CHECK(c4.kv_cache == "f16");
+    CHECK_NOTHROW(daemon::validate_config(c4));
+    c4.kv_cache = "f8";
+    try {
+        daemon::validate_config(c4);
+        FAIL("kv_cache = f8 was accepted");
+    } catch (const daemon::ConfigError& e) {
+        CHECK(std::string(e.what()).find("kv_cache must be") != std::string::npos);
+    }
 }
 
 TEST_CASE("closed-loop clients: each wave starts in one step; a lone client's next job is not held") {

@@ -55,6 +55,28 @@ TEST_CASE("prefixd --backend vulkan: greedy job equals prefixctl run --backend c
     CHECK(out.final.result.token_ids == ref);
 }
 
+TEST_CASE("prefixd --kv-cache f16: greedy job equals the CPU reference with its cache rounded alike") {
+    const std::string prompt = "Once upon a time in a land far away";
+    const int n = 8;
+    auto dir = temp_dir("daemon-vk-f16");
+    DaemonProcess d(dir, {"--backend", "vulkan", "--kv-cache", "f16"});
+    REQUIRE(d.wait_ready(120000));
+    Client c(d.client_options());
+    auto out = c.run(gen_job("f16", prompt, n), 120000);
+    REQUIRE_FALSE(out.timed_out);
+    REQUIRE(out.final.type == Reply::Result);
+    CHECK(d.stop() == 0);
+    std::string json = run_cmd((build_dir() / "bin" / "prefixctl").string() +
+                               " run --backend cpu --kv-cache f16 --json --model '" + tiny_model() + "' --prompt '" +
+                               prompt + "' -n " + std::to_string(n) + " 2>/dev/null");
+    auto j = nlohmann::json::parse(json);
+    CHECK(out.final.result.token_ids == j.at("token_ids").get<std::vector<int32_t>>());
+    // an unknown element type is refused before anything starts
+    DaemonProcess bad(temp_dir("daemon-vk-f8"), {"--backend", "vulkan", "--kv-cache", "f8"});
+    CHECK_FALSE(bad.wait_ready(20000));
+    CHECK(bad.stop() != 0);
+}
+
 TEST_CASE("prefixd on a device whose kernels compute wrong answers: exits before READY, names the kernel") {
     auto dir = temp_dir("daemon-vk-selfcheck");
     ::setenv("PREFIXD_VK_SELFCHECK_FAULT", "attention", 1); // the attention check's reference off by 1%

@@ -22,7 +22,7 @@ struct Pair {
     std::unique_ptr<Backend> cpu, gpu;
 };
 
-Pair open_pair(const std::string& file) {
+Pair open_pair(const std::string& file, bool kv_f16 = false) {
     Pair p;
     const auto path = test::models_dir() / file;
     REQUIRE_MESSAGE(std::filesystem::exists(path),
@@ -31,6 +31,7 @@ Pair open_pair(const std::string& file) {
     EngineOptions o;
     o.max_seqs = 8;
     o.max_ctx = 256;
+    o.kv_f16 = kv_f16;
     p.cpu = cpu::make_cpu_backend(*p.model, o);
     p.gpu = vk::make_vulkan_backend(*p.model, o);
     return p;
@@ -38,9 +39,10 @@ Pair open_pair(const std::string& file) {
 
 // Prompt (optional embeddings rows first) -> logits at every position must agree; then greedy
 // decoding must produce identical ids. tol: max|diff| <= tol * max|ref| per position.
-void check_prompt_and_greedy(const std::string& file, uint32_t n_embed_rows, double tol, int n_greedy = 32) {
-    INFO("model " << file);
-    Pair p = open_pair(file);
+void check_prompt_and_greedy(const std::string& file, uint32_t n_embed_rows, double tol, int n_greedy = 32,
+                             bool kv_f16 = false) {
+    INFO("model " << file << std::string(kv_f16 ? ", float16 KV cache" : ""));
+    Pair p = open_pair(file, kv_f16);
     const ModelConfig& c = p.model->config();
     std::mt19937 rng(std::random_device{}());
     std::vector<Segment> inputs;
@@ -104,6 +106,41 @@ TEST_CASE("kv_b variant (split k_b/v_b derived by the loader)") {
 TEST_CASE("quantised models (Q8_0, Q4_0) match the reference's dequantised computation") {
     for (const char* f : {"tiny-v2-q8_0.gguf", "tiny-v2-q4_0.gguf", "tiny-v3-q8_0.gguf", "tiny-v3-q4_0.gguf"})
         check_prompt_and_greedy(f, 0, 1e-3, 8); // 8 greedy tokens keep the suite lean
+}
+
+// A float16 latent cache (EngineOptions::kv_f16): the CPU reference rounds every cached value to
+// float16 as it stores it, as kv_store does, so both sides attend over the same rounded values; a
+// value the two round differently (their fp32 inputs differ in the last bits) moves the logits by
+// far less than 1e-3. The cache takes exactly half the device memory.
+TEST_CASE("float16 KV cache: logits and greedy tokens match the reference with its cache rounded alike") {
+    check_prompt_and_greedy("tiny-v2-f32.gguf", 0, 1e-3, 32, true);
+    check_prompt_and_greedy("tiny-v3-q8_0.gguf", 8, 1e-3, 16, true);
+    // rounding is what is being tested: the f16 caches must differ from the f32 ones somewhere
+    Pair f32 = open_pair("tiny-v3-f32.gguf"), f16 = open_pair("tiny-v3-f32.gguf", true);
+    const ModelConfig& c = f32.model->config();
+    std::mt19937 rng(std::random_device{}());
+    const std::vector<Segment> in{Segment::from_tokens(random_tokens(100, c.n_vocab, rng))};
+    SeqId a = f32.gpu->create_sequence(), b = f16.gpu->create_sequence(), d = f16.cpu->create_sequence();
+    auto la = f32.gpu->step({item(a, in, true)});
+    auto lb = f16.gpu->step({item(b, in, true)});
+    auto ld = f16.cpu->step({item(d, in, true)});
+    // 100 positions: the cache grew to 128 (doubling from 64); freeing the sequence returns it, and
+    // float16 holds half the bytes
+    const uint64_t held32 = f32.gpu->device_memory_in_use(), held16 = f16.gpu->device_memory_in_use();
+    f32.gpu->free_sequence(a);
+    f16.gpu->free_sequence(b);
+    const uint64_t cache32 = held32 - f32.gpu->device_memory_in_use(), cache16 = held16 - f16.gpu->device_memory_in_use();
+    CHECK(cache32 == uint64_t(128) * c.n_layer * c.kv_cache_width() * 4);
+    CHECK(cache16 == cache32 / 2);
+    double f16_vs_f32 = 0, f16_vs_ref = 0;
+    for (uint32_t r = 0; r < 100; ++r) {
+        const size_t o = size_t(r) * c.n_vocab;
+        f16_vs_f32 = std::max(f16_vs_f32, row_err(lb[0].logits.data() + o, la[0].logits.data() + o, c.n_vocab));
+        f16_vs_ref = std::max(f16_vs_ref, row_err(lb[0].logits.data() + o, ld[0].logits.data() + o, c.n_vocab));
+    }
+    MESSAGE("float16 KV: worst logit error vs the f32 cache " << f16_vs_f32 << ", vs the rounded reference " << f16_vs_ref);
+    CHECK(f16_vs_f32 > 0.0);
+    CHECK(f16_vs_ref <= 1e-3);
 }
 
 TEST_CASE("4 sequences of different lengths batched together equal their single-sequence results") {
