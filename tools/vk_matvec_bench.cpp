@@ -3,6 +3,7 @@
 // in one command buffer; prints weight GB/s per form and checks each result against the CPU.
 // Usage: [TOKENS=n] vk_matvec_bench [rows cols [reps]] (TOKENS: x rows for the multi-token ILT forms;
 // they print GMAC per CPU-second beside the weight rate)
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers" // Vk*Info{sType} idiom
 #include <vulkan/vulkan.h>
 
 #include <algorithm>
@@ -78,8 +79,11 @@ static VkBufferView make_view(const Buf& b, VkFormat f, uint64_t bytes) {
 
 static std::vector<uint32_t> compile(const std::string& defs) {
     std::string out = "/tmp/vk_matvec_bench_" + std::to_string(getpid()) + ".spv";
-    std::string cmd = std::string(GLSLANG) + " --target-env vulkan1.2 --quiet -S comp " + defs + " -o " +
-                      out + " " + BENCH_SHADER;
+    // VK_MATVEC_BENCH_GLSLANG / _SHADER: other paths than the build's (a copied bundle, tools/device_bundle.sh)
+    const char* gl = std::getenv("VK_MATVEC_BENCH_GLSLANG");
+    const char* sh = std::getenv("VK_MATVEC_BENCH_SHADER");
+    std::string cmd = std::string(gl && *gl ? gl : GLSLANG) + " --target-env vulkan1.2 --quiet -S comp " + defs +
+                      " -o " + out + " " + (sh && *sh ? sh : BENCH_SHADER);
     if (std::system(cmd.c_str()) != 0)
         throw std::runtime_error("glslang failed: " + cmd);
     std::ifstream f(out, std::ios::binary);
