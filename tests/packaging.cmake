@@ -28,3 +28,9 @@ set_tests_properties(packaging_ready PROPERTIES TIMEOUT 400 LABELS packaging
 add_test(NAME python_client_daemon COMMAND /usr/bin/python3 ${PKG_TEST_DIR}/test_python_client_daemon.py)
 set_tests_properties(python_client_daemon PROPERTIES TIMEOUT 600 LABELS python
                      FIXTURES_REQUIRED test_models ENVIRONMENT "${PREFIXD_TEST_ENV}")
+
+# The GPU-machine bundle (tools/device_bundle.sh) and its runner in smoke mode, on lavapipe.
+add_test(NAME device_bundle_smoke
+         COMMAND ${PKG_TEST_DIR}/test_device_bundle.sh ${PROJECT_SOURCE_DIR} ${CMAKE_BINARY_DIR})
+set_tests_properties(device_bundle_smoke PROPERTIES TIMEOUT 600 LABELS "packaging;vulkan"
+                                                    ENVIRONMENT "${PREFIXD_TEST_ENV}")

@@ -24,6 +24,7 @@ for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulka
     if [ -f "$icd" ] && [ -z "${VK_DRIVER_FILES:-}" ]; then export VK_DRIVER_FILES=$icd; fi
 done
 log=$out/device_run.log
+failed=0
 step() { # step NAME COMMAND...: runs it, its output to the log and NAME.txt, and says how it ended
     local name=$1
     shift
@@ -33,6 +34,7 @@ step() { # step NAME COMMAND...: runs it, its output to the log and NAME.txt, an
     local rc=$?
     tail -n 25 "$out/$name.txt" >> "$log"
     echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$log"
+    [ $rc -eq 0 ] || failed=1
     return $rc
 }
 : > "$log"
@@ -49,7 +51,7 @@ step bench_tiny_f32 prefixctl bench --model "$models/tiny-v2-f32.gguf" -p 64 -n 
 step bench_tiny_q8 prefixctl bench --model "$models/tiny-v2-q8_0.gguf" -p 64 -n 32 -r 3 --batch 8
 if [ "$mode" = smoke ]; then
     echo "device_run: smoke run done; logs in $out" | tee -a "$log"
-    exit 0
+    exit $failed
 fi
 layers="--layers 4"
 [ "$mode" = full ] && layers=""
@@ -59,3 +61,4 @@ step bench_v2lite_f16kv prefixctl bench --model "$work/v2lite.gguf" -p 128 -n 32
 # the raw mat-vec forms on the output projection's shape (GPU: the device-address forms matter)
 step matvec vk_matvec_bench 102400 2048 20
 echo "device_run: done; logs in $out" | tee -a "$log"
+exit $failed
