@@ -245,6 +245,36 @@ void VulkanBackend::matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, 
     dispatch_matmul(*ctx_, w, w2, p, groups, one_token_);
 }
 
+KvStorePush VulkanBackend::kv_push(uint32_t il, uint32_t n_layers, uint32_t R) const {
+    const uint32_t W = cfg_.kv_cache_width();
+    KvStorePush kp{};
+    kp.layer_off = uint64_t(il) * W * kv_elem(); // cache rows are position-major: [pos][layer][W]
+    kp.pos_stride = n_layers * W;
+    kp.n_rows = R;
+    kp.rank = cfg_.kv_lora_rank;
+    kp.rope = cfg_.qk_rope;
+    kp.kva_stride = W;
+    kp.eps = cfg_.rms_eps;
+    kp.mscale = 1.0f;
+    return kp;
+}
+
+AttnPush VulkanBackend::attn_push(const KvStorePush& kp) const {
+    AttnPush ap{};
+    ap.layer_off = kp.layer_off;
+    ap.pos_stride = kp.pos_stride;
+    ap.n_rows = kp.n_rows;
+    ap.n_head = cfg_.n_head;
+    ap.rank = kp.rank;
+    ap.rope = kp.rope;
+    ap.q_stride = cfg_.n_head * cfg_.qk_head();
+    ap.q_head = cfg_.qk_head();
+    ap.q_nope = cfg_.qk_nope;
+    ap.scale = cfg_.attn_scale();
+    ap.mscale = 1.0f;
+    return ap;
+}
+
 void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     const GpuLayer& L = w_->layers()[il];
     const uint32_t H = cfg_.hidden, rank = cfg_.kv_lora_rank, rope = cfg_.qk_rope, nh = cfg_.n_head;
@@ -261,42 +291,23 @@ void VulkanBackend::attention(uint32_t il, uint32_t R, const Scratch& s) {
     if (L.wq_a) {
         matmul(L.wq_b, nullptr, b + s.qa, b + s.q, R, cfg_.q_lora_rank, nh * qh, MM_NORM_X, L.q_a_norm.addr);
     }
-    KvStorePush kp{};
+    KvStorePush kp = kv_push(il, cfg_.n_layer, R);
     kp.kva = b + s.kva;
     kp.norm = L.kv_a_norm.addr;
     kp.rows = b + s.rows;
     kp.freqs = b + s.freqs;
-    kp.layer_off = uint64_t(il) * W * kv_elem(); // cache rows are position-major: [pos][layer][W]
-    kp.pos_stride = cfg_.n_layer * W;
-    kp.n_rows = R;
-    kp.rank = rank;
-    kp.rope = rope;
-    kp.kva_stride = W;
-    kp.eps = cfg_.rms_eps;
-    kp.mscale = 1.0f;
     ctx_->dispatch(kv_pipeline("kv_store"), &kp, sizeof kp, R);
     if (L.wq_a)
         ctx_->barrier();
     // q_lat_h = W_kb_h q_nope_h for every head (matrix h of the stack)
     matmul(L.wk_b, nullptr, b + s.q, b + s.qlat, R, nh * qh, nh * rank, 0, 0, 0, nh, qh, rank);
     ctx_->barrier();
-    AttnPush ap{};
+    AttnPush ap = attn_push(kp);
     ap.qlat = b + s.qlat;
     ap.q = b + s.q;
     ap.rows = b + s.rows;
     ap.freqs = b + s.freqs;
     ap.dst = b + s.lat;
-    ap.layer_off = kp.layer_off;
-    ap.pos_stride = kp.pos_stride;
-    ap.n_rows = R;
-    ap.n_head = nh;
-    ap.rank = rank;
-    ap.rope = rope;
-    ap.q_stride = nh * qh;
-    ap.q_head = qh;
-    ap.q_nope = cfg_.qk_nope;
-    ap.scale = cfg_.attn_scale();
-    ap.mscale = 1.0f;
     if (attn_tiled_) {
         dispatch_attention_tiled(*ctx_, ap, b + s.qr, b + s.scores, b + s.state, attn_kc_, attn_keys_, opts_.kv_f16);
     } else {

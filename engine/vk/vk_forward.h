@@ -75,6 +75,10 @@ class VulkanBackend final : public Backend {
     void matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
                 uint32_t x_stride, uint32_t y_stride, uint32_t flags, uint64_t norm = 0, uint64_t map = 0,
                 uint32_t groups = 1, uint32_t x_mat_off = 0, uint32_t y_mat_off = 0);
+    // The model-derived fields of the kv_store push for R rows of layer il of an n_layers cache
+    // ([pos][layer][W] rows), and of the attention push over the same cache; callers add addresses.
+    KvStorePush kv_push(uint32_t il, uint32_t n_layers, uint32_t R) const;
+    AttnPush attn_push(const KvStorePush& kp) const;
     void attention(uint32_t il, uint32_t R, const Scratch& s);
     void ffn(uint32_t il, uint32_t R, const Scratch& s);
     // Whether a step of R rows routes its MoE layers on the device (shaders/moe_route.comp):

@@ -186,19 +186,11 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
         rw[4 * t + 2] = pos[t];
         rw[4 * t + 3] = 0;
     }
-    KvStorePush kp{};
+    KvStorePush kp = kv_push(1, layers, R);
     kp.kva = dkva.addr();
     kp.norm = dnorm.addr();
     kp.rows = rows.addr();
     kp.freqs = dfreq.addr();
-    kp.layer_off = uint64_t(W) * kv_elem();
-    kp.pos_stride = layers * W;
-    kp.n_rows = R;
-    kp.rank = rank;
-    kp.rope = rope;
-    kp.kva_stride = W;
-    kp.eps = cfg_.rms_eps;
-    kp.mscale = 1.0f;
     ctx_->dispatch(kv_pipeline("kv_store"), &kp, sizeof kp, R);
     ctx_->submit_wait();
     std::vector<float> cached(cache0.size()); // what the cache holds now, as floats
@@ -226,23 +218,12 @@ void VulkanBackend::check_attention(std::mt19937& rng) {
     const std::vector<float> qlat = random_vector(rng, size_t(R) * nh * rank, 1.0f),
                              q = random_vector(rng, size_t(R) * nh * qh, 1.0f);
     Buffer dql = upload(*ctx_, qlat), dq = upload(*ctx_, q), out = ctx_->create_buffer(uint64_t(R) * nh * rank * 4, true);
-    AttnPush ap{};
+    AttnPush ap = attn_push(kp);
     ap.qlat = dql.addr();
     ap.q = dq.addr();
     ap.rows = rows.addr();
     ap.freqs = dfreq.addr();
     ap.dst = out.addr();
-    ap.layer_off = kp.layer_off;
-    ap.pos_stride = kp.pos_stride;
-    ap.n_rows = R;
-    ap.n_head = nh;
-    ap.rank = rank;
-    ap.rope = rope;
-    ap.q_stride = nh * qh;
-    ap.q_head = qh;
-    ap.q_nope = nope;
-    ap.scale = cfg_.attn_scale();
-    ap.mscale = 1.0f;
     std::string what;
     if (attn_tiled_) {
         Buffer qr = ctx_->create_buffer(uint64_t(R) * nh * W * 4, false),
