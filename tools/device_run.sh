@@ -12,6 +12,8 @@ bundle=${1:?bundle dir (tools/device_bundle.sh)}
 mode=${2:-quick}
 out=${OUT:-$PWD/device-out}
 work=${DEVICE_WORK:-/tmp/prefixd-device}
+[ -f "$bundle/bundle.tar.xz" ] || { echo "device_run: $bundle/bundle.tar.xz not found (tools/device_bundle.sh makes it)" >&2; exit 1; }
+case $mode in smoke | quick | full) ;; *) echo "device_run: mode must be smoke, quick or full, not '$mode'" >&2; exit 1 ;; esac
 mkdir -p "$out" "$work"
 rm -rf "$work/b" && mkdir -p "$work/b" && tar -C "$work/b" -xJf "$bundle/bundle.tar.xz" || exit 1
 B=$work/b
