@@ -87,6 +87,15 @@ struct RoutePush {
     PX_U32 pad0;
 };
 
+// Groups a step's routed slots by expert (shaders/moe_group.comp), one workgroup: src holds the
+// per-slot maps moe_route wrote (slot g's expert at src[3g]); map_a/map_b get n_expert groups in
+// expert order, each {expert, count, 3*n_expert + 2*first}, then the pairs {g / k, g} (map_a) and
+// {g, g} (map_b) of its slots.
+struct GroupPush {
+    PX_U64 src, map_a, map_b;
+    PX_U32 n_expert, k, n_slots, pad0;
+};
+
 #ifdef __cplusplus
 }  // namespace prefixd::vk
 #endif

@@ -12,10 +12,11 @@ add_test(NAME test_vk_model_attn_wg COMMAND test_vk_model)
 set_tests_properties(test_vk_model_attn_wg PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_WG}" TIMEOUT 600
                                                       LABELS vulkan FIXTURES_REQUIRED test_models)
 # And with every kernel choice a GPU makes (device-address matmuls on the plain weight layout, no
-# texel or row-interleaved shaders, attn_mla): the configuration NVIDIA/AMD/Intel devices run,
-# checked end to end on lavapipe since CI has no GPU.
+# texel or row-interleaved shaders, attn_mla, MoE slots of multi-row steps grouped on the device by
+# moe_group): the configuration NVIDIA/AMD/Intel devices run, checked end to end on lavapipe since
+# CI has no GPU.
 set(PREFIXD_TEST_ENV_GPU ${PREFIXD_TEST_ENV})
-list(APPEND PREFIXD_TEST_ENV_GPU PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg)
+list(APPEND PREFIXD_TEST_ENV_GPU PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1)
 add_test(NAME test_vk_model_gpu_path COMMAND test_vk_model)
 set_tests_properties(test_vk_model_gpu_path PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_GPU}" TIMEOUT 600
                                                        LABELS vulkan FIXTURES_REQUIRED test_models)

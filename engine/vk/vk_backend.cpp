@@ -92,6 +92,13 @@ VulkanBackend::VulkanBackend(const Model& model, const EngineOptions& opts)
         attn_tiled_ = attn_tiled_ && cfg_.qk_rope % 4 == 0 && cfg_.kv_lora_rank % 8 == 0 &&
                       ctx_->limits().subgroup_size >= 8;
     }
+    {
+        // Steps of several rows route and group their MoE slots on the device on GPUs, where a
+        // host round trip per MoE layer costs more than the step's expert matmuls; CPU drivers keep
+        // the host's grouping (experts hit once run the one-token kernels there).
+        const char* g = std::getenv("PREFIXD_VK_DEVICE_GROUP");
+        device_group_ = g && *g ? *g == '1' : !ctx_->lane_rows();
+    }
     if (opts.verbose)
         std::fprintf(stderr, "vulkan: device %s\n", ctx_->device_name().c_str());
     w_ = std::make_unique<GpuWeights>(*ctx_, model, opts.verbose);
@@ -185,6 +192,14 @@ void VulkanBackend::truncate(SeqId id, uint32_t n) {
     s.len = std::min(s.len, n);
 }
 
+// Words of the expert maps at the start of the map region: the host's two maps (3 header words per
+// expert group, 2 per routed slot, at most n_expert groups), or the device's per-slot maps of
+// moe_route (5 words per slot, twice) followed by moe_group's two expert-ordered maps.
+uint64_t VulkanBackend::expert_map_words(uint32_t R) const {
+    const uint64_t E = cfg_.n_expert, G = E > 0 ? uint64_t(R) * cfg_.n_expert_used : 0;
+    return 2 * (3 * E + 2 * G) + 10 * G;
+}
+
 VulkanBackend::Scratch VulkanBackend::layout(uint32_t R, uint32_t L) const {
     const uint64_t K = cfg_.n_expert > 0 ? cfg_.n_expert_used : 0, nh = cfg_.n_head;
     Scratch s{};
@@ -205,7 +220,7 @@ VulkanBackend::Scratch VulkanBackend::layout(uint32_t R, uint32_t L) const {
     take(s.h, uint64_t(R) * K * cfg_.n_ff_exp);
     take(s.slots, uint64_t(R) * K * cfg_.hidden);
     take(s.wts, uint64_t(R) * K);
-    take(s.map, 2 * (3 * uint64_t(cfg_.n_expert) + 2 * R * K) + 3 + 2 * uint64_t(L));
+    take(s.map, expert_map_words(R) + 3 + 2 * uint64_t(L));
     take(s.rows, uint64_t(R) * 4);
     take(s.freqs, cfg_.qk_rope / 2);
     take(s.logits, uint64_t(L) * cfg_.n_vocab);
@@ -314,8 +329,7 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
     // Inputs: embeddings (token_embd rows dequantised on the host, or given rows), row infos.
     float* x = reinterpret_cast<float*>(host + s.x);
     uint32_t* rows = reinterpret_cast<uint32_t*>(host + s.rows);
-    uint32_t* gmap = reinterpret_cast<uint32_t*>(host + s.map) +
-                     2 * (3 * cfg_.n_expert + 2 * R * (cfg_.n_expert ? cfg_.n_expert_used : 0));
+    uint32_t* gmap = reinterpret_cast<uint32_t*>(host + s.map) + expert_map_words(R);
     const Tensor& emb = model_.weights().token_embd;
     gmap[0] = 0;
     gmap[1] = L;

@@ -165,7 +165,8 @@ void VulkanBackend::warm_up() {
     for (GgmlType t : weight_types())
         for (const std::string& n : matmul_pipelines(*ctx_, t))
             ctx_->precompile(n);
-    for (const std::string& s : {kv_pipeline("kv_store"), std::string("moe_combine"), std::string("moe_route")})
+    for (const std::string& s : {kv_pipeline("kv_store"), std::string("moe_combine"), std::string("moe_route"),
+                                 std::string("moe_group")})
         ctx_->precompile(s);
     const std::vector<std::string> attn =
         attn_tiled_ ? std::vector<std::string>{"attn_qprep", kv_pipeline("attn_score"), kv_pipeline("attn_pv")}
@@ -327,7 +328,8 @@ bool VulkanBackend::route_on_device(uint32_t R) const {
         const char* e = std::getenv("PREFIXD_VK_DEVICE_ROUTE");
         return !(e && *e == '0');
     }();
-    return enabled && R == 1 && cfg_.n_expert > 0 && cfg_.n_expert <= 512 && cfg_.n_expert_used <= cfg_.n_expert;
+    return enabled && (R == 1 || device_group_) && cfg_.n_expert > 0 && cfg_.n_expert <= 512 &&
+           cfg_.n_expert_used <= cfg_.n_expert;
 }
 
 void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
@@ -355,9 +357,11 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
     const uint32_t FS = F * cfg_.n_expert_shared;
     bool shexp_up = false;
     if (route_on_device(R)) {
-        // One row (a decode step): the router runs on the device (shaders/moe_route.comp, each
-        // chosen expert its own group), so the layer needs no host round trip.
-        ctx_->barrier();
+        // The router runs on the device (shaders/moe_route.comp, each chosen expert of each row its
+        // own group), so the layer needs no host round trip. One row (a decode step): those groups
+        // feed the one-token kernels. Several rows (device_group_): moe_group.comp regroups the
+        // slots by expert, so each expert's weights are read once for all its rows, as the host's
+        // maps do; experts no row chose are empty groups.
         const uint32_t G = R * K;
         RoutePush rp{};
         rp.logits = b + s.rlog;
@@ -378,7 +382,20 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
             matmul(L.gate_shexp, &L.up_shexp, b + s.x, b + s.hs, R, H, FS, MM_NORM_X, L.ffn_norm.addr);
         shexp_up = true;
         ctx_->barrier();
-        single = {G, rp.map_a, rp.map_b};
+        if (R == 1) {
+            single = {G, rp.map_a, rp.map_b};
+        } else {
+            GroupPush gp{};
+            gp.src = rp.map_a;
+            gp.map_a = rp.map_a + uint64_t(10 * G) * 4;
+            gp.map_b = gp.map_a + uint64_t(3 * E + 2 * G) * 4;
+            gp.n_expert = E;
+            gp.k = K;
+            gp.n_slots = G;
+            ctx_->dispatch("moe_group", &gp, sizeof gp, 1);
+            ctx_->barrier();
+            multi = {E, gp.map_a, gp.map_b};
+        }
     } else {
         ctx_->submit_wait();
         // Route on the host, exactly as the reference does.

@@ -66,6 +66,7 @@ class VulkanBackend final : public Backend {
         uint64_t x, qa, q, kva, qlat, lat, v, rlog, hs, h, slots, wts, map, rows, freqs, logits, qr, scores, state, total;
     };
     Scratch layout(uint32_t R, uint32_t L) const;
+    uint64_t expert_map_words(uint32_t R) const; // the expert maps' part of Scratch::map
     Seq& seq(SeqId id);
     uint64_t kv_row_bytes() const; // one position's cache row, all layers
     uint32_t kv_elem() const { return opts_.kv_f16 ? 2 : 4; } // bytes per cached value
@@ -81,8 +82,9 @@ class VulkanBackend final : public Backend {
     AttnPush attn_push(const KvStorePush& kp) const;
     void attention(uint32_t il, uint32_t R, const Scratch& s);
     void ffn(uint32_t il, uint32_t R, const Scratch& s);
-    // Whether a step of R rows routes its MoE layers on the device (shaders/moe_route.comp):
-    // one-row steps, up to 512 experts; PREFIXD_VK_DEVICE_ROUTE=0 keeps every step on the host.
+    // Whether a step of R rows routes its MoE layers on the device (shaders/moe_route.comp; several
+    // rows also moe_group.comp): one-row steps, and every step where device_group_ is on; up to 512
+    // experts. PREFIXD_VK_DEVICE_ROUTE=0 keeps every step on the host.
     bool route_on_device(uint32_t R) const;
     // Tiled attention (dispatch_attention_tiled; CPU devices, PREFIXD_VK_ATTN=tiled|wg overrides):
     // keys in passes of attn_kc_ so that the step's score buffer stays under 64 MiB.
@@ -101,6 +103,7 @@ class VulkanBackend final : public Backend {
     uint32_t max_ctx_ = 0;
     bool one_token_ = false; // this step has one row (PREFIXD_VK_TB1=0 turns the TB1 shaders off)
     bool attn_tiled_ = false;
+    bool device_group_ = false; // multi-row steps group MoE slots on the device (PREFIXD_VK_DEVICE_GROUP=0|1)
     uint32_t attn_keys_ = 0, attn_kc_ = 0, attn_passes_ = 1; // this step's keys (max over rows), pass size
     Buffer scratch_;
     uint64_t base_ = 0; // scratch_.addr()
