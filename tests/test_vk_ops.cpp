@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <set>
 
 using namespace prefixd;
 using namespace prefixd::vk;
@@ -564,6 +565,68 @@ TEST_CASE("moe_route picks the same experts and weights as cpu::route and writes
                 CHECK((ma[off] == t && ma[off + 1] == g && mb[off] == g && mb[off + 1] == g));
             }
         }
+    }
+}
+
+// moe_group against the grouping the host does (cpu side of VulkanBackend::ffn): every expert a
+// header {e, count, offset} in expert order with offsets packed without gaps, and exactly its slots
+// (as {row, slot} in map A, {slot, slot} in map B) at that offset, in any order.
+TEST_CASE("moe_group groups routed slots by expert like the host's maps") {
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    struct Case { uint32_t E, K, R; };
+    for (const Case c : {Case{64, 6, 8}, Case{256, 8, 300}, Case{8, 2, 1}, Case{512, 8, 64}, Case{16, 4, 33}}) {
+        INFO("E " << c.E << " K " << c.K << " R " << c.R);
+        const uint32_t G = c.R * c.K;
+        DevBuf src(5 * G * 4), out(2 * (3 * c.E + 2 * G) * 4);
+        std::vector<std::vector<uint32_t>> per(c.E); // slots per expert, in slot order
+        std::uniform_int_distribution<uint32_t> pick(0, c.E - 1);
+        for (uint32_t t = 0; t < c.R; ++t) {
+            std::set<uint32_t> chosen; // K distinct experts per row, as the router gives
+            while (chosen.size() < c.K)
+                chosen.insert(c.E > 16 ? pick(rng) % (c.E / 2) : pick(rng)); // half the experts: some stay empty
+            uint32_t k = 0;
+            for (uint32_t e : chosen) {
+                src.as<uint32_t>()[3 * (t * c.K + k)] = e;
+                per[e].push_back(t * c.K + k);
+                ++k;
+            }
+        }
+        std::memset(out.as<uint32_t>(), 0xff, 2 * (3 * c.E + 2 * G) * 4);
+        GroupPush p{};
+        p.src = src.addr();
+        p.map_a = out.addr();
+        p.map_b = out.addr() + uint64_t(3 * c.E + 2 * G) * 4;
+        p.n_expert = c.E;
+        p.k = c.K;
+        p.n_slots = G;
+        ctx().dispatch("moe_group", &p, sizeof p, 1);
+        ctx().submit_wait();
+        const uint32_t* ma = out.as<uint32_t>();
+        const uint32_t* mb = ma + 3 * c.E + 2 * G;
+        uint32_t next = 3 * c.E;
+        for (uint32_t e = 0; e < c.E; ++e) {
+            INFO("expert " << e);
+            const uint32_t n = uint32_t(per[e].size());
+            REQUIRE((ma[3 * e] == e && mb[3 * e] == e));
+            REQUIRE((ma[3 * e + 1] == n && mb[3 * e + 1] == n));
+            REQUIRE((ma[3 * e + 2] == next && mb[3 * e + 2] == next));
+            std::vector<uint32_t> got_a, got_b;
+            for (uint32_t i = 0; i < n; ++i) {
+                const uint32_t slot = ma[next + 2 * i + 1];
+                CHECK(ma[next + 2 * i] == slot / c.K);
+                CHECK((mb[next + 2 * i] == mb[next + 2 * i + 1]));
+                got_a.push_back(slot);
+                got_b.push_back(mb[next + 2 * i]);
+            }
+            std::sort(got_a.begin(), got_a.end());
+            std::sort(got_b.begin(), got_b.end());
+            CHECK(got_a == per[e]);
+            CHECK(got_b == per[e]);
+            next += 2 * n;
+        }
+        CHECK(next == 3 * c.E + 2 * G);
     }
 }
 

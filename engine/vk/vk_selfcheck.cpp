@@ -6,11 +6,13 @@
 //   attention: the absorbed MLA kernels this device runs (attn_mla, or the tiled QPREP/SCORE/PV in
 //              several key passes) with the model's heads, ranks and scale;
 //   moe_route: the device router (the model's gating, groups, bias, normalisation and scaling);
+//   moe_group: its slots grouped by expert (devices that group multi-row steps on the device);
 //   moe_combine: the weighted sum of expert slots into the residual.
 // Warm-up runs it before a server reports READY, so a driver, or a stale driver shader cache, that
 // computes wrong answers stops start-up with an error that names the kernel instead of serving
 // wrong tokens. PREFIXD_VK_SELFCHECK_FAULT perturbs references so tests can reach each error: "1"
-// (every check; the first to run fails) or the name of one check above. Matmul and combine
+// (every check; the first to run fails) or the name of one check above (moe_group: the first
+// expert with slots counts as wrong). Matmul and combine
 // references are scaled by 1/0.99 and attention's likewise (a normalised error of exactly 0.01),
 // kv_store's and moe_route's weights too. PREFIXD_VK_SELFCHECK_VERBOSE=1 prints every check's error
 // (lavapipe: 1e-8 to 1e-6 against limits of 1e-4).
@@ -298,6 +300,37 @@ void VulkanBackend::check_moe(std::mt19937& rng) {
         }
         expect_close(*ctx_, "moe_route weights (" + std::to_string(E) + " experts, top " + std::to_string(K) + ")",
                      static_cast<const float*>(wts.map()), ref, 1e-4);
+        if (device_group_) {
+            // moe_group over those slots: each expert's count, packed offsets, and its slots
+            Buffer grouped = ctx_->create_buffer(uint64_t(2 * (3 * E + 2 * G)) * 4, true);
+            GroupPush gp{};
+            gp.src = maps.addr();
+            gp.map_a = grouped.addr();
+            gp.map_b = grouped.addr() + uint64_t(3 * E + 2 * G) * 4;
+            gp.n_expert = E;
+            gp.k = K;
+            gp.n_slots = G;
+            ctx_->dispatch("moe_group", &gp, sizeof gp, 1);
+            ctx_->submit_wait();
+            const auto* m = static_cast<const uint32_t*>(grouped.map());
+            std::vector<std::vector<uint32_t>> per(E);
+            for (uint32_t g = 0; g < G; ++g)
+                per[map_a[3 * g]].push_back(g);
+            uint32_t next = 3 * E;
+            const bool faulty = fault_scale("moe_group") != 1.0f;
+            for (uint32_t e = 0; e < E; ++e) {
+                std::vector<uint32_t> got;
+                const bool header = m[3 * e] == e && m[3 * e + 1] == per[e].size() && m[3 * e + 2] == next;
+                for (uint32_t i = 0; header && i < per[e].size(); ++i)
+                    if (m[next + 2 * i] == m[next + 2 * i + 1] / K) // row of the slot
+                        got.push_back(m[next + 2 * i + 1]);
+                std::sort(got.begin(), got.end());
+                if (!header || got != per[e] || (faulty && !per[e].empty()))
+                    fail(*ctx_, "moe_group (" + std::to_string(E) + " experts, " + std::to_string(G) + " slots)",
+                         "put other slots in expert " + std::to_string(e) + "'s group than the router chose");
+                next += 2 * uint32_t(per[e].size());
+            }
+        }
     }
     const std::vector<float> x = random_vector(rng, size_t(R) * H, 1.0f), slots = random_vector(rng, size_t(R) * K * H, 1.0f),
                              w = random_vector(rng, size_t(R) * K, 1.0f);
