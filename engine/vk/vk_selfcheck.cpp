@@ -11,11 +11,11 @@
 // Warm-up runs it before a server reports READY, so a driver, or a stale driver shader cache, that
 // computes wrong answers stops start-up with an error that names the kernel instead of serving
 // wrong tokens. PREFIXD_VK_SELFCHECK_FAULT perturbs references so tests can reach each error: "1"
-// (every check; the first to run fails) or the name of one check above (moe_group: the first
-// expert with slots counts as wrong). Matmul and combine
-// references are scaled by 1/0.99 and attention's likewise (a normalised error of exactly 0.01),
-// kv_store's and moe_route's weights too. PREFIXD_VK_SELFCHECK_VERBOSE=1 prints every check's error
-// (lavapipe: 1e-8 to 1e-6 against limits of 1e-4).
+// (every check; the first to run fails) or the name of one check above. The references of
+// matmul, kv_store, attention, moe_combine and moe_route's weights are scaled by 1/0.99 (a
+// normalised error of exactly 0.01); for moe_group the first expert with slots counts as wrong.
+// PREFIXD_VK_SELFCHECK_VERBOSE=1 prints every check's error (lavapipe: 1e-8 to 1e-6 against limits
+// of 1e-4).
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers" // Vk*Info{sType} idiom
 #include "vk_forward.h"
 
