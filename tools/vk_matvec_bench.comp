@@ -4,7 +4,8 @@
 // IL: 8-row interleaved weights, x broadcast across the lanes (the engine's matmul_il shape), with
 // probes EARLY (all weight fetches of a step first), UBO (weights through a uniform buffer; timing
 // only), SELQ (each lane selects its texel from 8 subgroup-uniform storage-buffer loads) and IQ
-// (integer products: biased-byte weights times int16 x).
+// (integer products: biased-byte weights times int16 x); IMG: the IL form's weights, x and scales
+// through storage texel buffers (imageLoad) instead of uniform texel buffers (texelFetch).
 // ILT: multi-token tiles (TOKENS=n x rows, TB per tile), the engine's matmul_il tile, JORDER or
 // OUTER (per column, a decoded weight vector times TB broadcasts into TB scalar accumulators).
 // BENCHMARKS.md "Sixth round" has what each measured.
@@ -34,6 +35,19 @@ layout(binding = 8) uniform samplerBuffer tsi;  // scales, 8 rows interleaved pe
 layout(binding = 9) uniform samplerBuffer tsi4; // scales of 4 blocks per vec4, 8 rows interleaved
 layout(std140, binding = 10) uniform UQ { uvec4 uq[4096]; }; // first 64 KiB of tqi (UBO probe)
 layout(std430, binding = 11) readonly buffer SQI { uvec4 sqi[]; }; // tqi's data as a storage buffer (SELQ)
+// IMG: tqi, tx and tsi4 as storage texel buffers (imageLoad instead of texelFetch)
+layout(rgba32ui, binding = 12) readonly uniform uimageBuffer iqi;
+layout(rgba32f, binding = 13) readonly uniform imageBuffer ix;
+layout(rgba32f, binding = 14) readonly uniform imageBuffer isi4;
+#ifdef IMG
+#define QFETCH(i) imageLoad(iqi, int(i))
+#define XFETCH(i) imageLoad(ix, int(i))
+#define S4FETCH(i) imageLoad(isi4, int(i))
+#else
+#define QFETCH(i) texelFetch(tqi, int(i))
+#define XFETCH(i) texelFetch(tx, int(i))
+#define S4FETCH(i) texelFetch(tsi4, int(i))
+#endif
 #ifndef R
 #define R 1
 #endif
@@ -228,7 +242,7 @@ void main() {
         for (uint b = 0; b < blocks; ++b) {
 #ifdef SCALE4
             if ((b & 3) == 0)
-                for (uint k = 0; k < R; ++k) d4[k] = texelFetch(tsi4, int(((rg / 8 + k) * nbq + b / 4) * 8 + lane));
+                for (uint k = 0; k < R; ++k) d4[k] = S4FETCH(((rg / 8 + k) * nbq + b / 4) * 8 + lane);
 #endif
 #ifdef EARLY
             // every texel fetch of the step before any broadcast: fewer live vectors across the
@@ -239,7 +253,7 @@ void main() {
                 eq1[k] = texelFetch(tqi, int(qb[k] + b * 16 + 8));
             }
 #endif
-            vec4 xl = texelFetch(tx, int(b * 8 + lane));
+            vec4 xl = XFETCH(b * 8 + lane);
 #ifdef IQ
             // IQ: integer dot products. x as int16 fixed point (|x| <= 1 here; clamped so the compiler
             // knows both factors fit 16 bits), weights as biased bytes u = q + 128 (one shift or mask
@@ -284,8 +298,8 @@ void main() {
                 uvec4 q0 = uq[(qb[k] + b * 16) & 4095u];
                 uvec4 q1 = uq[(qb[k] + b * 16 + 8) & 4095u];
 #else
-                uvec4 q0 = texelFetch(tqi, int(qb[k] + b * 16));
-                uvec4 q1 = texelFetch(tqi, int(qb[k] + b * 16 + 8));
+                uvec4 q0 = QFETCH(qb[k] + b * 16);
+                uvec4 q1 = QFETCH(qb[k] + b * 16 + 8);
 #endif
 #ifdef SCALE4
                 float d = d4[k][b & 3];

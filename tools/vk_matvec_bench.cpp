@@ -42,7 +42,8 @@ static Buf make_buf(uint64_t bytes) {
     VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
     bi.size = bytes;
     bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
-               VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT;
+               VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT |
+               VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT;
     CK(vkCreateBuffer(dev, &bi, nullptr, &o.b));
     VkMemoryRequirements mr;
     vkGetBufferMemoryRequirements(dev, o.b, &mr);
@@ -183,13 +184,16 @@ static int run(int argc, char** argv) {
         }
 
     // descriptors: 4 storage buffers + 6 uniform texel buffers + a uniform buffer + a storage buffer
-    constexpr int NB = 12; // 10: the interleaved quants' first 64 KiB as a UBO (UBO probe); 11: them as an SSBO (SELQ)
+    // 10: the interleaved quants' first 64 KiB as a UBO (UBO probe); 11: them as an SSBO (SELQ);
+    // 12-14: them, x and the 4-block scales as storage texel buffers (IMG probe)
+    constexpr int NB = 15;
     VkDescriptorSetLayoutBinding bd[NB]{};
     for (int i = 0; i < NB; ++i) {
         bd[i].binding = i;
         bd[i].descriptorType = i < 4 || i == 11 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
                                : i < 10 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
-                                        : VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER;
+                               : i >= 12 ? VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER
+                                         : VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER;
         bd[i].descriptorCount = 1;
         bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
     }
@@ -198,12 +202,13 @@ static int run(int argc, char** argv) {
     dl.pBindings = bd;
     VkDescriptorSetLayout dsl;
     CK(vkCreateDescriptorSetLayout(dev, &dl, nullptr, &dsl));
-    VkDescriptorPoolSize ps[3] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 5},
+    VkDescriptorPoolSize ps[4] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 5},
                                   {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 6},
-                                  {VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, 1}};
+                                  {VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, 1},
+                                  {VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER, 3}};
     VkDescriptorPoolCreateInfo dp{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dp.maxSets = 1;
-    dp.poolSizeCount = 3;
+    dp.poolSizeCount = 4;
     dp.pPoolSizes = ps;
     VkDescriptorPool pool;
     CK(vkCreateDescriptorPool(dev, &dp, nullptr, &pool));
@@ -217,11 +222,14 @@ static int run(int argc, char** argv) {
         {wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull * ntok}, {y.b, 0, rows * 4ull * ntok}};
     VkDescriptorBufferInfo sqi{wqi.b, 0, std::min<uint64_t>(props.limits.maxStorageBufferRange, uint64_t(rows8) * cols)};
     VkDescriptorBufferInfo ubo{wqi.b, 0, std::min<uint64_t>(65536, uint64_t(rows8) * cols)};
-    VkBufferView views[6] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
+    VkBufferView views[9] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
                                   make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
                                   make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull * ntok),
                                   make_view(wqi, VK_FORMAT_R32G32B32A32_UINT, uint64_t(rows8) * cols),
                                   make_view(wsi, VK_FORMAT_R32_SFLOAT, uint64_t(rows8) * blocks * 4),
+                                  make_view(wsi4, VK_FORMAT_R32G32B32A32_SFLOAT, uint64_t(rows8 / 8) * nbq * 8 * 16),
+                                  make_view(wqi, VK_FORMAT_R32G32B32A32_UINT, uint64_t(rows8) * cols),
+                                  make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull * ntok),
                                   make_view(wsi4, VK_FORMAT_R32G32B32A32_SFLOAT, uint64_t(rows8 / 8) * nbq * 8 * 16)};
     VkWriteDescriptorSet wr[NB]{};
     for (int i = 0; i < NB; ++i) {
@@ -237,7 +245,7 @@ static int run(int argc, char** argv) {
         else if (i == 11)
             wr[i].pBufferInfo = &sqi;
         else
-            wr[i].pTexelBufferView = &views[i - 4];
+            wr[i].pTexelBufferView = &views[i >= 12 ? i - 6 : i - 4];
     }
     vkUpdateDescriptorSets(dev, NB, wr, 0, nullptr);
     VkPushConstantRange pr{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Push)};
