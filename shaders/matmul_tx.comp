@@ -1,7 +1,7 @@
 // Matmul for CPU drivers (lavapipe): same contract as matmul.comp (push.h MatmulPush, flags, type
-// variants, -D SWIGLU) but weights, activations and norm are read through uniform texel buffers
-// (push descriptors, binding 0 = w, 1 = w2, 2 = x, 3 = norm; p.w/w2/x/norm are byte offsets into
-// them), which llvmpipe vectorises, where device-address loads run a per-lane scalar loop
+// variants, -D SWIGLU) but weights, activations and norm are read through RGBA32UI storage texel
+// buffers (push descriptors, binding 0 = w, 1 = w2, 2 = x, 3 = norm; p.w/w2/x/norm are byte offsets
+// into them), which llvmpipe vectorises, where device-address loads run a per-lane scalar loop
 // (tools/vk_matvec_bench: ~1 GB/s vs 3-6 GB/s). One row per invocation, or with -D SPLIT the lanes
 // of a subgroup stride a row's 16-byte units (adjacent lanes read adjacent words: long rows).
 // x offsets 16-byte aligned. -D TB1: tokens one at a time (correct for any count; picked when a
@@ -13,10 +13,10 @@
 
 layout(local_size_x = 32) in;
 layout(push_constant) uniform PC { MatmulPush p; };
-layout(set = 0, binding = 0) uniform usamplerBuffer tw;
-layout(set = 0, binding = 1) uniform usamplerBuffer tw2;
-layout(set = 0, binding = 2) uniform usamplerBuffer tx;
-layout(set = 0, binding = 3) uniform usamplerBuffer tn;
+layout(set = 0, binding = 0, rgba32ui) readonly uniform uimageBuffer tw;
+layout(set = 0, binding = 1, rgba32ui) readonly uniform uimageBuffer tw2;
+layout(set = 0, binding = 2, rgba32ui) readonly uniform uimageBuffer tx;
+layout(set = 0, binding = 3, rgba32ui) readonly uniform uimageBuffer tn;
 
 #define WG 32
 #ifdef TB1 // one token per pass: the decode-step variant (no token tile, fewer live registers)
@@ -57,10 +57,10 @@ layout(set = 0, binding = 3) uniform usamplerBuffer tn;
 #include "kquant.glsl"
 #endif
 
-uvec4 wfetch(bool second, uint t) { return second ? texelFetch(tw2, int(t)) : texelFetch(tw, int(t)); }
+uvec4 wfetch(bool second, uint t) { return second ? imageLoad(tw2, int(t)) : imageLoad(tw, int(t)); }
 
 float scale_at(bool second, uint fidx) {
-    uvec4 s = second ? texelFetch(tw2, int(fidx >> 2)) : texelFetch(tw, int(fidx >> 2));
+    uvec4 s = second ? imageLoad(tw2, int(fidx >> 2)) : imageLoad(tw, int(fidx >> 2));
     return uintBitsToFloat(s[fidx & 3u]);
 }
 
@@ -116,8 +116,8 @@ void load_unit(bool second, uint t, uint si, uint u, out float f[EPU]) {
 #endif // KQUANT
 }
 
-vec4 xv4(uint fidx) { return uintBitsToFloat(texelFetch(tx, int(fidx >> 2))); }
-vec4 nv4(uint fidx) { return uintBitsToFloat(texelFetch(tn, int(fidx >> 2))); }
+vec4 xv4(uint fidx) { return uintBitsToFloat(imageLoad(tx, int(fidx >> 2))); }
+vec4 nv4(uint fidx) { return uintBitsToFloat(imageLoad(tn, int(fidx >> 2))); }
 uint map_at(uint i) { return UintBuf(p.map).v[i]; }
 
 void main() {

@@ -200,8 +200,14 @@ Context::Context(const std::string& sel) {
     bool has_push = false;
     for (const auto& e : exts)
         has_push |= std::strcmp(e.extensionName, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME) == 0;
+    // texel mode reads weights, x and norm through RGBA32UI storage texel buffers (imageLoad: on
+    // llvmpipe a fetch routine that returns in registers, unlike texelFetch's; BENCHMARKS.md ninth round)
+    VkFormatProperties fp{};
+    vkGetPhysicalDeviceFormatProperties(pd_, VK_FORMAT_R32G32B32A32_UINT, &fp);
+    const bool has_storage_texel = (fp.bufferFeatures & VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT) != 0;
     const char* tx_env = std::getenv("PREFIXD_VK_TEXEL");
-    texel_ = has_push && (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
+    texel_ = has_push && has_storage_texel &&
+             (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
     const char* ext_names[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.pNext = &e2;
@@ -235,7 +241,7 @@ Context::Context(const std::string& sel) {
         VkDescriptorSetLayoutBinding bd[4]{};
         for (uint32_t i = 0; i < 4; ++i) {
             bd[i].binding = i;
-            bd[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+            bd[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
             bd[i].descriptorCount = 1;
             bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
         }
@@ -346,7 +352,7 @@ Buffer Context::create_buffer(uint64_t bytes, bool host) {
     bci.size = bytes;
     bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
                 VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT |
-                VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
+                VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT;
     vk_check(vkCreateBuffer(dev_, &bci, nullptr, &b.buf_), "vkCreateBuffer");
     VkMemoryRequirements mr;
     vkGetBufferMemoryRequirements(dev_, b.buf_, &mr);
@@ -470,7 +476,7 @@ void Context::record(const std::string& name, const void* push, uint32_t bytes, 
             wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
             wr[i].dstBinding = i;
             wr[i].descriptorCount = 1;
-            wr[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+            wr[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
             wr[i].pTexelBufferView = &views[i];
         }
         push_desc_(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 4, wr);

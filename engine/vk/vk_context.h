@@ -77,11 +77,12 @@ class Context {
     // recorded and starts a fresh recording.
     void dispatch(const std::string& pipeline, const void* push, uint32_t push_bytes, uint32_t gx,
                   uint32_t gy = 1, uint32_t gz = 1);
-    // Same, for shaders reading uniform texel buffers: views[0..3] are pushed as set 0 bindings 0..3.
+    // Same, for shaders reading storage texel buffers: views[0..3] are pushed as set 0 bindings 0..3.
     void dispatch_views(const std::string& pipeline, const void* push, uint32_t push_bytes,
                         const VkBufferView views[4], uint32_t gx, uint32_t gy = 1);
-    // Texel mode (CPU devices with VK_KHR_push_descriptor; PREFIXD_VK_TEXEL=0 turns it off): every
-    // buffer gets an RGBA32UI view and matmuls read through it (see shaders/matmul_tx.comp).
+    // Texel mode (CPU devices with VK_KHR_push_descriptor and RGBA32UI storage texel buffers;
+    // PREFIXD_VK_TEXEL=0 turns it off): every buffer gets an RGBA32UI view and matmuls read
+    // through it (see shaders/matmul_tx.comp).
     bool texel() const { return texel_; }
     void set_texel(bool v) { texel_ = v && set_layout_ != VK_NULL_HANDLE; } // tests: both paths
     // The view holding device address `addr` and the byte offset of addr in it; false if none.
