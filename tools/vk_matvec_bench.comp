@@ -5,7 +5,9 @@
 // probes EARLY (all weight fetches of a step first), UBO (weights through a uniform buffer; timing
 // only), SELQ (each lane selects its texel from 8 subgroup-uniform storage-buffer loads) and IQ
 // (integer products: biased-byte weights times int16 x); IMG: the IL form's weights, x and scales
-// through storage texel buffers (imageLoad) instead of uniform texel buffers (texelFetch).
+// through storage texel buffers (imageLoad) instead of uniform texel buffers (texelFetch); I8X4
+// (the engine's int8 x 2^24 decode), F16S (timing only: the engine's f16 scales, 8 blocks per
+// texel) and F16U (those 8 blocks unrolled).
 // ILT: multi-token tiles (TOKENS=n x rows, TB per tile), the engine's matmul_il tile, JORDER or
 // OUTER (per column, a decoded weight vector times TB broadcasts into TB scalar accumulators).
 // BENCHMARKS.md "Sixth round" has what each measured.
@@ -15,6 +17,7 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_ballot : require
+#extension GL_EXT_control_flow_attributes : require
 #ifndef WG
 #define WG 32
 #endif
@@ -97,6 +100,10 @@ void store(uint r, float v) {
     sy[r] = v;
 #endif
 }
+vec4 i8x4(uint w) { // signed bytes times 2^24 (the engine's Q8_0 decode)
+    const int s = int(w), hi = int(0xff000000u);
+    return vec4(s << 24, (s << 16) & hi, (s << 8) & hi, s & hi);
+}
 #if defined(ILT)
 // Multi-token interleaved forms (prefill / batched decode): p.pad tokens, TB per tile, R row groups
 // of 8 per pass; token t's x at t * cols, its y at t * rows. Default: the engine's matmul_il tile
@@ -106,10 +113,6 @@ void store(uint r, float v) {
 #ifndef TB
 #define TB 8
 #endif
-vec4 i8x4(uint w) { // signed bytes times 2^24 (the engine's Q8_0 decode)
-    const int s = int(w), hi = int(0xff000000u);
-    return vec4(s << 24, (s << 16) & hi, (s << 8) & hi, s & hi);
-}
 void main() {
     const uint lane = gl_SubgroupInvocationID;
     const uint units = p.cols / 16, blocks = p.cols / 32, ntok = p.pad;
@@ -239,10 +242,27 @@ void main() {
         const uint nbq = (blocks + 3) / 4;
         vec4 d4[R];
 #endif
+#ifdef F16S
+        // timing probe (wrong scales): the engine's f16 scales, 8 blocks per texel, read from tsi4's
+        // memory; F16U: the 8 blocks of a texel unrolled with constant indices (blocks % 8 == 0)
+        uvec4 h8[R];
+        const uint nb8 = (blocks + 7) / 8;
+#endif
+#ifdef F16U
+        for (uint b8 = 0; b8 < blocks; b8 += 8) {
+        for (uint k = 0; k < R; ++k) h8[k] = floatBitsToUint(S4FETCH(((rg / 8 + k) * nb8 + b8 / 8) * 8 + lane));
+        [[unroll]] for (uint bj = 0; bj < 8; ++bj) {
+            const uint b = b8 + bj;
+#else
         for (uint b = 0; b < blocks; ++b) {
+#endif
 #ifdef SCALE4
             if ((b & 3) == 0)
                 for (uint k = 0; k < R; ++k) d4[k] = S4FETCH(((rg / 8 + k) * nbq + b / 4) * 8 + lane);
+#endif
+#if defined(F16S) && !defined(F16U)
+            if ((b & 7) == 0)
+                for (uint k = 0; k < R; ++k) h8[k] = floatBitsToUint(S4FETCH(((rg / 8 + k) * nb8 + b / 8) * 8 + lane));
 #endif
 #ifdef EARLY
             // every texel fetch of the step before any broadcast: fewer live vectors across the
@@ -301,16 +321,31 @@ void main() {
                 uvec4 q0 = QFETCH(qb[k] + b * 16);
                 uvec4 q1 = QFETCH(qb[k] + b * 16 + 8);
 #endif
-#ifdef SCALE4
+#if defined(F16U)
+                float d = unpackHalf2x16(h8[k][bj >> 1])[bj & 1] * 5.9604644775390625e-08;
+#elif defined(F16S)
+                float d = unpackHalf2x16(h8[k][(b >> 1) & 3])[b & 1] * 5.9604644775390625e-08;
+#elif defined(SCALE4)
                 float d = d4[k][b & 3];
 #else
                 float d = texelFetch(tsi, int(sb[k] + b * 8)).x;
 #endif
+#ifdef I8X4 // the engine's decode: signed bytes times 2^24 (scales above carry the 2^-24)
+                const float s = dot(i8x4(q0.x), x0) + dot(i8x4(q0.y), x1) + dot(i8x4(q0.z), x2) + dot(i8x4(q0.w), x3) +
+                                dot(i8x4(q1.x), x4) + dot(i8x4(q1.y), x5) + dot(i8x4(q1.z), x6) + dot(i8x4(q1.w), x7);
+#if !defined(F16S)
+                d *= 5.9604644775390625e-08;
+#endif
+#else
                 float s = dot4(q0.x, x0) + dot4(q0.y, x1) + dot4(q0.z, x2) + dot4(q0.w, x3) +
                           dot4(q1.x, x4) + dot4(q1.y, x5) + dot4(q1.z, x6) + dot4(q1.w, x7);
+#endif
                 acc[k] += d * s;
             }
         }
+#ifdef F16U
+        }
+#endif
         for (uint k = 0; k < R; ++k)
             if (rg + 8 * k + lane < rend) store(rg + 8 * k + lane, acc[k]);
     }
