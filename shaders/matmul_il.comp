@@ -23,6 +23,7 @@
 #version 460
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_ballot : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "push.h"
 
@@ -32,20 +33,6 @@ layout(set = 0, binding = 0, rgba32ui) readonly uniform uimageBuffer tw;
 layout(set = 0, binding = 1, rgba32ui) readonly uniform uimageBuffer tw2;
 layout(set = 0, binding = 2, rgba32ui) readonly uniform uimageBuffer tx;
 layout(set = 0, binding = 3, rgba32ui) readonly uniform uimageBuffer tn;
-
-#ifdef TB1
-#define TB 1
-#define R 2
-#else
-#define TB 8
-// F32: 8 fetches per group and step already; SWIGLU: two matrices per group. A second group only
-// adds register pressure (prefill of the V2-Lite cut: ~12% more tokens per CPU-second with 1)
-#if defined(W_F32) || defined(SWIGLU)
-#define R 1
-#else
-#define R 2
-#endif
-#endif
 
 // ROW_TEXELS: 16-byte units per row (K-quants: the per-row layouts of engine/vk/vk_kquant.cpp,
 // block headers / high bits / Q5_0 qh+d after the quants, all interleaved alike)
@@ -72,6 +59,27 @@ layout(set = 0, binding = 3, rgba32ui) readonly uniform uimageBuffer tn;
 #ifdef KQUANT
 #include "kquant.glsl"
 #endif
+
+#ifdef TB1
+#define TB 1
+// Q8_0/Q4_0 plain matmuls: 4 groups share each step's x broadcasts (tools/vk_op_bench: 2-12% more
+// weights per CPU-second than 2); SWIGLU (two matrices per group) and the other types: 2
+#if defined(SCALED) && !defined(SWIGLU)
+#define R 4
+#else
+#define R 2
+#endif
+#else
+#define TB 8
+// F32: 8 fetches per group and step already; SWIGLU: two matrices per group. A second group only
+// adds register pressure (prefill of the V2-Lite cut: ~12% more tokens per CPU-second with 1)
+#if defined(W_F32) || defined(SWIGLU)
+#define R 1
+#else
+#define R 2
+#endif
+#endif
+
 
 uint lane;
 
@@ -109,6 +117,37 @@ vec4 bf2x2(uint a, uint b) {
                 uintBitsToFloat(b & 0xffff0000u));
 }
 
+#if defined(W_Q8_0)
+#define NQ 2
+#elif defined(W_Q4_0)
+#define NQ 1
+#endif
+#ifdef SCALED
+// The quant texels of columns 32b .. 32b+31 of this lane's row (group at texel gt), and their
+// values (unscaled; Q8_0 times 2^24) as in decode
+void fetchq(bool second, uint gt, uint b, out uvec4 q[NQ]) {
+    for (uint i = 0; i < NQ; ++i)
+        q[i] = wt(second, gt + (NQ * b + i) * 8 + lane);
+}
+// columns 4j .. 4j+3 of them (j constant)
+vec4 wq(uvec4 q[NQ], uint j) {
+#if defined(W_Q8_0)
+    return i8x4(q[j >> 2][j & 3u]);
+#else
+    return j < 4 ? lo4(q[0][j]) : hi4(q[0][j - 4]);
+#endif
+}
+void decodeq(uvec4 q[NQ], out vec4 w[8]) {
+#if defined(W_Q8_0)
+    w[0] = i8x4(q[0].x); w[1] = i8x4(q[0].y); w[2] = i8x4(q[0].z); w[3] = i8x4(q[0].w);
+    w[4] = i8x4(q[1].x); w[5] = i8x4(q[1].y); w[6] = i8x4(q[1].z); w[7] = i8x4(q[1].w);
+#else // bytes 0-15: low nibbles = cols 0-15, high = 16-31
+    w[0] = lo4(q[0].x); w[1] = lo4(q[0].y); w[2] = lo4(q[0].z); w[3] = lo4(q[0].w);
+    w[4] = hi4(q[0].x); w[5] = hi4(q[0].y); w[6] = hi4(q[0].z); w[7] = hi4(q[0].w);
+#endif
+}
+#endif
+
 // Columns 32b .. 32b+31 of this lane's row in the group starting at texel gt: w[j] holds columns
 // 32b+4j .. +3 (unscaled for Q8_0/Q4_0: the caller multiplies the dot by the block scale).
 void decode(bool second, uint gt, uint b, out vec4 w[8]) {
@@ -128,14 +167,10 @@ void decode(bool second, uint gt, uint b, out vec4 w[8]) {
 #endif
     for (uint j = 0; j < 8; ++j)
         w[j] = vec4(f[4 * j], f[4 * j + 1], f[4 * j + 2], f[4 * j + 3]);
-#elif defined(W_Q8_0)
-    const uvec4 q0 = wt(second, gt + (2 * b) * 8 + lane), q1 = wt(second, gt + (2 * b + 1) * 8 + lane);
-    w[0] = i8x4(q0.x); w[1] = i8x4(q0.y); w[2] = i8x4(q0.z); w[3] = i8x4(q0.w);
-    w[4] = i8x4(q1.x); w[5] = i8x4(q1.y); w[6] = i8x4(q1.z); w[7] = i8x4(q1.w);
-#elif defined(W_Q4_0)
-    const uvec4 q = wt(second, gt + b * 8 + lane); // bytes 0-15: low nibbles = cols 0-15, high = 16-31
-    w[0] = lo4(q.x); w[1] = lo4(q.y); w[2] = lo4(q.z); w[3] = lo4(q.w);
-    w[4] = hi4(q.x); w[5] = hi4(q.y); w[6] = hi4(q.z); w[7] = hi4(q.w);
+#elif defined(SCALED)
+    uvec4 q[NQ];
+    fetchq(second, gt, b, q);
+    decodeq(q, w);
 #elif defined(W_F32)
     for (uint j = 0; j < 8; ++j)
         w[j] = uintBitsToFloat(wt(second, gt + (8 * b + j) * 8 + lane));
@@ -219,21 +254,76 @@ void main() {
             for (uint tt = 0; tt < TB; ++tt)
                 ss[tt] = 0.0;
             for (uint b = 0; b < steps; ++b) {
-                const vec4 nl = norm ? nv4(n0 + 32 * b + 4 * lane) : vec4(1.0);
 #ifdef TB1
+                // Every fetch of the step before any arithmetic: the block scales, x (and norm),
+                // then the weight texels of all groups. The driver's fetch calls clobber every
+                // vector register, so the decoded weights and x broadcasts must not exist across
+                // one (tools/vk_op_bench: 20-36% more weights per CPU-second than decoding each
+                // group between fetches, as the spills went)
+                float d[R];
+#ifdef SWIGLU
+                float d2[R];
+#endif
+                for (uint k = 0; k < R; ++k) {
+                    d[k] = block_scale(false, sc[k], gs[k], b);
+#ifdef SWIGLU
+                    d2[k] = block_scale(true, sc2[k], gs2[k], b);
+#endif
+                }
+                const vec4 nl = norm ? nv4(n0 + 32 * b + 4 * lane) : vec4(1.0);
                 const vec4 v = xv4(xr[0] + 32 * b);
                 ss[0] += dot(v, v);
                 const vec4 xl = v * nl;
-                for (uint k = 0; k < R; ++k) {
-                    vec4 w[8];
-                    decode(false, gt[k], b, w);
-                    acc[k][0] += block_scale(false, sc[k], gs[k], b) * bdot(w, xl);
+#ifdef SCALED
+                uvec4 q[R][NQ];
 #ifdef SWIGLU
-                    decode(true, gt2[k], b, w);
-                    acc2[k][0] += block_scale(true, sc2[k], gs2[k], b) * bdot(w, xl);
+                uvec4 q2[R][NQ];
+#endif
+                for (uint k = 0; k < R; ++k) {
+                    fetchq(false, gt[k], b, q[k]);
+#ifdef SWIGLU
+                    fetchq(true, gt2[k], b, q2[k]);
+#endif
+                }
+                // lane j's quarter-block of x broadcast once and used by every group from registers
+                float sj[R];
+#ifdef SWIGLU
+                float sj2[R];
+#endif
+                for (uint k = 0; k < R; ++k) {
+                    sj[k] = 0.0;
+#ifdef SWIGLU
+                    sj2[k] = 0.0;
+#endif
+                }
+                [[unroll]] for (uint j = 0; j < 8; ++j) {
+                    const vec4 bx = subgroupBroadcast(xl, j);
+                    for (uint k = 0; k < R; ++k) {
+                        sj[k] += dot(wq(q[k], j), bx);
+#ifdef SWIGLU
+                        sj2[k] += dot(wq(q2[k], j), bx);
+#endif
+                    }
+                }
+                for (uint k = 0; k < R; ++k) {
+                    acc[k][0] += d[k] * sj[k];
+#ifdef SWIGLU
+                    acc2[k][0] += d2[k] * sj2[k];
 #endif
                 }
 #else
+                for (uint k = 0; k < R; ++k) {
+                    vec4 w[8];
+                    decode(false, gt[k], b, w);
+                    acc[k][0] += d[k] * bdot(w, xl);
+#ifdef SWIGLU
+                    decode(true, gt2[k], b, w);
+                    acc2[k][0] += d2[k] * bdot(w, xl);
+#endif
+                }
+#endif
+#else
+                const vec4 nl = norm ? nv4(n0 + 32 * b + 4 * lane) : vec4(1.0);
                 // Token tiles: the weights of every group are decoded once per step, then each
                 // token's x is fetched and broadcast once and shared by all groups (and both
                 // matrices of SWIGLU), with vec4 partial sums (tools/vk_matvec_bench JORDER form)

@@ -42,6 +42,10 @@ layout(std430, binding = 11) readonly buffer SQI { uvec4 sqi[]; }; // tqi's data
 layout(rgba32ui, binding = 12) readonly uniform uimageBuffer iqi;
 layout(rgba32f, binding = 13) readonly uniform imageBuffer ix;
 layout(rgba32f, binding = 14) readonly uniform imageBuffer isi4;
+#ifdef XSH
+shared vec4 xsh[2048]; // XSH probe: x (up to 8192 columns) staged per workgroup
+#endif
+layout(std140, binding = 15) uniform UX { vec4 ux[4096]; }; // x's first 64 KiB (XUBO probe)
 #ifdef IMG
 #define QFETCH(i) imageLoad(iqi, int(i))
 #define XFETCH(i) imageLoad(ix, int(i))
@@ -230,6 +234,14 @@ void main() {
     const uint lane = gl_SubgroupInvocationID;
     const uint units = p.cols / 16, blocks = p.cols / 32;
     const uint r0 = gl_WorkGroupID.x * p.rows_per_group, rend = min(r0 + p.rows_per_group, p.rows);
+#ifdef XSH
+    for (uint i = gl_LocalInvocationID.x; i < p.cols / 4; i += WG) xsh[i] = XFETCH(i);
+    barrier();
+#endif
+#ifdef XPRIV // XPRIV probe: this lane's quarter-blocks of x (up to 2048 columns) in a private array
+    vec4 xp[64];
+    for (uint b = 0; b < p.cols / 32 && b < 64; ++b) xp[b] = XFETCH(b * 8 + lane);
+#endif
     for (uint rg = r0 + gl_SubgroupID * 8 * R; rg < rend; rg += gl_NumSubgroups * 8 * R) {
         float acc[R];
         uint qb[R], sb[R];
@@ -273,7 +285,11 @@ void main() {
                 eq1[k] = texelFetch(tqi, int(qb[k] + b * 16 + 8));
             }
 #endif
+#ifdef XPRIV
+            vec4 xl = xp[b & 63u];
+#else
             vec4 xl = XFETCH(b * 8 + lane);
+#endif
 #ifdef IQ
             // IQ: integer dot products. x as int16 fixed point (|x| <= 1 here; clamped so the compiler
             // knows both factors fit 16 bits), weights as biased bytes u = q + 128 (one shift or mask
@@ -296,7 +312,13 @@ void main() {
             }
             continue;
 #endif
-#ifdef NOBX // timing probe only: no broadcast (wrong results)
+#if defined(XSH) // x staged in shared memory, read at subgroup-uniform offsets
+            vec4 x0 = xsh[b * 8], x1 = xsh[b * 8 + 1], x2 = xsh[b * 8 + 2], x3 = xsh[b * 8 + 3];
+            vec4 x4 = xsh[b * 8 + 4], x5 = xsh[b * 8 + 5], x6 = xsh[b * 8 + 6], x7 = xsh[b * 8 + 7];
+#elif defined(XUBO) // x at subgroup-uniform UBO offsets instead of a fetch and 8 broadcasts
+            vec4 x0 = ux[b * 8], x1 = ux[b * 8 + 1], x2 = ux[b * 8 + 2], x3 = ux[b * 8 + 3];
+            vec4 x4 = ux[b * 8 + 4], x5 = ux[b * 8 + 5], x6 = ux[b * 8 + 6], x7 = ux[b * 8 + 7];
+#elif defined(NOBX) // timing probe only: no broadcast (wrong results)
             vec4 x0 = xl, x1 = xl.yzwx, x2 = xl.zwxy, x3 = xl.wxyz, x4 = xl * 2.0, x5 = xl * 3.0, x6 = xl * 4.0, x7 = xl * 5.0;
 #else
             vec4 x0 = BX(0), x1 = BX(1), x2 = BX(2), x3 = BX(3), x4 = BX(4), x5 = BX(5), x6 = BX(6), x7 = BX(7);

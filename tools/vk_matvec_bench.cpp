@@ -185,14 +185,15 @@ static int run(int argc, char** argv) {
 
     // descriptors: 4 storage buffers + 6 uniform texel buffers + a uniform buffer + a storage buffer
     // 10: the interleaved quants' first 64 KiB as a UBO (UBO probe); 11: them as an SSBO (SELQ);
-    // 12-14: them, x and the 4-block scales as storage texel buffers (IMG probe)
-    constexpr int NB = 15;
+    // 12-14: them, x and the 4-block scales as storage texel buffers (IMG probe); 15: x's first
+    // 64 KiB as a UBO (XUBO probe)
+    constexpr int NB = 16;
     VkDescriptorSetLayoutBinding bd[NB]{};
     for (int i = 0; i < NB; ++i) {
         bd[i].binding = i;
         bd[i].descriptorType = i < 4 || i == 11 ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
                                : i < 10 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
-                               : i >= 12 ? VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER
+                               : i >= 12 && i < 15 ? VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER
                                          : VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER;
         bd[i].descriptorCount = 1;
         bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
@@ -204,7 +205,7 @@ static int run(int argc, char** argv) {
     CK(vkCreateDescriptorSetLayout(dev, &dl, nullptr, &dsl));
     VkDescriptorPoolSize ps[4] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 5},
                                   {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 6},
-                                  {VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, 1},
+                                  {VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, 2},
                                   {VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER, 3}};
     VkDescriptorPoolCreateInfo dp{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dp.maxSets = 1;
@@ -222,6 +223,7 @@ static int run(int argc, char** argv) {
         {wq.b, 0, qbytes}, {ws.b, 0, sbytes}, {x.b, 0, cols * 4ull * ntok}, {y.b, 0, rows * 4ull * ntok}};
     VkDescriptorBufferInfo sqi{wqi.b, 0, std::min<uint64_t>(props.limits.maxStorageBufferRange, uint64_t(rows8) * cols)};
     VkDescriptorBufferInfo ubo{wqi.b, 0, std::min<uint64_t>(65536, uint64_t(rows8) * cols)};
+    VkDescriptorBufferInfo xubo{x.b, 0, std::min<uint64_t>(65536, cols * 4ull * ntok)};
     VkBufferView views[9] = {make_view(wq, VK_FORMAT_R32G32B32A32_UINT, qbytes),
                                   make_view(ws, VK_FORMAT_R32_SFLOAT, sbytes),
                                   make_view(x, VK_FORMAT_R32G32B32A32_SFLOAT, cols * 4ull * ntok),
@@ -244,6 +246,8 @@ static int run(int argc, char** argv) {
             wr[i].pBufferInfo = &ubo;
         else if (i == 11)
             wr[i].pBufferInfo = &sqi;
+        else if (i == 15)
+            wr[i].pBufferInfo = &xubo;
         else
             wr[i].pTexelBufferView = &views[i >= 12 ? i - 6 : i - 4];
     }

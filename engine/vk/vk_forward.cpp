@@ -69,7 +69,7 @@ static uint64_t il_groups() {
 }
 
 void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups,
-                     bool one_token) {
+                     bool one_token, const char* il_variant) {
     if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
         throw EngineError("Vulkan: SwiGLU gate/up tensors differ in type or shape");
     p.w = w.addr;
@@ -109,7 +109,9 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
                 // Row-interleaved weights (shaders/matmul_il.comp): 16 rows per subgroup pass; about
                 // 32 workgroups keep both threads of a CPU device busy without per-workgroup overhead.
                 p.rows_per_group = uint32_t(std::max<uint64_t>(32, (w.rows / il_groups() + 31) & ~uint64_t(31)));
-                name = std::string(w2 ? "swiglu_il" : "matmul_il") + (one_token ? "1_" : "_") + type_suffix(w.type);
+                name = il_variant ? std::string(w2 ? "swiglu_" : "matmul_") + il_variant + "_" + type_suffix(w.type)
+                                  : std::string(w2 ? "swiglu_il" : "matmul_il") + (one_token ? "1_" : "_") +
+                                        type_suffix(w.type);
             } else {
                 // Long rows: lanes split a row (contiguous reads), ~16 workgroups; short rows: a row
                 // per invocation (tools/vk_matvec_bench figures in BENCHMARKS.md).

@@ -14,9 +14,10 @@ namespace prefixd::vk {
 // Records one matmul/SwiGLU dispatch: fills p's weight fields from w (and w2) and picks the
 // pipeline by type. The caller sets x, y, map, norm, n_tok, strides, offsets, flags, eps.
 // one_token: every matrix sees at most one token per group (a single-row step) -> the texel
-// path's TB1 variants.
+// path's TB1 variants. il_variant (tools/vk_op_bench): another interleaved pipeline family for
+// row-interleaved weights, e.g. "il1r4" picks matmul_il1r4_<type> / swiglu_il1r4_<type>.
 void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, MatmulPush p, uint32_t groups,
-                     bool one_token = false);
+                     bool one_token = false, const char* il_variant = nullptr);
 // The matmul/SwiGLU pipelines dispatch_matmul can pick on this device for weights of `type`.
 std::vector<std::string> matmul_pipelines(const Context& ctx, gguf::GgmlType type);
 
