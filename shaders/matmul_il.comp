@@ -64,10 +64,12 @@ layout(set = 0, binding = 3, rgba32ui) readonly uniform uimageBuffer tn;
 #define TB 1
 // Q8_0/Q4_0 plain matmuls: 4 groups share each step's x broadcasts (tools/vk_op_bench: 2-12% more
 // weights per CPU-second than 2); SWIGLU (two matrices per group) and the other types: 2
+#ifndef R
 #if defined(SCALED) && !defined(SWIGLU)
 #define R 4
 #else
 #define R 2
+#endif
 #endif
 #else
 #define TB 8
