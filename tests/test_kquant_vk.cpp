@@ -28,29 +28,19 @@ using prefixd::test::item;
 using prefixd::test::norm_err;
 using prefixd::test::randv;
 using prefixd::test::row_err;
+using prefixd::test::HostTensor;
+using prefixd::test::make_tensor;
 
 namespace {
 
-struct HostTensor {
-    std::vector<uint8_t> bytes;
-    Tensor t;
-};
-HostTensor make_tensor(GgmlType type, uint64_t rows, uint64_t cols, uint64_t n_mat, std::mt19937& rng) {
-    HostTensor h;
-    h.t.type = type;
-    h.t.rows = rows;
-    h.t.cols = cols;
-    h.t.n_mat = n_mat;
-    for (uint64_t r = 0; r < rows * n_mat; ++r) {
-        auto v = randv(cols, rng, 0.5f);
-        for (uint64_t c = 0; c < cols; c += 64) // uneven sub-block ranges and offsets
-            for (uint64_t k = 0; k < 32; ++k)
-                v[c + k] = v[c + k] * 2.0f + 0.3f;
-        auto enc = cpu::quantize_row(type, v.data(), cols);
-        h.bytes.insert(h.bytes.end(), enc.begin(), enc.end());
-    }
-    h.t.data = h.bytes.data();
-    return h;
+// uneven sub-block ranges and offsets
+void uneven(std::vector<float>& v) {
+    for (uint64_t c = 0; c < v.size(); c += 64)
+        for (uint64_t k = 0; k < 32; ++k)
+            v[c + k] = v[c + k] * 2.0f + 0.3f;
+}
+HostTensor make_kq_tensor(GgmlType type, uint64_t rows, uint64_t cols, uint64_t n_mat, std::mt19937& rng) {
+    return make_tensor(type, rows, cols, n_mat, rng, uneven);
 }
 
 } // namespace
@@ -108,8 +98,8 @@ TEST_CASE("Q4_K, Q6_K and Q5_0 matmul/swiglu shaders match cpu::matmul in every 
         setenv("PREFIXD_VK_SPLIT_BYTES", layout == 3 || layout == 5 ? "0" : "1000000000", 1);
         INFO("type " << std::string(gguf::type_name(type)) << " layout " << layout);
         GpuWeights gw(ctx());
-        HostTensor A = make_tensor(type, rows, cols, n_mat, rng),
-                   B = make_tensor(type, rows, cols, n_mat, rng);
+        HostTensor A = make_kq_tensor(type, rows, cols, n_mat, rng),
+                   B = make_kq_tensor(type, rows, cols, n_mat, rng);
         GpuTensor ga = gw.add(A.t, "A"), gb = gw.add(B.t, "B");
         CHECK(ga.il == il);
         auto xs = randv(size_t(n_mat) * n_tok * cols, rng);

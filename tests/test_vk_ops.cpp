@@ -20,6 +20,8 @@ using namespace prefixd;
 using namespace prefixd::vk;
 using gguf::GgmlType;
 using prefixd::test::ctx;
+using prefixd::test::HostTensor;
+using prefixd::test::make_tensor;
 using prefixd::test::DevBuf;
 using prefixd::test::norm_err;
 using prefixd::test::randv;
@@ -29,26 +31,6 @@ namespace {
 uint32_t fresh_seed() {
     static std::random_device rd;
     return rd();
-}
-
-// A host tensor (n_mat matrices of rows x cols) encoded in `type` from random floats.
-struct HostTensor {
-    std::vector<uint8_t> bytes;
-    Tensor t;
-};
-HostTensor make_tensor(GgmlType type, uint64_t rows, uint64_t cols, uint64_t n_mat, std::mt19937& rng) {
-    HostTensor h;
-    h.t.type = type;
-    h.t.rows = rows;
-    h.t.cols = cols;
-    h.t.n_mat = n_mat;
-    for (uint64_t r = 0; r < rows * n_mat; ++r) {
-        auto v = randv(cols, rng, 0.5f);
-        auto enc = cpu::quantize_row(type, v.data(), cols);
-        h.bytes.insert(h.bytes.end(), enc.begin(), enc.end());
-    }
-    h.t.data = h.bytes.data();
-    return h;
 }
 
 const GgmlType kTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0};

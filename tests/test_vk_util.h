@@ -26,6 +26,30 @@ inline std::vector<float> randv(size_t n, std::mt19937& rng, float sd = 1.0f) {
     return v;
 }
 
+// A weight tensor of n_mat stacked (rows, cols) matrices of `type`, quantised from normal values
+// (sd 0.5; `shape`, when given, edits each row's values first), with its GGUF-encoded bytes.
+struct HostTensor {
+    std::vector<uint8_t> bytes;
+    Tensor t;
+};
+inline HostTensor make_tensor(gguf::GgmlType type, uint64_t rows, uint64_t cols, uint64_t n_mat, std::mt19937& rng,
+                              void (*shape)(std::vector<float>&) = nullptr) {
+    HostTensor h;
+    h.t.type = type;
+    h.t.rows = rows;
+    h.t.cols = cols;
+    h.t.n_mat = n_mat;
+    for (uint64_t r = 0; r < rows * n_mat; ++r) {
+        auto v = randv(cols, rng, 0.5f);
+        if (shape)
+            shape(v);
+        const auto enc = cpu::quantize_row(type, v.data(), cols);
+        h.bytes.insert(h.bytes.end(), enc.begin(), enc.end());
+    }
+    h.t.data = h.bytes.data();
+    return h;
+}
+
 // Host-visible device buffer holding floats/uints for one test.
 struct DevBuf {
     vk::Buffer b;

@@ -12,6 +12,7 @@
 // --variants: pipeline families built into the engine, as <matmul|swiglu>_<family>_<type>.
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_forward.h"
+#include "tests/test_vk_util.h" // randv, make_tensor (the op tests' random tensors)
 
 #include <CLI/CLI.hpp>
 
@@ -26,6 +27,9 @@
 
 using namespace prefixd;
 using namespace prefixd::vk;
+using prefixd::test::HostTensor;
+using prefixd::test::make_tensor;
+using prefixd::test::randv;
 
 namespace {
 
@@ -33,34 +37,6 @@ double cpu_seconds() {
     timespec ts{};
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-std::vector<float> randv(size_t n, std::mt19937& rng, float sd) {
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> v(n);
-    for (auto& x : v)
-        x = d(rng);
-    return v;
-}
-
-struct HostMatrix {
-    std::vector<uint8_t> bytes;
-    Tensor t;
-};
-
-HostMatrix make_matrix(gguf::GgmlType type, uint64_t rows, uint64_t cols, uint64_t mats, std::mt19937& rng) {
-    HostMatrix h;
-    h.t.type = type;
-    h.t.rows = rows;
-    h.t.cols = cols;
-    h.t.n_mat = mats;
-    for (uint64_t r = 0; r < rows * mats; ++r) {
-        const auto v = randv(cols, rng, 0.5f);
-        const auto enc = cpu::quantize_row(type, v.data(), cols);
-        h.bytes.insert(h.bytes.end(), enc.begin(), enc.end());
-    }
-    h.t.data = h.bytes.data();
-    return h;
 }
 
 double median(std::vector<double> v) {
@@ -110,8 +86,8 @@ int main(int argc, char** argv) {
         const gguf::GgmlType type = type_name == "q8_0" ? gguf::GgmlType::Q8_0 : gguf::GgmlType::Q4_0;
         std::mt19937 rng(std::random_device{}());
         GpuWeights gw(ctx);
-        HostMatrix A = make_matrix(type, rows, cols, mats, rng);
-        HostMatrix B = swiglu ? make_matrix(type, rows, cols, mats, rng) : HostMatrix{};
+        HostTensor A = make_tensor(type, rows, cols, mats, rng);
+        HostTensor B = swiglu ? make_tensor(type, rows, cols, mats, rng) : HostTensor{};
         const GpuTensor ga = gw.add(A.t, "A");
         const GpuTensor gb = swiglu ? gw.add(B.t, "B") : GpuTensor{};
         const auto xs = randv(size_t(tokens) * cols, rng, 1.0f), nw = randv(cols, rng, 1.0f);
