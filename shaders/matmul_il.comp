@@ -64,7 +64,7 @@ layout(set = 0, binding = 3, rgba32ui) readonly uniform uimageBuffer tn;
 #define TB 1
 // Q8_0/Q4_0 plain matmuls: 4 groups share each step's x broadcasts (tools/vk_op_bench: 2-12% more
 // weights per CPU-second than 2); SWIGLU (two matrices per group) and the other types: 2
-#ifndef R
+#ifndef R // -DR=n: a variant for tools/vk_op_bench (add it to shaders/CMakeLists.txt)
 #if defined(SCALED) && !defined(SWIGLU)
 #define R 4
 #else
@@ -81,7 +81,6 @@ layout(set = 0, binding = 3, rgba32ui) readonly uniform uimageBuffer tn;
 #define R 2
 #endif
 #endif
-
 
 uint lane;
 
@@ -131,7 +130,7 @@ void fetchq(bool second, uint gt, uint b, out uvec4 q[NQ]) {
     for (uint i = 0; i < NQ; ++i)
         q[i] = wt(second, gt + (NQ * b + i) * 8 + lane);
 }
-// columns 4j .. 4j+3 of them (j constant)
+// columns 4j .. 4j+3 of them (j constant; Q4_0 bytes 0-15: low nibbles = cols 0-15, high = 16-31)
 vec4 wq(uvec4 q[NQ], uint j) {
 #if defined(W_Q8_0)
     return i8x4(q[j >> 2][j & 3u]);
@@ -140,13 +139,8 @@ vec4 wq(uvec4 q[NQ], uint j) {
 #endif
 }
 void decodeq(uvec4 q[NQ], out vec4 w[8]) {
-#if defined(W_Q8_0)
-    w[0] = i8x4(q[0].x); w[1] = i8x4(q[0].y); w[2] = i8x4(q[0].z); w[3] = i8x4(q[0].w);
-    w[4] = i8x4(q[1].x); w[5] = i8x4(q[1].y); w[6] = i8x4(q[1].z); w[7] = i8x4(q[1].w);
-#else // bytes 0-15: low nibbles = cols 0-15, high = 16-31
-    w[0] = lo4(q[0].x); w[1] = lo4(q[0].y); w[2] = lo4(q[0].z); w[3] = lo4(q[0].w);
-    w[4] = hi4(q[0].x); w[5] = hi4(q[0].y); w[6] = hi4(q[0].z); w[7] = hi4(q[0].w);
-#endif
+    [[unroll]] for (uint j = 0; j < 8; ++j)
+        w[j] = wq(q, j);
 }
 #endif
 
