@@ -194,10 +194,10 @@ vec4 xv4(uint fidx) { return uintBitsToFloat(imageLoad(tx, int(fidx >> 2))); }
 vec4 nv4(uint fidx) { return uintBitsToFloat(imageLoad(tn, int(fidx >> 2))); }
 uint map_at(uint i) { return UintBuf(p.map).v[i]; }
 
-void main() {
-    lane = gl_SubgroupInvocationID;
-    const uint g = gl_WorkGroupID.y;
-    const uint r0 = gl_WorkGroupID.x * p.rows_per_group; // a multiple of 8
+// One cell of the grid: rows wx * rows_per_group .. +rows_per_group of group (matrix or map
+// entry) g.
+void cell(uint wx, uint g) {
+    const uint r0 = wx * p.rows_per_group; // a multiple of 8
     const uint rend = min(r0 + p.rows_per_group, p.rows);
     const uint gend = (rend + 7) / 8; // row groups of this workgroup end here
     const bool use_map = (p.flags & MM_MAP) != 0;
@@ -388,5 +388,25 @@ void main() {
                 }
             }
         }
+    }
+}
+
+void main() {
+    lane = gl_SubgroupInvocationID;
+    const uint nx = gl_NumWorkGroups.x, cells = nx * gl_NumWorkGroups.y;
+    if (p.ctr == 0) {
+        cell(gl_WorkGroupID.x, gl_WorkGroupID.y);
+        return;
+    }
+    // Cells handed out by the counter (push.h MatmulPush ctr): one subgroup per workgroup, so
+    // lane 0's atomic result is broadcast and the loop stays uniform
+    for (;;) {
+        uint v = 0;
+        if (lane == 0)
+            v = atomicAdd(UintBuf(p.ctr).v[0], 1u);
+        v = subgroupBroadcast(v, 0);
+        if (v >= cells)
+            break;
+        cell(v % nx, v / nx);
     }
 }

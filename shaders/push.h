@@ -23,14 +23,17 @@ namespace prefixd::vk {
 // Without MM_MAP: group g = gl_WorkGroupID.y is also the matrix index, rows are 0..n_tok-1.
 // With MM_MAP: map[3g] = matrix index, map[3g+1] = row count, map[3g+2] = offset of the
 // (xrow, yrow) pairs in map.
+// ctr (matmul_il.comp only; 0 = off): a zeroed uint that the workgroups count up to hand out the
+// grid's (row block, group) cells one at a time, so a thread of a CPU driver that finishes early
+// takes over the cells of a slower one instead of idling (lavapipe splits a grid into fixed halves).
 struct MatmulPush {
     PX_U64 w, w2, x, y, map, norm;
     PX_U64 mat_stride;  // bytes between matrices of a stack (0 for single matrices)
     PX_U64 d_off;       // bytes from a matrix's start to its scales (Q8_0/Q4_0 repacked)
+    PX_U64 ctr;         // device address of the cell counter, or 0 (cell = workgroup id)
     PX_U32 rows, cols, n_tok, x_stride, y_stride, x_mat_off, y_mat_off, flags;
     float eps;
     PX_U32 rows_per_group;  // weight rows per workgroup (the host sizes the grid from it)
-    PX_U32 pad1, pad2;
 };
 
 // Writes the latent cache rows: c_kv = rmsnorm(kva[:rank]) * norm, k_pe = rope(kva[rank:]).

@@ -100,6 +100,14 @@ class Context {
     // upload (GpuTensor::il), so set_interleave (tests) affects tensors added afterwards.
     bool interleave() const { return il_ok_ && il_ && texel_ && lane_rows_; }
     void set_interleave(bool v) { il_ = v; }
+    // Cell counters for matmul_il.comp (push.h MatmulPush ctr): on CPU devices the address of a
+    // uint zeroed for this dispatch alone in the command buffer being recorded, so workgroups take
+    // grid cells as they finish (lavapipe hands each thread a fixed half of the grid); 0 elsewhere,
+    // or with PREFIXD_VK_DYNAMIC=0 / set_dynamic_cells(false).
+    uint64_t cell_counter();
+    bool cpu_device() const { return cpu_device_; }
+    bool dynamic_cells() const { return dyn_cells_; }
+    void set_dynamic_cells(bool v) { dyn_cells_ = v; }
     void precompile(const std::string& pipeline_name) { pipeline(pipeline_name); }
     // PREFIXD_VK_PROFILE=1: every dispatch is submitted and timed on its own (slow; for finding
     // the expensive shaders). Seconds per pipeline name, and a stderr summary at destruction.
@@ -131,6 +139,11 @@ class Context {
     VkPipelineLayout layout_ = VK_NULL_HANDLE;
     std::map<std::string, VkPipeline> pipelines_;
     bool recording_ = false, dirty_ = false;
+    static constexpr uint32_t kCellCounters = 4096;
+    Buffer counters_;              // kCellCounters uints, zeroed per command buffer on first use
+    uint32_t counter_next_ = 0;    // next unused counter in the recording
+    bool counters_zeroed_ = false; // zeroed in the recording
+    bool dyn_cells_ = false, cpu_device_ = false;
     uint32_t dispatches_ = 0;
     uint64_t allocated_ = 0, peak_ = 0, budget_ = 0;
     Buffer staging_;

@@ -123,6 +123,8 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
                        type_suffix(w.type);
             }
             const uint32_t gxs = uint32_t((w.rows + p.rows_per_group - 1) / p.rows_per_group);
+            if (w.il && !p.ctr) // a caller's own counter stays (tests)
+                p.ctr = ctx.cell_counter();
             if (ctx.profile_shapes())
                 ctx.set_profile_tag(std::to_string(w.rows) + "x" + std::to_string(w.cols) + "x" + std::to_string(groups));
             ctx.dispatch_views(name, &p, sizeof p, v, gxs, groups);

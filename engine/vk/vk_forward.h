@@ -12,7 +12,8 @@
 namespace prefixd::vk {
 
 // Records one matmul/SwiGLU dispatch: fills p's weight fields from w (and w2) and picks the
-// pipeline by type. The caller sets x, y, map, norm, n_tok, strides, offsets, flags, eps.
+// pipeline by type. The caller sets x, y, map, norm, n_tok, strides, offsets, flags, eps, and may
+// set ctr (a zeroed uint) for row-interleaved weights; else Context::cell_counter() gives one.
 // one_token: every matrix sees at most one token per group (a single-row step) -> the texel
 // path's TB1 variants. il_variant (tools/vk_op_bench): another interleaved pipeline family for
 // row-interleaved weights, e.g. "il1r4" picks matmul_il1r4_<type> / swiglu_il1r4_<type>.

@@ -1,0 +1,129 @@
+// Interleaved matmuls with grid cells handed out by a counter (push.h MatmulPush ctr,
+// Context::cell_counter): the same bits as fixed workgroups, every cell taken exactly once, and
+// counters that stay correct past the per-command-buffer supply.
+#include "engine/cpu/ops.h"
+#include "engine/vk/vk_forward.h"
+#include "engine/vk/vk_weights.h"
+#include "test_vk_util.h"
+
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <random>
+
+using namespace prefixd;
+using namespace prefixd::vk;
+using gguf::GgmlType;
+using prefixd::test::ctx;
+using prefixd::test::DevBuf;
+using prefixd::test::make_tensor;
+using prefixd::test::norm_err;
+using prefixd::test::randv;
+
+namespace {
+
+uint32_t fresh_seed() {
+    static std::random_device rd;
+    return rd();
+}
+
+// y = W x for n_tok tokens of each of n_mat matrices (the reference)
+std::vector<float> reference(const Tensor& w, const std::vector<float>& xs, uint32_t n_mat, uint32_t n_tok) {
+    std::vector<float> ref(size_t(n_mat) * n_tok * w.rows);
+    for (uint32_t g = 0; g < n_mat; ++g)
+        for (uint32_t t = 0; t < n_tok; ++t)
+            cpu::matmul(w, g, xs.data() + (size_t(g) * n_tok + t) * w.cols,
+                        ref.data() + (size_t(g) * n_tok + t) * w.rows, 1);
+    return ref;
+}
+
+MatmulPush push_for(const DevBuf& x, const DevBuf& y, uint32_t rows, uint32_t cols, uint32_t n_tok) {
+    MatmulPush p{};
+    p.x = x.addr();
+    p.y = y.addr();
+    p.n_tok = n_tok;
+    p.x_stride = cols;
+    p.y_stride = rows;
+    p.x_mat_off = n_tok * cols;
+    p.y_mat_off = n_tok * rows;
+    return p;
+}
+
+} // namespace
+
+TEST_CASE("interleaved matmuls with counted cells equal fixed workgroups bit for bit and take each cell once") {
+    REQUIRE(ctx().interleave()); // lavapipe (CI): the row-interleaved path is the CPU-device default
+    const char* env = std::getenv("PREFIXD_VK_DYNAMIC");
+    if (!(env && *env))
+        CHECK(ctx().dynamic_cells() == ctx().cpu_device()); // on by default where lavapipe splits grids
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const bool dyn_default = ctx().dynamic_cells();
+    const uint32_t rows = 1000, cols = 256, n_mat = 3; // 1000 rows: 32 row blocks, the last one short
+    for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16}) {
+        for (uint32_t n_tok : {1u, 11u}) {
+            INFO("type " << std::string(gguf::type_name(type)) << " tokens " << n_tok);
+            GpuWeights gw(ctx());
+            auto A = make_tensor(type, rows, cols, n_mat, rng);
+            GpuTensor ga = gw.add(A.t, "A");
+            REQUIRE(ga.il);
+            const auto xs = randv(size_t(n_mat) * n_tok * cols, rng);
+            DevBuf x(xs.size() * 4), y_fixed(size_t(n_mat) * n_tok * rows * 4), y_cells(y_fixed.b.size()),
+                counter(64);
+            std::memcpy(x.as<float>(), xs.data(), xs.size() * 4);
+            std::memset(counter.as<uint32_t>(), 0, 64);
+            const auto ref = reference(A.t, xs, n_mat, n_tok);
+
+            ctx().set_dynamic_cells(false); // p.ctr = 0: cell = workgroup id
+            dispatch_matmul(ctx(), ga, nullptr, push_for(x, y_fixed, rows, cols, n_tok), n_mat, n_tok == 1);
+            ctx().submit_wait();
+            MatmulPush p = push_for(x, y_cells, rows, cols, n_tok);
+            p.ctr = counter.addr();
+            dispatch_matmul(ctx(), ga, nullptr, p, n_mat, n_tok == 1);
+            ctx().submit_wait();
+            ctx().set_dynamic_cells(dyn_default);
+
+            CHECK(norm_err(y_fixed.as<float>(), ref.data(), ref.size()) < 1e-5);
+            CHECK(std::memcmp(y_cells.as<float>(), y_fixed.as<float>(), ref.size() * 4) == 0);
+            // each workgroup takes cells until one past the last: cells + workgroups increments,
+            // as many workgroups as cells (32 row blocks x 3 matrices)
+            CHECK(counter.as<uint32_t>()[0] == 2u * 32u * n_mat);
+            CHECK(counter.as<uint32_t>()[1] == 0u);
+        }
+    }
+}
+
+TEST_CASE("cell counters of the engine stay zeroed per dispatch past the supply of one command buffer") {
+    REQUIRE(ctx().interleave());
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const bool dyn_default = ctx().dynamic_cells();
+    ctx().set_dynamic_cells(true);
+    const uint32_t rows = 64, cols = 64, n = 4500; // more dispatches than kCellCounters (4096)
+    GpuWeights gw(ctx());
+    auto A = make_tensor(GgmlType::Q8_0, rows, cols, 1, rng);
+    GpuTensor ga = gw.add(A.t, "A");
+    REQUIRE(ga.il);
+    const auto xs = randv(cols, rng);
+    DevBuf x(cols * 4), y(rows * 4);
+    std::memcpy(x.as<float>(), xs.data(), cols * 4);
+    std::memset(y.as<float>(), 0, rows * 4);
+    // y += W x, n times in one recording: a reused counter that was not zeroed would leave its
+    // cells undone (y short of n W x)
+    for (uint32_t i = 0; i < n; ++i) {
+        MatmulPush p = push_for(x, y, rows, cols, 1);
+        p.flags = MM_ACCUM;
+        dispatch_matmul(ctx(), ga, nullptr, p, 1, true);
+        ctx().barrier();
+    }
+    ctx().submit_wait();
+    ctx().set_dynamic_cells(dyn_default);
+    std::vector<float> ref(rows);
+    cpu::matmul(A.t, 0, xs.data(), ref.data(), 1);
+    for (float& v : ref)
+        v *= float(n);
+    CHECK(norm_err(y.as<float>(), ref.data(), rows) < 1e-4);
+}
