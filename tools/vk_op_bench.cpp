@@ -61,7 +61,9 @@ int main(int argc, char** argv) {
     app.add_option("--type", type_name, "q8_0 or q4_0")->check(CLI::IsMember({"q8_0", "q4_0"}));
     app.add_option("--reps", reps, "dispatches per submission")->check(CLI::Range(1u, 10000u));
     app.add_option("--rounds", rounds, "alternating rounds")->check(CLI::Range(1u, 1000u));
-    app.add_option("--variants", variants, "comma-separated pipeline families (default: the engine's)");
+    app.add_option("--variants", variants,
+                   "comma-separated pipeline families (default: the engine's), each optionally with "
+                   ":fixed or :cells (grid cells by workgroup id or by counter)");
     CLI11_PARSE(app, argc, argv);
     if (cols % 32 != 0 || slots > mats) {
         std::fprintf(stderr, "vk_op_bench: cols must be a multiple of 32 and slots <= mats\n");
@@ -142,7 +144,14 @@ int main(int argc, char** argv) {
         const double gb_per_rep =
             double(GpuWeights::interleaved_mat_bytes(type, rows, cols)) * slots * (swiglu ? 2 : 1) / 1e9;
 
-        auto run = [&](const std::string& fam, uint32_t n) {
+        const bool dyn_default = ctx.dynamic_cells();
+        auto run = [&](const std::string& fam_cells, uint32_t n) {
+            // "<family>:fixed" / "<family>:cells": workgroup-id grid cells or counted ones
+            // (push.h MatmulPush ctr); the plain name keeps the engine's default
+            const size_t colon = fam_cells.find(':');
+            const std::string fam = fam_cells.substr(0, colon);
+            const std::string cells = colon == std::string::npos ? "" : fam_cells.substr(colon + 1);
+            ctx.set_dynamic_cells(cells.empty() ? dyn_default : cells == "cells");
             for (uint32_t i = 0; i < n; ++i) {
                 dispatch_matmul(ctx, ga, swiglu ? &gb : nullptr, p, groups, tokens == 1, fam.c_str());
                 ctx.barrier();
