@@ -16,17 +16,13 @@ using namespace prefixd;
 using namespace prefixd::vk;
 using gguf::GgmlType;
 using prefixd::test::ctx;
+using prefixd::test::fresh_seed;
 using prefixd::test::DevBuf;
 using prefixd::test::make_tensor;
 using prefixd::test::norm_err;
 using prefixd::test::randv;
 
 namespace {
-
-uint32_t fresh_seed() {
-    static std::random_device rd;
-    return rd();
-}
 
 // y = W x for n_tok tokens of each of n_mat matrices (the reference)
 std::vector<float> reference(const Tensor& w, const std::vector<float>& xs, uint32_t n_mat, uint32_t n_tok) {

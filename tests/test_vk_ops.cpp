@@ -20,6 +20,7 @@ using namespace prefixd;
 using namespace prefixd::vk;
 using gguf::GgmlType;
 using prefixd::test::ctx;
+using prefixd::test::fresh_seed;
 using prefixd::test::HostTensor;
 using prefixd::test::make_tensor;
 using prefixd::test::DevBuf;
@@ -27,11 +28,6 @@ using prefixd::test::norm_err;
 using prefixd::test::randv;
 
 namespace {
-
-uint32_t fresh_seed() {
-    static std::random_device rd;
-    return rd();
-}
 
 const GgmlType kTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0};
 

@@ -18,6 +18,12 @@ inline vk::Context& ctx() {
     return c;
 }
 
+// A seed for one test case's generator (printed with INFO so that a failure can be replayed).
+inline uint32_t fresh_seed() {
+    static std::random_device rd;
+    return rd();
+}
+
 inline std::vector<float> randv(size_t n, std::mt19937& rng, float sd = 1.0f) {
     std::normal_distribution<float> d(0.0f, sd);
     std::vector<float> v(n);
