@@ -394,17 +394,19 @@ void cell(uint wx, uint g) {
 void main() {
     lane = gl_SubgroupInvocationID;
     const uint nx = gl_NumWorkGroups.x, cells = nx * gl_NumWorkGroups.y;
-    if (p.ctr == 0) {
-        cell(gl_WorkGroupID.x, gl_WorkGroupID.y);
-        return;
-    }
-    // Cells handed out by the counter (push.h MatmulPush ctr): one subgroup per workgroup, so
-    // lane 0's atomic result is broadcast and the loop stays uniform
-    for (;;) {
-        uint v = 0;
-        if (lane == 0)
-            v = atomicAdd(UintBuf(p.ctr).v[0], 1u);
-        v = subgroupBroadcast(v, 0);
+    // Without a counter the workgroup's own cell, once; with one, cells handed out by it (push.h
+    // MatmulPush ctr). One subgroup per workgroup: lane 0's atomic result is broadcast, so the
+    // loop stays uniform. One call site, so the driver compiles cell() once.
+    uint v = gl_WorkGroupID.y * nx + gl_WorkGroupID.x;
+    for (uint taken = 0;; ++taken) {
+        if (p.ctr != 0) {
+            uint a = 0;
+            if (lane == 0)
+                a = atomicAdd(UintBuf(p.ctr).v[0], 1u);
+            v = subgroupBroadcast(a, 0);
+        } else if (taken > 0) {
+            break;
+        }
         if (v >= cells)
             break;
         cell(v % nx, v / nx);
