@@ -75,8 +75,14 @@ int main(int argc, char** argv) {
     for (std::stringstream ss(variants); ss.good();) {
         std::string f;
         std::getline(ss, f, ',');
-        if (!f.empty())
-            fams.push_back(f);
+        if (f.empty())
+            continue;
+        const size_t colon = f.find(':');
+        if (colon != std::string::npos && f.substr(colon + 1) != "fixed" && f.substr(colon + 1) != "cells") {
+            std::fprintf(stderr, "vk_op_bench: variant %s: the suffix must be :fixed or :cells\n", f.c_str());
+            return 2;
+        }
+        fams.push_back(f);
     }
     try {
         Context ctx("");
