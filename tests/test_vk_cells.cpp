@@ -1,6 +1,8 @@
-// Interleaved matmuls with grid cells handed out by a counter (push.h MatmulPush ctr,
-// Context::cell_counter): the same bits as fixed workgroups, every cell taken exactly once, and
-// counters that stay correct past the per-command-buffer supply.
+// Context plumbing for the CPU-driver matmuls and the barrier check. Interleaved matmuls with
+// grid cells handed out by a counter (push.h MatmulPush ctr, Context::cell_counter): the same bits
+// as fixed workgroups, every cell taken exactly once, and counters that stay correct past the
+// per-command-buffer supply. Context::set_reorder: a reader recorded after its writer without a
+// barrier runs first (so tests on lavapipe catch a barrier a GPU needs), with one it runs after.
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_forward.h"
 #include "engine/vk/vk_weights.h"
@@ -122,4 +124,41 @@ TEST_CASE("cell counters of the engine stay zeroed per dispatch past the supply 
     for (float& v : ref)
         v *= float(n);
     CHECK(norm_err(y.as<float>(), ref.data(), rows) < 1e-4);
+}
+
+TEST_CASE("barrier check: reversed phases make a missing barrier give wrong results, a barrier right ones") {
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const uint32_t n = 256;
+    GpuWeights gw(ctx());
+    auto A = make_tensor(GgmlType::Q8_0, n, n, 1, rng);
+    GpuTensor ga = gw.add(A.t, "A");
+    const auto xs = randv(n, rng), stale = randv(n, rng);
+    DevBuf x(n * 4), y1(n * 4), y2(n * 4);
+    std::memcpy(x.as<float>(), xs.data(), n * 4);
+    // references: y2 = W (W x) with the barrier, W stale when the second matmul runs first
+    std::vector<float> wx(n), wwx(n), wstale(n);
+    cpu::matmul(A.t, 0, xs.data(), wx.data(), 1);
+    cpu::matmul(A.t, 0, wx.data(), wwx.data(), 1);
+    cpu::matmul(A.t, 0, stale.data(), wstale.data(), 1);
+    const bool reorder_default = ctx().reorder();
+    ctx().set_reorder(true);
+    for (bool with_barrier : {false, true}) {
+        INFO("barrier " << with_barrier);
+        std::memcpy(y1.as<float>(), stale.data(), n * 4);
+        std::memset(y2.as<float>(), 0, n * 4);
+        dispatch_matmul(ctx(), ga, nullptr, push_for(x, y1, n, n, 1), 1, true);  // y1 = W x
+        if (with_barrier)
+            ctx().barrier();
+        dispatch_matmul(ctx(), ga, nullptr, push_for(y1, y2, n, n, 1), 1, true); // y2 = W y1
+        ctx().submit_wait();
+        CHECK(norm_err(y1.as<float>(), wx.data(), n) < 1e-5);
+        if (with_barrier)
+            CHECK(norm_err(y2.as<float>(), wwx.data(), n) < 1e-4);
+        else if (ctx().cpu_device()) // one dispatch after another: the reader ran on stale y1
+            CHECK(norm_err(y2.as<float>(), wstale.data(), n) < 1e-4);
+        // (a GPU may overlap the two unordered dispatches: no single answer to hold it to)
+    }
+    ctx().set_reorder(reorder_default);
 }

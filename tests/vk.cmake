@@ -16,8 +16,16 @@ set_tests_properties(test_vk_model_attn_wg PROPERTIES ENVIRONMENT "${PREFIXD_TES
 # texel or row-interleaved shaders, attn_mla, MoE slots of multi-row steps grouped on the device by
 # moe_group): the configuration NVIDIA/AMD/Intel devices run, checked end to end on lavapipe since
 # CI has no GPU.
+# PREFIXD_VK_REORDER=1 (engine/vk/vk_context.h set_reorder) reverses the dispatches between two
+# barriers, so a barrier the GPU path lacks shows here as logits unlike the reference.
 set(PREFIXD_TEST_ENV_GPU ${PREFIXD_TEST_ENV})
-list(APPEND PREFIXD_TEST_ENV_GPU PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1)
+list(APPEND PREFIXD_TEST_ENV_GPU PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1 PREFIXD_VK_REORDER=1)
 add_test(NAME test_vk_model_gpu_path COMMAND test_vk_model)
 set_tests_properties(test_vk_model_gpu_path PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_GPU}" TIMEOUT 600
                                                        LABELS vulkan FIXTURES_REQUIRED test_models)
+# The default (CPU-driver) kernels with their phases reversed alike: their barriers too.
+set(PREFIXD_TEST_ENV_REORDER ${PREFIXD_TEST_ENV})
+list(APPEND PREFIXD_TEST_ENV_REORDER PREFIXD_VK_REORDER=1)
+add_test(NAME test_vk_model_reorder COMMAND test_vk_model)
+set_tests_properties(test_vk_model_reorder PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_REORDER}" TIMEOUT 600
+                                                      LABELS vulkan FIXTURES_REQUIRED test_models)

@@ -279,6 +279,8 @@ Context::Context(const std::string& sel) {
     const char* prof = std::getenv("PREFIXD_VK_PROFILE");
     profiling_ = prof && *prof && *prof != '0';
     prof_shapes_ = profiling_ && std::strcmp(prof, "shapes") == 0;
+    const char* reorder = std::getenv("PREFIXD_VK_REORDER");
+    reorder_ = reorder && *reorder == '1';
 }
 
 Context::~Context() {
@@ -482,28 +484,26 @@ void Context::dispatch_views(const std::string& name, const void* push, uint32_t
 // One dispatch: views (bindings 0-3 as push descriptors) or none; profiling submits and times it.
 void Context::record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
                      uint32_t gx, uint32_t gy, uint32_t gz) {
-    const VkPipeline pipe = pipeline(name);
+    Command c;
+    c.pipe = pipeline(name);
     if (gx == 0 || gy == 0 || gz == 0)
         return;
     if (gx > limits_.max_groups_x || gy > limits_.max_groups_y || gz > limits_.max_groups_z)
         throw EngineError("Vulkan: dispatch of " + name + " exceeds maxComputeWorkGroupCount");
+    if (bytes > sizeof c.push)
+        throw EngineError("Vulkan: push constants of " + name + " exceed 128 bytes");
+    std::memcpy(c.push, push, bytes);
+    c.push_bytes = bytes;
+    c.has_views = views != nullptr;
+    if (views)
+        std::copy(views, views + 4, c.views);
+    c.gx = gx;
+    c.gy = gy;
+    c.gz = gz;
     if (profiling_)
         submit_wait();
     begin();
-    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    if (views) {
-        VkWriteDescriptorSet wr[4]{};
-        for (uint32_t i = 0; i < 4; ++i) {
-            wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
-            wr[i].dstBinding = i;
-            wr[i].descriptorCount = 1;
-            wr[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
-            wr[i].pTexelBufferView = &views[i];
-        }
-        push_desc_(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 4, wr);
-    }
-    vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, push);
-    vkCmdDispatch(cmd_, gx, gy, gz);
+    enqueue(c);
     dirty_ = true;
     ++dispatches_;
     if (profiling_) {
@@ -516,8 +516,43 @@ void Context::record(const std::string& name, const void* push, uint32_t bytes, 
     }
 }
 
+void Context::emit(const Command& c) {
+    if (!c.pipe) {
+        vkCmdCopyBuffer(cmd_, c.src, c.dst, 1, &c.region);
+        return;
+    }
+    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, c.pipe);
+    if (c.has_views) {
+        VkWriteDescriptorSet wr[4]{};
+        for (uint32_t i = 0; i < 4; ++i) {
+            wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+            wr[i].dstBinding = i;
+            wr[i].descriptorCount = 1;
+            wr[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
+            wr[i].pTexelBufferView = &c.views[i];
+        }
+        push_desc_(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 4, wr);
+    }
+    vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, c.push_bytes, c.push);
+    vkCmdDispatch(cmd_, c.gx, c.gy, c.gz);
+}
+
+void Context::enqueue(const Command& c) {
+    if (reorder_ && !profiling_)
+        held_.push_back(c);
+    else
+        emit(c);
+}
+
+void Context::flush_held() {
+    for (auto it = held_.rbegin(); it != held_.rend(); ++it)
+        emit(*it);
+    held_.clear();
+}
+
 void Context::barrier() {
     begin();
+    flush_held();
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
     mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
     mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT;
@@ -528,12 +563,16 @@ void Context::barrier() {
 
 void Context::copy(const Buffer& src, uint64_t so, const Buffer& dst, uint64_t doff, uint64_t bytes) {
     begin();
-    VkBufferCopy c{so, doff, bytes};
-    vkCmdCopyBuffer(cmd_, src.handle(), dst.handle(), 1, &c);
+    Command c;
+    c.src = src.handle();
+    c.dst = dst.handle();
+    c.region = VkBufferCopy{so, doff, bytes};
+    enqueue(c);
     dirty_ = true;
 }
 
 void Context::discard() noexcept {
+    held_.clear();
     if (!recording_)
         return;
     vkEndCommandBuffer(cmd_);
@@ -544,6 +583,7 @@ void Context::discard() noexcept {
 void Context::submit_wait() {
     if (!recording_)
         return;
+    flush_held();
     vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
     recording_ = false;
     VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};

@@ -108,6 +108,14 @@ class Context {
     bool cpu_device() const { return cpu_device_; }
     bool dynamic_cells() const { return dyn_cells_; }
     void set_dynamic_cells(bool v) { dyn_cells_ = v; }
+    // Barrier check (PREFIXD_VK_REORDER=1, or set_reorder; tests): the dispatches and copies
+    // recorded between two barriers enter the command buffer in reverse order. lavapipe runs
+    // dispatches one after another, so a reader recorded after its writer with no barrier between
+    // them reads the right data there, and wrong data on a GPU, which overlaps them. Reversed, it
+    // runs before its writer on lavapipe too, and the results differ from the reference.
+    // (Two unordered writers that only add to the same data are not caught.)
+    void set_reorder(bool v) { reorder_ = v; }
+    bool reorder() const { return reorder_; }
     void precompile(const std::string& pipeline_name) { pipeline(pipeline_name); }
     // PREFIXD_VK_PROFILE=1: every dispatch is submitted and timed on its own (slow; for finding
     // the expensive shaders). Seconds per pipeline name, and a stderr summary at destruction.
@@ -118,6 +126,20 @@ class Context {
     void set_profile_tag(std::string tag) { prof_tag_ = std::move(tag); }
 
   private:
+    // One recorded command: a dispatch (pipe set) or a buffer copy (pipe null).
+    struct Command {
+        VkPipeline pipe = VK_NULL_HANDLE;
+        uint8_t push[128];
+        uint32_t push_bytes = 0;
+        bool has_views = false;
+        VkBufferView views[4];
+        uint32_t gx = 0, gy = 0, gz = 0;
+        VkBuffer src = VK_NULL_HANDLE, dst = VK_NULL_HANDLE;
+        VkBufferCopy region{};
+    };
+    void emit(const Command& c);    // into cmd_ now
+    void enqueue(const Command& c); // emit, or hold it until the phase ends (reorder_)
+    void flush_held();              // the held commands, last first
     VkPipeline pipeline(const std::string& name); // compiled on first use
     void record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
                 uint32_t gx, uint32_t gy, uint32_t gz);
@@ -154,6 +176,8 @@ class Context {
     std::map<std::string, double> prof_;
     std::map<std::string, uint64_t> prof_calls_;
     bool prof_shapes_ = false;
+    bool reorder_ = false;
+    std::vector<Command> held_; // this phase's commands (reorder_)
     std::string prof_tag_;
 };
 

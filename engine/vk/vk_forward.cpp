@@ -366,6 +366,7 @@ void VulkanBackend::ffn(uint32_t il, uint32_t R, const Scratch& s) {
         // feed the one-token kernels. Several rows (device_group_): moe_group.comp regroups the
         // slots by expert, so each expert's weights are read once for all its rows, as the host's
         // maps do; experts no row chose are empty groups.
+        ctx_->barrier(); // moe_route reads the router logits
         const uint32_t G = R * K;
         RoutePush rp{};
         rp.logits = b + s.rlog;
