@@ -584,6 +584,12 @@ void Context::submit_wait() {
     if (!recording_)
         return;
     flush_held();
+    // The fence alone makes no device write visible to the host: the mapped outputs need this.
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+    vkCmdPipelineBarrier(cmd_, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                         VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
     vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
     recording_ = false;
     VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
