@@ -3,6 +3,7 @@
 // as fixed workgroups, every cell taken exactly once, and counters that stay correct past the
 // per-command-buffer supply. Context::set_reorder: a reader recorded after its writer without a
 // barrier runs first (so tests on lavapipe catch a barrier a GPU needs), with one it runs after.
+// PREFIXD_VK_VALIDATION=1: an invalid command makes the next submit throw.
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_forward.h"
 #include "engine/vk/vk_weights.h"
@@ -12,6 +13,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 
 using namespace prefixd;
@@ -161,4 +163,24 @@ TEST_CASE("barrier check: reversed phases make a missing barrier give wrong resu
         // (a GPU may overlap the two unordered dispatches: no single answer to hold it to)
     }
     ctx().set_reorder(reorder_default);
+}
+
+TEST_CASE("validation mode: the layer's error about an invalid command makes the next submit throw") {
+    const char* old = std::getenv("PREFIXD_VK_VALIDATION");
+    const std::string saved = old ? old : "";
+    setenv("PREFIXD_VK_VALIDATION", "1", 1);
+    std::unique_ptr<Context> c;
+    try {
+        c = std::make_unique<Context>("");
+    } catch (...) {
+        old ? setenv("PREFIXD_VK_VALIDATION", saved.c_str(), 1) : unsetenv("PREFIXD_VK_VALIDATION");
+        throw; // tools/setup.sh installs the layer (vulkan-validationlayers)
+    }
+    old ? setenv("PREFIXD_VK_VALIDATION", saved.c_str(), 1) : unsetenv("PREFIXD_VK_VALIDATION");
+    REQUIRE(c->validating());
+    Buffer b = c->create_buffer(256, true);
+    c->copy(b, 0, b, 128, 64); // valid: disjoint regions of one buffer
+    CHECK_NOTHROW(c->submit_wait());
+    c->copy(b, 0, b, 16, 64); // overlapping regions of one buffer (VUID-VkBufferCopy-pRegions-00117)
+    CHECK_THROWS_WITH_AS(c->submit_wait(), doctest::Contains("Vulkan validation"), EngineError);
 }

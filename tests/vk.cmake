@@ -17,9 +17,11 @@ set_tests_properties(test_vk_model_attn_wg PROPERTIES ENVIRONMENT "${PREFIXD_TES
 # moe_group): the configuration NVIDIA/AMD/Intel devices run, checked end to end on lavapipe since
 # CI has no GPU.
 # PREFIXD_VK_REORDER=1 (engine/vk/vk_context.h set_reorder) reverses the dispatches between two
-# barriers, so a barrier the GPU path lacks shows here as logits unlike the reference.
+# barriers, so a barrier the GPU path lacks shows here as logits unlike the reference, and
+# PREFIXD_VK_VALIDATION=1 runs it under the Khronos validation layer (an error fails the test).
 set(PREFIXD_TEST_ENV_GPU ${PREFIXD_TEST_ENV})
-list(APPEND PREFIXD_TEST_ENV_GPU PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1 PREFIXD_VK_REORDER=1)
+list(APPEND PREFIXD_TEST_ENV_GPU PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1 PREFIXD_VK_REORDER=1
+     PREFIXD_VK_VALIDATION=1)
 add_test(NAME test_vk_model_gpu_path COMMAND test_vk_model)
 set_tests_properties(test_vk_model_gpu_path PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_GPU}" TIMEOUT 600
                                                        LABELS vulkan FIXTURES_REQUIRED test_models)
@@ -29,3 +31,9 @@ list(APPEND PREFIXD_TEST_ENV_REORDER PREFIXD_VK_REORDER=1)
 add_test(NAME test_vk_model_reorder COMMAND test_vk_model)
 set_tests_properties(test_vk_model_reorder PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_REORDER}" TIMEOUT 600
                                                       LABELS vulkan FIXTURES_REQUIRED test_models)
+# Every per-op kernel test under the validation layer, on the CPU-driver (texel) path.
+set(PREFIXD_TEST_ENV_VALIDATION ${PREFIXD_TEST_ENV})
+list(APPEND PREFIXD_TEST_ENV_VALIDATION PREFIXD_VK_VALIDATION=1)
+add_test(NAME test_vk_ops_validation COMMAND test_vk_ops)
+set_tests_properties(test_vk_ops_validation PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_VALIDATION}" TIMEOUT 600
+                                                       LABELS vulkan)

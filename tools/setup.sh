@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build pkg-config git ca-certificates
       libzmq3-dev cppzmq-dev flatbuffers-compiler libflatbuffers-dev
-      libvulkan-dev mesa-vulkan-drivers vulkan-tools glslang-tools glslang-dev spirv-tools
+      libvulkan-dev mesa-vulkan-drivers vulkan-tools vulkan-validationlayers glslang-tools glslang-dev spirv-tools
       libsqlite3-dev sqlite3 libsystemd-dev systemd doctest-dev libcli11-dev nlohmann-json3-dev
       libtomlplusplus-dev libicu-dev libssl-dev
       python3 python3-zmq python3-flatbuffers python3-numpy

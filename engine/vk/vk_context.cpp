@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 namespace prefixd::vk {
 
@@ -88,13 +89,69 @@ static int type_rank(VkPhysicalDeviceType t) {
     }
 }
 
+// PREFIXD_VK_VALIDATION=1: the validation layer's messages go to stderr; errors are counted and
+// the next submit_wait throws (Context::check_validation).
+VKAPI_ATTR VkBool32 VKAPI_CALL Context::on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                                      VkDebugUtilsMessageTypeFlagsEXT,
+                                                      const VkDebugUtilsMessengerCallbackDataEXT* data,
+                                                      void* user) {
+    auto* v = static_cast<Validation*>(user);
+    const char* msg = data && data->pMessage ? data->pMessage : "(no message)";
+    std::fprintf(stderr, "Vulkan validation: %s\n", msg);
+    if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
+        std::lock_guard<std::mutex> lock(v->mu);
+        if (v->errors++ == 0)
+            v->first = msg;
+    }
+    return VK_FALSE;
+}
+
+void Context::check_validation() {
+    std::lock_guard<std::mutex> lock(validation_.mu);
+    if (validation_.errors)
+        throw EngineError("Vulkan validation: " + std::to_string(validation_.errors) + " error(s), the first: " +
+                          validation_.first);
+}
+
 Context::Context(const std::string& sel) {
     VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
     app.pApplicationName = "prefixd";
     app.apiVersion = VK_API_VERSION_1_2;
     VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
     ici.pApplicationInfo = &app;
+    const char* val_env = std::getenv("PREFIXD_VK_VALIDATION");
+    const bool validate = val_env && *val_env == '1';
+    static const char* const kLayer = "VK_LAYER_KHRONOS_validation";
+    static const char* const kDebugExt = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    VkDebugUtilsMessengerCreateInfoEXT mci{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+    mci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+    mci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT;
+    mci.pfnUserCallback = &Context::on_validation;
+    mci.pUserData = &validation_;
+    if (validate) {
+        uint32_t nl = 0;
+        vkEnumerateInstanceLayerProperties(&nl, nullptr);
+        std::vector<VkLayerProperties> layers(nl);
+        vkEnumerateInstanceLayerProperties(&nl, layers.data());
+        if (std::none_of(layers.begin(), layers.end(),
+                         [](const VkLayerProperties& l) { return std::strcmp(l.layerName, kLayer) == 0; }))
+            throw EngineError("Vulkan: PREFIXD_VK_VALIDATION=1 needs the layer VK_LAYER_KHRONOS_validation "
+                              "(Debian: apt-get install vulkan-validationlayers)");
+        ici.enabledLayerCount = 1;
+        ici.ppEnabledLayerNames = &kLayer;
+        ici.enabledExtensionCount = 1;
+        ici.ppEnabledExtensionNames = &kDebugExt;
+        ici.pNext = &mci; // also covers vkCreateInstance / vkDestroyInstance
+    }
     vk_check(vkCreateInstance(&ici, nullptr, &inst_), "vkCreateInstance");
+    if (validate) {
+        auto create = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
+            vkGetInstanceProcAddr(inst_, "vkCreateDebugUtilsMessengerEXT"));
+        if (!create || create(inst_, &mci, nullptr, &messenger_) != VK_SUCCESS) {
+            vkDestroyInstance(inst_, nullptr);
+            throw EngineError("Vulkan: could not create the validation messenger");
+        }
+    }
     uint32_t n = 0;
     vkEnumeratePhysicalDevices(inst_, &n, nullptr);
     std::vector<VkPhysicalDevice> pds(n);
@@ -303,6 +360,12 @@ Context::~Context() {
         vkDestroyCommandPool(dev_, pool_, nullptr);
     if (dev_)
         vkDestroyDevice(dev_, nullptr);
+    if (messenger_) {
+        auto destroy = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
+            vkGetInstanceProcAddr(inst_, "vkDestroyDebugUtilsMessengerEXT"));
+        if (destroy)
+            destroy(inst_, messenger_, nullptr);
+    }
     if (inst_)
         vkDestroyInstance(inst_, nullptr);
 }
@@ -600,6 +663,8 @@ void Context::submit_wait() {
     vkResetFences(dev_, 1, &fence_);
     vkResetCommandBuffer(cmd_, 0);
     vk_check(r, "vkWaitForFences");
+    if (messenger_)
+        check_validation();
 }
 
 } // namespace prefixd::vk

@@ -9,6 +9,7 @@
 #include <vulkan/vulkan.h>
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,9 @@ class Context {
     // runs before its writer on lavapipe too, and the results differ from the reference.
     // (Two unordered writers that only add to the same data are not caught.)
     void set_reorder(bool v) { reorder_ = v; }
+    // PREFIXD_VK_VALIDATION=1 (tests): the Khronos validation layer checks every Vulkan call; its
+    // messages go to stderr and the first submit_wait after an error throws EngineError with it.
+    bool validating() const { return messenger_ != VK_NULL_HANDLE; }
     bool reorder() const { return reorder_; }
     void precompile(const std::string& pipeline_name) { pipeline(pipeline_name); }
     // PREFIXD_VK_PROFILE=1: every dispatch is submitted and timed on its own (slow; for finding
@@ -137,6 +141,16 @@ class Context {
         VkBuffer src = VK_NULL_HANDLE, dst = VK_NULL_HANDLE;
         VkBufferCopy region{};
     };
+    struct Validation {
+        std::mutex mu;
+        uint64_t errors = 0;
+        std::string first;
+    };
+    static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                                       VkDebugUtilsMessageTypeFlagsEXT types,
+                                                       const VkDebugUtilsMessengerCallbackDataEXT* data,
+                                                       void* user);
+    void check_validation(); // throws if the layer reported an error
     void emit(const Command& c);    // into cmd_ now
     void enqueue(const Command& c); // emit, or hold it until the phase ends (reorder_)
     void flush_held();              // the held commands, last first
@@ -177,6 +191,8 @@ class Context {
     std::map<std::string, uint64_t> prof_calls_;
     bool prof_shapes_ = false;
     bool reorder_ = false;
+    VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
+    Validation validation_;
     std::vector<Command> held_; // this phase's commands (reorder_)
     std::string prof_tag_;
 };
