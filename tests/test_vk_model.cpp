@@ -3,6 +3,7 @@
 // before the text, batching of several sequences, prefix copy/truncate, and target log-probs.
 #include "engine/cpu/cpu_backend.h"
 #include "engine/vk/vk_backend.h"
+#include "engine/vk/vk_context.h"
 #include "test_env.h"
 #include "test_model_util.h"
 
@@ -363,4 +364,15 @@ TEST_CASE("warm-up self-check: passes on this device, refuses a wrong kernel res
                           [&](const char* n) { return msg.find(n) != std::string::npos; }));
     }
     CHECK_NOTHROW(b->warm_up()); // and passes again once the fault is gone
+}
+
+// The ctest variants that ask lavapipe for wider subgroups (tests/vk.cmake, PREFIXD_TEST_SUBGROUP)
+// must get them, or they would test the 8-lane shaders again.
+TEST_CASE("the device has the subgroup size the test variant asks for") {
+    vk::Context ctx("");
+    const uint32_t sg = ctx.limits().subgroup_size;
+    CHECK(sg >= 4);
+    CHECK((sg & (sg - 1)) == 0);
+    if (const char* want = std::getenv("PREFIXD_TEST_SUBGROUP"))
+        CHECK(sg == uint32_t(std::atoi(want)));
 }

@@ -37,3 +37,11 @@ list(APPEND PREFIXD_TEST_ENV_VALIDATION PREFIXD_VK_VALIDATION=1)
 add_test(NAME test_vk_ops_validation COMMAND test_vk_ops)
 set_tests_properties(test_vk_ops_validation PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_VALIDATION}" TIMEOUT 600
                                                        LABELS vulkan)
+# The GPU path again with 16-lane subgroups (llvmpipe at 512 bits): GPUs have 32 (NVIDIA), 64
+# (AMD) or 8-32 (Intel) lanes, and the GPU shaders' reductions must not depend on lavapipe's 8.
+set(PREFIXD_TEST_ENV_SG16 ${PREFIXD_TEST_ENV})
+list(APPEND PREFIXD_TEST_ENV_SG16 PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1 LP_NATIVE_VECTOR_WIDTH=512
+     PREFIXD_TEST_SUBGROUP=16)
+add_test(NAME test_vk_model_gpu_sg16 COMMAND test_vk_model)
+set_tests_properties(test_vk_model_gpu_sg16 PROPERTIES ENVIRONMENT "${PREFIXD_TEST_ENV_SG16}" TIMEOUT 600
+                                                       LABELS vulkan FIXTURES_REQUIRED test_models)
