@@ -61,6 +61,7 @@ Buffer::~Buffer() {
         return;
     if (view_) {
         ctx_->views_.erase(addr_);
+        ctx_->forget_sets(view_);
         vkDestroyBufferView(ctx_->dev_, view_, nullptr);
         view_ = VK_NULL_HANDLE;
     }
@@ -254,22 +255,15 @@ Context::Context(const std::string& sel) {
     vkEnumerateDeviceExtensionProperties(pd_, nullptr, &n_ext, nullptr);
     std::vector<VkExtensionProperties> exts(n_ext);
     vkEnumerateDeviceExtensionProperties(pd_, nullptr, &n_ext, exts.data());
-    bool has_push = false;
-    for (const auto& e : exts)
-        has_push |= std::strcmp(e.extensionName, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME) == 0;
     // texel mode reads weights, x and norm through RGBA32UI storage texel buffers (imageLoad: on
     // llvmpipe a fetch routine that returns in registers, unlike texelFetch's; BENCHMARKS.md ninth round)
     VkFormatProperties fp{};
     vkGetPhysicalDeviceFormatProperties(pd_, VK_FORMAT_R32G32B32A32_UINT, &fp);
     const bool has_storage_texel = (fp.bufferFeatures & VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT) != 0;
     const char* tx_env = std::getenv("PREFIXD_VK_TEXEL");
-    texel_ = has_push && has_storage_texel &&
-             (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
-    const char* ext_names[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+    texel_ = has_storage_texel && (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.pNext = &e2;
-    dci.enabledExtensionCount = texel_ ? 1 : 0;
-    dci.ppEnabledExtensionNames = ext_names;
     dci.queueCreateInfoCount = 1;
     dci.pQueueCreateInfos = &qci;
     VkResult r = vkCreateDevice(pd_, &dci, nullptr, &dev_);
@@ -291,10 +285,6 @@ Context::Context(const std::string& sel) {
     VkPushConstantRange pcr{VK_SHADER_STAGE_COMPUTE_BIT, 0, kPushBytes};
     VkPipelineLayoutCreateInfo lci{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
     if (texel_) {
-        push_desc_ = reinterpret_cast<PFN_vkCmdPushDescriptorSetKHR>(
-            vkGetDeviceProcAddr(dev_, "vkCmdPushDescriptorSetKHR"));
-        if (!push_desc_)
-            fail("vkCmdPushDescriptorSetKHR missing");
         VkDescriptorSetLayoutBinding bd[4]{};
         for (uint32_t i = 0; i < 4; ++i) {
             bd[i].binding = i;
@@ -303,7 +293,6 @@ Context::Context(const std::string& sel) {
             bd[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
         }
         VkDescriptorSetLayoutCreateInfo dl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
-        dl.flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR;
         dl.bindingCount = 4;
         dl.pBindings = bd;
         vk_check(vkCreateDescriptorSetLayout(dev_, &dl, nullptr, &set_layout_),
@@ -352,6 +341,8 @@ Context::~Context() {
         vkDestroyPipeline(dev_, p, nullptr);
     if (layout_)
         vkDestroyPipelineLayout(dev_, layout_, nullptr);
+    for (VkDescriptorPool dp : desc_pools_)
+        vkDestroyDescriptorPool(dev_, dp, nullptr);
     if (set_layout_)
         vkDestroyDescriptorSetLayout(dev_, set_layout_, nullptr);
     if (fence_)
@@ -544,7 +535,7 @@ void Context::dispatch_views(const std::string& name, const void* push, uint32_t
     record(name, push, bytes, views, gx, gy, 1);
 }
 
-// One dispatch: views (bindings 0-3 as push descriptors) or none; profiling submits and times it.
+// One dispatch: views (set 0 bindings 0-3) or none; profiling submits and times it.
 void Context::record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
                      uint32_t gx, uint32_t gy, uint32_t gz) {
     Command c;
@@ -586,18 +577,68 @@ void Context::emit(const Command& c) {
     }
     vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, c.pipe);
     if (c.has_views) {
-        VkWriteDescriptorSet wr[4]{};
-        for (uint32_t i = 0; i < 4; ++i) {
-            wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
-            wr[i].dstBinding = i;
-            wr[i].descriptorCount = 1;
-            wr[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
-            wr[i].pTexelBufferView = &c.views[i];
-        }
-        push_desc_(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 4, wr);
+        const VkDescriptorSet set = views_set(c.views);
+        vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &set, 0, nullptr);
     }
     vkCmdPushConstants(cmd_, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, c.push_bytes, c.push);
     vkCmdDispatch(cmd_, c.gx, c.gy, c.gz);
+}
+
+// Descriptor sets are made once per combination of views and kept until a view goes away: a
+// decode step binds a few hundred of them, and lavapipe builds a pushed set anew for every
+// dispatch (a page mapped, cleared and unmapped on its queue thread each time).
+VkDescriptorSet Context::views_set(const VkBufferView views[4]) {
+    const std::array<VkBufferView, 4> key{views[0], views[1], views[2], views[3]};
+    auto it = sets_.find(key);
+    if (it != sets_.end())
+        return it->second.set;
+    VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+    ai.descriptorSetCount = 1;
+    ai.pSetLayouts = &set_layout_;
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    VkResult r = VK_ERROR_OUT_OF_POOL_MEMORY;
+    if (!desc_pools_.empty()) {
+        ai.descriptorPool = desc_pools_.back();
+        r = vkAllocateDescriptorSets(dev_, &ai, &set);
+    }
+    if (r == VK_ERROR_OUT_OF_POOL_MEMORY || r == VK_ERROR_FRAGMENTED_POOL) {
+        constexpr uint32_t kSets = 256;
+        VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER, 4 * kSets};
+        VkDescriptorPoolCreateInfo pci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+        pci.flags = VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT;
+        pci.maxSets = kSets;
+        pci.poolSizeCount = 1;
+        pci.pPoolSizes = &ps;
+        VkDescriptorPool dp = VK_NULL_HANDLE;
+        vk_check(vkCreateDescriptorPool(dev_, &pci, nullptr, &dp), "vkCreateDescriptorPool");
+        desc_pools_.push_back(dp);
+        ai.descriptorPool = dp;
+        r = vkAllocateDescriptorSets(dev_, &ai, &set);
+    }
+    vk_check(r, "vkAllocateDescriptorSets");
+    VkWriteDescriptorSet wr[4]{};
+    for (uint32_t i = 0; i < 4; ++i) {
+        wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+        wr[i].dstSet = set;
+        wr[i].dstBinding = i;
+        wr[i].descriptorCount = 1;
+        wr[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
+        wr[i].pTexelBufferView = &views[i];
+    }
+    vkUpdateDescriptorSets(dev_, 4, wr, 0, nullptr);
+    sets_.emplace(key, SetEntry{set, ai.descriptorPool});
+    return set;
+}
+
+void Context::forget_sets(VkBufferView view) {
+    for (auto it = sets_.begin(); it != sets_.end();) {
+        if (std::find(it->first.begin(), it->first.end(), view) == it->first.end()) {
+            ++it;
+            continue;
+        }
+        vkFreeDescriptorSets(dev_, it->second.pool, 1, &it->second.set);
+        it = sets_.erase(it);
+    }
 }
 
 void Context::enqueue(const Command& c) {

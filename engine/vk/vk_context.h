@@ -8,6 +8,7 @@
 
 #include <vulkan/vulkan.h>
 
+#include <array>
 #include <map>
 #include <mutex>
 #include <string>
@@ -78,10 +79,11 @@ class Context {
     // recorded and starts a fresh recording.
     void dispatch(const std::string& pipeline, const void* push, uint32_t push_bytes, uint32_t gx,
                   uint32_t gy = 1, uint32_t gz = 1);
-    // Same, for shaders reading storage texel buffers: views[0..3] are pushed as set 0 bindings 0..3.
+    // Same, for shaders reading storage texel buffers: views[0..3] are bound as set 0
+    // bindings 0..3 (one descriptor set per combination of views, made on first use and kept).
     void dispatch_views(const std::string& pipeline, const void* push, uint32_t push_bytes,
                         const VkBufferView views[4], uint32_t gx, uint32_t gy = 1);
-    // Texel mode (CPU devices with VK_KHR_push_descriptor and RGBA32UI storage texel buffers;
+    // Texel mode (CPU devices with RGBA32UI storage texel buffers;
     // PREFIXD_VK_TEXEL=0 turns it off): every buffer gets an RGBA32UI view and matmuls read
     // through it (see shaders/matmul_tx.comp).
     bool texel() const { return texel_; }
@@ -151,6 +153,12 @@ class Context {
                                                        const VkDebugUtilsMessengerCallbackDataEXT* data,
                                                        void* user);
     void check_validation(); // throws if the layer reported an error
+    struct SetEntry {
+        VkDescriptorSet set;
+        VkDescriptorPool pool;
+    };
+    VkDescriptorSet views_set(const VkBufferView views[4]); // cached, made on first use
+    void forget_sets(VkBufferView view);                    // frees the sets holding view
     void emit(const Command& c);    // into cmd_ now
     void enqueue(const Command& c); // emit, or hold it until the phase ends (reorder_)
     void flush_held();              // the held commands, last first
@@ -185,7 +193,8 @@ class Context {
     Buffer staging_;
     bool profiling_ = false, lane_rows_ = false, texel_ = false, il_ok_ = false, il_ = false;
     VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
-    PFN_vkCmdPushDescriptorSetKHR push_desc_ = nullptr;
+    std::vector<VkDescriptorPool> desc_pools_;
+    std::map<std::array<VkBufferView, 4>, SetEntry> sets_; // views_set's cache
     std::map<uint64_t, std::pair<uint64_t, VkBufferView>> views_; // addr -> (size, view)
     std::map<std::string, double> prof_;
     std::map<std::string, uint64_t> prof_calls_;
