@@ -3,7 +3,8 @@
 // as fixed workgroups, every cell taken exactly once, and counters that stay correct past the
 // per-command-buffer supply. Context::set_reorder: a reader recorded after its writer without a
 // barrier runs first (so tests on lavapipe catch a barrier a GPU needs), with one it runs after.
-// PREFIXD_VK_VALIDATION=1: an invalid command makes the next submit throw.
+// PREFIXD_VK_VALIDATION=1: an invalid command makes the next submit throw. Cached descriptor sets
+// follow freed and remade buffers.
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_forward.h"
 #include "engine/vk/vk_weights.h"
@@ -183,4 +184,28 @@ TEST_CASE("validation mode: the layer's error about an invalid command makes the
     CHECK_NOTHROW(c->submit_wait());
     c->copy(b, 0, b, 16, 64); // overlapping regions of one buffer (VUID-VkBufferCopy-pRegions-00117)
     CHECK_THROWS_WITH_AS(c->submit_wait(), doctest::Contains("Vulkan validation"), EngineError);
+}
+
+TEST_CASE("descriptor sets of texel views: a buffer made after another one was freed is read, not the old one") {
+    REQUIRE(ctx().texel());
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const uint32_t n = 128;
+    GpuWeights gw(ctx());
+    auto A = make_tensor(GgmlType::Q8_0, n, n, 1, rng);
+    GpuTensor ga = gw.add(A.t, "A");
+    DevBuf y(n * 4);
+    for (int round = 0; round < 4; ++round) {
+        INFO("round " << round);
+        // a fresh x buffer each round (its view may get the handle of the one freed before it)
+        const auto xs = randv(n, rng);
+        DevBuf x(n * 4);
+        std::memcpy(x.as<float>(), xs.data(), n * 4);
+        dispatch_matmul(ctx(), ga, nullptr, push_for(x, y, n, n, 1), 1, true);
+        ctx().submit_wait();
+        std::vector<float> ref(n);
+        cpu::matmul(A.t, 0, xs.data(), ref.data(), 1);
+        CHECK(norm_err(y.as<float>(), ref.data(), n) < 1e-5);
+    }
 }

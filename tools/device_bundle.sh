@@ -2,7 +2,7 @@
 # Packs what a lent GPU machine needs to run the Vulkan engine's tests and benchmarks (it has no
 # package registry and none of our libraries): the built binaries, every shared library they load
 # beyond glibc/libstdc++ (the Vulkan loader included), glslangValidator for vk_matvec_bench, and
-# DeepSeek-V3's tokenizer.json for gen_model. One compressed archive, so that it travels with the
+# DeepSeek-V3's tokenizer.json for gen_model, and the Vulkan validation layer. One compressed archive, so that it travels with the
 # working tree (the device tool carries at most 64 MiB; ICU's data alone is 31 MB uncompressed).
 #
 #   tools/device_bundle.sh [BUILD_DIR] [OUT_DIR]     (defaults: build-vk .devbundle)
@@ -31,6 +31,16 @@ cp "$root/tools/vk_matvec_bench.comp" "$stage/"
 for f in "$stage"/bin/*; do ldd "$f"; done | awk '/=> \//{print $3}' | sort -u |
     grep -v -E '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+)\.so|/ld-linux' |
     while read -r l; do cp -L "$l" "$stage/lib/"; done
+# the Khronos validation layer (tools/setup.sh installs it), for device_run.sh's checked model test
+layer_json=/usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json
+layer_lib=$(ldconfig -p | awk '/libVkLayer_khronos_validation\.so /{print $NF; exit}')
+if [ -f "$layer_json" ] && [ -n "$layer_lib" ]; then
+    mkdir -p "$stage/layers"
+    cp "$layer_json" "$stage/layers/"
+    cp -L "$layer_lib" "$stage/lib/"
+else
+    echo "device_bundle: no Vulkan validation layer here (vulkan-validationlayers); bundling without it" >&2
+fi
 mkdir -p "$D"
 tar -C "$stage" -cJf "$D/bundle.tar.xz" .
 echo "device_bundle: $D/bundle.tar.xz ($(du -h "$D/bundle.tar.xz" | cut -f1))"

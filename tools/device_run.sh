@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs the Vulkan engine's checks and benchmarks from a bundle made by tools/device_bundle.sh, on a
 # machine without our build dependencies (a lent GPU machine; it also runs here on lavapipe):
-#   devices, the per-op and whole-model Vulkan tests against the CPU reference, prefixctl bench on
+#   devices, the per-op and whole-model Vulkan tests against the CPU reference (the latter again with
+#   reversed phases under the validation layer), prefixctl bench on
 #   the tiny models, and the V2-Lite shape in Q8_0 (a 4-layer cut in `quick`, all 27 layers in `full`;
 #   `smoke` stops after the tiny Q8_0 bench, to check a bundle).
 # Logs go to $OUT (the device tool's folder) or ./device-out.
@@ -48,6 +49,11 @@ export PREFIXD_TEST_MODELS=$models
 if [ "$mode" != smoke ]; then
     step test_vk_ops test_vk_ops
     step test_vk_model test_vk_model
+    # again with each phase's dispatches in reverse order (a missing barrier gives wrong logits on
+    # any device) under the validation layer (an error fails it), where the bundle carries it
+    if [ -f "$B/layers/VkLayer_khronos_validation.json" ]; then
+        VK_ADD_LAYER_PATH="$B/layers" PREFIXD_VK_REORDER=1 PREFIXD_VK_VALIDATION=1 step test_vk_model_checked test_vk_model
+    fi
 fi
 step bench_tiny_f32 prefixctl bench --model "$models/tiny-v2-f32.gguf" -p 64 -n 32 -r 3 --batch 8
 step bench_tiny_q8 prefixctl bench --model "$models/tiny-v2-q8_0.gguf" -p 64 -n 32 -r 3 --batch 8
