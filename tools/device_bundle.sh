@@ -24,6 +24,8 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
 for b in $bins; do cp "$B/bin/$b" "$stage/bin/"; done
+# debug info is most of a RelWithDebInfo binary's size; the device runs need none of it
+if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stage"/bin/*; fi
 cp "$glslang" "$stage/bin/"
 cp "$tok" "$stage/tokenizer.json"
 cp "$root/tools/vk_matvec_bench.comp" "$stage/"
@@ -33,7 +35,7 @@ for f in "$stage"/bin/*; do ldd "$f"; done | awk '/=> \//{print $3}' | sort -u |
     while read -r l; do cp -L "$l" "$stage/lib/"; done
 # the Khronos validation layer (tools/setup.sh installs it), for device_run.sh's checked model test
 layer_json=/usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json
-layer_lib=$(ldconfig -p | awk '/libVkLayer_khronos_validation\.so /{print $NF; exit}')
+layer_lib=$(find /usr/lib /usr/local/lib -name libVkLayer_khronos_validation.so -print -quit 2>/dev/null)
 if [ -f "$layer_json" ] && [ -n "$layer_lib" ]; then
     mkdir -p "$stage/layers"
     cp "$layer_json" "$stage/layers/"
