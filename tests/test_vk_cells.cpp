@@ -39,6 +39,14 @@ std::vector<float> reference(const Tensor& w, const std::vector<float>& xs, uint
     return ref;
 }
 
+// A random n x n Q8_0 matrix on the device
+struct SquareQ8 {
+    GpuWeights gw{ctx()};
+    prefixd::test::HostTensor a;
+    GpuTensor ga;
+    SquareQ8(uint32_t n, std::mt19937& rng) : a(make_tensor(GgmlType::Q8_0, n, n, 1, rng)), ga(gw.add(a.t, "A")) {}
+};
+
 MatmulPush push_for(const DevBuf& x, const DevBuf& y, uint32_t rows, uint32_t cols, uint32_t n_tok) {
     MatmulPush p{};
     p.x = x.addr();
@@ -134,27 +142,26 @@ TEST_CASE("barrier check: reversed phases make a missing barrier give wrong resu
     INFO("seed " << seed);
     std::mt19937 rng(seed);
     const uint32_t n = 256;
-    GpuWeights gw(ctx());
-    auto A = make_tensor(GgmlType::Q8_0, n, n, 1, rng);
-    GpuTensor ga = gw.add(A.t, "A");
+    SquareQ8 m(n, rng);
+    const Tensor& W = m.a.t;
     const auto xs = randv(n, rng), stale = randv(n, rng);
     DevBuf x(n * 4), y1(n * 4), y2(n * 4);
     std::memcpy(x.as<float>(), xs.data(), n * 4);
     // references: y2 = W (W x) with the barrier, W stale when the second matmul runs first
     std::vector<float> wx(n), wwx(n), wstale(n);
-    cpu::matmul(A.t, 0, xs.data(), wx.data(), 1);
-    cpu::matmul(A.t, 0, wx.data(), wwx.data(), 1);
-    cpu::matmul(A.t, 0, stale.data(), wstale.data(), 1);
+    cpu::matmul(W, 0, xs.data(), wx.data(), 1);
+    cpu::matmul(W, 0, wx.data(), wwx.data(), 1);
+    cpu::matmul(W, 0, stale.data(), wstale.data(), 1);
     const bool reorder_default = ctx().reorder();
     ctx().set_reorder(true);
     for (bool with_barrier : {false, true}) {
         INFO("barrier " << with_barrier);
         std::memcpy(y1.as<float>(), stale.data(), n * 4);
         std::memset(y2.as<float>(), 0, n * 4);
-        dispatch_matmul(ctx(), ga, nullptr, push_for(x, y1, n, n, 1), 1, true);  // y1 = W x
+        dispatch_matmul(ctx(), m.ga, nullptr, push_for(x, y1, n, n, 1), 1, true);  // y1 = W x
         if (with_barrier)
             ctx().barrier();
-        dispatch_matmul(ctx(), ga, nullptr, push_for(y1, y2, n, n, 1), 1, true); // y2 = W y1
+        dispatch_matmul(ctx(), m.ga, nullptr, push_for(y1, y2, n, n, 1), 1, true); // y2 = W y1
         ctx().submit_wait();
         CHECK(norm_err(y1.as<float>(), wx.data(), n) < 1e-5);
         if (with_barrier)
@@ -192,9 +199,7 @@ TEST_CASE("descriptor sets of texel views: a buffer made after another one was f
     INFO("seed " << seed);
     std::mt19937 rng(seed);
     const uint32_t n = 128;
-    GpuWeights gw(ctx());
-    auto A = make_tensor(GgmlType::Q8_0, n, n, 1, rng);
-    GpuTensor ga = gw.add(A.t, "A");
+    SquareQ8 m(n, rng);
     DevBuf y(n * 4);
     for (int round = 0; round < 4; ++round) {
         INFO("round " << round);
@@ -202,10 +207,10 @@ TEST_CASE("descriptor sets of texel views: a buffer made after another one was f
         const auto xs = randv(n, rng);
         DevBuf x(n * 4);
         std::memcpy(x.as<float>(), xs.data(), n * 4);
-        dispatch_matmul(ctx(), ga, nullptr, push_for(x, y, n, n, 1), 1, true);
+        dispatch_matmul(ctx(), m.ga, nullptr, push_for(x, y, n, n, 1), 1, true);
         ctx().submit_wait();
         std::vector<float> ref(n);
-        cpu::matmul(A.t, 0, xs.data(), ref.data(), 1);
+        cpu::matmul(m.a.t, 0, xs.data(), ref.data(), 1);
         CHECK(norm_err(y.as<float>(), ref.data(), n) < 1e-5);
     }
 }
