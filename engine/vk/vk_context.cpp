@@ -251,10 +251,6 @@ Context::Context(const std::string& sel) {
     e2.features.shaderInt64 = VK_TRUE;
     VkPhysicalDeviceProperties dprops;
     vkGetPhysicalDeviceProperties(pd_, &dprops);
-    uint32_t n_ext = 0;
-    vkEnumerateDeviceExtensionProperties(pd_, nullptr, &n_ext, nullptr);
-    std::vector<VkExtensionProperties> exts(n_ext);
-    vkEnumerateDeviceExtensionProperties(pd_, nullptr, &n_ext, exts.data());
     // texel mode reads weights, x and norm through RGBA32UI storage texel buffers (imageLoad: on
     // llvmpipe a fetch routine that returns in registers, unlike texelFetch's; BENCHMARKS.md ninth round)
     VkFormatProperties fp{};
