@@ -25,7 +25,7 @@ static_assert(sizeof(AttnPush) == 6 * 8 + 12 * 4, "AttnPush layout");
 static_assert(sizeof(AttnTiledPush) == 9 * 8 + 14 * 4, "AttnTiledPush layout");
 static_assert(sizeof(CombinePush) == 3 * 8 + 4 * 4, "CombinePush layout");
 static_assert(sizeof(RoutePush) == 5 * 8 + 8 * 4, "RoutePush layout");
-static constexpr uint32_t kPushBytes = 128;
+constexpr uint32_t kPushBytes = Context::kPushBytes;
 static_assert(sizeof(MatmulPush) <= kPushBytes && sizeof(AttnPush) <= kPushBytes &&
               sizeof(AttnTiledPush) <= kPushBytes);
 
@@ -541,7 +541,7 @@ void Context::record(const std::string& name, const void* push, uint32_t bytes, 
     if (gx > limits_.max_groups_x || gy > limits_.max_groups_y || gz > limits_.max_groups_z)
         throw EngineError("Vulkan: dispatch of " + name + " exceeds maxComputeWorkGroupCount");
     if (bytes > sizeof c.push)
-        throw EngineError("Vulkan: push constants of " + name + " exceed 128 bytes");
+        throw EngineError("Vulkan: push constants of " + name + " exceed " + std::to_string(kPushBytes) + " bytes");
     std::memcpy(c.push, push, bytes);
     c.push_bytes = bytes;
     c.has_views = views != nullptr;

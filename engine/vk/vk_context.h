@@ -58,6 +58,7 @@ struct DeviceLimits {
 
 class Context {
   public:
+    static constexpr uint32_t kPushBytes = 128; // the pipeline layout's push-constant range
     explicit Context(const std::string& device_sel); // "" = best; index or name substring
     ~Context();
     Context(const Context&) = delete;
@@ -135,7 +136,7 @@ class Context {
     // One recorded command: a dispatch (pipe set) or a buffer copy (pipe null).
     struct Command {
         VkPipeline pipe = VK_NULL_HANDLE;
-        uint8_t push[128];
+        uint8_t push[kPushBytes];
         uint32_t push_bytes = 0;
         bool has_views = false;
         VkBufferView views[4];
