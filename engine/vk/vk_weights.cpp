@@ -7,7 +7,11 @@
 #include "vk_kquant.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 namespace prefixd::vk {
 
@@ -151,6 +155,35 @@ void GpuWeights::plan_chunks() {
     }
 }
 
+// Runs fn(task, scratch) for every task in [0, n) on up to hardware_concurrency() threads, the
+// caller's included; each thread has its own scratch. The first exception is rethrown.
+template <class F> static void parallel_tasks(uint64_t n, F&& fn) {
+    const uint64_t threads = std::min<uint64_t>({n, std::max(1u, std::thread::hardware_concurrency()), 32});
+    std::atomic<uint64_t> next{0};
+    std::mutex m;
+    std::exception_ptr err;
+    auto work = [&] {
+        std::vector<uint8_t> scratch;
+        try {
+            for (uint64_t t; (t = next++) < n;)
+                fn(t, scratch);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(m);
+            if (!err)
+                err = std::current_exception();
+            next = n;
+        }
+    };
+    std::vector<std::thread> pool;
+    for (uint64_t i = 1; i < threads; ++i)
+        pool.emplace_back(work);
+    work();
+    for (auto& th : pool)
+        th.join();
+    if (err)
+        std::rethrow_exception(err);
+}
+
 GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32, bool allow_il) {
     GpuTensor g;
     if (!t)
@@ -178,28 +211,73 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32, bool a
     }
     const Slot slot = placement_.empty() ? alloc(total) : placement_.at(next_slot_++);
     used_ += total;
-    std::vector<uint8_t> tmp(total), padded, plain(g.il ? packed_mat_bytes(g.type, prow, g.cols) : 0);
-    for (uint64_t m = 0; m < g.n_mat; ++m) {
-        const uint8_t* src = t.data + m * t.mat_bytes();
-        uint8_t* dst = tmp.data() + m * g.mat_stride;
-        if (as_f32) {
-            for (uint64_t r = 0; r < g.rows; ++r)
-                cpu::dequantize_row(t.type, src + r * t.row_bytes(),
-                                    reinterpret_cast<float*>(dst) + r * g.cols, g.cols);
-        } else if (g.il) {
-            if (prow != g.rows) { // zero-padded GGUF rows (all-zero blocks decode to 0)
-                padded.assign(prow * t.row_bytes(), 0);
-                std::memcpy(padded.data(), src, g.rows * t.row_bytes());
-                src = padded.data();
-            }
-            repack(g.type, src, prow, g.cols, plain.data());
-            interleave_rows(g.type, plain.data(), prow, g.cols, dst);
-        } else {
-            repack(g.type, src, g.rows, g.cols, dst);
+
+    // Written straight into mapped device memory (CPU drivers, host-visible VRAM), else into a
+    // host buffer kept for the next tensor and uploaded. Every write to the destination is a
+    // sequential run: each task builds its rows in its own scratch first.
+    const Buffer& chunk = chunks_.at(slot.chunk);
+    uint8_t* base = nullptr;
+    if (chunk.map()) {
+        base = static_cast<uint8_t*>(chunk.map()) + slot.off;
+    } else {
+        if (host_cap_ < total) {
+            host_.reset();
+            host_.reset(new uint8_t[total]);
+            host_cap_ = total;
         }
+        base = host_.get();
     }
-    ctx_.upload(chunks_.at(slot.chunk), slot.off, tmp.data(), total);
-    g.addr = chunks_[slot.chunk].addr() + slot.off;
+    // The destination's row layout: scaled types keep their quants (all rows) then their scales
+    // (all rows, f32 per block plain, f16 texels per 8 blocks and 8 rows interleaved).
+    const bool scaled = !as_f32 && (g.type == GgmlType::Q8_0 || g.type == GgmlType::Q4_0);
+    const uint64_t nbr = g.cols / 32, nb8 = (nbr + 7) / 8;
+    const uint64_t qrow = scaled ? (g.type == GgmlType::Q8_0 ? g.cols : g.cols / 2)
+                          : is_kquant(g.type) ? kquant_row_bytes(g.type, g.cols)
+                                              : g.cols * (g.type == GgmlType::F32 ? 4 : 2);
+    // scale bytes of `rows` rows starting at row r (a multiple of 8 when interleaved)
+    auto scale_bytes = [&](uint64_t rows) { return g.il ? rows / 8 * nb8 * 128 : rows * nbr * 4; };
+    const uint64_t src_row = t.row_bytes();
+    const uint64_t rows_per_task = g.il ? std::max<uint64_t>(8, ((1u << 20) / src_row) & ~uint64_t(7))
+                                        : std::max<uint64_t>(1, (1u << 20) / src_row);
+    const uint64_t tasks_per_mat = (prow + rows_per_task - 1) / rows_per_task;
+    parallel_tasks(g.n_mat * tasks_per_mat, [&](uint64_t task, std::vector<uint8_t>& scratch) {
+        const uint64_t m = task / tasks_per_mat;
+        const uint64_t r0 = task % tasks_per_mat * rows_per_task, r1 = std::min(prow, r0 + rows_per_task);
+        const uint64_t n = r1 - r0, real = r1 <= g.rows ? n : g.rows - r0; // rows past g.rows: zero
+        const uint8_t* src = t.data + m * t.mat_bytes() + r0 * src_row;
+        uint8_t* dst = base + m * g.mat_stride;
+        const uint64_t out_bytes = n * qrow + (scaled ? scale_bytes(n) : 0);
+        const uint64_t plain_bytes = g.il ? packed_mat_bytes(g.type, n, g.cols) : 0; // repacked, not interleaved
+        const uint64_t pad_bytes = (n * src_row + 63) & ~uint64_t(63); // keeps plain and out aligned
+        scratch.resize(pad_bytes + plain_bytes + out_bytes);
+        uint8_t* padded = scratch.data();
+        uint8_t* plain = padded + pad_bytes;
+        uint8_t* out = plain + plain_bytes;
+        if (real < n) { // zero-padded GGUF rows (all-zero blocks decode to 0)
+            std::memcpy(padded, src, real * src_row);
+            std::memset(padded + real * src_row, 0, (n - real) * src_row);
+            src = padded;
+        }
+        if (as_f32) {
+            for (uint64_t r = 0; r < n; ++r)
+                cpu::dequantize_row(t.type, src + r * src_row, reinterpret_cast<float*>(out) + r * g.cols, g.cols);
+        } else if (g.il) {
+            repack(g.type, src, n, g.cols, plain);
+            interleave_rows(g.type, plain, n, g.cols, out);
+        } else {
+            repack(g.type, src, n, g.cols, out);
+        }
+        std::memcpy(dst + r0 * qrow, out, n * qrow);
+        if (scaled)
+            std::memcpy(dst + prow * qrow + scale_bytes(r0), out + n * qrow, scale_bytes(n));
+        if (r1 == prow) { // the matrix's rounding to 16 bytes
+            const uint64_t end = prow * qrow + (scaled ? scale_bytes(prow) : 0);
+            std::memset(dst + end, 0, g.mat_stride - end);
+        }
+    });
+    if (!chunk.map())
+        ctx_.upload(chunk, slot.off, host_.get(), total);
+    g.addr = chunk.addr() + slot.off;
     return g;
 }
 
@@ -210,6 +288,8 @@ GpuWeights::GpuWeights(Context& ctx, const Model& model, bool verbose) : ctx_(ct
     layers_.clear();
     plan_chunks();
     add_model(model, verbose);
+    host_.reset();
+    host_cap_ = 0;
 }
 
 void GpuWeights::add_model(const Model& model, bool verbose) {

@@ -5,6 +5,8 @@
 
 #include "vk_context.h"
 
+#include <memory>
+
 namespace prefixd::vk {
 
 struct GpuTensor {
@@ -67,6 +69,8 @@ class GpuWeights {
     std::vector<uint64_t> plan_sizes_; // per add() call with a tensor, in call order
     std::vector<Slot> placement_;      // where each of those goes (empty: alloc() on demand)
     size_t next_slot_ = 0;
+    std::unique_ptr<uint8_t[]> host_; // add()'s upload buffer where chunks are not mapped
+    uint64_t host_cap_ = 0;
     GpuTensor token_embd_, output_norm_, output_;
     std::vector<GpuLayer> layers_;
 };
