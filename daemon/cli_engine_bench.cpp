@@ -69,7 +69,9 @@ void do_bench(const BenchArgs& a) {
     o.max_ctx = std::max(a.p, a.batch_prompt) + a.n + 8;
     o.max_batch_rows = std::max({a.p, a.batch, a.batch_prompt * a.batch});
     o.warm_up = true; // measure steady state, as a server after READY: no shader compiles in the timings
+    const double load_t0 = now();
     auto eng = Engine::open(o);
+    const double load_s = now() - load_t0; // mmap, weight upload, warm-up (shader compiles, self-check)
     Backend& b = eng->backend();
     const uint32_t V = eng->config().n_vocab;
     std::mt19937 rng(42);
@@ -138,7 +140,8 @@ void do_bench(const BenchArgs& a) {
                             {"pp_tokens_per_cpu_s", pp_cpu.median()},
                             {"tg_tokens_per_cpu_s", tg_cpu.median()},
                             {"tg_batch_tokens_per_cpu_s", tgb_cpu.median()},
-                            {"peak_device_memory_bytes", b.peak_device_memory()}};
+                            {"peak_device_memory_bytes", b.peak_device_memory()},
+                            {"load_s", load_s}};
         std::printf("%s\n", j.dump().c_str());
         return;
     }
@@ -153,6 +156,7 @@ void do_bench(const BenchArgs& a) {
     if (a.batch > 1)
         line(("decode x" + std::to_string(a.batch) + " sequences (aggregate)").c_str(), tgb, tgb_cpu);
     std::printf("peak device memory %.1f MiB\n", double(b.peak_device_memory()) / (1 << 20));
+    std::printf("model load %.1f s (weights to the device, warm-up)\n", load_s);
 }
 
 void register_bench(CLI::App& app, const Globals&) {

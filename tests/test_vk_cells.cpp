@@ -4,7 +4,8 @@
 // per-command-buffer supply. Context::set_reorder: a reader recorded after its writer without a
 // barrier runs first (so tests on lavapipe catch a barrier a GPU needs), with one it runs after.
 // PREFIXD_VK_VALIDATION=1: an invalid command makes the next submit throw. Cached descriptor sets
-// follow freed and remade buffers.
+// follow freed and remade buffers. Memory types per MemUse on the device kinds we target, and
+// uploads to unmapped device memory.
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_forward.h"
 #include "engine/vk/vk_weights.h"
@@ -213,4 +214,77 @@ TEST_CASE("descriptor sets of texel views: a buffer made after another one was f
         cpu::matmul(m.a.t, 0, xs.data(), ref.data(), 1);
         CHECK(norm_err(y.as<float>(), ref.data(), n) < 1e-5);
     }
+}
+
+namespace {
+
+// A memory-properties table: heaps (size, device-local) and types (flags, heap).
+VkPhysicalDeviceMemoryProperties memory_table(std::vector<std::pair<VkDeviceSize, bool>> heaps,
+                                              std::vector<std::pair<VkMemoryPropertyFlags, uint32_t>> types) {
+    VkPhysicalDeviceMemoryProperties mp{};
+    mp.memoryHeapCount = uint32_t(heaps.size());
+    for (size_t h = 0; h < heaps.size(); ++h) {
+        mp.memoryHeaps[h].size = heaps[h].first;
+        mp.memoryHeaps[h].flags = heaps[h].second ? VK_MEMORY_HEAP_DEVICE_LOCAL_BIT : 0;
+    }
+    mp.memoryTypeCount = uint32_t(types.size());
+    for (size_t t = 0; t < types.size(); ++t)
+        mp.memoryTypes[t] = {types[t].first, types[t].second};
+    return mp;
+}
+
+using V = std::vector<uint32_t>;
+constexpr VkMemoryPropertyFlags DL = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, HV = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT,
+                                HC = VK_MEMORY_PROPERTY_HOST_COHERENT_BIT, CA = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+constexpr VkDeviceSize GiB = 1ull << 30;
+
+} // namespace
+
+TEST_CASE("memory types: weights stay out of a small BAR window, readbacks go to host-cached memory") {
+    SUBCASE("CPU driver (lavapipe): one heap, one type for everything") {
+        const auto mp = memory_table({{16 * GiB, true}}, {{DL | HV | HC | CA, 0}});
+        for (MemUse u : {MemUse::Device, MemUse::Host, MemUse::Readback})
+            CHECK(memory_type_order(mp, ~0u, u) == V{0});
+    }
+    SUBCASE("discrete GPU without resizable BAR: VRAM, system memory, a 256 MiB BAR window") {
+        const auto mp = memory_table({{80 * GiB, true}, {64 * GiB, false}, {GiB / 4, true}},
+                                     {{0, 1}, {DL, 0}, {HV | HC, 1}, {HV | HC | CA, 1}, {DL | HV | HC, 2}});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Device) == V{1, 4}); // the window only when VRAM is full
+        CHECK(memory_type_order(mp, ~0u, MemUse::Host) == V{4, 2, 3});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Readback) == V{3, 2, 4});
+        CHECK(memory_type_order(mp, ~0u & ~(1u << 1), MemUse::Device) == V{4}); // as the buffer allows
+    }
+    SUBCASE("discrete GPU with resizable BAR: all of VRAM host-visible") {
+        const auto mp = memory_table({{24 * GiB, true}, {64 * GiB, false}},
+                                     {{DL, 0}, {HV | HC, 1}, {HV | HC | CA, 1}, {DL | HV | HC, 0}});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Device) == V{3, 0});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Host) == V{3, 1, 2});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Readback) == V{2, 1, 3});
+    }
+    SUBCASE("integrated GPU: one shared heap") {
+        const auto mp = memory_table({{8 * GiB, true}}, {{DL, 0}, {DL | HV | HC, 0}, {DL | HV | HC | CA, 0}});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Device) == V{1, 2, 0});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Host) == V{1, 2});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Readback) == V{2, 1});
+    }
+    SUBCASE("no allowed type") {
+        const auto mp = memory_table({{8 * GiB, true}}, {{DL, 0}});
+        CHECK(memory_type_order(mp, ~0u, MemUse::Host).empty());
+        CHECK(memory_type_order(mp, 0u, MemUse::Device).empty());
+    }
+}
+
+TEST_CASE("unmapped device buffers (a discrete GPU's VRAM) take uploads through staging copies") {
+    std::mt19937 rng(fresh_seed());
+    const auto data = randv(17u << 20, rng, 1.0f); // 68 MiB: two chunks of the 64 MiB staging buffer
+    ctx().set_map_device(false);
+    Buffer dev = ctx().create_buffer(data.size() * 4 + 64, MemUse::Device);
+    ctx().set_map_device(true);
+    CHECK(dev.map() == nullptr);
+    ctx().upload(dev, 64, data.data(), data.size() * 4);
+    Buffer back = ctx().create_buffer(data.size() * 4, MemUse::Readback);
+    REQUIRE(back.map() != nullptr);
+    ctx().copy(dev, 64, back, 0, data.size() * 4);
+    ctx().submit_wait();
+    CHECK(std::memcmp(back.map(), data.data(), data.size() * 4) == 0);
 }

@@ -26,9 +26,12 @@ prefixd_vk_variant(test_vk_model_attn_wg test_vk_model MODELS ENV PREFIXD_VK_ATT
 # CI has no GPU. PREFIXD_VK_REORDER=1 (engine/vk/vk_context.h set_reorder) reverses the dispatches
 # between two barriers, so a barrier the GPU path lacks shows here as logits unlike the reference,
 # and PREFIXD_VK_VALIDATION=1 runs it under the Khronos validation layer (an error fails the test).
+# Memory as on a discrete GPU: weights uploaded through staging copies (PREFIXD_VK_MAP_DEVICE=0)
+# and logits copied to host-cached memory before the host reads them (PREFIXD_VK_READBACK=1).
 set(PREFIXD_GPU_PATH PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1)
 prefixd_vk_variant(test_vk_model_gpu_path test_vk_model MODELS
-                   ENV ${PREFIXD_GPU_PATH} PREFIXD_VK_REORDER=1 PREFIXD_VK_VALIDATION=1)
+                   ENV ${PREFIXD_GPU_PATH} PREFIXD_VK_REORDER=1 PREFIXD_VK_VALIDATION=1
+                       PREFIXD_VK_MAP_DEVICE=0 PREFIXD_VK_READBACK=1)
 # The default (CPU-driver) kernels with their phases reversed alike: their barriers too.
 prefixd_vk_variant(test_vk_model_reorder test_vk_model MODELS ENV PREFIXD_VK_REORDER=1)
 # Every per-op kernel test under the validation layer, on the CPU-driver (texel) path.

@@ -326,6 +326,16 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
     auto* host = static_cast<uint8_t*>(scratch_.map());
     if (!host)
         throw EngineError("Vulkan: scratch buffer is not host-visible");
+    static const bool force_readback = [] {
+        const char* e = std::getenv("PREFIXD_VK_READBACK");
+        return e && *e == '1';
+    }();
+    const uint64_t logit_bytes = uint64_t(L) * cfg_.n_vocab * 4;
+    const bool readback = L > 0 && (force_readback || !scratch_.host_cached());
+    if (readback && readback_.size() < logit_bytes) {
+        readback_ = Buffer();
+        readback_ = ctx_->create_buffer(logit_bytes + logit_bytes / 4, MemUse::Readback);
+    }
     // Inputs: embeddings (token_embd rows dequantised on the host, or given rows), row infos.
     float* x = reinterpret_cast<float*>(host + s.x);
     uint32_t* rows = reinterpret_cast<uint32_t*>(host + s.rows);
@@ -376,6 +386,10 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
             const uint64_t gmap_addr = base_ + (reinterpret_cast<uint8_t*>(gmap) - host);
             matmul(w_->output(), nullptr, base_ + s.x, base_ + s.logits, 0, H, cfg_.n_vocab,
                    MM_NORM_X | MM_MAP, w_->output_norm().addr, gmap_addr, 1);
+            if (readback) {
+                ctx_->barrier();
+                ctx_->copy(scratch_, s.logits, readback_, 0, logit_bytes);
+            }
         }
         ctx_->submit_wait();
     } catch (...) {
@@ -383,7 +397,8 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
         throw;
     }
     // Outputs: logits rows and log-probabilities of the targets (log-softmax on the host).
-    const float* logits = reinterpret_cast<const float*>(host + s.logits);
+    const float* logits = readback ? static_cast<const float*>(readback_.map())
+                                   : reinterpret_cast<const float*>(host + s.logits);
     std::vector<ItemOutput> out(batch.size());
     lrow = 0;
     for (size_t i = 0; i < batch.size(); ++i) {

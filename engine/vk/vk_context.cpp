@@ -42,6 +42,7 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
         buf_ = o.buf_;
         mem_ = o.mem_;
         map_ = o.map_;
+        cached_ = o.cached_;
         view_ = o.view_;
         size_ = o.size_;
         addr_ = o.addr_;
@@ -49,6 +50,7 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
         o.buf_ = VK_NULL_HANDLE;
         o.mem_ = VK_NULL_HANDLE;
         o.map_ = nullptr;
+        o.cached_ = false;
         o.view_ = VK_NULL_HANDLE;
         o.size_ = 0;
         o.addr_ = 0;
@@ -323,6 +325,8 @@ Context::Context(const std::string& sel) {
     prof_shapes_ = profiling_ && std::strcmp(prof, "shapes") == 0;
     const char* reorder = std::getenv("PREFIXD_VK_REORDER");
     reorder_ = reorder && *reorder == '1';
+    const char* map_dev = std::getenv("PREFIXD_VK_MAP_DEVICE");
+    map_device_ = !(map_dev && *map_dev == '0');
 }
 
 Context::~Context() {
@@ -393,7 +397,42 @@ VkPipeline Context::pipeline(const std::string& name) {
     return pipelines_[name] = make_pipeline(name.c_str(), 0);
 }
 
-Buffer Context::create_buffer(uint64_t bytes, bool host) {
+std::vector<uint32_t> memory_type_order(const VkPhysicalDeviceMemoryProperties& mp, uint32_t type_bits,
+                                        MemUse use) {
+    constexpr VkMemoryPropertyFlags DL = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT,
+                                    HV = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT,
+                                    HC = VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                                    CACHED = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+    uint32_t big = 0; // the largest device-local heap
+    VkDeviceSize big_size = 0;
+    for (uint32_t h = 0; h < mp.memoryHeapCount; ++h)
+        if ((mp.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && mp.memoryHeaps[h].size > big_size) {
+            big = h;
+            big_size = mp.memoryHeaps[h].size;
+        }
+    std::vector<std::pair<int, uint32_t>> ranked; // (rank, type)
+    for (uint32_t i = 0; i < mp.memoryTypeCount; ++i) {
+        const VkMemoryPropertyFlags f = mp.memoryTypes[i].propertyFlags;
+        if (!(type_bits & (1u << i)))
+            continue;
+        int rank = -1;
+        if (use == MemUse::Device) {
+            if (f & DL)
+                rank = !(f & HV) ? 1 : mp.memoryTypes[i].heapIndex == big ? 0 : 2;
+        } else if ((f & (HV | HC)) == (HV | HC)) {
+            rank = use == MemUse::Host ? ((f & DL) ? 0 : 1) : (f & CACHED) ? 0 : (f & DL) ? 2 : 1;
+        }
+        if (rank >= 0)
+            ranked.push_back({rank, i});
+    }
+    std::stable_sort(ranked.begin(), ranked.end(), [](auto& a, auto& b) { return a.first < b.first; });
+    std::vector<uint32_t> order;
+    for (auto& r : ranked)
+        order.push_back(r.second);
+    return order;
+}
+
+Buffer Context::create_buffer(uint64_t bytes, MemUse use) {
     bytes = std::max<uint64_t>(bytes, 256);
     if (bytes > limits_.max_alloc)
         throw EngineError("Vulkan: buffer of " + std::to_string(bytes) +
@@ -412,39 +451,32 @@ Buffer Context::create_buffer(uint64_t bytes, bool host) {
     vk_check(vkCreateBuffer(dev_, &bci, nullptr, &b.buf_), "vkCreateBuffer");
     VkMemoryRequirements mr;
     vkGetBufferMemoryRequirements(dev_, b.buf_, &mr);
-    const VkMemoryPropertyFlags want =
-        host ? (VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
-             : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
-    int pick = -1;
-    for (int pass = 0; pass < 2 && pick < 0; ++pass)
-        for (uint32_t i = 0; i < memprops_.memoryTypeCount; ++i) {
-            VkMemoryPropertyFlags f = memprops_.memoryTypes[i].propertyFlags;
-            if (!(mr.memoryTypeBits & (1u << i)) || (f & want) != want)
-                continue;
-            // First pass: host buffers prefer device-local too; device buffers prefer host-visible
-            // (direct upload on UMA/CPU devices).
-            VkMemoryPropertyFlags extra =
-                host ? VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT : VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT;
-            if (pass == 0 && !(f & extra))
-                continue;
-            pick = int(i);
-            break;
-        }
-    if (pick < 0)
+    const std::vector<uint32_t> order = memory_type_order(memprops_, mr.memoryTypeBits, use);
+    if (order.empty())
         throw EngineError("Vulkan: no suitable memory type");
     VkMemoryAllocateFlagsInfo mafi{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
     mafi.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
     VkMemoryAllocateInfo mai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
     mai.pNext = &mafi;
     mai.allocationSize = mr.size;
-    mai.memoryTypeIndex = uint32_t(pick);
-    VkResult r = vkAllocateMemory(dev_, &mai, nullptr, &b.mem_);
+    VkResult r = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    uint32_t pick = 0;
+    for (uint32_t t : order) { // a full heap: the next type
+        pick = t;
+        mai.memoryTypeIndex = t;
+        r = vkAllocateMemory(dev_, &mai, nullptr, &b.mem_);
+        if (r != VK_ERROR_OUT_OF_DEVICE_MEMORY && r != VK_ERROR_OUT_OF_HOST_MEMORY)
+            break;
+    }
     if (r != VK_SUCCESS)
         throw EngineError("Vulkan: out of device memory allocating " + std::to_string(bytes) +
                           " bytes (VkResult " + std::to_string(int(r)) + ")");
     vk_check(vkBindBufferMemory(dev_, b.buf_, b.mem_, 0), "vkBindBufferMemory");
-    if (memprops_.memoryTypes[pick].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)
+    const VkMemoryPropertyFlags flags = memprops_.memoryTypes[pick].propertyFlags;
+    if ((flags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) && (use != MemUse::Device || map_device_)) {
         vk_check(vkMapMemory(dev_, b.mem_, 0, VK_WHOLE_SIZE, 0, &b.map_), "vkMapMemory");
+        b.cached_ = (flags & VK_MEMORY_PROPERTY_HOST_CACHED_BIT) != 0;
+    }
     VkBufferDeviceAddressInfo ai{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
     ai.buffer = b.buf_;
     b.addr_ = vkGetBufferDeviceAddress(dev_, &ai);

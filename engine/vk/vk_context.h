@@ -21,6 +21,27 @@ void vk_check(VkResult r, const char* what);
 
 class Context;
 
+// What a buffer is for; it decides the buffer's memory type (memory_type_order).
+enum class MemUse {
+    Device,   // device-local: weights, KV caches
+    Host,     // host-visible and coherent, device-local where there is such memory: activations
+    Readback, // host-visible and coherent, host-cached where there is such memory: results read
+};
+
+// The memory types (indices into mp) a buffer for `use` may take, best first; create_buffer tries
+// them in this order until one allocation succeeds, so a full heap falls through to the next.
+// - Device: device-local types only. A host-visible one first where it lives on the largest
+//   device-local heap (CPU drivers, integrated GPUs, resizable BAR: uploads write it directly).
+//   A host-visible window on a smaller heap (the 256 MiB BAR of a discrete GPU without resizable
+//   BAR) comes last: weights would fill the window that the activations and other programs use.
+// - Host: host-visible and coherent; device-local first (the device reads activations at its
+//   own memory's speed), then system memory.
+// - Readback: host-visible and coherent; host-cached first (reads of uncached device memory over
+//   PCIe run at a few MB/s), then the others, system memory before device memory.
+// Within a rank the driver's order (the spec orders types of equal flags by performance).
+std::vector<uint32_t> memory_type_order(const VkPhysicalDeviceMemoryProperties& mp, uint32_t type_bits,
+                                        MemUse use);
+
 // A buffer with its own memory, always created with a device address. Host-visible buffers stay
 // mapped. Move-only; frees itself.
 class Buffer {
@@ -34,6 +55,7 @@ class Buffer {
     uint64_t addr() const { return addr_; }
     uint64_t size() const { return size_; }
     void* map() const { return map_; }
+    bool host_cached() const { return cached_; } // mapped memory the host reads at cache speed
     VkBufferView view() const { return view_; } // RGBA32UI texel view (texel mode only)
     explicit operator bool() const { return buf_ != VK_NULL_HANDLE; }
 
@@ -43,6 +65,7 @@ class Buffer {
     VkBuffer buf_ = VK_NULL_HANDLE;
     VkDeviceMemory mem_ = VK_NULL_HANDLE;
     void* map_ = nullptr;
+    bool cached_ = false;
     VkBufferView view_ = VK_NULL_HANDLE;
     uint64_t size_ = 0, addr_ = 0;
 };
@@ -66,8 +89,14 @@ class Context {
     const std::string& device_name() const { return name_; }
     const std::string& driver_info() const { return driver_; } // e.g. "Mesa 25.0.7" (may be empty)
     const DeviceLimits& limits() const { return limits_; }
-    // host: host-visible, coherent, mapped (activations, I/O). Otherwise device-local (weights).
-    Buffer create_buffer(uint64_t bytes, bool host);
+    // A buffer for `use` (MemUse); Host and Readback buffers are mapped, Device ones where their
+    // memory is host-visible (unless set_map_device(false)).
+    Buffer create_buffer(uint64_t bytes, MemUse use);
+    // host: MemUse::Host, else MemUse::Device.
+    Buffer create_buffer(uint64_t bytes, bool host) { return create_buffer(bytes, host ? MemUse::Host : MemUse::Device); }
+    // Tests (PREFIXD_VK_MAP_DEVICE=0): device buffers stay unmapped even in host-visible memory,
+    // so uploads take the staging copies of a discrete GPU.
+    void set_map_device(bool v) { map_device_ = v; }
     // Copies bytes into a buffer (mapped write when host-visible, else through a staging buffer).
     void upload(const Buffer& dst, uint64_t off, const void* src, uint64_t bytes);
     uint64_t allocated_bytes() const { return allocated_; }
@@ -184,6 +213,7 @@ class Context {
     VkPipelineLayout layout_ = VK_NULL_HANDLE;
     std::map<std::string, VkPipeline> pipelines_;
     bool recording_ = false, dirty_ = false;
+    bool map_device_ = true;
     static constexpr uint32_t kCellCounters = 4096;
     Buffer counters_;              // kCellCounters uints, zeroed per command buffer on first use
     uint32_t counter_next_ = 0;    // next unused counter in the recording

@@ -108,6 +108,9 @@ class VulkanBackend final : public Backend {
     bool device_group_ = false; // multi-row steps group MoE slots on the device (PREFIXD_VK_DEVICE_GROUP=0|1)
     uint32_t attn_keys_ = 0, attn_kc_ = 0, attn_passes_ = 1; // this step's keys (max over rows), pass size
     Buffer scratch_;
+    // The step's logits copied out of scratch_ where its memory is not host-cached (device memory
+    // behind a PCIe BAR reads at a few MB/s); PREFIXD_VK_READBACK=1 copies always (tests).
+    Buffer readback_;
     uint64_t base_ = 0; // scratch_.addr()
 };
 
