@@ -249,7 +249,7 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32, bool a
     const uint64_t qrow = scaled ? (g.type == GgmlType::Q8_0 ? g.cols : g.cols / 2)
                           : is_kquant(g.type) ? kquant_row_bytes(g.type, g.cols)
                                               : g.cols * (g.type == GgmlType::F32 ? 4 : 2);
-    // scale bytes of `rows` rows starting at row r (a multiple of 8 when interleaved)
+    // scale bytes of `rows` rows (a multiple of 8 when interleaved)
     auto scale_bytes = [&](uint64_t rows) { return g.il ? rows / 8 * nb8 * 128 : rows * nbr * 4; };
     const uint64_t src_row = t.row_bytes();
     const uint64_t rows_per_task = g.il ? std::max<uint64_t>(8, ((1u << 20) / src_row) & ~uint64_t(7))
