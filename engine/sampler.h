@@ -26,6 +26,10 @@ class Sampler {
     std::vector<std::pair<float, int32_t>> scratch_;
 };
 
+// The ids a sample() with p draws from, ascending: the top_k highest logits (all where 0), then
+// of those the smallest set of the highest (lower id first on ties) whose softmax mass at
+// p.temperature reaches p.top_p. Greedy parameters: the argmax alone.
+std::vector<int32_t> sampling_candidates(std::span<const float> logits, const SamplingParams& p);
 // log-softmax of logits evaluated at `target` (numerically stable).
 float log_prob(std::span<const float> logits, int32_t target);
 // Top n (id, logit) pairs, highest first.

@@ -1,11 +1,14 @@
 // Sampler: greedy, determinism per seed, top-k/top-p restriction, frequencies near the softmax,
+// the candidate set against a full sort on fresh random logits (with ties),
 // log_prob and top_logits.
 #include "engine/sampler.h"
 
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <random>
 
 using namespace prefixd;
 
@@ -67,4 +70,86 @@ TEST_CASE("log_prob and top_logits") {
     CHECK(t[0].first == 2);
     CHECK(t[1].first == 1);
     CHECK(top_logits(l, 10).size() == 3);
+}
+
+TEST_CASE("sampling candidates equal the prefix of a full sort, on fresh random logits with ties") {
+    const uint32_t seed = std::random_device{}();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    for (int trial = 0; trial < 300; ++trial) {
+        const size_t n = 1 + rng() % 3000;
+        std::vector<float> l(n);
+        const bool ties = trial % 3 == 0; // few distinct values: many equal weights
+        for (auto& v : l)
+            v = ties ? std::round(nd(rng)) : nd(rng);
+        SamplingParams p;
+        p.temperature = 0.2f + float(rng() % 1000) / 500.0f;
+        p.top_k = trial % 4 == 1 ? uint32_t(1 + rng() % n) : 0;
+        p.top_p = trial % 5 == 2 ? 1.0f : float(rng() % 1000 + 1) / 1000.0f;
+        INFO("trial " << trial << " n " << n << " T " << p.temperature << " top_k " << p.top_k << " top_p "
+                      << p.top_p);
+        // reference: everything sorted (by logit for top-k, then by weight), prefix by cumulative mass
+        std::vector<std::pair<float, int32_t>> c(n);
+        float mx = -INFINITY;
+        for (size_t i = 0; i < n; ++i) {
+            c[i] = {l[i] / p.temperature, int32_t(i)};
+            mx = std::max(mx, c[i].first);
+        }
+        auto ahead = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+        std::sort(c.begin(), c.end(), ahead);
+        if (p.top_k > 1 && p.top_k < n)
+            c.resize(p.top_k);
+        for (auto& e : c)
+            e.first = std::exp(e.first - mx);
+        if (p.top_k == 0)
+            std::sort(c.begin(), c.end(), ahead);
+        double total = 0;
+        for (auto& e : c)
+            total += e.first;
+        size_t keep = c.size();
+        if (p.top_k == 1) {
+            keep = 1;
+        } else if (p.top_p < 1.0f) {
+            double cum = 0;
+            for (keep = 0; keep < c.size();)
+                if ((cum += c[keep++].first) >= double(p.top_p) * total)
+                    break;
+        }
+        std::vector<int32_t> want;
+        for (size_t i = 0; i < keep; ++i)
+            want.push_back(c[i].second);
+        std::sort(want.begin(), want.end());
+        CHECK(sampling_candidates(l, p) == want);
+    }
+}
+
+TEST_CASE("top-p draws stay in the candidates and follow their renormalised softmax") {
+    const uint32_t seed = std::random_device{}();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    std::vector<float> l(500);
+    for (auto& v : l)
+        v = nd(rng);
+    const SamplingParams p{0.8f, 0, 0.9f, seed};
+    const auto cand = sampling_candidates(l, p);
+    REQUIRE(cand.size() > 3);
+    REQUIRE(cand.size() < l.size());
+    double z = 0;
+    const float mx = *std::max_element(l.begin(), l.end());
+    for (int32_t id : cand)
+        z += std::exp(double(l[id] - mx) / 0.8);
+    Sampler s(p);
+    std::map<int32_t, int> count;
+    const int N = 40000;
+    for (int i = 0; i < N; ++i)
+        count[s.sample(l)]++;
+    for (auto& [id, k] : count)
+        CHECK(std::binary_search(cand.begin(), cand.end(), id));
+    for (int32_t id : cand) {
+        const double q = std::exp(double(l[id] - mx) / 0.8) / z;
+        const double sd = std::sqrt(q * (1 - q) / N);
+        CHECK(std::abs(count[id] / double(N) - q) < 5 * sd + 1e-4);
+    }
 }
