@@ -407,10 +407,11 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
             return lrow + uint32_t(std::lower_bound(out_rows[i].begin(), out_rows[i].end(), r) -
                                    out_rows[i].begin());
         };
-        out[i].logits.resize(it.logit_rows.size() * uint64_t(cfg_.n_vocab));
-        for (size_t j = 0; j < it.logit_rows.size(); ++j)
-            std::memcpy(out[i].logits.data() + j * cfg_.n_vocab,
-                        logits + uint64_t(lrow_of(it.logit_rows[j])) * cfg_.n_vocab, cfg_.n_vocab * 4);
+        out[i].logits.reserve(it.logit_rows.size() * uint64_t(cfg_.n_vocab)); // copied, not zeroed first
+        for (uint32_t r : it.logit_rows) {
+            const float* row = logits + uint64_t(lrow_of(r)) * cfg_.n_vocab;
+            out[i].logits.insert(out[i].logits.end(), row, row + cfg_.n_vocab);
+        }
         for (auto& [r, tok] : it.targets) {
             const float* lg = logits + uint64_t(lrow_of(r)) * cfg_.n_vocab;
             const float m = *std::max_element(lg, lg + cfg_.n_vocab);
