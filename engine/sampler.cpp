@@ -62,16 +62,17 @@ size_t mass_prefix(std::vector<Cand>& c, size_t n, double target) {
     return std::max<size_t>(hi, 1); // rounding left the target just out of reach: all of them
 }
 
-// Fills c with the candidates' (weight, id), weight = exp(logit / T - max), and moves the ones a
+// Fills c with the candidates' (weight, id), weight = exp((logit - max) / T), and moves the ones a
 // draw takes from to c[0, returned count): the top_k highest (sorted), then the smallest set of
-// the highest whose mass reaches top_p of theirs.
+// the highest whose mass reaches top_p of theirs. The difference is taken before the division, so
+// a tiny T (the protocol allows any in [0, 100]) gives weights 1 and 0, never inf - inf = NaN.
 size_t candidates(std::span<const float> logits, const SamplingParams& p, std::vector<Cand>& c) {
     c.clear();
     c.reserve(logits.size());
     float mx = -INFINITY;
     for (size_t i = 0; i < logits.size(); ++i) {
-        c.emplace_back(logits[i] / p.temperature, int32_t(i));
-        mx = std::max(mx, c.back().first);
+        c.emplace_back(logits[i], int32_t(i));
+        mx = std::max(mx, logits[i]);
     }
     size_t n = c.size();
     const bool top_k = p.top_k > 0 && p.top_k < n;
@@ -81,7 +82,7 @@ size_t candidates(std::span<const float> logits, const SamplingParams& p, std::v
     }
     double sum = 0;
     for (size_t i = 0; i < n; ++i) {
-        c[i].first = std::exp(c[i].first - mx);
+        c[i].first = std::exp((c[i].first - mx) / p.temperature);
         sum += c[i].first;
     }
     if (p.top_p >= 1.0f)
@@ -101,14 +102,21 @@ size_t candidates(std::span<const float> logits, const SamplingParams& p, std::v
     return n;
 }
 
+bool greedy(const SamplingParams& p) {
+    return p.temperature <= 0.0f || p.top_k == 1;
+}
+
+int32_t argmax(std::span<const float> logits) { // lowest id on ties
+    return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
 } // namespace
 
 int32_t Sampler::sample(std::span<const float> logits) {
     if (logits.empty())
         throw std::invalid_argument("sample: empty logits");
-    if (p_.temperature <= 0.0f || p_.top_k == 1) {
-        return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    }
+    if (greedy(p_))
+        return argmax(logits);
     const size_t keep = candidates(logits, p_, scratch_);
     double sum = 0;
     for (size_t i = 0; i < keep; ++i)
@@ -123,9 +131,10 @@ int32_t Sampler::sample(std::span<const float> logits) {
 }
 
 std::vector<int32_t> sampling_candidates(std::span<const float> logits, const SamplingParams& p) {
-    if (logits.empty() || p.temperature <= 0.0f || p.top_k == 1)
-        return logits.empty() ? std::vector<int32_t>{}
-                              : std::vector<int32_t>{int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin())};
+    if (logits.empty())
+        return {};
+    if (greedy(p))
+        return {argmax(logits)};
     std::vector<Cand> c;
     const size_t keep = candidates(logits, p, c);
     std::vector<int32_t> ids;

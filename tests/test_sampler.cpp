@@ -91,17 +91,15 @@ TEST_CASE("sampling candidates equal the prefix of a full sort, on fresh random 
                       << p.top_p);
         // reference: everything sorted (by logit for top-k, then by weight), prefix by cumulative mass
         std::vector<std::pair<float, int32_t>> c(n);
-        float mx = -INFINITY;
-        for (size_t i = 0; i < n; ++i) {
-            c[i] = {l[i] / p.temperature, int32_t(i)};
-            mx = std::max(mx, c[i].first);
-        }
+        const float mx = *std::max_element(l.begin(), l.end());
+        for (size_t i = 0; i < n; ++i)
+            c[i] = {l[i], int32_t(i)};
         auto ahead = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
         std::sort(c.begin(), c.end(), ahead);
         if (p.top_k > 1 && p.top_k < n)
             c.resize(p.top_k);
         for (auto& e : c)
-            e.first = std::exp(e.first - mx);
+            e.first = std::exp((e.first - mx) / p.temperature);
         if (p.top_k == 0)
             std::sort(c.begin(), c.end(), ahead);
         double total = 0;
@@ -151,5 +149,21 @@ TEST_CASE("top-p draws stay in the candidates and follow their renormalised soft
         const double q = std::exp(double(l[id] - mx) / 0.8) / z;
         const double sd = std::sqrt(q * (1 - q) / N);
         CHECK(std::abs(count[id] / double(N) - q) < 5 * sd + 1e-4);
+    }
+}
+
+TEST_CASE("a temperature near zero (the protocol allows any in [0, 100]) samples the argmax") {
+    std::mt19937 rng(std::random_device{}());
+    std::normal_distribution<float> nd;
+    std::vector<float> l(129280);
+    for (auto& v : l)
+        v = nd(rng);
+    const int32_t best = int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+    for (float top_p : {1.0f, 0.9f}) {
+        Sampler s({1e-38f, 0, top_p, 7});
+        for (int i = 0; i < 5; ++i)
+            CHECK(s.sample(l) == best);
+        if (top_p < 1.0f) // without top-p every id stays a candidate, the others at weight 0
+            CHECK(sampling_candidates(l, {1e-38f, 0, top_p, 7}) == std::vector<int32_t>{best});
     }
 }
