@@ -70,13 +70,19 @@ bool GpuWeights::interleavable(GgmlType type) {
            type == GgmlType::Q4_0 || is_kquant(type);
 }
 
+// Bytes of one repacked row before any scales: the quants of Q8_0/Q4_0 (their scales follow all
+// rows), the whole row otherwise (K-quants: whole 16-byte units).
+static uint64_t quant_row_bytes(GgmlType type, uint64_t cols) {
+    return is_kquant(type)           ? kquant_row_bytes(type, cols)
+           : type == GgmlType::F32  ? cols * 4
+           : type == GgmlType::Q8_0 ? cols
+           : type == GgmlType::Q4_0 ? cols / 2
+                                    : cols * 2;
+}
+
 void GpuWeights::interleave_rows(GgmlType type, const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst) {
     const bool scaled = type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
-    const uint64_t row_bytes = is_kquant(type)           ? kquant_row_bytes(type, cols) // whole 16-byte units
-                               : type == GgmlType::F32  ? cols * 4
-                               : type == GgmlType::Q8_0 ? cols
-                               : type == GgmlType::Q4_0 ? cols / 2
-                                                        : cols * 2;
+    const uint64_t row_bytes = quant_row_bytes(type, cols);
     const uint64_t units = row_bytes / 16, groups = rows / 8;
     for (uint64_t g = 0; g < groups; ++g)
         for (uint64_t u = 0; u < units; ++u)
@@ -246,9 +252,7 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32, bool a
     // (all rows, f32 per block plain, f16 texels per 8 blocks and 8 rows interleaved).
     const bool scaled = !as_f32 && (g.type == GgmlType::Q8_0 || g.type == GgmlType::Q4_0);
     const uint64_t nbr = g.cols / 32, nb8 = (nbr + 7) / 8;
-    const uint64_t qrow = scaled ? (g.type == GgmlType::Q8_0 ? g.cols : g.cols / 2)
-                          : is_kquant(g.type) ? kquant_row_bytes(g.type, g.cols)
-                                              : g.cols * (g.type == GgmlType::F32 ? 4 : 2);
+    const uint64_t qrow = quant_row_bytes(g.type, g.cols);
     // scale bytes of `rows` rows (a multiple of 8 when interleaved)
     auto scale_bytes = [&](uint64_t rows) { return g.il ? rows / 8 * nb8 * 128 : rows * nbr * 4; };
     const uint64_t src_row = t.row_bytes();
