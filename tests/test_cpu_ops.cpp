@@ -227,6 +227,35 @@ TEST_CASE("route: sigmoid + bias selects by biased score, weights from unbiased 
     CHECK(r.ids == std::vector<int32_t>{0, 1});
 }
 
+TEST_CASE("RouteMarginWatch: the smallest gap at a choice boundary (experts, then groups), nested watches") {
+    auto c = router_cfg(GatingFunc::Softmax, 4, 2, 1, 1, false, 1.0f);
+    float logits[4] = {0, std::log(3.0f), std::log(2.0f), std::log(4.0f)}; // probs 0.1 0.3 0.2 0.4
+    route(logits, nullptr, c);                                             // no watch: nothing kept
+    cpu::RouteMarginWatch outer;
+    CHECK(std::isinf(outer.min()));
+    {
+        cpu::RouteMarginWatch inner;
+        route(logits, nullptr, c); // 2nd chosen 0.3, best unchosen 0.2
+        CHECK(inner.min() == doctest::Approx(0.1));
+    }
+    CHECK(outer.min() == doctest::Approx(0.1)); // the inner watch's minimum reaches the outer one
+    float close[4] = {0, std::log(3.0f), std::log(2.9f), std::log(4.0f)};
+    route(close, nullptr, c);
+    CHECK(outer.min() == doctest::Approx(0.1 / 10.9)); // 3/10.9 vs 2.9/10.9
+    // groups: sigmoid 0.5 + bias as in the test above; kept g1 (2.0), g0 (1.9), next g3 (1.6);
+    // in the kept groups the 2nd choice e2 (1.0) ties e3 (1.0): margin 0
+    auto g = router_cfg(GatingFunc::Sigmoid, 8, 2, 4, 2, true, 2.5f);
+    float zero[8] = {};
+    float bias[8] = {0.9f, 0.0f, 0.5f, 0.5f, 0.0f, 0.0f, 0.3f, 0.3f};
+    cpu::RouteMarginWatch groups;
+    route(zero, bias, g);
+    CHECK(groups.min() == 0.0f);
+    float bias2[8] = {0.9f, 0.0f, 0.5f, 0.45f, 0.0f, 0.0f, 0.3f, 0.3f}; // g1 1.95, g0 1.9, g3 1.6
+    cpu::RouteMarginWatch groups2;
+    route(zero, bias2, g);
+    CHECK(groups2.min() == doctest::Approx(0.05)); // e2 1.0 vs e3 0.95, and g0 1.9 vs g3 1.6
+}
+
 TEST_CASE("route invariants on random logits") {
     std::mt19937 rng(11);
     for (int it = 0; it < 200; ++it) {

@@ -252,8 +252,8 @@ double normalised_error(const float* got, const float* ref, size_t n) {
     return md / std::max(mr, 1e-30);
 }
 
-void mla_attend(const float* q_lat, const float* q_pe, const float* keys, uint64_t key_stride, uint32_t n_keys,
-                uint32_t rank, uint32_t rope, float scale, float* out) {
+void mla_attend(const float* q_lat, const float* q_pe, const float* keys, uint64_t key_stride,
+                uint32_t n_keys, uint32_t rank, uint32_t rope, float scale, float* out) {
     std::vector<float> s(n_keys);
     for (uint32_t j = 0; j < n_keys; ++j) {
         const float* k = keys + j * key_stride;
@@ -359,6 +359,25 @@ void softmax(float* x, uint32_t n) {
 // sum of the group's top-2 selection scores; V2: its max), then top-k over kept experts. Final
 // weight = probs of the chosen experts, normalised to sum 1 when expert_weights_norm, times
 // routed_scale. Ties break toward the lower expert id.
+namespace {
+thread_local RouteMarginWatch* route_watch = nullptr;
+}
+
+RouteMarginWatch::RouteMarginWatch() : min_(std::numeric_limits<float>::infinity()), outer_(route_watch) {
+    route_watch = this;
+}
+
+RouteMarginWatch::~RouteMarginWatch() {
+    route_watch = outer_;
+    if (outer_)
+        outer_->min_ = std::min(outer_->min_, min_);
+}
+
+void note_route_margin(float m) {
+    if (route_watch)
+        route_watch->min_ = std::min(route_watch->min_, m);
+}
+
 Route route(const float* logits, const float* bias, const ModelConfig& cfg) {
     const uint32_t n = cfg.n_expert, k = cfg.n_expert_used;
     if (n == 0 || k == 0 || k > n)
@@ -385,6 +404,8 @@ Route route(const float* logits, const float* bias, const ModelConfig& cfg) {
             gscore[g] = {s, g};
         }
         std::stable_sort(gscore.begin(), gscore.end(), [](auto& a, auto& b) { return a.first > b.first; });
+        if (cfg.n_group_used > 0)
+            note_route_margin(gscore[cfg.n_group_used - 1].first - gscore[cfg.n_group_used].first);
         std::vector<bool> keep(ng, false);
         for (uint32_t i = 0; i < cfg.n_group_used; ++i)
             keep[gscore[i].second] = true;
@@ -395,6 +416,8 @@ Route route(const float* logits, const float* bias, const ModelConfig& cfg) {
     std::vector<int32_t> order(n);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return sel[a] > sel[b]; });
+    if (k < n && std::isfinite(sel[order[k]]))
+        note_route_margin(sel[order[k - 1]] - sel[order[k]]);
     Route r;
     r.ids.assign(order.begin(), order.begin() + k);
     double sum = 0;

@@ -41,8 +41,8 @@ void softmax(float* x, uint32_t n);
 // out (rank) = sum_j softmax_j(scale * (q_lat . c_kv_j + q_pe . k_pe_j)) c_kv_j over keys j < n_keys,
 // key j holding c_kv (rank floats) then k_pe (rope floats, already rotated) at keys + j * key_stride;
 // q_pe is rotated by the caller (rope()).
-void mla_attend(const float* q_lat, const float* q_pe, const float* keys, uint64_t key_stride, uint32_t n_keys,
-                uint32_t rank, uint32_t rope, float scale, float* out);
+void mla_attend(const float* q_lat, const float* q_pe, const float* keys, uint64_t key_stride,
+                uint32_t n_keys, uint32_t rank, uint32_t rope, float scale, float* out);
 inline float silu(float x);
 
 // MoE router for one token: logits (n_expert) -> chosen expert ids and their final weights
@@ -53,6 +53,27 @@ struct Route {
 };
 Route route(const float* router_logits, const float* selection_bias /*nullable*/, const ModelConfig& cfg);
 
-}  // namespace prefixd::cpu
+// While one is alive, route() calls on this thread record their smallest selection margin: the gap
+// between the last chosen expert's selection score and the best unchosen one, and between the
+// last kept group's score and the next (group-limited routing). Where it is tiny, two backends
+// whose fp32 sums differ in the last bits may choose different experts, and their outputs then
+// differ by far more than rounding: comparisons against the reference draw inputs away from such
+// ties (tests).
+class RouteMarginWatch {
+  public:
+    RouteMarginWatch();
+    ~RouteMarginWatch();
+    RouteMarginWatch(const RouteMarginWatch&) = delete;
+    RouteMarginWatch& operator=(const RouteMarginWatch&) = delete;
+    float min() const { return min_; } // +inf when no route() ran
+  private:
+    float min_;
+    RouteMarginWatch* outer_;
+    friend void note_route_margin(float);
+};
 
-inline float prefixd::cpu::silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+} // namespace prefixd::cpu
+
+inline float prefixd::cpu::silu(float x) {
+    return x / (1.0f + __builtin_expf(-x));
+}
