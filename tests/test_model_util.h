@@ -1,9 +1,12 @@
 // Helpers shared by the whole-model tests (test_vk_model, test_vk_memory, test_kquant_vk): random
-// token ids, one-item batches, and the normalised logit-row error the tolerances are stated in.
+// token ids, one-item batches, the normalised logit-row error the tolerances are stated in, greedy
+// runs, and reference inputs drawn away from MoE routing ties.
 #pragma once
 
 #include "engine/cpu/ops.h"
 #include "engine/engine.h"
+
+#include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
@@ -44,6 +47,46 @@ inline double row_err(const float* got, const float* ref, size_t n) {
 
 inline int32_t argmax(const float* v, uint32_t n) {
     return int32_t(std::max_element(v, v + n) - v);
+}
+
+// Sequence s reads `in` (logits of every row), then continues greedily: n_tokens ids in all, the
+// first chosen after the input, each later one after feeding back the one before.
+struct GreedyRun {
+    std::vector<float> logits; // the input's rows, then one row per continuation step
+    std::vector<int32_t> tokens;
+};
+inline GreedyRun greedy_run(Backend& b, SeqId s, const std::vector<Segment>& in, int n_tokens,
+                            uint32_t n_vocab) {
+    GreedyRun g;
+    g.logits = b.step({item(s, in, true)})[0].logits;
+    g.tokens.push_back(argmax(g.logits.data() + g.logits.size() - n_vocab, n_vocab));
+    while (int(g.tokens.size()) < n_tokens) {
+        auto o = b.step({item(s, {Segment::from_tokens({g.tokens.back()})}, false)});
+        g.logits.insert(g.logits.end(), o[0].logits.begin(), o[0].logits.end());
+        g.tokens.push_back(argmax(o[0].logits.data(), n_vocab));
+    }
+    return g;
+}
+
+// Where an expert choice sits within a hair of a tie, two backends whose sums differ in the last
+// bits may choose differently, and their logits then differ by far more than rounding. This draws
+// inputs (draw() -> segments) until the reference's greedy run over them keeps every choice at
+// least `margin` from a tie (cpu::RouteMarginWatch), and returns them with that run.
+template <class Draw>
+std::pair<std::vector<Segment>, GreedyRun> draw_away_from_ties(Backend& ref, Draw&& draw, int n_tokens,
+                                                               uint32_t n_vocab, double margin) {
+    for (int attempt = 0; attempt < 8; ++attempt) {
+        std::vector<Segment> in = draw();
+        cpu::RouteMarginWatch watch;
+        const SeqId s = ref.create_sequence();
+        GreedyRun run = greedy_run(ref, s, in, n_tokens, n_vocab);
+        ref.free_sequence(s);
+        if (watch.min() >= margin)
+            return {std::move(in), std::move(run)};
+        MESSAGE("inputs redrawn: an expert choice " << watch.min() << " from a tie");
+    }
+    FAIL("8 inputs drawn, each with an expert choice within " << margin << " of a tie");
+    return {};
 }
 
 } // namespace prefixd::test
