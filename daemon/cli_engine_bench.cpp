@@ -82,6 +82,7 @@ void do_bench(const BenchArgs& a) {
         return t;
     };
     Stats pp, tg, tgb, pp_cpu, tg_cpu, tgb_cpu;
+    Stats tg_host_ms, tg_wait_ms; // per decode step: host work, and waiting for the device
     for (uint32_t rep = 0; rep < a.r; ++rep) {
         SeqId s = b.create_sequence();
         auto prompt = tokens(a.p);
@@ -90,11 +91,18 @@ void do_bench(const BenchArgs& a) {
         prefill.add(a.p, pp, pp_cpu);
         int32_t next = argmax(out[0].logits, 0, V);
         Span decode;
+        const Backend::StepTime st0 = b.step_time();
         for (uint32_t i = 0; i < a.n; ++i) {
             out = b.step({{s, {Segment::from_tokens({next})}, {0}, {}}});
             next = argmax(out[0].logits, 0, V);
         }
         decode.add(a.n, tg, tg_cpu);
+        const Backend::StepTime st1 = b.step_time();
+        if (st1.steps > st0.steps) {
+            const double steps = double(st1.steps - st0.steps), wait = st1.device_wait_s - st0.device_wait_s;
+            tg_wait_ms.v.push_back(1e3 * wait / steps);
+            tg_host_ms.v.push_back(1e3 * (st1.total_s - st0.total_s - wait) / steps);
+        }
         b.free_sequence(s);
         if (a.batch > 1) {
             std::vector<BatchItem> items;
@@ -140,6 +148,8 @@ void do_bench(const BenchArgs& a) {
                             {"pp_tokens_per_cpu_s", pp_cpu.median()},
                             {"tg_tokens_per_cpu_s", tg_cpu.median()},
                             {"tg_batch_tokens_per_cpu_s", tgb_cpu.median()},
+                            {"tg_host_ms_per_step", tg_host_ms.median()},
+                            {"tg_device_wait_ms_per_step", tg_wait_ms.median()},
                             {"peak_device_memory_bytes", b.peak_device_memory()},
                             {"load_s", load_s}};
         std::printf("%s\n", j.dump().c_str());
@@ -155,6 +165,9 @@ void do_bench(const BenchArgs& a) {
     line(("decode tg" + std::to_string(a.n)).c_str(), tg, tg_cpu);
     if (a.batch > 1)
         line(("decode x" + std::to_string(a.batch) + " sequences (aggregate)").c_str(), tgb, tgb_cpu);
+    if (!tg_host_ms.v.empty())
+        std::printf("decode step: host %.2f ms (min %.2f), waiting for the device %.2f ms\n",
+                    tg_host_ms.median(), tg_host_ms.min(), tg_wait_ms.median());
     std::printf("peak device memory %.1f MiB\n", double(b.peak_device_memory()) / (1 << 20));
     std::printf("model load %.1f s (weights to the device, warm-up)\n", load_s);
 }

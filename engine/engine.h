@@ -81,6 +81,14 @@ class Backend {
     virtual uint64_t peak_device_memory() const { return 0; }
     virtual uint64_t device_memory_in_use() const { return 0; } // bytes allocated now
     virtual void warm_up() {} // compile ahead what the first steps would compile on first use
+    // Wall seconds spent in step() so far, and the part of them spent waiting for the device to
+    // finish submitted work (Vulkan; 0 elsewhere). The rest is host work: checking the batch,
+    // recording and submitting commands, reading outputs; on a fast GPU it bounds steps per second.
+    struct StepTime {
+        double total_s = 0, device_wait_s = 0;
+        uint64_t steps = 0;
+    };
+    virtual StepTime step_time() const { return {}; }
     // Runs the device's kernels on small known inputs against the CPU twins; throws EngineError
     // naming a kernel that computes wrong answers (a broken driver). No-op on the CPU backend.
     virtual void self_check() {}

@@ -261,6 +261,29 @@ TEST_CASE("target log-probs, copy_prefix and truncate agree with the CPU referen
     CHECK(p.gpu->sequence_length(a) == 24 + 6);
 }
 
+// prefixctl bench splits a decode step into host work and waiting for the device (step_time).
+TEST_CASE("step_time: every step counted, thrown ones too; the device wait is part of the wall time") {
+    Pair p = open_pair("tiny-v2-q8_0.gguf");
+    const ModelConfig& c = p.model->config();
+    const Backend::StepTime t0 = p.gpu->step_time();
+    CHECK(t0.steps == 0);
+    std::mt19937 rng(std::random_device{}());
+    SeqId s = p.gpu->create_sequence();
+    p.gpu->step({item(s, {Segment::from_tokens(random_tokens(16, c.n_vocab, rng))}, false)});
+    const Backend::StepTime t1 = p.gpu->step_time();
+    CHECK(t1.steps == 1);
+    CHECK(t1.device_wait_s > 0);
+    CHECK(t1.total_s >= t1.device_wait_s);
+    CHECK_THROWS_AS(p.gpu->step({item(s, {Segment::from_tokens({int32_t(c.n_vocab)})}, false)}), EngineError);
+    for (int i = 0; i < 3; ++i)
+        p.gpu->step({item(s, {Segment::from_tokens(random_tokens(1, c.n_vocab, rng))}, false)});
+    const Backend::StepTime t2 = p.gpu->step_time();
+    CHECK(t2.steps == 5);
+    CHECK(t2.device_wait_s > t1.device_wait_s);
+    CHECK(t2.total_s - t1.total_s >= t2.device_wait_s - t1.device_wait_s);
+    CHECK(p.cpu->step_time().steps == 0); // the reference does not time itself
+}
+
 TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
     Pair p = open_pair("tiny-v2-q4_0.gguf");
     const ModelConfig& c = p.model->config();

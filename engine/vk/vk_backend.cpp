@@ -10,6 +10,7 @@
 #include <vulkan/vulkan.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -274,6 +275,22 @@ static uint32_t item_rows(const BatchItem& it) {
 }
 
 std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch) {
+    // timed whether it returns or throws
+    struct Timer {
+        StepTime& t;
+        const Context& ctx;
+        const double wait0 = ctx.wait_seconds();
+        const std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+        ~Timer() {
+            t.total_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            t.device_wait_s += ctx.wait_seconds() - wait0;
+            ++t.steps;
+        }
+    } timer{step_time_, *ctx_};
+    return run_step(batch);
+}
+
+std::vector<ItemOutput> VulkanBackend::run_step(const std::vector<BatchItem>& batch) {
     const uint32_t H = cfg_.hidden;
     // Validate and count rows; the output rows of each item (logits or targets) are gathered.
     uint32_t R = 0, L = 0;

@@ -728,7 +728,9 @@ void Context::submit_wait() {
     si.commandBufferCount = 1;
     si.pCommandBuffers = &cmd_;
     vk_check(vkQueueSubmit(queue_, 1, &si, fence_), "vkQueueSubmit");
+    const auto t0 = std::chrono::steady_clock::now();
     VkResult r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX);
+    wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     vkResetFences(dev_, 1, &fence_);
     vkResetCommandBuffer(cmd_, 0);
     vk_check(r, "vkWaitForFences");

@@ -104,6 +104,7 @@ class Context {
     // EngineError as a failing vkAllocateMemory (0 = no cap).
     void set_budget(uint64_t bytes) { budget_ = bytes; }
     uint64_t peak_bytes() const { return peak_; }
+    double wait_seconds() const { return wait_s_; } // in submit_wait's fence waits, all told
 
     // Command recording: begin() once, then dispatch/barrier/copy; submit_wait() runs what was
     // recorded and starts a fresh recording.
@@ -221,6 +222,7 @@ class Context {
     bool dyn_cells_ = false, cpu_device_ = false;
     uint32_t dispatches_ = 0;
     uint64_t allocated_ = 0, peak_ = 0, budget_ = 0;
+    double wait_s_ = 0;
     Buffer staging_;
     bool profiling_ = false, lane_rows_ = false, texel_ = false, il_ok_ = false, il_ = false;
     VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;

@@ -48,6 +48,7 @@ class VulkanBackend final : public Backend {
     std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) override;
     uint64_t peak_device_memory() const override { return ctx_->peak_bytes(); }
     uint64_t device_memory_in_use() const override { return ctx_->allocated_bytes(); }
+    StepTime step_time() const override { return step_time_; }
     void warm_up() override;
     // Known-answer check of every kernel kind the forward uses (vk_selfcheck.cpp: the matmuls for
     // the model's weight types, kv_store, attention, moe_route, moe_combine) against the CPU twins;
@@ -57,6 +58,8 @@ class VulkanBackend final : public Backend {
     Context& context() { return *ctx_; }
 
   private:
+    std::vector<ItemOutput> run_step(const std::vector<BatchItem>& batch);
+    StepTime step_time_;
     struct Seq {
         bool used = false;
         uint32_t len = 0;
