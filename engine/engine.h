@@ -84,8 +84,9 @@ class Backend {
     // Wall seconds spent in step() so far, and the part of them spent waiting for the device to
     // finish submitted work (Vulkan; 0 elsewhere). The rest is host work: checking the batch,
     // recording and submitting commands, reading outputs; on a fast GPU it bounds steps per second.
+    // thread_cpu_s: CPU seconds of the calling thread inside step() (its own work, waits that spin).
     struct StepTime {
-        double total_s = 0, device_wait_s = 0;
+        double total_s = 0, device_wait_s = 0, thread_cpu_s = 0;
         uint64_t steps = 0;
     };
     virtual StepTime step_time() const { return {}; }

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <set>
 
+#include <time.h>
+
 namespace prefixd::vk {
 
 // Latent-cache positions a new sequence starts with; reserve() doubles from there on demand.
@@ -279,12 +281,18 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
     struct Timer {
         StepTime& t;
         const Context& ctx;
-        const double wait0 = ctx.wait_seconds();
+        const double wait0 = ctx.wait_seconds(), cpu0 = thread_cpu_seconds();
         const std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
         ~Timer() {
             t.total_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             t.device_wait_s += ctx.wait_seconds() - wait0;
+            t.thread_cpu_s += thread_cpu_seconds() - cpu0;
             ++t.steps;
+        }
+        static double thread_cpu_seconds() {
+            timespec ts{};
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+            return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
         }
     } timer{step_time_, *ctx_};
     return run_step(batch);
