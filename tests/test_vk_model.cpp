@@ -4,6 +4,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/vk/vk_backend.h"
 #include "engine/vk/vk_context.h"
+#include "engine/vk/vk_forward.h"
 #include "test_env.h"
 #include "test_model_util.h"
 
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 
 using namespace prefixd;
@@ -283,6 +285,39 @@ TEST_CASE("step_time: every step counted, thrown ones too; the device wait is pa
     CHECK(t2.total_s - t1.total_s >= t2.device_wait_s - t1.device_wait_s);
     CHECK(t2.thread_cpu_s > t1.thread_cpu_s); // recording and reading outputs take the thread some time
     CHECK(p.cpu->step_time().steps == 0); // the reference does not time itself
+}
+
+// Context::submit_layers: a step hands its layers to the queue in parts, so a GPU starts on them
+// while the host records the rest. Same kernels, same order: the same bits as one submit.
+TEST_CASE("a step submitted in parts (every layer, every 2) gives the logits of one submit, bit for bit") {
+    Pair p = open_pair("tiny-v3-q8_0.gguf");
+    const ModelConfig& c = p.model->config();
+    REQUIRE(c.n_layer >= 3);
+    vk::Context& ctx = dynamic_cast<vk::VulkanBackend&>(*p.gpu).context();
+    const uint32_t saved = ctx.submit_layers();
+    std::mt19937 rng(std::random_device{}());
+    const auto prompt = random_tokens(40, c.n_vocab, rng);
+    const int32_t next = random_tokens(1, c.n_vocab, rng)[0];
+    auto run = [&](uint32_t every, uint64_t* submits) {
+        ctx.set_submit_layers(every);
+        SeqId s = p.gpu->create_sequence();
+        auto a = p.gpu->step({item(s, {Segment::from_tokens(prompt)}, true)})[0].logits;
+        const uint64_t n0 = ctx.submit_count();
+        auto b = p.gpu->step({item(s, {Segment::from_tokens({next})}, false)})[0].logits;
+        *submits = ctx.submit_count() - n0;
+        p.gpu->free_sequence(s);
+        a.insert(a.end(), b.begin(), b.end());
+        return a;
+    };
+    uint64_t n_one = 0, n_each = 0, n_two = 0;
+    const auto one = run(0, &n_one), each = run(1, &n_each), two = run(2, &n_two);
+    ctx.set_submit_layers(saved);
+    CHECK(n_one == 1);
+    CHECK(n_each == c.n_layer); // after each layer but the last, then the step's own
+    CHECK(n_two == (c.n_layer - 1) / 2 + 1);
+    REQUIRE(one.size() == each.size());
+    CHECK(std::memcmp(one.data(), each.data(), one.size() * 4) == 0);
+    CHECK(std::memcmp(one.data(), two.data(), one.size() * 4) == 0);
 }
 
 TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {

@@ -28,12 +28,14 @@ prefixd_vk_variant(test_vk_model_attn_wg test_vk_model MODELS ENV PREFIXD_VK_ATT
 # and PREFIXD_VK_VALIDATION=1 runs it under the Khronos validation layer (an error fails the test).
 # Memory as on a discrete GPU: weights uploaded through staging copies (PREFIXD_VK_MAP_DEVICE=0)
 # and logits copied to host-cached memory before the host reads them (PREFIXD_VK_READBACK=1).
-set(PREFIXD_GPU_PATH PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1)
+# Steps submitted in parts, as GPUs do by default (PREFIXD_VK_SUBMIT_LAYERS; every layer here):
+# barriers must order each part after the ones before.
+set(PREFIXD_GPU_PATH PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GROUP=1 PREFIXD_VK_SUBMIT_LAYERS=1)
 prefixd_vk_variant(test_vk_model_gpu_path test_vk_model MODELS
                    ENV ${PREFIXD_GPU_PATH} PREFIXD_VK_REORDER=1 PREFIXD_VK_VALIDATION=1
                        PREFIXD_VK_MAP_DEVICE=0 PREFIXD_VK_READBACK=1)
 # The default (CPU-driver) kernels with their phases reversed alike: their barriers too.
-prefixd_vk_variant(test_vk_model_reorder test_vk_model MODELS ENV PREFIXD_VK_REORDER=1)
+prefixd_vk_variant(test_vk_model_reorder test_vk_model MODELS ENV PREFIXD_VK_REORDER=1 PREFIXD_VK_SUBMIT_LAYERS=2)
 # Every per-op kernel test under the validation layer, on the CPU-driver (texel) path.
 prefixd_vk_variant(test_vk_ops_validation test_vk_ops ENV PREFIXD_VK_VALIDATION=1)
 # The GPU path again with 16-lane subgroups (llvmpipe at 512 bits): GPUs have 32 (NVIDIA), 64

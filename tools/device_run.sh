@@ -66,6 +66,9 @@ layers="--layers 4"
 step gen_v2lite gen_model --config v2-lite --type q8_0 $layers --tokenizer "$B/tokenizer.json" -o "$work/v2lite.gguf"
 step bench_v2lite prefixctl bench --model "$work/v2lite.gguf" -p 128 -n 32 -r 3 --batch 8
 step bench_v2lite_f16kv prefixctl bench --model "$work/v2lite.gguf" -p 128 -n 32 -r 3 --batch 8 --kv-cache f16
+# each step in one submit (GPU default: a submit every 4 layers, so the device starts while the
+# host records): compare decode tok/s and the "decode step: host" line with bench_v2lite
+PREFIXD_VK_SUBMIT_LAYERS=0 step bench_v2lite_one_submit prefixctl bench --model "$work/v2lite.gguf" -p 128 -n 32 -r 3 --batch 1
 # the raw mat-vec forms on the output projection's shape (GPU: the device-address forms matter)
 step matvec vk_matvec_bench 102400 2048 20
 echo "device_run: done; logs in $out" | tee -a "$log"

@@ -403,9 +403,12 @@ std::vector<ItemOutput> VulkanBackend::run_step(const std::vector<BatchItem>& ba
     const auto freqs = rope_freqs(cfg_);
     std::memcpy(host + s.freqs, freqs.data(), freqs.size() * 4);
     try {
+        const uint32_t every = ctx_->submit_layers();
         for (uint32_t il = 0; il < cfg_.n_layer; ++il) {
             attention(il, R, s);
             ffn(il, R, s);
+            if (every && (il + 1) % every == 0 && il + 1 < cfg_.n_layer) // the device starts on these
+                ctx_->submit();
         }
         if (L > 0) {
             const uint64_t gmap_addr = base_ + (reinterpret_cast<uint8_t*>(gmap) - host);

@@ -327,6 +327,10 @@ Context::Context(const std::string& sel) {
     reorder_ = reorder && *reorder == '1';
     const char* map_dev = std::getenv("PREFIXD_VK_MAP_DEVICE");
     map_device_ = !(map_dev && *map_dev == '0');
+    // a GPU runs a part while the host records the next; a CPU driver's host and device share the cores
+    submit_layers_ = cpu_device_ ? 0 : 4;
+    if (const char* sl = std::getenv("PREFIXD_VK_SUBMIT_LAYERS"))
+        submit_layers_ = uint32_t(std::strtoul(sl, nullptr, 10));
 }
 
 Context::~Context() {
@@ -705,11 +709,51 @@ void Context::copy(const Buffer& src, uint64_t so, const Buffer& dst, uint64_t d
 
 void Context::discard() noexcept {
     held_.clear();
+    if (!in_flight_.empty()) { // already submitted parts of the step finish first
+        vkQueueWaitIdle(queue_);
+        recycle_in_flight();
+    }
     if (!recording_)
         return;
     vkEndCommandBuffer(cmd_);
     vkResetCommandBuffer(cmd_, 0);
     recording_ = false;
+}
+
+void Context::recycle_in_flight() noexcept {
+    for (VkCommandBuffer c : in_flight_) {
+        vkResetCommandBuffer(c, 0);
+        spare_cmds_.push_back(c);
+    }
+    in_flight_.clear();
+}
+
+void Context::submit() {
+    if (!recording_ || profiling_)
+        return;
+    flush_held();
+    vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+    recording_ = false;
+    VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &cmd_;
+    const VkResult r = vkQueueSubmit(queue_, 1, &si, VK_NULL_HANDLE);
+    if (r != VK_SUCCESS) {
+        vkResetCommandBuffer(cmd_, 0);
+        vk_check(r, "vkQueueSubmit");
+    }
+    ++submits_;
+    in_flight_.push_back(cmd_);
+    if (!spare_cmds_.empty()) {
+        cmd_ = spare_cmds_.back();
+        spare_cmds_.pop_back();
+    } else {
+        VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+        cai.commandPool = pool_;
+        cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+        cai.commandBufferCount = 1;
+        vk_check(vkAllocateCommandBuffers(dev_, &cai, &cmd_), "vkAllocateCommandBuffers");
+    }
 }
 
 void Context::submit_wait() {
@@ -728,11 +772,13 @@ void Context::submit_wait() {
     si.commandBufferCount = 1;
     si.pCommandBuffers = &cmd_;
     vk_check(vkQueueSubmit(queue_, 1, &si, fence_), "vkQueueSubmit");
+    ++submits_;
     const auto t0 = std::chrono::steady_clock::now();
     VkResult r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX);
     wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     vkResetFences(dev_, 1, &fence_);
     vkResetCommandBuffer(cmd_, 0);
+    recycle_in_flight(); // the fence covers every earlier submission on the queue
     vk_check(r, "vkWaitForFences");
     if (messenger_)
         check_validation();

@@ -123,8 +123,18 @@ class Context {
     bool find_view(uint64_t addr, VkBufferView* view, uint64_t* off) const;
     void barrier();
     void copy(const Buffer& src, uint64_t src_off, const Buffer& dst, uint64_t dst_off, uint64_t bytes);
+    // Hands what was recorded so far to the queue without waiting, so the device starts on it while
+    // the host records the rest of the step; submit_wait waits for everything. Barriers recorded
+    // later still order what follows after it (they cover earlier submissions on the queue).
+    void submit();
     void submit_wait();
     void discard() noexcept; // drops what was recorded (after an error mid-recording)
+    uint64_t submit_count() const { return submits_; } // vkQueueSubmit calls so far
+    // Layers a step records before it submits them (VulkanBackend::run_step; 0: the whole step in
+    // one submit). PREFIXD_VK_SUBMIT_LAYERS=n, or set_submit_layers (tests). Default 4 on GPUs,
+    // 0 on CPU drivers (the host's recording is ~1% of a step there; no gain measured).
+    uint32_t submit_layers() const { return submit_layers_; }
+    void set_submit_layers(uint32_t n) { submit_layers_ = n; }
     uint32_t dispatch_count() const { return dispatches_; }
     // Matmul layout: one row per invocation (CPU drivers) or rows split across subgroup lanes.
     bool lane_rows() const { return lane_rows_; }
@@ -193,6 +203,7 @@ class Context {
     void emit(const Command& c);    // into cmd_ now
     void enqueue(const Command& c); // emit, or hold it until the phase ends (reorder_)
     void flush_held();              // the held commands, last first
+    void recycle_in_flight() noexcept; // after a wait: submitted command buffers back to spare
     VkPipeline pipeline(const std::string& name); // compiled on first use
     void record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
                 uint32_t gx, uint32_t gy, uint32_t gz);
@@ -210,6 +221,9 @@ class Context {
     DeviceLimits limits_;
     VkCommandPool pool_ = VK_NULL_HANDLE;
     VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+    std::vector<VkCommandBuffer> in_flight_, spare_cmds_; // submitted without a wait; ready for reuse
+    uint64_t submits_ = 0;
+    uint32_t submit_layers_ = 0;
     VkFence fence_ = VK_NULL_HANDLE;
     VkPipelineLayout layout_ = VK_NULL_HANDLE;
     std::map<std::string, VkPipeline> pipelines_;
