@@ -4,8 +4,8 @@
 // per-command-buffer supply. Context::set_reorder: a reader recorded after its writer without a
 // barrier runs first (so tests on lavapipe catch a barrier a GPU needs), with one it runs after.
 // PREFIXD_VK_VALIDATION=1: an invalid command makes the next submit throw. Cached descriptor sets
-// follow freed and remade buffers. Memory types per MemUse on the device kinds we target, and
-// uploads to unmapped device memory.
+// follow freed and remade buffers. Memory types per MemUse on the device kinds we target,
+// uploads to unmapped device memory, and recordings submitted in parts (Context::submit).
 #include "engine/cpu/ops.h"
 #include "engine/vk/vk_forward.h"
 #include "engine/vk/vk_weights.h"
@@ -136,6 +136,40 @@ TEST_CASE("cell counters of the engine stay zeroed per dispatch past the supply 
     for (float& v : ref)
         v *= float(n);
     CHECK(norm_err(y.as<float>(), ref.data(), rows) < 1e-4);
+}
+
+// Context::submit: parts of a recording go to the queue without a wait; a barrier orders later
+// parts after earlier ones, and submit_wait waits for all of them, even with nothing recorded
+// since the last part.
+TEST_CASE("submit(): a chain of matmuls in separate parts, then a submit_wait with nothing new") {
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const uint32_t n = 256, chain = 6;
+    SquareQ8 w(n, rng);
+    std::vector<DevBuf> v;
+    for (uint32_t i = 0; i <= chain; ++i)
+        v.emplace_back(n * 4);
+    const auto x0 = randv(n, rng);
+    std::memcpy(v[0].as<float>(), x0.data(), n * 4);
+    for (uint32_t i = 1; i <= chain; ++i)
+        std::memset(v[i].as<float>(), 0, n * 4);
+    const uint64_t before = ctx().submit_count();
+    for (uint32_t i = 0; i < chain; ++i) { // v[i+1] = W v[i], each in its own part
+        MatmulPush p = push_for(v[i], v[i + 1], n, n, 1);
+        dispatch_matmul(ctx(), w.ga, nullptr, p, 1, true);
+        ctx().barrier();
+        ctx().submit();
+    }
+    ctx().submit_wait();
+    CHECK(ctx().submit_count() - before == chain + 1);
+    std::vector<float> ref(x0), next(n);
+    for (uint32_t i = 0; i < chain; ++i) {
+        cpu::matmul(w.a.t, 0, ref.data(), next.data(), 1);
+        ref.swap(next);
+        INFO("link " << i + 1);
+        CHECK(norm_err(v[i + 1].as<float>(), ref.data(), n) < 1e-4);
+    }
 }
 
 TEST_CASE("barrier check: reversed phases make a missing barrier give wrong results, a barrier right ones") {

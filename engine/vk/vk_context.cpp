@@ -757,8 +757,11 @@ void Context::submit() {
 }
 
 void Context::submit_wait() {
-    if (!recording_)
-        return;
+    if (!recording_) {
+        if (in_flight_.empty())
+            return;
+        begin(); // nothing recorded since the last submit(): an empty one carries the fence
+    }
     flush_held();
     // The fence alone makes no device write visible to the host: the mapped outputs need this.
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
