@@ -69,24 +69,35 @@ inline GreedyRun greedy_run(Backend& b, SeqId s, const std::vector<Segment>& in,
 }
 
 // Where an expert choice sits within a hair of a tie, two backends whose sums differ in the last
-// bits may choose differently, and their logits then differ by far more than rounding. This draws
-// inputs (draw() -> segments) until the reference's greedy run over them keeps every choice at
-// least `margin` from a tie (cpu::RouteMarginWatch), and returns them with that run.
-template <class Draw>
-std::pair<std::vector<Segment>, GreedyRun> draw_away_from_ties(Backend& ref, Draw&& draw, int n_tokens,
-                                                               uint32_t n_vocab, double margin) {
+// bits may choose differently, and their logits then differ by far more than rounding. This calls
+// draw() (new random inputs) then ref() (the CPU reference's part of a test, on those inputs)
+// until every expert choice ref() made stayed at least `margin` from a tie
+// (cpu::RouteMarginWatch); 8 draws at most.
+template <class Draw, class Ref> void away_from_ties(double margin, Draw&& draw, Ref&& ref) {
     for (int attempt = 0; attempt < 8; ++attempt) {
-        std::vector<Segment> in = draw();
+        draw();
         cpu::RouteMarginWatch watch;
-        const SeqId s = ref.create_sequence();
-        GreedyRun run = greedy_run(ref, s, in, n_tokens, n_vocab);
-        ref.free_sequence(s);
+        ref();
         if (watch.min() >= margin)
-            return {std::move(in), std::move(run)};
+            return;
         MESSAGE("inputs redrawn: an expert choice " << watch.min() << " from a tie");
     }
     FAIL("8 inputs drawn, each with an expert choice within " << margin << " of a tie");
-    return {};
+}
+
+// Inputs from draw() and the reference's greedy run over them, away from routing ties.
+template <class Draw>
+std::pair<std::vector<Segment>, GreedyRun> draw_away_from_ties(Backend& ref, Draw&& draw, int n_tokens,
+                                                               uint32_t n_vocab, double margin) {
+    std::pair<std::vector<Segment>, GreedyRun> r;
+    away_from_ties(
+        margin, [&] { r.first = draw(); },
+        [&] {
+            const SeqId s = ref.create_sequence();
+            r.second = greedy_run(ref, s, r.first, n_tokens, n_vocab);
+            ref.free_sequence(s);
+        });
+    return r;
 }
 
 } // namespace prefixd::test

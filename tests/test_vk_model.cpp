@@ -163,19 +163,31 @@ TEST_CASE("4 sequences of different lengths batched together equal their single-
         std::mt19937 rng(std::random_device{}());
         const uint32_t lens[4] = {5, 17, 40, 64};
         std::vector<std::vector<Segment>> inputs;
-        for (uint32_t len : lens) {
-            std::vector<Segment> in;
-            if (len == 17) { // one of them starts with embedding rows
-                std::normal_distribution<float> d(0.0f, 0.05f);
-                std::vector<float> e(size_t(3) * c.hidden);
-                for (auto& v : e)
-                    v = d(rng);
-                in.push_back(Segment::from_embeds(e, 3));
-                len -= 3;
+        std::vector<float> ref3; // the reference's last row of the longest sequence
+        auto draw = [&] {
+            inputs.clear();
+            for (uint32_t len : lens) {
+                std::vector<Segment> in;
+                if (len == 17) { // one of them starts with embedding rows
+                    std::normal_distribution<float> d(0.0f, 0.05f);
+                    std::vector<float> e(size_t(3) * c.hidden);
+                    for (auto& v : e)
+                        v = d(rng);
+                    in.push_back(Segment::from_embeds(e, 3));
+                    len -= 3;
+                }
+                in.push_back(Segment::from_tokens(random_tokens(len, c.n_vocab, rng)));
+                inputs.push_back(in);
             }
-            in.push_back(Segment::from_tokens(random_tokens(len, c.n_vocab, rng)));
-            inputs.push_back(in);
-        }
+        };
+        auto reference = [&] { // every prompt: the batched and single GPU runs must route alike
+            for (const auto& in : inputs) {
+                SeqId sc = p.cpu->create_sequence();
+                ref3 = p.cpu->step({item(sc, in, false)})[0].logits;
+                p.cpu->free_sequence(sc);
+            }
+        };
+        away_from_ties(tie_margin(false), draw, reference);
         // Single-sequence runs (GPU), then all four in one batch, then 3 batched decode steps.
         // Logits at the first, middle and last row keep this test lean (the vocabulary is 129k).
         auto sparse = [](BatchItem it) {
@@ -223,9 +235,7 @@ TEST_CASE("4 sequences of different lengths batched together equal their single-
                               c.n_vocab) <= 1e-5);
         }
         // The batched result also agrees with the CPU reference for the longest sequence.
-        SeqId sc = p.cpu->create_sequence();
-        auto rc = p.cpu->step({item(sc, inputs[3], false)});
-        CHECK(row_err(ob[3].logits.data() + 2 * size_t(c.n_vocab), rc[0].logits.data(), c.n_vocab) <= 1e-3);
+        CHECK(row_err(ob[3].logits.data() + 2 * size_t(c.n_vocab), ref3.data(), c.n_vocab) <= 1e-3);
     }
 }
 
@@ -233,8 +243,7 @@ TEST_CASE("target log-probs, copy_prefix and truncate agree with the CPU referen
     Pair p = open_pair("tiny-v3-f32.gguf");
     const ModelConfig& c = p.model->config();
     std::mt19937 rng(std::random_device{}());
-    auto toks = random_tokens(24, c.n_vocab, rng);
-    auto cont = random_tokens(6, c.n_vocab, rng);
+    std::vector<int32_t> toks, cont;
     auto scored = [&](Backend& b, SeqId s) {
         BatchItem it = item(s, {Segment::from_tokens(cont)}, false);
         it.logit_rows.clear();
@@ -242,12 +251,24 @@ TEST_CASE("target log-probs, copy_prefix and truncate agree with the CPU referen
             it.targets.push_back({r, cont[r + 1]});
         return b.step({it})[0].logprobs;
     };
-    SeqId a = p.gpu->create_sequence(), b = p.gpu->create_sequence(), ca = p.cpu->create_sequence();
+    std::vector<float> lc; // the reference's log-probs of the continuation after the prompt
+    away_from_ties(
+        tie_margin(false),
+        [&] {
+            toks = random_tokens(24, c.n_vocab, rng);
+            cont = random_tokens(6, c.n_vocab, rng);
+        },
+        [&] {
+            SeqId ca = p.cpu->create_sequence();
+            p.cpu->step({item(ca, {Segment::from_tokens(toks)}, false)});
+            lc = scored(*p.cpu, ca);
+            p.cpu->free_sequence(ca);
+        });
+    SeqId a = p.gpu->create_sequence(), b = p.gpu->create_sequence();
     p.gpu->step({item(a, {Segment::from_tokens(toks)}, false)});
-    p.cpu->step({item(ca, {Segment::from_tokens(toks)}, false)});
     p.gpu->copy_prefix(a, b, 20); // b: first 20 rows of a, then the last 4 prompt tokens again
     p.gpu->step({item(b, {Segment::from_tokens({toks.begin() + 20, toks.end()})}, false)});
-    auto lg = scored(*p.gpu, b), lc = scored(*p.cpu, ca);
+    auto lg = scored(*p.gpu, b);
     REQUIRE(lg.size() == lc.size());
     for (size_t i = 0; i < lg.size(); ++i)
         CHECK(lg[i] == doctest::Approx(lc[i]).epsilon(1e-3));
@@ -349,16 +370,30 @@ TEST_CASE("latent cache growth: uneven chunks, copy_prefix past the initial size
     const ModelConfig& c = p.model->config();
     std::mt19937 rng(std::random_device{}());
     const uint32_t n = 200;
-    auto toks = random_tokens(n, c.n_vocab, rng);
     const uint32_t chunks[] = {1, 7, 60, 5, 100, 27}; // crosses 64 and 128 inside chunks
-    SeqId sc = p.cpu->create_sequence(), sg = p.gpu->create_sequence();
-    BatchItem all = item(sc, {Segment::from_tokens(toks)}, false);
-    all.logit_rows.clear();
-    uint32_t end = 0;
-    for (uint32_t k : chunks)
-        all.logit_rows.push_back((end += k) - 1);
-    REQUIRE(end == n);
-    auto rc = p.cpu->step({all});
+    // the prompt, then 56 more positions up to max_ctx; the reference's logits at the end of each
+    // chunk, then after the 56
+    std::vector<int32_t> toks, more;
+    std::vector<ItemOutput> rc, rc2;
+    away_from_ties(
+        tie_margin(false),
+        [&] {
+            toks = random_tokens(n, c.n_vocab, rng);
+            more = random_tokens(56, c.n_vocab, rng);
+        },
+        [&] {
+            SeqId sc = p.cpu->create_sequence();
+            BatchItem all = item(sc, {Segment::from_tokens(toks)}, false);
+            all.logit_rows.clear();
+            uint32_t end = 0;
+            for (uint32_t k : chunks)
+                all.logit_rows.push_back((end += k) - 1);
+            REQUIRE(end == n);
+            rc = p.cpu->step({all});
+            rc2 = p.cpu->step({item(sc, {Segment::from_tokens(more)}, false)});
+            p.cpu->free_sequence(sc);
+        });
+    SeqId sg = p.gpu->create_sequence();
     uint32_t at = 0;
     for (size_t i = 0; i < std::size(chunks); ++i) {
         std::vector<int32_t> part(toks.begin() + at, toks.begin() + at + chunks[i]);
@@ -374,9 +409,7 @@ TEST_CASE("latent cache growth: uneven chunks, copy_prefix past the initial size
     auto rb = p.gpu->step({item(sb, {Segment::from_tokens({toks.begin() + 150, toks.end()})}, false)});
     CHECK(row_err(rb[0].logits.data(), rc[0].logits.data() + 5 * c.n_vocab, c.n_vocab) <= 1e-3);
     // fill to max_ctx (256) exactly; one more position is refused and the sequence stays usable
-    auto more = random_tokens(56, c.n_vocab, rng);
     auto rg = p.gpu->step({item(sg, {Segment::from_tokens(more)}, false)});
-    auto rc2 = p.cpu->step({item(sc, {Segment::from_tokens(more)}, false)});
     CHECK(row_err(rg[0].logits.data(), rc2[0].logits.data(), c.n_vocab) <= 1e-3);
     CHECK(p.gpu->sequence_length(sg) == 256);
     CHECK_THROWS_AS(p.gpu->step({item(sg, {Segment::from_tokens({1})}, false)}), EngineError);
