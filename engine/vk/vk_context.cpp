@@ -273,11 +273,7 @@ Context::Context(const std::string& sel) {
     pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
     pci.queueFamilyIndex = qfam_;
     vk_check(vkCreateCommandPool(dev_, &pci, nullptr, &pool_), "vkCreateCommandPool");
-    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-    cai.commandPool = pool_;
-    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-    cai.commandBufferCount = 1;
-    vk_check(vkAllocateCommandBuffers(dev_, &cai, &cmd_), "vkAllocateCommandBuffers");
+    cmd_ = new_command_buffer();
     VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     vk_check(vkCreateFence(dev_, &fci, nullptr, &fence_), "vkCreateFence");
     VkPushConstantRange pcr{VK_SHADER_STAGE_COMPUTE_BIT, 0, kPushBytes};
@@ -728,31 +724,41 @@ void Context::recycle_in_flight() noexcept {
     in_flight_.clear();
 }
 
-void Context::submit() {
-    if (!recording_ || profiling_)
-        return;
-    flush_held();
+VkCommandBuffer Context::new_command_buffer() {
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool_;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    VkCommandBuffer c = VK_NULL_HANDLE;
+    vk_check(vkAllocateCommandBuffers(dev_, &cai, &c), "vkAllocateCommandBuffers");
+    return c;
+}
+
+void Context::end_and_submit(VkFence fence) {
     vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
     recording_ = false;
     VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
     si.commandBufferCount = 1;
     si.pCommandBuffers = &cmd_;
-    const VkResult r = vkQueueSubmit(queue_, 1, &si, VK_NULL_HANDLE);
+    const VkResult r = vkQueueSubmit(queue_, 1, &si, fence);
     if (r != VK_SUCCESS) {
         vkResetCommandBuffer(cmd_, 0);
         vk_check(r, "vkQueueSubmit");
     }
     ++submits_;
+}
+
+void Context::submit() {
+    if (!recording_ || profiling_)
+        return;
+    flush_held();
+    end_and_submit(VK_NULL_HANDLE);
     in_flight_.push_back(cmd_);
     if (!spare_cmds_.empty()) {
         cmd_ = spare_cmds_.back();
         spare_cmds_.pop_back();
     } else {
-        VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-        cai.commandPool = pool_;
-        cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-        cai.commandBufferCount = 1;
-        vk_check(vkAllocateCommandBuffers(dev_, &cai, &cmd_), "vkAllocateCommandBuffers");
+        cmd_ = new_command_buffer();
     }
 }
 
@@ -769,13 +775,7 @@ void Context::submit_wait() {
     mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
     vkCmdPipelineBarrier(cmd_, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                          VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
-    vk_check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
-    recording_ = false;
-    VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-    si.commandBufferCount = 1;
-    si.pCommandBuffers = &cmd_;
-    vk_check(vkQueueSubmit(queue_, 1, &si, fence_), "vkQueueSubmit");
-    ++submits_;
+    end_and_submit(fence_);
     const auto t0 = std::chrono::steady_clock::now();
     VkResult r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX);
     wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -204,6 +204,8 @@ class Context {
     void enqueue(const Command& c); // emit, or hold it until the phase ends (reorder_)
     void flush_held();              // the held commands, last first
     void recycle_in_flight() noexcept; // after a wait: submitted command buffers back to spare
+    VkCommandBuffer new_command_buffer();
+    void end_and_submit(VkFence fence); // ends cmd_ and submits it (fence: VK_NULL_HANDLE or fence_)
     VkPipeline pipeline(const std::string& name); // compiled on first use
     void record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
                 uint32_t gx, uint32_t gy, uint32_t gz);
