@@ -2,6 +2,7 @@
 // offset is checked before use; any deviation from the formats' specs is an AdapterFileError.
 #include "adapter_file.h"
 #include "adapter_file_detail.h"
+#include "engine/input_limits.h"
 
 #include <nlohmann/json.hpp>
 
@@ -132,6 +133,12 @@ void check_finite(const Tensor2D& t) {
             uint32_t v;
             std::memcpy(&v, t.data.data() + 4 * i, 4);
             finite = ((v >> 23) & 0xff) != 0xff;
+            float f;
+            std::memcpy(&f, &v, 4);
+            if (finite && std::fabs(f) > kMaxEmbedAbs) // float16 values are always within it
+                throw AdapterFileError("value " + std::to_string(f) + " at row " +
+                                       std::to_string(i / t.cols) + ", column " + std::to_string(i % t.cols) +
+                                       " is outside +-1e6");
         } else {
             uint16_t v;
             std::memcpy(&v, t.data.data() + 2 * i, 2);
@@ -202,7 +209,8 @@ Tensor2D parse_adapter_file(std::span<const uint8_t> bytes, AdapterFormat fmt,
 }
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO would otherwise block until a writer comes (regular files ignore it)
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         throw AdapterFileError("cannot open '" + path + "': " + std::strerror(errno));
     struct stat st {};

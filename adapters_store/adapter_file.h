@@ -59,7 +59,8 @@ Tensor2D parse_adapter_file(std::span<const uint8_t> bytes, AdapterFormat fmt,
 // Reads a whole file (throws AdapterFileError on I/O errors or files over kMaxTensorBytes+1 MiB).
 std::vector<uint8_t> read_file_bytes(const std::string& path);
 
-// Throws AdapterFileError naming the first non-finite element (row, col).
+// Throws AdapterFileError naming the first element (row, col) that is NaN, Inf, or outside
+// +-kMaxEmbedAbs (engine/input_limits.h).
 void check_finite(const Tensor2D&);
 // A version-1 .npy file ('<f4' or '<f2', C order) holding `t`.
 std::vector<uint8_t> write_npy(const Tensor2D& t);

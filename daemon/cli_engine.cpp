@@ -130,7 +130,7 @@ void do_run(const RunArgs& a) {
 
 void do_tokenize(const std::string& model, const std::string& text, bool as_json) {
     std::unique_ptr<Model> m = Model::load(model);
-    auto tok = Tokenizer::from_gguf(m->gguf());
+    auto tok = Engine::load_tokenizer(*m, model);
     auto ids = tok->encode(text, tok->add_bos());
     if (as_json) {
         json pieces = json::array();
@@ -156,7 +156,7 @@ void register_run(CLI::App& app, const Globals&) {
     run->add_option("--temperature", a->temperature, "0 = greedy")->check(CLI::Range(0.0f, 100.0f));
     run->add_option("--top-p", a->top_p)->check(CLI::Range(0.0f, 1.0f));
     run->add_option("--top-k", a->top_k);
-    run->add_option("--seed", a->seed);
+    run->add_option("--seed", a->seed)->check(uint64_text());
     run->add_option("--stop", a->stop, "stop string (repeatable)");
     run->add_option("--device", a->device, "Vulkan device index or name substring");
     run->add_option("--backend", a->backend, "vulkan | cpu")->check(CLI::IsMember({"vulkan", "cpu"}));

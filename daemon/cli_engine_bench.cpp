@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iterator>
 #include <random>
 
 #include <time.h>
@@ -72,8 +73,13 @@ void do_bench(const BenchArgs& a) {
     const double load_t0 = now();
     auto eng = Engine::open(o);
     const double load_s = now() - load_t0; // mmap, weight upload, warm-up (shader compiles, self-check)
+    if (eng->options().max_ctx < o.max_ctx - 8) // Engine::open capped it at the model's context
+        throw CliFailure("bench: -p/--batch-prompt (" + std::to_string(std::max(a.p, a.batch_prompt)) +
+                         ") + -n (" + std::to_string(a.n) + ") exceeds the model's context of " +
+                         std::to_string(eng->options().max_ctx));
     Backend& b = eng->backend();
     const uint32_t V = eng->config().n_vocab;
+    const uint32_t step_rows = b.max_step_rows();
     std::mt19937 rng(42);
     auto tokens = [&](uint32_t k) {
         std::vector<int32_t> t{eng->config().bos_id >= 0 ? eng->config().bos_id : 0};
@@ -88,7 +94,14 @@ void do_bench(const BenchArgs& a) {
         SeqId s = b.create_sequence();
         auto prompt = tokens(a.p);
         Span prefill;
-        auto out = b.step({{s, {Segment::from_tokens(prompt)}, {a.p - 1}, {}}});
+        std::vector<ItemOutput> out;
+        for (uint32_t at = 0; at < a.p; at += step_rows) { // one step unless past the device's limit
+            const uint32_t n = std::min(step_rows, a.p - at);
+            out = b.step({{s,
+                           {Segment::from_tokens({prompt.begin() + at, prompt.begin() + at + n})},
+                           at + n == a.p ? std::vector<uint32_t>{n - 1} : std::vector<uint32_t>{},
+                           {}}});
+        }
         prefill.add(a.p, pp, pp_cpu);
         int32_t next = argmax(out[0].logits, 0, V);
         Span decode;
@@ -113,7 +126,16 @@ void do_bench(const BenchArgs& a) {
                                  {Segment::from_tokens(tokens(a.batch_prompt))},
                                  {a.batch_prompt - 1},
                                  {}});
-            auto outs = b.step(items);
+            // prefill (not timed): as many sequences per step as the device's row limit allows
+            std::vector<ItemOutput> outs;
+            for (size_t k0 = 0; k0 < items.size();) {
+                size_t k1 = k0 + 1;
+                while (k1 < items.size() && uint64_t(k1 + 1 - k0) * a.batch_prompt <= step_rows)
+                    ++k1;
+                auto part = b.step({items.begin() + k0, items.begin() + k1});
+                std::move(part.begin(), part.end(), std::back_inserter(outs));
+                k0 = k1;
+            }
             Span batched;
             for (uint32_t i = 0; i < a.n; ++i) {
                 for (uint32_t k = 0; k < a.batch; ++k) {

@@ -199,7 +199,7 @@ CliModule reg([](CLI::App& app, const Globals&) {
     s->add_option("--temperature", a->temperature, "0 = greedy");
     s->add_option("--top-p", a->top_p, "nucleus sampling");
     s->add_option("--top-k", a->top_k, "top-k sampling (0 = off)");
-    s->add_option("--seed", a->seed, "sampling seed");
+    s->add_option("--seed", a->seed, "sampling seed")->check(uint64_text());
     s->add_option("--stop", a->stop, "comma-separated stop strings");
     s->add_flag("--stream", a->stream, "print tokens as they arrive");
     s->add_option("--choices", a->choices, "comma-separated labels: reply with each label's probability");

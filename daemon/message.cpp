@@ -2,6 +2,7 @@
 // Order of checks: size and identifier, Verifier (depth/table caps), payload type, then field
 // ranges; the embeddings tensor is size-checked before anything is allocated for it.
 #include "daemon/message.h"
+#include "engine/input_limits.h"
 
 #include "prefixd_generated.h"
 
@@ -201,10 +202,14 @@ void read_tensor(const pb::Tensor* t, const Limits& lim, JobSpec& spec) {
         for (uint64_t i = 0; i < rows * cols; ++i)
             spec.embeds[i] = half_to_float(uint16_t(src[2 * i] | src[2 * i + 1] << 8));
     }
-    for (uint64_t i = 0; i < rows * cols; ++i)
+    for (uint64_t i = 0; i < rows * cols; ++i) {
         need(std::isfinite(spec.embeds[i]), Code::InvalidTensor,
              "embeddings contain NaN/Inf at row " + std::to_string(i / cols) + " col " +
                  std::to_string(i % cols));
+        need(std::fabs(spec.embeds[i]) <= kMaxEmbedAbs, Code::InvalidTensor,
+             "embedding value at row " + std::to_string(i / cols) + " col " + std::to_string(i % cols) +
+                 " is outside +-1e6");
+    }
     spec.embed_rows = uint32_t(rows);
 }
 

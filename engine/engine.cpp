@@ -6,6 +6,7 @@
 #include "cpu/forward.h"
 #include "vk/vk_backend.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace prefixd {
@@ -30,11 +31,7 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& opts) {
         throw EngineError("max_seqs must be at least 1");
     if (e->opts_.max_batch_rows == 0)
         throw EngineError("max_batch_rows must be at least 1");
-    try {
-        e->tokenizer_ = Tokenizer::from_gguf(e->model_->gguf());
-    } catch (const TokenizerError& t) {
-        throw ModelError(opts.model_path + ": tokenizer: " + t.what());
-    }
+    e->tokenizer_ = load_tokenizer(*e->model_, opts.model_path);
     if (opts.backend == "cpu") {
         e->backend_ = cpu::make_cpu_backend(*e->model_, e->opts_);
     } else if (opts.backend == "vulkan") {
@@ -46,10 +43,27 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& opts) {
     } else {
         throw EngineError("unknown backend '" + opts.backend + "' (vulkan or cpu)");
     }
+    e->opts_.max_batch_rows = std::min(e->opts_.max_batch_rows, e->backend_->max_step_rows());
     if (opts.verbose)
         std::fprintf(stderr, "prefixd: %s on %s (%u layers, hidden %u, vocab %u)\n", c.name.c_str(),
                      e->backend_->device_name().c_str(), c.n_layer, c.hidden, c.n_vocab);
     return e;
+}
+
+std::unique_ptr<Tokenizer> Engine::load_tokenizer(const Model& m, const std::string& path) {
+    std::unique_ptr<Tokenizer> t;
+    try {
+        t = Tokenizer::from_gguf(m.gguf());
+    } catch (const TokenizerError& e) {
+        throw ModelError(path + ": " + e.what()); // what() starts with "tokenizer: "
+    }
+    // Every id the model can produce must decode, and every id the tokenizer gives must embed
+    // (llama.cpp's loader requires the same).
+    if (t->vocab_size() != m.config().n_vocab)
+        throw ModelError(path + ": the tokenizer has " + std::to_string(t->vocab_size()) +
+                         " tokens, the model's vocabulary (token_embd rows) is " +
+                         std::to_string(m.config().n_vocab));
+    return t;
 }
 
 std::vector<float> Engine::embed_tokens(const std::vector<int32_t>& ids) const {

@@ -90,6 +90,9 @@ class Backend {
         uint64_t steps = 0;
     };
     virtual StepTime step_time() const { return {}; }
+    // Most rows one step() takes, all items together (Vulkan: the device's workgroup-count limit,
+    // at least 65535); step() throws EngineError past it. Engine::open caps max_batch_rows at it.
+    virtual uint32_t max_step_rows() const { return UINT32_MAX; }
     // Runs the device's kernels on small known inputs against the CPU twins; throws EngineError
     // naming a kernel that computes wrong answers (a broken driver). No-op on the CPU backend.
     virtual void self_check() {}
@@ -98,6 +101,8 @@ class Backend {
 class Engine {
   public:
     static std::unique_ptr<Engine> open(const EngineOptions& opts);  // throws ModelError/EngineError
+    // The model's tokenizer, checked against its vocabulary; ModelError names `path`.
+    static std::unique_ptr<Tokenizer> load_tokenizer(const Model& m, const std::string& path);
     const ModelConfig& config() const { return model_->config(); }
     const Model& model() const { return *model_; }
     const Tokenizer& tokenizer() const { return *tokenizer_; }

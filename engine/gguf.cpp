@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <tuple>
 #include <unistd.h>
 
 namespace prefixd::gguf {
@@ -214,10 +215,15 @@ namespace {
 
 constexpr uint32_t kMaxDims = 4;
 constexpr int kMaxArrayDepth = 2;
+// Metadata array elements, all arrays together. A parsed element takes ~48 bytes (Value) where
+// the file may spend 1, so a crafted 1 GB array would need ~48 GB. Tokenizers need ~3 arrays of
+// up to ~260k entries (tokens, types, merges); 16M leaves room for any real vocabulary.
+constexpr uint64_t kMaxArrayElems = 16u << 20;
 
 struct Reader {
     std::span<const uint8_t> b;
     size_t pos = 0;
+    uint64_t array_elems = 0; // metadata array elements read so far (kMaxArrayElems)
     [[noreturn]] void fail(const std::string& what) const {
         throw GgufError("GGUF: " + what + " at offset " + std::to_string(pos));
     }
@@ -320,6 +326,10 @@ Value read_value(Reader& r, ValueType t, int depth) {
         out.elem_type = ValueType(et);
         if (n > r.remaining() / min_value_bytes(out.elem_type))
             r.fail("array length " + std::to_string(n) + " exceeds the file (truncated?)");
+        if (n > kMaxArrayElems - r.array_elems)
+            r.fail("array length " + std::to_string(n) + " takes the metadata arrays past " +
+                   std::to_string(kMaxArrayElems) + " elements");
+        r.array_elems += n;
         Array a;
         a.reserve(size_t(n));
         for (uint64_t i = 0; i < n; ++i)
@@ -404,7 +414,7 @@ Parsed Parsed::parse(std::span<const uint8_t> bytes) {
         r.fail("truncated file: data section missing");
     uint64_t data_size = bytes.size() - std::min<uint64_t>(data_start, bytes.size());
     // Bounds and overlap of tensor data (tensors of unknown type only get a start check).
-    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    std::vector<std::tuple<uint64_t, uint64_t, const TensorInfo*>> ranges;
     for (auto& ti : p.tensors) {
         if (ti.offset > data_size || ti.nbytes > data_size - ti.offset)
             throw GgufError("GGUF: tensor '" + ti.name + "' data (" + std::to_string(ti.nbytes) +
@@ -412,12 +422,16 @@ Parsed Parsed::parse(std::span<const uint8_t> bytes) {
                             ") lies beyond the end of the file (truncated?)");
         ti.data = bytes.data() + data_start + ti.offset;
         if (ti.nbytes)
-            ranges.emplace_back(ti.offset, ti.offset + ti.nbytes);
+            ranges.emplace_back(ti.offset, ti.offset + ti.nbytes, &ti);
     }
     std::sort(ranges.begin(), ranges.end());
     for (size_t i = 1; i < ranges.size(); ++i)
-        if (ranges[i].first < ranges[i - 1].second)
-            throw GgufError("GGUF: overlapping tensor data");
+        if (std::get<0>(ranges[i]) < std::get<1>(ranges[i - 1]))
+            throw GgufError("GGUF: tensor '" + std::get<2>(ranges[i - 1])->name + "' (" +
+                            type_name(std::get<2>(ranges[i - 1])->type) + ", " +
+                            std::to_string(std::get<2>(ranges[i - 1])->nbytes) +
+                            " bytes) overlaps the data of '" + std::get<2>(ranges[i])->name +
+                            "': a wrong type or shape in the tensor table?");
     return p;
 }
 
@@ -475,7 +489,8 @@ std::string Parsed::get_str(const std::string& key, const std::string& def) cons
 
 // ---- File ----
 File File::open(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO would otherwise block until a writer comes (regular files ignore it)
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         throw GgufError("cannot open " + path + ": " + std::strerror(errno));
     struct stat st {};

@@ -93,18 +93,27 @@ struct Loader {
         return t;
     }
 
-    // Keeps an F32 tensor as is; converts other float types into an owned F32 copy.
+    // Keeps an F32 tensor as is; converts other float types into an owned F32 copy. These are the
+    // small tensors (norms, routers, routing biases), so their values are checked here: a NaN or
+    // Inf in one makes every logit NaN.
     Tensor as_f32(Tensor t) {
-        if (!t || t.type == GgmlType::F32)
+        if (!t)
             return t;
-        uint64_t n = t.rows * t.cols * t.n_mat;
-        std::vector<uint8_t> buf(n * 4);
-        for (uint64_t r = 0; r < t.rows * t.n_mat; ++r)
-            cpu::dequantize_row(t.type, t.data + r * t.row_bytes(),
-                                reinterpret_cast<float*>(buf.data()) + r * t.cols, t.cols);
-        derived.push_back(std::move(buf));
-        t.type = GgmlType::F32;
-        t.data = derived.back().data();
+        const uint64_t n = t.rows * t.cols * t.n_mat;
+        if (t.type != GgmlType::F32) {
+            std::vector<uint8_t> buf(n * 4);
+            for (uint64_t r = 0; r < t.rows * t.n_mat; ++r)
+                cpu::dequantize_row(t.type, t.data + r * t.row_bytes(),
+                                    reinterpret_cast<float*>(buf.data()) + r * t.cols, t.cols);
+            derived.push_back(std::move(buf));
+            t.type = GgmlType::F32;
+            t.data = derived.back().data();
+        }
+        const float* v = reinterpret_cast<const float*>(t.data);
+        for (uint64_t i = 0; i < n; ++i)
+            if (!std::isfinite(v[i]))
+                throw ModelError("tensor " + t.info->name + " holds NaN or Inf (element " +
+                                 std::to_string(i) + ")");
         return t;
     }
 };
@@ -172,8 +181,23 @@ void read_config(const gguf::Parsed& g, const Loader& L, ModelConfig& c) {
         bad("zero dimension");
     if (c.qk_rope % 2)
         bad("odd rope dimension count");
-    if (!(c.rms_eps > 0) || !(c.rope_base > 0) || !(c.rope_factor >= 1.0f) || !std::isfinite(c.routed_scale))
-        bad("epsilon, rope base or scaling out of range");
+    // Ranges wide enough for any real model (DeepSeek: eps 1e-6, base 1e4, YaRN factor 40, mscale
+    // multiplier 0.1 / 0.0707, routed scaling 1 / 2.5 / 16) and narrow enough that the forward
+    // pass stays finite. NaN fails every test here.
+    auto in = [&](const char* key, float v, float lo, float hi) {
+        if (!(v >= lo && v <= hi))
+            bad(std::string(key) + " = " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+                std::to_string(hi) + "]");
+    };
+    if (!c.n_ctx_train)
+        bad("context_length is 0");
+    in("attention.layer_norm_rms_epsilon", c.rms_eps, 1e-12f, 1.0f);
+    in("rope.freq_base", c.rope_base, 1.0f, 1e12f);
+    in("rope.scaling.factor", c.rope_factor, 1.0f, 1e4f);
+    in("rope.scaling.yarn_log_multiplier", c.yarn_log_mul, -10.0f, 10.0f);
+    in("rope.scaling.yarn_beta_fast", c.yarn_beta_fast, 1e-6f, 1e6f);
+    in("rope.scaling.yarn_beta_slow", c.yarn_beta_slow, 1e-6f, 1e6f);
+    in("expert_weights_scale", c.routed_scale, 1e-6f, 1e4f);
     if (c.n_dense_lead > c.n_layer)
         bad("leading_dense_block_count > block_count");
     if (c.n_dense_lead < c.n_layer) {

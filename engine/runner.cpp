@@ -6,12 +6,15 @@
 // a request whose prefix another one is computing waits for that save instead of recomputing it.
 #include "runner.h"
 
+#include "input_limits.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <deque>
 #include <list>
 #include <map>
+#include <stdexcept>
 
 namespace prefixd {
 
@@ -355,9 +358,12 @@ struct Runner::Impl {
                         "embedding rows have width " +
                         std::to_string(s.embeds.size() / std::max<uint32_t>(1, s.n_embed_rows)) +
                         ", the model's hidden size is " + std::to_string(c.hidden));
-                for (float v : s.embeds)
-                    if (!std::isfinite(v))
+                for (size_t i = 0; i < s.embeds.size(); ++i)
+                    if (!std::isfinite(s.embeds[i]))
                         throw EngineError("embedding rows contain NaN or Inf");
+                    else if (std::fabs(s.embeds[i]) > kMaxEmbedAbs)
+                        throw EngineError("embedding value " + std::to_string(s.embeds[i]) + " at row " +
+                                          std::to_string(i / c.hidden) + " is outside +-1e6");
                 virt += s.n_embed_rows;
             }
             for (auto t : s.tokens)
@@ -562,6 +568,12 @@ StepEvents Runner::step() {
         I.save_prefix(q, c.hidden);
         ItemOutput& o = outs[k];
         if (q.r.kind == RequestKind::Score) {
+            if (std::any_of(o.logprobs.begin(), o.logprobs.end(), [](float lp) { return std::isnan(lp); })) {
+                I.finish(q, FinishReason::Error, ev,
+                         "the model's log-probabilities are NaN (broken weights, or inputs so large that "
+                         "the model overflows)");
+                continue;
+            }
             for (float lp : o.logprobs) {
                 q.res.token_logprobs.push_back(lp);
                 q.res.logprob_sum += lp;
@@ -574,7 +586,13 @@ StepEvents Runner::step() {
             continue; // prefill chunk without the last row
         q.decoding = true;
         std::span<const float> logits(o.logits.data(), c.n_vocab);
-        int32_t tok = q.sampler.sample(logits);
+        int32_t tok;
+        try {
+            tok = q.sampler.sample(logits);    // checks the logits first (sampler.h)
+        } catch (const std::domain_error& e) { // this request ends; the others in the step go on
+            I.finish(q, FinishReason::Error, ev, e.what());
+            continue;
+        }
         TokenEvent te;
         te.id = tok;
         te.logprob = log_prob(logits, tok);

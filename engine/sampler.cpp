@@ -102,6 +102,21 @@ size_t candidates(std::span<const float> logits, const SamplingParams& p, std::v
     return n;
 }
 
+// NaN or +Inf logits come from a broken model (NaN/Inf weights) or from inputs that overflow it.
+// Nothing can be drawn from them: NaN is no order (std::sort and the quickselect need one) and
+// +Inf no distribution. -Inf is a logit of probability 0, allowed while one logit is finite.
+void check_logits(std::span<const float> logits) {
+    bool finite = false;
+    for (float l : logits) {
+        if (std::isnan(l) || l == INFINITY)
+            throw std::domain_error("the model's logits contain NaN or +Inf (broken weights, or inputs "
+                                    "so large that the model overflows)");
+        finite = finite || l != -INFINITY;
+    }
+    if (!finite)
+        throw std::domain_error("the model's logits are all -Inf");
+}
+
 bool greedy(const SamplingParams& p) {
     return p.temperature <= 0.0f || p.top_k == 1;
 }
@@ -115,6 +130,7 @@ int32_t argmax(std::span<const float> logits) { // lowest id on ties
 int32_t Sampler::sample(std::span<const float> logits) {
     if (logits.empty())
         throw std::invalid_argument("sample: empty logits");
+    check_logits(logits);
     if (greedy(p_))
         return argmax(logits);
     const size_t keep = candidates(logits, p_, scratch_);
@@ -133,6 +149,7 @@ int32_t Sampler::sample(std::span<const float> logits) {
 std::vector<int32_t> sampling_candidates(std::span<const float> logits, const SamplingParams& p) {
     if (logits.empty())
         return {};
+    check_logits(logits);
     if (greedy(p))
         return {argmax(logits)};
     std::vector<Cand> c;
@@ -147,6 +164,7 @@ std::vector<int32_t> sampling_candidates(std::span<const float> logits, const Sa
 float log_prob(std::span<const float> logits, int32_t target) {
     if (target < 0 || size_t(target) >= logits.size())
         throw std::out_of_range("log_prob: target outside the logits");
+    check_logits(logits);
     float mx = *std::max_element(logits.begin(), logits.end());
     double sum = 0;
     for (float l : logits)

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <stdexcept>
 #include <vector>
 
 namespace prefixd {
@@ -16,6 +17,8 @@ struct SamplingParams {
     uint64_t seed = 0;
 };
 
+// sample(), sampling_candidates() and log_prob() throw std::domain_error when the logits hold a
+// NaN or +Inf, or are all -Inf (a broken model or overflowing inputs): nothing can be drawn then.
 class Sampler {
   public:
     explicit Sampler(const SamplingParams& p);

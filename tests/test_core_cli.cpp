@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 
@@ -149,6 +150,13 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
     fs::copy_file(kModel, p("trunc.gguf"));
     fs::resize_file(p("trunc.gguf"), fs::file_size(kModel) / 3);
     std::ofstream(p("empty.gguf")).close();
+    REQUIRE(::mkfifo(p("fifo.gguf").c_str(), 0600) == 0); // used to block in open() for a writer
+    test::GgufEdit nan;
+    nan.data = [](const std::string& name, std::vector<uint8_t>& d) {
+        if (name == "output_norm.weight")
+            std::memset(d.data() + 8, 0xff, 4); // element 2: a NaN
+    };
+    test::rewrite_gguf(kModel, p("nan.gguf"), nan);
     struct Case {
         const char* file;
         const char* needle;
@@ -159,7 +167,8 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
           Case{"shape.gguf", "tensor blk.0.attn_kv_a_mqa.weight has shape [128, 96], expected [128, 80]"},
           Case{"type.gguf", "tensor blk.0.ffn_down.weight has unsupported type Q5_K"},
           Case{"trunc.gguf", "truncated"}, Case{"empty.gguf", "truncated"},
-          Case{"nonexistent.gguf", "cannot open"}}) {
+          Case{"nonexistent.gguf", "cannot open"}, Case{"fifo.gguf", "not a regular file"},
+          Case{"nan.gguf", "tensor output_norm.weight holds NaN or Inf (element 2)"}}) {
         for (std::string cmd : {"run --backend cpu -n 1 --prompt x --model ", "tokenize x --model ",
                                 "bench --backend cpu -p 4 -n 1 -r 1 --model "}) {
             auto r = prefixctl(cmd + p(c.file));
@@ -168,6 +177,45 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
             CHECK(r.out.find("prefixctl: ") != std::string::npos);
             CHECK(r.out.find(c.needle) != std::string::npos);
         }
+    }
+    fs::remove_all(dir);
+}
+
+TEST_CASE("option values outside what they mean: clear error, non-zero exit") {
+    for (const char* seed : {"-1", "-5", "18446744073709551616", "99999999999999999999999", "1e3"}) {
+        auto r =
+            prefixctl(std::string("run --backend cpu -n 1 --prompt x --seed ") + seed + " --model " + kModel);
+        INFO(seed << ": " << r.out);
+        CHECK(r.code != 0);
+        CHECK(r.out.find("--seed") != std::string::npos);
+    }
+    auto ok =
+        prefixctl("run --backend cpu -n 1 --prompt x --temperature 1 --json --seed 18446744073709551615 "
+                  "--model " +
+                  kModel);
+    CHECK(ok.code == 0);
+    // bench: a prompt past the model's context (tiny models: 4096) names the options and the limit
+    auto b = prefixctl("bench --backend cpu -p 4096 -n 4 -r 1 --batch 1 --model " + kModel);
+    CHECK(b.code != 0);
+    CHECK(b.out.find("-p/--batch-prompt (4096) + -n (4) exceeds the model's context of 4096") !=
+          std::string::npos);
+}
+
+TEST_CASE("run on a model whose logits come out NaN: a clear error and exit 1, not garbage tokens") {
+    auto dir = test::temp_dir("cli-nan");
+    const auto path = (dir / "nan-output.gguf").string();
+    test::GgufEdit poison; // output.weight is not scanned at load (it is large); row 3 gets a NaN
+    poison.data = [](const std::string& name, std::vector<uint8_t>& d) {
+        if (name == "output.weight")
+            std::memset(d.data() + 3 * 128 * 4, 0xff, 4);
+    };
+    test::rewrite_gguf((test::models_dir() / "tiny-v2-f32.gguf").string(), path, poison);
+    for (const char* args :
+         {"--backend cpu", "--backend cpu --temperature 1 --top-p 0.9", "--temperature 1 --top-p 0.9"}) {
+        auto r = prefixctl(std::string("run -n 3 --prompt hello --json ") + args + " --model " + path);
+        INFO(args << ": " << r.out);
+        CHECK(r.code == 1);
+        CHECK(r.out.find("NaN or +Inf") != std::string::npos);
     }
     fs::remove_all(dir);
 }

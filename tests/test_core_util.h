@@ -17,6 +17,7 @@ struct GgufEdit {
     gguf::GgmlType new_type = gguf::GgmlType::F32;
     std::string reshape_tensor;
     std::vector<uint64_t> new_ne;
+    std::function<void(const std::string& name, std::vector<uint8_t>& data)> data; // edits tensor bytes
 };
 
 inline void rewrite_gguf(const std::string& in, const std::string& out, const GgufEdit& e) {
@@ -41,11 +42,13 @@ inline void rewrite_gguf(const std::string& in, const std::string& out, const Gg
         uint64_t nbytes = n / gguf::type_block_elems(type) * gguf::type_block_bytes(type);
         const uint8_t* src = t.data;
         uint64_t have = t.nbytes;
-        w.add_tensor_lazy(t.name, ne, type, [src, have, nbytes] {
+        w.add_tensor_lazy(t.name, ne, type, [src, have, nbytes, name = t.name, edit = e.data] {
             std::vector<uint8_t> b(nbytes);
             std::mt19937 rng(1);
             for (uint64_t i = 0; i < nbytes; ++i)
                 b[i] = i < have ? src[i] : uint8_t(rng());
+            if (edit)
+                edit(name, b);
             return b;
         });
     }

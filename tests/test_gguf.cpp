@@ -1,15 +1,18 @@
 // GGUF parser and writer: a round trip through the Writer and File, and malformed inputs
-// (truncations at every length, bad magic/version, bad counts, misalignment, overlaps).
+// (truncations at every length, bad magic/version, bad counts, misalignment, overlaps, FIFOs,
+// oversized metadata arrays).
 #include "engine/cpu/ops.h"
 #include "engine/gguf.h"
 #include "test_env.h"
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <sys/stat.h>
 
 using namespace prefixd;
 using namespace prefixd::gguf;
@@ -129,7 +132,63 @@ TEST_CASE("malformed headers") {
     }
     CHECK_THROWS_AS(File::open((dir / "does-not-exist.gguf").string()), GgufError);
     CHECK_THROWS_AS(File::open(dir.string()), GgufError);
+    // A FIFO: open() would wait for a writer forever unless it does not block
+    const auto fifo = (dir / "fifo.gguf").string();
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(File::open(fifo), doctest::Contains("not a regular file"), GgufError);
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("overlapping tensor data names both tensors") {
+    auto dir = test::temp_dir("gguf-overlap");
+    auto b = read_all(write_sample(dir));
+    // t.f32's dims in the tensor table: name, n_dims (u32), ne0 (u64) = 64 -> 96 (384 bytes: into t.q8)
+    const std::string name = "t.f32";
+    auto at = std::search(b.begin(), b.end(), name.begin(), name.end());
+    REQUIRE(at != b.end());
+    const size_t ne0 = size_t(at - b.begin()) + name.size() + 4;
+    uint64_t v;
+    std::memcpy(&v, &b[ne0], 8);
+    REQUIRE(v == 64);
+    v = 96;
+    std::memcpy(&b[ne0], &v, 8);
+    CHECK_THROWS_WITH_AS(Parsed::parse(b),
+                         doctest::Contains("tensor 't.f32' (F32, 384 bytes) overlaps the data of 't.q8'"),
+                         GgufError);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("metadata arrays are capped at 16M elements in all (a parsed element takes ~48 bytes)") {
+    auto file = [](std::vector<uint64_t> lengths) {
+        std::vector<uint8_t> b;
+        auto put = [&](const void* p, size_t n) {
+            auto c = static_cast<const uint8_t*>(p);
+            b.insert(b.end(), c, c + n);
+        };
+        const uint32_t version = 3, array = 9, u8 = 0;
+        const uint64_t tensors = 0, kvs = lengths.size();
+        put("GGUF", 4);
+        put(&version, 4);
+        put(&tensors, 8);
+        put(&kvs, 8);
+        for (size_t i = 0; i < lengths.size(); ++i) {
+            const std::string key = "test.a" + std::to_string(i);
+            const uint64_t klen = key.size();
+            put(&klen, 8);
+            put(key.data(), key.size());
+            put(&array, 4);
+            put(&u8, 4);
+            put(&lengths[i], 8);
+            b.resize(b.size() + lengths[i], 7);
+        }
+        return b;
+    };
+    const uint64_t cap = 16u << 20;
+    CHECK(Parsed::parse(file({1000, 2000})).kv.size() == 2);
+    CHECK_THROWS_WITH_AS(Parsed::parse(file({cap + 1})), doctest::Contains("past 16777216 elements"),
+                         GgufError);
+    CHECK_THROWS_WITH_AS(Parsed::parse(file({cap / 64, cap - cap / 64 + 1})),
+                         doctest::Contains("past 16777216 elements"), GgufError);
 }
 
 TEST_CASE("writer rejects inconsistent tensors") {

@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 using namespace prefixd;
@@ -152,6 +153,51 @@ TEST_CASE("broken model files give clear errors") {
     groups.kv = [](gguf::Writer& w) { w.set_u32("deepseek2.expert_group_count", 3); };
     test::rewrite_gguf(src, p("groups.gguf"), groups);
     expect_load_error(p("groups.gguf"), "groups");
+
+    // Hyper-parameters out of range (each made the logits NaN or zero, or the Vulkan self-check
+    // blame the driver): named in the error
+    struct Bad {
+        const char* key;
+        float value;
+    };
+    const Bad bad_values[] = {
+        {"rope.scaling.yarn_log_multiplier", NAN},
+        {"rope.scaling.yarn_log_multiplier", INFINITY},
+        {"rope.scaling.factor", INFINITY},
+        {"attention.layer_norm_rms_epsilon", INFINITY},
+        {"attention.layer_norm_rms_epsilon", 0.0f},
+        {"rope.freq_base", 1e-30f},
+        {"rope.freq_base", NAN},
+        {"expert_weights_scale", 1e38f},
+        {"expert_weights_scale", -1e30f},
+        {"rope.scaling.yarn_beta_fast", -1.0f},
+    };
+    const std::string v3 = model_path("tiny-v3-q8_0.gguf"); // YaRN keys present
+    for (const Bad& b : bad_values) {
+        INFO(b.key << " = " << b.value);
+        test::GgufEdit hp;
+        hp.kv = [&b](gguf::Writer& w) { w.set_f32(std::string("deepseek2.") + b.key, b.value); };
+        test::rewrite_gguf(v3, p("hp.gguf"), hp);
+        expect_load_error(p("hp.gguf"), b.key);
+    }
+    test::GgufEdit ctx0;
+    ctx0.kv = [](gguf::Writer& w) { w.set_u32("deepseek2.context_length", 0); };
+    test::rewrite_gguf(src, p("ctx0.gguf"), ctx0);
+    expect_load_error(p("ctx0.gguf"), "context_length is 0");
+
+    // NaN or Inf in a norm or router weight (every logit would be NaN)
+    for (const char* t : {"output_norm.weight", "blk.1.ffn_gate_inp.weight", "blk.2.attn_kv_a_norm.weight"}) {
+        for (const float bad : {NAN, -INFINITY}) {
+            INFO(t << " " << bad);
+            test::GgufEdit poison;
+            poison.data = [t, bad](const std::string& name, std::vector<uint8_t>& d) {
+                if (name == t)
+                    std::memcpy(d.data() + 4 * 5, &bad, 4); // F32: element 5
+            };
+            test::rewrite_gguf(src, p("poison.gguf"), poison);
+            expect_load_error(p("poison.gguf"), std::string("tensor ") + t + " holds NaN or Inf (element 5)");
+        }
+    }
 
     // Truncated: cut in the middle of the tensor data and inside the metadata.
     for (double frac : {0.5, 0.999, 0.001}) {

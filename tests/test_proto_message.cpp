@@ -208,6 +208,19 @@ TEST_CASE("embeddings tensor checks happen before allocation") {
               n[9] = INFINITY;
               r.set_embeds_f32(n, 2, 8);
           }) == Code::InvalidTensor);
+    for (const float big : {1.5e6f, -3e38f}) // finite, but past the engine's kMaxEmbedAbs
+        CHECK(with([&](JobRequest& r) {
+                  auto n = e;
+                  n[9] = big;
+                  r.set_embeds_f32(n, 2, 8);
+              }) == Code::InvalidTensor);
+    {
+        JobRequest r = base(); // the bound itself is fine
+        auto n = e;
+        n[9] = -1e6f;
+        r.set_embeds_f32(n, 2, 8);
+        CHECK_FALSE(std::holds_alternative<DecodeError>(dec(r)));
+    }
     CHECK(with([&](JobRequest& r) {
               std::vector<float> big(65 * 8, 0.1f);
               r.set_embeds_f32(big, 65, 8);

@@ -2,11 +2,14 @@
 // equal to single runs, Score log-probs equal to generation's, stop strings, cancel, PEFT prompt
 // order, UTF-8-safe streamed text, and admission errors.
 #include "engine/runner.h"
+#include "test_core_util.h"
 #include "test_env.h"
 
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <map>
 
 using namespace prefixd;
@@ -177,6 +180,14 @@ TEST_CASE("cancel, PEFT order, admission errors") {
     auto nan = v;
     nan.prompt[0].embeds[5] = NAN;
     CHECK_THROWS_AS(r.submit(nan), EngineError);
+    for (const float big : {1.5e6f, -2e19f, 3e38f}) { // finite, but a row's sum of squares overflows
+        auto huge = v;
+        huge.prompt[0].embeds[c.hidden + 7] = big;
+        CHECK_THROWS_WITH_AS(r.submit(huge), doctest::Contains("at row 1 is outside +-1e6"), EngineError);
+    }
+    auto edge = v; // the bound itself is allowed
+    edge.prompt[0].embeds[7] = -1e6f;
+    CHECK(r.run(edge).finish == FinishReason::Length);
     auto width = v;
     width.prompt[0].embeds.resize(3 * c.hidden - 3);
     CHECK_THROWS_AS(r.submit(width), EngineError);
@@ -209,4 +220,82 @@ TEST_CASE("a failing item fails alone; the others in its batch continue") {
     CHECK(done[a].error.find("unknown sequence") != std::string::npos);
     CHECK(done[b].finish == FinishReason::Length);
     CHECK(done[b].token_ids == solo.token_ids);
+}
+
+TEST_CASE("NaN logits (broken weights the loader does not scan) end the request with an error, not garbage") {
+    auto dir = test::temp_dir("runner-nan");
+    const auto path = (dir / "nan-output.gguf").string();
+    test::GgufEdit poison; // one NaN in the output projection: the logit of token 9 is NaN
+    poison.data = [](const std::string& name, std::vector<uint8_t>& d) {
+        if (name == "output.weight") {
+            const float nan = NAN;
+            std::memcpy(d.data() + 9 * 128 * 4, &nan, 4); // F32 rows of hidden 128: row 9, column 0
+        }
+    };
+    test::rewrite_gguf((test::models_dir() / "tiny-v2-f32.gguf").string(), path, poison);
+    EngineOptions o;
+    o.model_path = path;
+    o.backend = "cpu";
+    o.max_ctx = 64;
+    auto e = Engine::open(o);
+    Runner r(*e);
+    for (const float top_p : {1.0f, 0.9f}) { // top-p: the quickselect had no order on NaN
+        auto g = gen(*e, "hello", 4);
+        g.sampling.temperature = 1.0f;
+        g.sampling.top_p = top_p;
+        auto res = r.run(g);
+        CHECK(res.finish == FinishReason::Error);
+        CHECK(res.error.find("NaN or +Inf") != std::string::npos);
+        CHECK(res.token_ids.empty());
+        CHECK(res.prompt_tokens == 2); // usage still counts what the model read
+    }
+    // Score: the CPU backend's log_prob refuses the logits inside the step; the Vulkan backend
+    // computes log-probs on the device, NaN, and the runner refuses those
+    for (const char* backend : {"cpu", "vulkan"}) {
+        INFO(backend);
+        o.backend = backend;
+        auto eb = Engine::open(o);
+        Runner rb(*eb);
+        Request s;
+        s.kind = RequestKind::Score;
+        s.prompt = make_prompt(*eb, {}, 0, "hello");
+        s.continuation = {5, 6};
+        auto sc = rb.run(s);
+        CHECK(sc.finish == FinishReason::Error);
+        CHECK_MESSAGE(sc.error.find(o.backend == "cpu" ? "logits contain NaN"
+                                                       : "log-probabilities are NaN") != std::string::npos,
+                      sc.error);
+        CHECK(rb.idle());
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a tokenizer that does not cover the model's vocabulary is refused at load") {
+    auto dir = test::temp_dir("runner-vocab");
+    const auto src = (test::models_dir() / "tiny-v2-q8_0.gguf").string();
+    const auto path = (dir / "vocab.gguf").string();
+    gguf::File f = gguf::File::open(src);
+    test::GgufEdit extra; // one more token than token_embd has rows
+    extra.kv = [&f](gguf::Writer& w) {
+        gguf::Value tokens = *f.parsed().get("tokenizer.ggml.tokens");
+        gguf::Value types = *f.parsed().get("tokenizer.ggml.token_type");
+        auto& ta = std::get<gguf::Array>(tokens.v);
+        auto& ya = std::get<gguf::Array>(types.v);
+        gguf::Value t = ta.back(), y = ya.back();
+        t.v = std::string("<extra_token>");
+        ta.push_back(t);
+        ya.push_back(y);
+        w.set("tokenizer.ggml.tokens", tokens);
+        w.set("tokenizer.ggml.token_type", types);
+    };
+    test::rewrite_gguf(src, path, extra);
+    EngineOptions o;
+    o.model_path = path;
+    o.backend = "cpu";
+    CHECK_THROWS_WITH_AS(
+        Engine::open(o),
+        doctest::Contains(
+            "the tokenizer has 129281 tokens, the model's vocabulary (token_embd rows) is 129280"),
+        ModelError);
+    std::filesystem::remove_all(dir);
 }

@@ -167,3 +167,44 @@ TEST_CASE("a temperature near zero (the protocol allows any in [0, 100]) samples
             CHECK(sampling_candidates(l, {1e-38f, 0, top_p, 7}) == std::vector<int32_t>{best});
     }
 }
+
+TEST_CASE("NaN, +Inf or all -Inf logits are an error for every sampling mode; -Inf entries are never drawn") {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    std::vector<float> good(129280);
+    for (float& v : good)
+        v = nd(rng);
+    const SamplingParams modes[] = {
+        {0.0f, 0, 1.0f, 1},  // greedy
+        {1.0f, 0, 1.0f, 2},  // temperature
+        {1.0f, 40, 1.0f, 3}, // top-k
+        {1.0f, 0, 0.9f, 4},  // top-p (the quickselect: NaN gave it no order, O(V^2) passes)
+        {0.7f, 50, 0.5f, 5}, // both
+    };
+    for (const SamplingParams& p : modes) {
+        INFO("temperature " << p.temperature << " top_k " << p.top_k << " top_p " << p.top_p);
+        for (const float bad : {NAN, INFINITY}) {
+            for (const size_t at : {size_t(0), size_t(777), good.size() - 1}) {
+                auto l = good;
+                l[at] = bad;
+                Sampler s(p);
+                CHECK_THROWS_WITH_AS(s.sample(l), doctest::Contains("NaN or +Inf"), std::domain_error);
+                CHECK_THROWS_AS(sampling_candidates(l, p), std::domain_error);
+            }
+        }
+        std::vector<float> none(good.size(), -INFINITY);
+        Sampler s(p);
+        CHECK_THROWS_WITH_AS(s.sample(none), doctest::Contains("all -Inf"), std::domain_error);
+        // -Inf marks tokens of probability 0: never drawn, never the argmax
+        auto masked = good;
+        for (size_t i = 0; i < masked.size(); i += 2)
+            masked[i] = -INFINITY;
+        Sampler m(p);
+        for (int i = 0; i < 50; ++i)
+            CHECK(m.sample(masked) % 2 == 1);
+    }
+    auto l = good;
+    l[5] = NAN;
+    CHECK_THROWS_AS(log_prob(l, 3), std::domain_error);
+    CHECK(std::isfinite(log_prob(good, 3)));
+}

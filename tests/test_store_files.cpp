@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <limits>
+#include <sys/stat.h>
+#include <unistd.h>
 
 using namespace prefixd::store;
 using namespace prefixd::test;
@@ -106,6 +108,16 @@ TEST_CASE("NaN and Inf are rejected in every format, with their position") {
         auto st = make_safetensors(
             R"({"prompt_embeddings":{"dtype":"F32","shape":[3,5],"data_offsets":[0,60]}})", t.data);
         CHECK_THROWS_AS(parse_safetensors(st), AdapterFileError);
+    }
+    for (float big : {2e6f, -1e30f}) { // finite but past kMaxEmbedAbs: rejected at registration
+        Tensor2D t = random_tensor(3, 5, 12);
+        std::memcpy(t.data.data() + 4 * (1 * 5 + 3), &big, 4); // row 1, col 3
+        try {
+            parse_raw_f32(t.data, 3, 5);
+            FAIL("accepted a value outside +-1e6");
+        } catch (const AdapterFileError& e) {
+            CHECK(std::string(e.what()).find("row 1, column 3 is outside +-1e6") != std::string::npos);
+        }
     }
     Tensor2D h = random_tensor(2, 2, 5, DType::F16);
     uint16_t nan16 = 0x7e00;
@@ -255,4 +267,10 @@ TEST_CASE("format detection and names") {
     CHECK_THROWS_AS(parse_dtype("f64"), InvalidArgument);
     CHECK_THROWS_AS(read_file_bytes("/nonexistent/file.npy"), AdapterFileError);
     CHECK_THROWS_AS(read_file_bytes("/tmp"), AdapterFileError);
+    // a FIFO fails at once (a blocking open would wait for a writer forever)
+    const std::string fifo = "/tmp/prefixd-test-fifo-" + std::to_string(::getpid());
+    ::unlink(fifo.c_str());
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(read_file_bytes(fifo), doctest::Contains("not a regular file"), AdapterFileError);
+    ::unlink(fifo.c_str());
 }

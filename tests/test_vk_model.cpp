@@ -362,6 +362,37 @@ TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
     CHECK_THROWS_AS(p.gpu->copy_prefix(s, s + 1, 4), EngineError); // source holds only 3 rows
 }
 
+// One workgroup per row in the per-row kernels: a step is limited to maxComputeWorkGroupCount[0]
+// rows (65535 on lavapipe and most GPUs). Past it the step is refused before anything changes, with
+// the limit named, and Engine::open caps the runner's max_batch_rows at it.
+TEST_CASE("a step of more rows than the device's workgroup-count limit is refused up front") {
+    const auto path = (test::models_dir() / "tiny-v2-q4_0.gguf").string();
+    auto model = Model::load(path);
+    EngineOptions o;
+    o.max_seqs = 20;
+    o.max_ctx = 4096;
+    auto gpu = vk::make_vulkan_backend(*model, o);
+    const uint32_t limit = gpu->max_step_rows();
+    CHECK(limit >= 65535u); // Vulkan's required minimum
+    CHECK(limit < UINT32_MAX);
+    const uint32_t per = 4000, n = limit / per + 1; // each item within the context, all together not
+    std::vector<BatchItem> batch;
+    for (uint32_t k = 0; k < n; ++k)
+        batch.push_back(
+            item(gpu->create_sequence(), {Segment::from_tokens(std::vector<int32_t>(per, 7))}, false));
+    const std::string want = "more than " + std::to_string(limit) + " rows in one step";
+    CHECK_THROWS_WITH_AS(gpu->step(batch), doctest::Contains(want.c_str()), EngineError);
+    for (auto& b : batch)
+        CHECK(gpu->sequence_length(b.seq) == 0);
+    auto out = gpu->step({item(batch[0].seq, {Segment::from_tokens({1, 2})}, false)}); // still usable
+    CHECK(out[0].logits.size() == model->config().n_vocab);
+
+    EngineOptions eo;
+    eo.model_path = path;
+    eo.max_batch_rows = UINT32_MAX;
+    CHECK(Engine::open(eo)->options().max_batch_rows == limit);
+}
+
 // The latent cache starts small and grows by copying (vk_backend.cpp reserve()): rows written
 // before a growth must survive it, prefix copies must grow the destination, and the context limit
 // stays exact.

@@ -324,6 +324,10 @@ std::vector<ItemOutput> VulkanBackend::run_step(const std::vector<BatchItem>& ba
             if (r >= n)
                 throw EngineError("step: output row beyond the item's rows");
         out_rows[i].assign(rows.begin(), rows.end());
+        if (n > max_step_rows() - R)
+            throw EngineError("step: more than " + std::to_string(max_step_rows()) +
+                              " rows in one step (this device's maxComputeWorkGroupCount); feed them in "
+                              "smaller steps");
         R += n;
         L += uint32_t(rows.size());
     }

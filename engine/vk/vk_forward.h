@@ -49,6 +49,7 @@ class VulkanBackend final : public Backend {
     uint64_t peak_device_memory() const override { return ctx_->peak_bytes(); }
     uint64_t device_memory_in_use() const override { return ctx_->allocated_bytes(); }
     StepTime step_time() const override { return step_time_; }
+    uint32_t max_step_rows() const override { return ctx_->limits().max_groups_x; } // one workgroup per row
     void warm_up() override;
     // Known-answer check of every kernel kind the forward uses (vk_selfcheck.cpp: the matmuls for
     // the model's weight types, kv_store, attention, moe_route, moe_combine) against the CPU twins;
