@@ -166,7 +166,8 @@ void register_run(CLI::App& app, const Globals&) {
            "latent KV cache element type: f32 (default) or f16")
         ->check(CLI::IsMember({"f32", "f16"}));
     auto* json_flag = run->add_flag("--json", a->json, "print one JSON object");
-    run->add_option("--top-logits", a->top_logits, "with --json: the K highest raw logits per generated token")
+    run->add_option("--top-logits", a->top_logits,
+                    "with --json: the K highest raw logits per generated token")
         ->needs(json_flag);
     run->add_flag("-v,--verbose", a->verbose);
     run->callback([a] { do_run(*a); });

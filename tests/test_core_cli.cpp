@@ -189,7 +189,8 @@ TEST_CASE("option values outside what they mean: clear error, non-zero exit") {
         CHECK(r.code != 0);
         CHECK(r.out.find("--seed") != std::string::npos);
     }
-    auto tl = prefixctl("run --backend cpu -n 1 --prompt x --top-logits 3 --model " + kModel); // only with --json
+    auto tl =
+        prefixctl("run --backend cpu -n 1 --prompt x --top-logits 3 --model " + kModel); // only with --json
     CHECK(tl.code != 0);
     CHECK(tl.out.find("--top-logits requires --json") != std::string::npos);
     auto ok =
