@@ -250,6 +250,11 @@ static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
 static ResultOut run_embed(Engine& eng, const JobSpec& s) {
     std::vector<int32_t> ids =
         s.has_text ? eng.tokenizer().encode(s.text, eng.tokenizer().add_bos()) : s.token_ids;
+    // As for token_ids (checked at decode): rows past the context could never be a prompt, and a
+    // 1 MiB text would make a ~350k-row reply (hundreds of MB, stored again in the ledger row).
+    if (ids.size() > eng.options().max_ctx)
+        throw EngineError("embed text is " + std::to_string(ids.size()) + " tokens, over the context of " +
+                          std::to_string(eng.options().max_ctx));
     ResultOut r;
     r.token_ids = ids;
     r.embeds = eng.embed_tokens(ids);
@@ -267,6 +272,15 @@ static ResultOut assemble(Active& a) {
     out.usage.virtual_tokens = r0.virtual_tokens;
     out.usage.prompt_tokens = r0.prompt_tokens;
     if (a.spec.kind == Kind::Generate && !a.spec.choices.empty()) {
+        // A cancelled job (client cancel, disconnect, drain timeout) has labels scored part-way or
+        // not at all: no answer, only the usage of what was scored.
+        if (std::any_of(a.results.begin(), a.results.end(),
+                        [](const RequestResult& r) { return r.finish == FinishReason::Cancelled; })) {
+            for (auto& r : a.results)
+                out.usage.completion_tokens += uint32_t(r.token_logprobs.size());
+            out.finish = Finish::Cancelled;
+            return out;
+        }
         // Each label scored as a continuation; probabilities normalised over the labels.
         double mx = -INFINITY;
         for (auto& r : a.results)

@@ -144,6 +144,14 @@ std::string checked_string(const fb::String* s, uint32_t max, const char* what) 
     return out;
 }
 
+// Names that become keys in the store (tenant, adapter): also no NUL, which the store refuses.
+std::string checked_name(const fb::String* s, uint32_t max, const char* what) {
+    std::string out = checked_string(s, max, what);
+    need(out.find('\0') == std::string::npos, Code::InvalidArgument,
+         std::string(what) + " contains a NUL byte");
+    return out;
+}
+
 std::vector<int32_t> checked_ids(const fb::Vector<int32_t>* v, const Limits& lim, const char* what) {
     std::vector<int32_t> out;
     if (!v)
@@ -236,8 +244,8 @@ void read_sampling(const pb::Sampling* s, const Limits& lim, JobSpec& spec) {
 
 void read_job(const pb::Job* j, const Limits& lim, JobSpec& spec) {
     need(j != nullptr, Code::InvalidArgument, "request has no job table");
-    spec.adapter = checked_string(j->adapter(), 128, "adapter name");
-    spec.tenant = checked_string(j->tenant(), 128, "tenant");
+    spec.adapter = checked_name(j->adapter(), 128, "adapter name");
+    spec.tenant = checked_name(j->tenant(), 128, "tenant");
     if (j->text()) {
         spec.has_text = true;
         spec.text = checked_string(j->text(), lim.max_text, "text");
@@ -290,7 +298,7 @@ void decode_payload(const pb::Envelope* env, const Limits& lim, JobSpec& spec) {
         break;
     case pb::Payload::Cancel:
         spec.kind = Kind::Cancel;
-        spec.tenant = checked_string(env->payload_as_Cancel()->tenant(), 128, "tenant");
+        spec.tenant = checked_name(env->payload_as_Cancel()->tenant(), 128, "tenant");
         break;
     case pb::Payload::Health:
         spec.kind = Kind::Health;
@@ -326,9 +334,14 @@ Decoded decode_request(std::span<const uint8_t> bytes, const Limits& lim) {
              "job_id longer than " + std::to_string(lim.max_job_id) + " bytes");
         spec.job_id.assign(id->c_str(), id->size());
         need(valid_utf8(spec.job_id), Code::InvalidArgument, "job_id is not valid UTF-8");
+        // The ledger keys rows by job id and refuses NUL: a row it can never write would keep
+        // billing down for every tenant.
+        need(spec.job_id.find('\0') == std::string::npos, Code::InvalidArgument,
+             "job_id contains a NUL byte");
         decode_payload(env, lim, spec);
     } catch (const Fail& f) {
-        return DecodeError{f.code, f.msg, valid_utf8(spec.job_id) ? spec.job_id : std::string()};
+        const bool echo = valid_utf8(spec.job_id) && spec.job_id.find('\0') == std::string::npos;
+        return DecodeError{f.code, f.msg, echo ? spec.job_id : std::string()};
     }
     return spec;
 }

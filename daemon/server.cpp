@@ -242,7 +242,9 @@ void Server::Impl::setup() {
     zmq_bind(wake, "inproc://prefixd-wake");
     router = zmq_socket(ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
-    int64_t maxmsg = int64_t(cfg.max_frame_bytes);
+    // libzmq drops a peer whose frame passes ZMQ_MAXMSGSIZE without a word; twice our own limit
+    // lets on_message answer a frame between the two with "frame too large"
+    int64_t maxmsg = 2 * int64_t(cfg.max_frame_bytes);
     int hb = int(cfg.heartbeat_ms), hbt = int(cfg.heartbeat_ms) * 3, hs = int(cfg.handshake_ms), hwm = 10000;
     zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
@@ -338,9 +340,20 @@ void Server::Impl::on_message() {
     std::string peer = frames[0];
     if (frames.size() > cfg.max_frames)
         return reply_error(peer, "", Code::Malformed, "too many frames in one message");
-    size_t body = 1;
-    if (frames.size() == 3 && frames[1].empty())
-        body = 2; // REQ-style empty delimiter
+    if (frames.size() == 3 && frames[1].empty()) {
+        // A REQ socket (empty delimiter): it takes exactly one reply per request, where a job gets
+        // several (Accepted, chunks, liveness probes, the Result). Refused in the one reply it
+        // can receive, sent with the delimiter it expects.
+        Bytes e = build_error("", Code::Malformed,
+                              "REQ sockets cannot carry prefixd jobs (one job gets several replies): use a "
+                              "DEALER socket",
+                              false);
+        zmq_send(router, peer.data(), peer.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(router, e.data(), e.size(), ZMQ_DONTWAIT);
+        return;
+    }
+    const size_t body = 1;
     if (frames.size() != body + 1)
         return reply_error(peer, "", Code::Malformed, "expected exactly one body frame");
     const std::string& f = frames[body];

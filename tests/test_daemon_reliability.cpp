@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <zmq.h>
 
 using namespace prefixd;
 using namespace prefixd::daemon;
@@ -74,6 +75,95 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
             CHECK_FALSE(big.recv(1000)); // MAXMSGSIZE: the peer is disconnected, nothing answered
         }
         still_serving(d, "ok2");
+    }
+    SUBCASE("a frame over max_frame_bytes but under libzmq's cap is answered, not dropped") {
+        c.send_raw({std::string(100000, 'x')}); // max_frame_bytes 65536; libzmq drops past 2x that
+        auto b = c.recv(5000);
+        REQUIRE(b);
+        Reply r = parse_reply(*b);
+        CHECK(r.code == Code::Malformed);
+        CHECK(r.message.find("frame too large") != std::string::npos);
+        still_serving(d, "ok2b");
+    }
+    SUBCASE("a NUL in the job id or a name is refused at decode; billing stays up for everyone") {
+        JobRequest r = gen_job(std::string("x\0y", 3), "x", 2);
+        c.send(build_request(r));
+        auto b = c.recv(5000); // the error does not echo an id it refused
+        REQUIRE(b);
+        Reply e = parse_reply(*b);
+        CHECK(e.code == Code::InvalidArgument);
+        CHECK(e.message.find("job_id contains a NUL") != std::string::npos);
+        r = gen_job("nul-tenant", "x", 2, std::string("t\0", 2));
+        e = final_of(c, r);
+        CHECK(e.code == Code::InvalidArgument);
+        CHECK(e.message.find("tenant contains a NUL") != std::string::npos);
+        r = gen_job("nul-adapter", "x", 2);
+        r.adapter = std::string("a\0b", 3);
+        CHECK(final_of(c, r).code == Code::InvalidArgument);
+        still_serving(d, "ok-nul"); // the ledger took no row it cannot write
+    }
+    SUBCASE("a REQ socket gets one clear error it can receive (a job has several replies)") {
+        void* ctx = zmq_ctx_new();
+        void* req = zmq_socket(ctx, ZMQ_REQ);
+        int linger = 0;
+        zmq_setsockopt(req, ZMQ_LINGER, &linger, sizeof linger);
+        REQUIRE(zmq_connect(req, d.endpoint.c_str()) == 0);
+        Bytes job = build_request(gen_job("req1", "x", 2));
+        REQUIRE(zmq_send(req, job.data(), job.size(), 0) == int(job.size()));
+        zmq_pollitem_t it{req, 0, ZMQ_POLLIN, 0};
+        REQUIRE(zmq_poll(&it, 1, 5000) == 1);
+        std::vector<uint8_t> buf(4096);
+        const int n = zmq_recv(req, buf.data(), buf.size(), 0);
+        REQUIRE(n > 0);
+        Reply r = parse_reply(Bytes(buf.begin(), buf.begin() + n));
+        CHECK(r.code == Code::Malformed);
+        CHECK(r.message.find("DEALER") != std::string::npos);
+        zmq_close(req);
+        zmq_ctx_term(ctx);
+        for (auto& row : rows(d.db))
+            CHECK(row.job_id != "req1"); // refused before admission: nothing run, nothing billed
+    }
+    SUBCASE("embed text past the context is refused (token_ids were; text made 100s of MB replies)") {
+        JobRequest r = gen_job("emb-big", "", 1);
+        r.kind = Kind::Embed;
+        r.text = std::string(2000, 'a') + " b c d e f g h i j k l m n o p"; // > 256 tokens
+        Reply e = final_of(c, r);
+        CHECK(e.code == Code::InvalidArgument);
+        CHECK_MESSAGE(e.message.find("over the context of 256") != std::string::npos, e.message);
+        r.job_id = "emb-ok";
+        r.text = "a short text";
+        CHECK(final_of(c, r).type == Reply::Result);
+    }
+    SUBCASE("a cancelled choices job is cancelled, not answered with an unscored label") {
+        JobRequest r = gen_job("ch", std::string(150, 'q') + " which label?", 1);
+        for (int i = 0; i < 64; ++i)
+            r.choices.push_back(" label number " + std::to_string(i));
+        c.send(build_request(r));
+        JobRequest k;
+        k.kind = Kind::Cancel;
+        k.job_id = "ch";
+        k.tenant = "t1";
+        c.send(build_request(k));
+        Reply fin;
+        for (int i = 0; i < 120; ++i) {
+            auto b = c.recv(1000);
+            if (!b)
+                continue;
+            fin = parse_reply(*b);
+            if (fin.type == Reply::Result || fin.type == Reply::Error)
+                break;
+        }
+        REQUIRE(fin.type == Reply::Result);
+        CHECK(fin.result.finish == Finish::Cancelled);
+        CHECK(fin.result.text.empty());
+        CHECK(fin.result.choices.empty());
+        bool billed = false;
+        for (auto& row : rows(d.db))
+            if (row.job_id == "ch") {
+                billed = true;
+                CHECK(row.status == store::JobStatus::Cancelled);
+            }
+        CHECK(billed);
     }
     SUBCASE("tensor: wrong width, NaN, byte length") {
         JobRequest r = gen_job("t1", "x", 2);

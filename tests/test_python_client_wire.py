@@ -83,6 +83,8 @@ class RequestEncoding(unittest.TestCase):
         sc = payload_as(env, P.Score.Score)
         self.assertEqual((sc.Continuation(), sc.Job().Text()), (b" yes", b"Q:"))
         self.assertEqual(read_envelope(pc.encode_request("cancel", "x")).PayloadType(), P.Payload.Payload.Cancel)
+        cancel = payload_as(read_envelope(pc.encode_request("cancel", "x", tenant="acme")), P.Cancel.Cancel)
+        self.assertEqual(cancel.Tenant(), b"acme")  # insecure-dev daemons look the job up under it
         self.assertEqual(read_envelope(pc.encode_request("health", "h")).PayloadType(), P.Payload.Payload.Health)
 
     def test_bad_inputs(self):

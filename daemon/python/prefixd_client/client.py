@@ -161,7 +161,8 @@ class Client:
 
     def cancel(self, job_id: str) -> None:
         """Asks the daemon to cancel job_id; its final reply still arrives (finish 'cancelled')."""
-        self._sock.send(encode_request("cancel", job_id))
+        # the tenant as for submit(): an insecure-dev daemon looks the job up under it
+        self._sock.send(encode_request("cancel", job_id, **({"tenant": self.tenant} if self.tenant else {})))
 
     def health(self) -> Health:
         jid = self.new_job_id()

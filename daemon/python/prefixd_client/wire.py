@@ -178,8 +178,11 @@ def _envelope(builder, job_id: str, ptype: int, payload) -> bytes:
 def encode_request(kind: str, job_id: str, continuation=None, continuation_ids=None, **job) -> bytes:
     """kind: generate | score | embed | cancel | health; `job` holds the Job fields."""
     b = flatbuffers.Builder(1024)
-    if kind == "cancel":
+    if kind == "cancel":  # job may hold tenant= (insecure-dev daemons take it from the message)
+        tenant_o = b.CreateString(job["tenant"]) if job.get("tenant") else None
         P.Cancel.Start(b)
+        if tenant_o is not None:
+            P.Cancel.AddTenant(b, tenant_o)
         return _envelope(b, job_id, P.Payload.Payload.Cancel, P.Cancel.End(b))
     if kind == "health":
         P.Health.Start(b)
