@@ -246,6 +246,11 @@ static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
     return r;
 }
 
+// Prefix-cache key of a choices job's shared prompt (see the choices branch of run()).
+static std::string choices_key(uint64_t job_key) {
+    return "choices/" + std::to_string(job_key);
+}
+
 // Embed jobs need no step: the token_embd rows of the ids.
 static ResultOut run_embed(Engine& eng, const JobSpec& s) {
     std::vector<int32_t> ids =
@@ -415,10 +420,21 @@ void EngineWorker::run() noexcept {
                         throw EngineError("score continuation tokenizes to nothing");
                     reqs.push_back(std::move(r));
                 } else if (!a.spec.choices.empty()) {
+                    // The labels share the whole prompt, billed once: it is computed once too. The
+                    // first label's request keeps its latent KV under a key of this job; the others
+                    // wait for it and copy it (Runner's prefix cache), then feed only the last
+                    // prompt row and their label. Dropped when the job ends.
+                    uint32_t prompt_rows = 0;
+                    for (auto& seg : prompt)
+                        prompt_rows += seg.size();
                     for (auto& label : a.spec.choices) {
                         Request r = make_request(prompt);
                         r.kind = RequestKind::Score;
                         r.continuation = engine_.tokenizer().encode(label, false);
+                        if (a.spec.choices.size() > 1) {
+                            r.prefix_key = choices_key(key);
+                            r.prefix_rows = prompt_rows;
+                        }
                         reqs.push_back(std::move(r));
                     }
                 } else {
@@ -517,6 +533,8 @@ void EngineWorker::run() noexcept {
             for (auto& r : a.results)
                 if (r.finish == FinishReason::Error)
                     err = &r;
+            if (a.spec.choices.size() > 1)
+                runner->drop_prefixes(choices_key(key));
             ResultOut out = assemble(a);
             if (err) {
                 fail_job(key, Code::EngineFailure, err->error, true, std::move(out));
@@ -539,9 +557,10 @@ void EngineWorker::run() noexcept {
               (unsigned long long)coalesced, held_s);
     if (runner) {
         auto pc = runner->prefix_cache_stats();
-        PLOG_INFO("adapter prefix cache: %llu hits, %llu misses, %llu saves, %llu evictions",
-                  (unsigned long long)pc.hits, (unsigned long long)pc.misses, (unsigned long long)pc.saves,
-                  (unsigned long long)pc.evictions);
+        PLOG_INFO(
+            "prefix cache (adapters, choices prompts): %llu hits, %llu misses, %llu saves, %llu evictions",
+            (unsigned long long)pc.hits, (unsigned long long)pc.misses, (unsigned long long)pc.saves,
+            (unsigned long long)pc.evictions);
     }
     zmq_close(wake);
 }

@@ -169,7 +169,8 @@ struct DaemonProcess {
         }
         return pid > 0;
     }
-    // Sends `sig` and waits for the exit status (-1 on timeout, then SIGKILL).
+    // Sends `sig` and waits for the exit status (-1 on timeout, then SIGKILL); once stopped, the
+    // same status again.
     int stop(int sig = SIGTERM, int timeout_ms = 60000) {
         if (pid <= 0)
             return exit_status;
@@ -180,7 +181,7 @@ struct DaemonProcess {
             pid_t r = waitpid(pid, &st, WNOHANG);
             if (r == pid) {
                 pid = -1;
-                return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                return exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }

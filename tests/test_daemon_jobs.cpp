@@ -162,6 +162,29 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
         }
         CHECK(sum == doctest::Approx(1.0f).epsilon(1e-4));
         CHECK(out.final.result.text == r.choices[best]);
+        // each label's log-prob is the engine's own Score of it (the prompt's KV, computed once and
+        // shared by the labels, changes nothing)
+        for (size_t i = 0; i < 3; ++i) {
+            Request q;
+            q.kind = RequestKind::Score;
+            q.prompt = {Segment::from_tokens(
+                direct.eng->tokenizer().encode(text, direct.eng->tokenizer().add_bos()))};
+            q.continuation = direct.eng->tokenizer().encode(r.choices[i], false);
+            CHECK(out.final.result.choices[i].logprob ==
+                  doctest::Approx(direct.runner->run(q).logprob_sum).epsilon(1e-5));
+        }
+        CHECK(d.stop() == 0); // the engine thread reports the prefix cache at exit
+        std::ifstream f(d.log);
+        std::string line, stats;
+        while (std::getline(f, line))
+            if (line.find("prefix cache (adapters, choices prompts):") != std::string::npos)
+                stats = line;
+        INFO("log line: " << stats);
+        unsigned long long hits = 0, misses = 0;
+        REQUIRE(std::sscanf(stats.c_str() + stats.find("prompts):"), "prompts): %llu hits, %llu misses",
+                            &hits, &misses) == 2);
+        CHECK(hits == 2); // the prompt prefilled once for 3 labels
+        CHECK(misses == 1);
     }
     SUBCASE("embed returns the token embedding rows") {
         JobRequest r = gen_job("g", text, 1);
@@ -211,12 +234,12 @@ TEST_CASE("adapter prefix cache: repeated adapter jobs reuse the prefix, results
     std::ifstream f(d.log);
     std::string line, stats;
     while (std::getline(f, line))
-        if (line.find("adapter prefix cache:") != std::string::npos)
+        if (line.find("prefix cache (adapters, choices prompts):") != std::string::npos)
             stats = line;
     INFO("log line: " << stats);
     REQUIRE(!stats.empty());
     unsigned long long hits = 0, misses = 0;
-    REQUIRE(std::sscanf(stats.c_str() + stats.find("cache:"), "cache: %llu hits, %llu misses", &hits,
+    REQUIRE(std::sscanf(stats.c_str() + stats.find("prompts):"), "prompts): %llu hits, %llu misses", &hits,
                         &misses) == 2);
     CHECK(hits == 3);
     CHECK(misses == 2);
