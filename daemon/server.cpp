@@ -209,6 +209,7 @@ struct Server::Impl {
     void tick();
     void on_signal();
     uint64_t tokens_last_minute(TenantState& ts);
+    void prune_window(TenantState& ts); // drops entries older than a minute
 };
 
 void Server::Impl::setup() {
@@ -398,10 +399,14 @@ bool Server::Impl::resolve_tenant(const std::string& peer, const std::string& us
     return true;
 }
 
-uint64_t Server::Impl::tokens_last_minute(TenantState& ts) {
-    int64_t now = mono_ms();
+void Server::Impl::prune_window(TenantState& ts) {
+    const int64_t now = mono_ms();
     while (!ts.window.empty() && ts.window.front().first < now - 60000)
         ts.window.pop_front();
+}
+
+uint64_t Server::Impl::tokens_last_minute(TenantState& ts) {
+    prune_window(ts);
     uint64_t n = 0;
     for (auto& [t, k] : ts.window)
         n += k;
@@ -647,6 +652,7 @@ void Server::Impl::poll_settles() {
         if (ts.active)
             --ts.active;
         ts.window.emplace_back(mono_ms(), ps.tokens);
+        prune_window(ts); // without a tokens_per_minute limit nothing else would
         by_id.erase({js.tenant, js.job_id});
         jobs.erase(ps.key);
         ++served;
