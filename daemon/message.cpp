@@ -288,6 +288,7 @@ void decode_payload(const pb::Envelope* env, const Limits& lim, JobSpec& spec) {
              Code::InvalidArgument, "score continuation is empty");
         need(spec.has_continuation_text || !spec.continuation_ids.empty(), Code::InvalidArgument,
              "score continuation is empty");
+        need(spec.choices.empty(), Code::InvalidArgument, "choices belong to generate, not score");
         break;
     }
     case pb::Payload::Embed:
@@ -295,6 +296,9 @@ void decode_payload(const pb::Envelope* env, const Limits& lim, JobSpec& spec) {
         read_job(env->payload_as_Embed()->job(), lim, spec);
         need(spec.has_text || !spec.token_ids.empty(), Code::InvalidArgument,
              "embed needs text or token_ids");
+        // Embed returns the token embeddings of the text alone: an adapter or rows would be ignored
+        need(spec.adapter.empty() && spec.embed_rows == 0 && spec.choices.empty(), Code::InvalidArgument,
+             "embed takes only text or token_ids (no adapter, embeddings or choices)");
         break;
     case pb::Payload::Cancel:
         spec.kind = Kind::Cancel;

@@ -233,9 +233,21 @@ TEST_CASE("score and embed need their inputs") {
     CHECK(err(s) == Code::InvalidArgument);
     s.continuation = " world";
     CHECK(std::holds_alternative<JobSpec>(dec(s)));
+    s.choices = {"a", "b"}; // choices are generate's: silently ignored before
+    CHECK(err(s) == Code::InvalidArgument);
     JobRequest e = base();
     e.kind = Kind::Embed;
+    CHECK(std::holds_alternative<JobSpec>(dec(e)));
     e.text.reset();
+    CHECK(err(e) == Code::InvalidArgument);
+    // Embed returns the text's token embeddings: an adapter or rows it would ignore are refused
+    e = base();
+    e.kind = Kind::Embed;
+    e.adapter = "ad";
+    CHECK(err(e) == Code::InvalidArgument);
+    e = base();
+    e.kind = Kind::Embed;
+    e.set_embeds_f32(std::vector<float>(16, 0.5f), 2, 8);
     CHECK(err(e) == Code::InvalidArgument);
 }
 
