@@ -61,6 +61,20 @@ void add_adapter(const std::string& db, const std::string& name, const std::opti
     std::memcpy(a.tensor.data.data(), rows.data(), a.tensor.data.size());
     st.add_adapter(a);
 }
+// The (hits, misses) of the prefix-cache line the engine thread logs at exit.
+std::pair<unsigned long long, unsigned long long> prefix_cache_line(const DaemonProcess& d) {
+    std::ifstream f(d.log);
+    std::string line, stats;
+    while (std::getline(f, line))
+        if (line.find("prefix cache (adapters, choices prompts):") != std::string::npos)
+            stats = line;
+    INFO("log line: " << stats);
+    REQUIRE(!stats.empty());
+    unsigned long long hits = 0, misses = 0;
+    REQUIRE(std::sscanf(stats.c_str() + stats.find("prompts):"), "prompts): %llu hits, %llu misses", &hits,
+                        &misses) == 2);
+    return {hits, misses};
+}
 } // namespace
 
 TEST_CASE("four job kinds: results equal the engine's direct run, streaming equals the final") {
@@ -174,15 +188,7 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
                   doctest::Approx(direct.runner->run(q).logprob_sum).epsilon(1e-5));
         }
         CHECK(d.stop() == 0); // the engine thread reports the prefix cache at exit
-        std::ifstream f(d.log);
-        std::string line, stats;
-        while (std::getline(f, line))
-            if (line.find("prefix cache (adapters, choices prompts):") != std::string::npos)
-                stats = line;
-        INFO("log line: " << stats);
-        unsigned long long hits = 0, misses = 0;
-        REQUIRE(std::sscanf(stats.c_str() + stats.find("prompts):"), "prompts): %llu hits, %llu misses",
-                            &hits, &misses) == 2);
+        const auto [hits, misses] = prefix_cache_line(d);
         CHECK(hits == 2); // the prompt prefilled once for 3 labels
         CHECK(misses == 1);
     }
@@ -231,16 +237,7 @@ TEST_CASE("adapter prefix cache: repeated adapter jobs reuse the prefix, results
     }
     CHECK(d.stop() == 0);
     // The engine thread reports the cache at exit: jobs 2, 4 (t1) and 5 (t2) find their own prefix.
-    std::ifstream f(d.log);
-    std::string line, stats;
-    while (std::getline(f, line))
-        if (line.find("prefix cache (adapters, choices prompts):") != std::string::npos)
-            stats = line;
-    INFO("log line: " << stats);
-    REQUIRE(!stats.empty());
-    unsigned long long hits = 0, misses = 0;
-    REQUIRE(std::sscanf(stats.c_str() + stats.find("prompts):"), "prompts): %llu hits, %llu misses", &hits,
-                        &misses) == 2);
+    const auto [hits, misses] = prefix_cache_line(d);
     CHECK(hits == 3);
     CHECK(misses == 2);
 }

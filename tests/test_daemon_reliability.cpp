@@ -32,6 +32,24 @@ bool log_mentions(const DaemonProcess& d, const std::string& what) {
     std::string all((std::istreambuf_iterator<char>(f)), {});
     return all.find(what) != std::string::npos;
 }
+// Sends a Cancel for job `id` (tenant t1) and returns the job's final Result or Error (2 min at most).
+Reply cancel_and_wait(Client& c, const std::string& id) {
+    JobRequest k;
+    k.kind = Kind::Cancel;
+    k.job_id = id;
+    k.tenant = "t1";
+    c.send(build_request(k));
+    Reply fin;
+    for (int i = 0; i < 120; ++i) {
+        auto b = c.recv(1000);
+        if (!b)
+            continue;
+        fin = parse_reply(*b);
+        if (fin.type == Reply::Result || fin.type == Reply::Error)
+            break;
+    }
+    return fin;
+}
 std::vector<store::JobRecord> rows(const std::string& db) {
     store::Store st = store::Store::open(db, {.create = false});
     return st.query_jobs({});
@@ -139,20 +157,7 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         for (int i = 0; i < 64; ++i)
             r.choices.push_back(" label number " + std::to_string(i));
         c.send(build_request(r));
-        JobRequest k;
-        k.kind = Kind::Cancel;
-        k.job_id = "ch";
-        k.tenant = "t1";
-        c.send(build_request(k));
-        Reply fin;
-        for (int i = 0; i < 120; ++i) {
-            auto b = c.recv(1000);
-            if (!b)
-                continue;
-            fin = parse_reply(*b);
-            if (fin.type == Reply::Result || fin.type == Reply::Error)
-                break;
-        }
+        Reply fin = cancel_and_wait(c, "ch");
         REQUIRE(fin.type == Reply::Result);
         CHECK(fin.result.finish == Finish::Cancelled);
         CHECK(fin.result.text.empty());
@@ -291,20 +296,7 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
             if (auto b = c.recv(1000))
                 first = parse_reply(*b);
         REQUIRE(first.type == Reply::Chunk);
-        JobRequest k;
-        k.kind = Kind::Cancel;
-        k.job_id = "cx";
-        k.tenant = "t1";
-        c.send(build_request(k));
-        Reply fin;
-        for (int i = 0; i < 100; ++i) {
-            auto b = c.recv(1000);
-            if (!b)
-                continue;
-            fin = parse_reply(*b);
-            if (fin.type == Reply::Result || fin.type == Reply::Error)
-                break;
-        }
+        Reply fin = cancel_and_wait(c, "cx");
         CAPTURE(fin.message);
         REQUIRE(fin.type == Reply::Result);
         CHECK(fin.result.finish == Finish::Cancelled);
