@@ -374,8 +374,12 @@ bool Server::Impl::resolve_tenant(const std::string& peer, const std::string& us
         if (!tenant_cache.count(tenant)) {
             try {
                 tenant_cache[tenant] = st->ensure_tenant(tenant);
-            } catch (const std::exception& e) {
+            } catch (const store::InvalidArgument& e) { // a name the store refuses
                 reply_error(peer, spec.job_id, Code::InvalidArgument, std::string("tenant: ") + e.what());
+                return false;
+            } catch (const std::exception& e) { // locked or unwritable database: worth a retry
+                reply_error(peer, spec.job_id, Code::BillingUnavailable,
+                            std::string("tenant could not be recorded: ") + e.what(), true);
                 return false;
             }
         }

@@ -159,6 +159,11 @@ TEST_CASE("billing unavailable while the ledger cannot be written, then recovery
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(d.db.c_str(), &db) == SQLITE_OK);
     REQUIRE(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+    // A first job of a new tenant (insecure dev mode records it): retriable, not InvalidArgument
+    Reply nt = one(c, gen_job("new-tenant", "hello", 2, "t-new"));
+    CHECK(nt.code == Code::BillingUnavailable);
+    CHECK(nt.retriable);
+    CHECK(nt.message.find("tenant could not be recorded") != std::string::npos);
     Reply r = one(c, gen_job("locked", "hello", 3));
     CHECK(r.type == Reply::Error);
     CHECK(r.code == Code::BillingUnavailable);
