@@ -460,9 +460,12 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
         Bytes stored = base64_decode(prev->result);
         if (!stored.empty())
             return send(peer, stored, 0); // the stored outcome, never re-billed
-        return reply_error(peer, spec.job_id, Code::Duplicate,
-                           std::string("job id already used (status ") +
-                               store::job_status_name(prev->status) + ")");
+        return reply_error(
+            peer, spec.job_id, Code::Duplicate,
+            prev->status == store::JobStatus::Interrupted
+                ? std::string("job id already used by a job that a daemon crash interrupted; its "
+                              "output was lost: resubmit under a new job id")
+                : std::string("job id already used (status ") + store::job_status_name(prev->status) + ")");
     }
     TenantState& ts = tenants[tenant];
     const store::Tenant& trow = tenant_cache[tenant];

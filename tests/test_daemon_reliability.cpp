@@ -407,5 +407,13 @@ TEST_CASE("kill -9 under load, then restart: ledger intact, no partial or duplic
     Reply r0 = final_of(c, gen_job("K0", "kill 0", 8));
     CHECK(((r0.type == Reply::Result && r0.result.replayed) ||
            (r0.type == Reply::Error && r0.code == Code::Duplicate)));
+    store::Store st = store::Store::open(d.db, {.create = false});
+    for (auto& row : st.query_jobs({})) // every interrupted id says what happened and what to do
+        if (row.status == store::JobStatus::Interrupted) {
+            Reply ri = final_of(c, gen_job(row.job_id, "again", 8));
+            CHECK(ri.code == Code::Duplicate);
+            CHECK(ri.message.find("interrupted; its output was lost: resubmit under a new job id") !=
+                  std::string::npos);
+        }
     CHECK(d.stop() == 0);
 }
