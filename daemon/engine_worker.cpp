@@ -248,7 +248,7 @@ static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
 
 // Prefix-cache key of a choices job's shared prompt (see the choices branch of run()).
 static std::string choices_key(uint64_t job_key) {
-    return "choices/" + std::to_string(job_key);
+    return "choices/" + std::to_string(job_key) + "/"; // the '/': drop_prefixes matches by prefix
 }
 
 // Embed jobs need no step: the token_embd rows of the ids.
@@ -423,7 +423,8 @@ void EngineWorker::run() noexcept {
                     // The labels share the whole prompt, billed once: it is computed once too. The
                     // first label's request keeps its latent KV under a key of this job; the others
                     // wait for it and copy it (Runner's prefix cache), then feed only the last
-                    // prompt row and their label. Dropped when the job ends.
+                    // prompt row and their label. Dropped when the job ends. With an adapter the
+                    // adapter's key stays (its rows are shared across jobs; the text is not).
                     uint32_t prompt_rows = 0;
                     for (auto& seg : prompt)
                         prompt_rows += seg.size();
@@ -431,7 +432,7 @@ void EngineWorker::run() noexcept {
                         Request r = make_request(prompt);
                         r.kind = RequestKind::Score;
                         r.continuation = engine_.tokenizer().encode(label, false);
-                        if (a.spec.choices.size() > 1) {
+                        if (a.spec.choices.size() > 1 && r.prefix_key.empty()) { // adapter jobs keep its key
                             r.prefix_key = choices_key(key);
                             r.prefix_rows = prompt_rows;
                         }
@@ -533,7 +534,7 @@ void EngineWorker::run() noexcept {
             for (auto& r : a.results)
                 if (r.finish == FinishReason::Error)
                     err = &r;
-            if (a.spec.choices.size() > 1)
+            if (a.spec.choices.size() > 1) // no-op where an adapter key was kept
                 runner->drop_prefixes(choices_key(key));
             ResultOut out = assemble(a);
             if (err) {

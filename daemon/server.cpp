@@ -13,6 +13,7 @@
 
 #include <zmq.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
@@ -245,7 +246,7 @@ void Server::Impl::setup() {
     int one = 1, zero = 0;
     // libzmq drops a peer whose frame passes ZMQ_MAXMSGSIZE without a word; twice our own limit
     // lets on_message answer a frame between the two with "frame too large"
-    int64_t maxmsg = 2 * int64_t(cfg.max_frame_bytes);
+    int64_t maxmsg = int64_t(std::min<uint64_t>(cfg.max_frame_bytes, uint64_t(1) << 40)) * 2;
     int hb = int(cfg.heartbeat_ms), hbt = int(cfg.heartbeat_ms) * 3, hs = int(cfg.handshake_ms), hwm = 10000;
     zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);

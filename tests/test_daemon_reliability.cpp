@@ -153,17 +153,24 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         CHECK(final_of(c, r).type == Reply::Result);
     }
     SUBCASE("a cancelled choices job is cancelled, not answered with an unscored label") {
+        // Two sequence slots (one holds the shared prompt): the 64 labels run one per step, so the
+        // Cancel, sent right behind the job, comes long before the last label on any device.
+        auto dir2 = temp_dir("daemon-rel-choices");
+        DaemonProcess d2(dir2, {"--max-seqs", "2"});
+        REQUIRE(d2.wait_ready());
+        Client c2(d2.client_options());
         JobRequest r = gen_job("ch", std::string(150, 'q') + " which label?", 1);
         for (int i = 0; i < 64; ++i)
             r.choices.push_back(" label number " + std::to_string(i));
-        c.send(build_request(r));
-        Reply fin = cancel_and_wait(c, "ch");
+        c2.send(build_request(r));
+        Reply fin = cancel_and_wait(c2, "ch");
         REQUIRE(fin.type == Reply::Result);
         CHECK(fin.result.finish == Finish::Cancelled);
         CHECK(fin.result.text.empty());
         CHECK(fin.result.choices.empty());
+        CHECK(d2.stop() == 0);
         bool billed = false;
-        for (auto& row : rows(d.db))
+        for (auto& row : rows(d2.db))
             if (row.job_id == "ch") {
                 billed = true;
                 CHECK(row.status == store::JobStatus::Cancelled);
