@@ -67,13 +67,14 @@ void do_bench(const BenchArgs& a) {
     o.device = a.device;
     o.kv_f16 = a.kv_cache == "f16";
     o.max_seqs = std::max(a.batch, 1u) + 1;
-    o.max_ctx = std::max(a.p, a.batch_prompt) + a.n + 8;
+    const uint32_t ctx_needed = std::max(a.p, a.batch_prompt) + a.n;
+    o.max_ctx = ctx_needed + 8;
     o.max_batch_rows = std::max({a.p, a.batch, a.batch_prompt * a.batch});
     o.warm_up = true; // measure steady state, as a server after READY: no shader compiles in the timings
     const double load_t0 = now();
     auto eng = Engine::open(o);
     const double load_s = now() - load_t0; // mmap, weight upload, warm-up (shader compiles, self-check)
-    if (eng->options().max_ctx < o.max_ctx - 8) // Engine::open capped it at the model's context
+    if (eng->options().max_ctx < ctx_needed) // Engine::open capped it at the model's context
         throw CliFailure("bench: -p/--batch-prompt (" + std::to_string(std::max(a.p, a.batch_prompt)) +
                          ") + -n (" + std::to_string(a.n) + ") exceeds the model's context of " +
                          std::to_string(eng->options().max_ctx));

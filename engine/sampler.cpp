@@ -105,14 +105,17 @@ size_t candidates(std::span<const float> logits, const SamplingParams& p, std::v
 // NaN or +Inf logits come from a broken model (NaN/Inf weights) or from inputs that overflow it.
 // Nothing can be drawn from them: NaN is no order (std::sort and the quickselect need one) and
 // +Inf no distribution. -Inf is a logit of probability 0, allowed while one logit is finite.
+// One branch-free pass (it runs for every sampled token and every log_prob): !(l < +Inf) holds
+// for NaN and +Inf alone.
 void check_logits(std::span<const float> logits) {
-    bool finite = false;
+    bool bad = false, finite = false;
     for (float l : logits) {
-        if (std::isnan(l) || l == INFINITY)
-            throw std::domain_error("the model's logits contain NaN or +Inf (broken weights, or inputs "
-                                    "so large that the model overflows)");
-        finite = finite || l != -INFINITY;
+        bad |= !(l < INFINITY);
+        finite |= l > -INFINITY;
     }
+    if (bad)
+        throw std::domain_error("the model's logits contain NaN or +Inf (broken weights, or inputs "
+                                "so large that the model overflows)");
     if (!finite)
         throw std::domain_error("the model's logits are all -Inf");
 }
