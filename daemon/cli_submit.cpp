@@ -151,7 +151,8 @@ void run_submit(const SubmitArgs& a) {
                 std::cout << nlohmann::json{{"job_id", rep.job_id},
                                             {"error", code_name(rep.code)},
                                             {"message", rep.message},
-                                            {"retriable", rep.retriable}}
+                                            {"retriable", rep.retriable},
+                                            {"retry_after_ms", rep.retry_after_ms}}
                                  .dump()
                           << "\n";
             throw CliFailure(std::string("job failed: ") + code_name(rep.code) + ": " + rep.message, 4);

@@ -130,6 +130,7 @@ Reply parse_reply(const Bytes& bytes) {
         out.code = Code(e->code());
         out.message = e->message() ? e->message()->str() : "";
         out.retriable = e->retriable();
+        out.retry_after_ms = e->retry_after_ms();
         break;
     }
     case pb::Payload::HealthStatus: {

@@ -44,6 +44,7 @@ struct Reply {
     Code code = Code::Internal; // Error
     std::string message;
     bool retriable = false;
+    uint32_t retry_after_ms = 0; // Error: when a retry can succeed, if the daemon knows (0 = unknown)
     HealthOut health;
 };
 Reply parse_reply(const Bytes& b); // type Invalid when the buffer does not verify

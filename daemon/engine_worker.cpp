@@ -334,13 +334,15 @@ void EngineWorker::run() noexcept {
     }
     std::map<uint64_t, Active> jobs;
     std::map<RequestId, uint64_t> req_job;
-    auto fail_job = [&](uint64_t key, Code code, const std::string& msg, bool work, ResultOut partial) {
+    auto fail_job = [&](uint64_t key, Code code, const std::string& msg, bool work, ResultOut partial,
+                        bool retriable = false) {
         EngineEvent ev;
         ev.type = EngineEvent::Failed;
         ev.key = key;
         ev.code = code;
         ev.message = msg;
         ev.work_done = work;
+        ev.retriable = retriable;
         ev.result = std::move(partial);
         post(std::move(ev));
     };
@@ -489,7 +491,8 @@ void EngineWorker::run() noexcept {
             for (auto& [key, a] : jobs) {
                 ResultOut partial;
                 partial.usage.completion_tokens = a.n_tokens;
-                fail_job(key, Code::EngineFailure, std::string("engine failure: ") + e.what(), true, partial);
+                fail_job(key, Code::EngineFailure, std::string("engine failure: ") + e.what(), true, partial,
+                         true);
             }
             jobs.clear();
             {
@@ -538,7 +541,8 @@ void EngineWorker::run() noexcept {
                 runner->drop_prefixes(choices_key(key));
             ResultOut out = assemble(a);
             if (err) {
-                fail_job(key, Code::EngineFailure, err->error, true, std::move(out));
+                // a device error may pass on a retry; NaN from the model's weights will not
+                fail_job(key, Code::EngineFailure, err->error, true, std::move(out), !err->error_from_model);
             } else {
                 EngineEvent ev;
                 ev.type = EngineEvent::Done;

@@ -41,6 +41,7 @@ struct EngineEvent {
     Code code = Code::Internal;
     std::string message;
     bool work_done = false; // tokens were processed: bill result.usage
+    bool retriable = false; // the same job may succeed later (device errors; not invalid input or NaN)
 };
 
 // Admission coalescing. Jobs that arrive at an idle engine do not always start a step at once.

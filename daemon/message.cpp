@@ -396,9 +396,10 @@ Bytes build_result(const std::string& job_id, const ResultOut& r) {
     return finish(b, job_id, pb::Payload::Result, res.Union());
 }
 
-Bytes build_error(const std::string& job_id, Code code, const std::string& message, bool retriable) {
+Bytes build_error(const std::string& job_id, Code code, const std::string& message, bool retriable,
+                  uint32_t retry_after_ms) {
     fb::FlatBufferBuilder b(128 + message.size());
-    auto e = pb::CreateErrorDirect(b, pb::ErrorCode(code), message.c_str(), retriable);
+    auto e = pb::CreateErrorDirect(b, pb::ErrorCode(code), message.c_str(), retriable, retry_after_ms);
     return finish(b, job_id, pb::Payload::Error, e.Union());
 }
 

@@ -123,7 +123,8 @@ Bytes build_accepted(const std::string& job_id, uint32_t queue_position);
 Bytes build_chunk(const std::string& job_id, uint32_t index, const std::vector<int32_t>& ids,
                   const std::string& text);
 Bytes build_result(const std::string& job_id, const ResultOut& r);
-Bytes build_error(const std::string& job_id, Code code, const std::string& message, bool retriable);
+Bytes build_error(const std::string& job_id, Code code, const std::string& message, bool retriable,
+                  uint32_t retry_after_ms = 0);
 Bytes build_health(const std::string& job_id, const HealthOut& h);
 
 } // namespace prefixd::daemon

@@ -196,8 +196,8 @@ struct Server::Impl {
     void setup();
     void send(const std::string& peer, const Bytes& b, uint64_t key);
     void reply_error(const std::string& peer, const std::string& id, Code c, const std::string& m,
-                     bool retry = false) {
-        send(peer, build_error(id, c, m, retry), 0);
+                     bool retry = false, uint32_t retry_after_ms = 0) {
+        send(peer, build_error(id, c, m, retry, retry_after_ms), 0);
     }
     void on_message();
     void admit(const std::string& peer, const std::string& user_id, JobSpec& spec);
@@ -211,6 +211,8 @@ struct Server::Impl {
     void on_signal();
     uint64_t tokens_last_minute(TenantState& ts);
     void prune_window(TenantState& ts); // drops entries older than a minute
+    // Milliseconds until the tenant's last-minute tokens fall below `tpm` (at least 1).
+    uint32_t window_frees_in_ms(TenantState& ts, uint64_t tpm);
 };
 
 void Server::Impl::setup() {
@@ -410,6 +412,17 @@ void Server::Impl::prune_window(TenantState& ts) {
         ts.window.pop_front();
 }
 
+uint32_t Server::Impl::window_frees_in_ms(TenantState& ts, uint64_t tpm) {
+    const int64_t now = mono_ms();
+    uint64_t left = tokens_last_minute(ts);
+    for (auto& [t, k] : ts.window) {
+        left -= k;
+        if (left < tpm)
+            return uint32_t(std::clamp<int64_t>(t + 60001 - now, 1, 60001)); // pruned once older than 60 s
+    }
+    return 1;
+}
+
 uint64_t Server::Impl::tokens_last_minute(TenantState& ts) {
     prune_window(ts);
     uint64_t n = 0;
@@ -474,9 +487,17 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
     uint64_t tpm = trow.tokens_per_minute ? trow.tokens_per_minute : cfg.tokens_per_minute;
     if (max_jobs && ts.active >= max_jobs)
         return reply_error(peer, spec.job_id, Code::RateLimited, "tenant concurrent-job limit reached", true);
-    if (tpm && tokens_last_minute(ts) >= tpm)
-        return reply_error(peer, spec.job_id, Code::RateLimited, "tenant tokens-per-minute limit reached",
-                           true);
+    if (tpm) {
+        const uint64_t used = tokens_last_minute(ts);
+        if (used >= tpm) {
+            const uint32_t wait_ms = window_frees_in_ms(ts, tpm);
+            return reply_error(peer, spec.job_id, Code::RateLimited,
+                               "tenant tokens-per-minute limit reached (" + std::to_string(used) + " of " +
+                                   std::to_string(tpm) + " in the last minute; retry in " +
+                                   std::to_string((wait_ms + 999) / 1000) + " s)",
+                               true, wait_ms);
+        }
+    }
     if (jobs.size() >= cfg.max_pending)
         return reply_error(peer, spec.job_id, Code::Busy, "queue full", true);
     EngineJob ej;
@@ -583,9 +604,9 @@ void Server::Impl::finish_job(EngineEvent& ev) {
         stored.replayed = true;
         row.result = base64_encode(build_result(js.job_id, stored));
     } else {
-        row.status = ev.work_done ? store::JobStatus::Failed : store::JobStatus::Failed;
+        row.status = store::JobStatus::Failed;
         row.finish_reason = code_name(ev.code);
-        reply = build_error(js.job_id, ev.code, ev.message, ev.code == Code::EngineFailure);
+        reply = build_error(js.job_id, ev.code, ev.message, ev.retriable);
         row.result = base64_encode(reply);
     }
     row.virtual_tokens = u.virtual_tokens;

@@ -21,6 +21,10 @@ uint32_t BatchItem::n_rows() const {
 std::unique_ptr<Engine> Engine::open(const EngineOptions& opts) {
     std::unique_ptr<Engine> e(new Engine());
     e->opts_ = opts;
+    if (opts.backend == "cpu" && !opts.device.empty())
+        throw EngineError("device '" + opts.device +
+                          "' was named, but the cpu backend runs on no Vulkan device (drop the device or "
+                          "use the vulkan backend)");
     if (opts.verbose)
         std::fprintf(stderr, "prefixd: loading %s\n", opts.model_path.c_str());
     e->model_ = Model::load(opts.model_path);

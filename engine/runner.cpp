@@ -300,13 +300,15 @@ struct Runner::Impl {
         return out;
     }
 
-    void finish(Req& q, FinishReason why, StepEvents& ev, const std::string& err = {}) {
+    void finish(Req& q, FinishReason why, StepEvents& ev, const std::string& err = {},
+                bool from_model = false) {
         if (why != FinishReason::Stop) {
             drain_utf8(q.raw, q.text, true);
         }
         q.res.finish = why;
         q.res.text = q.text;
         q.res.error = err;
+        q.res.error_from_model = from_model;
         if (q.r.kind == RequestKind::Generate)
             q.res.completion_tokens = uint32_t(q.res.token_ids.size());
         if (q.has_seq)
@@ -555,8 +557,9 @@ StepEvents Runner::step() {
                     I.eng.backend().truncate(batch[k].seq, before[k]);
                 outs[k] = std::move(I.eng.backend().step({batch[k]})[0]);
             } catch (const std::exception& e2) {
-                failed[k] = true;
-                I.finish(I.reqs.at(who[k]), FinishReason::Error, ev, e2.what());
+                failed[k] = true; // std::domain_error: the logits check (sampler.h) inside the step
+                I.finish(I.reqs.at(who[k]), FinishReason::Error, ev, e2.what(),
+                         dynamic_cast<const std::domain_error*>(&e2) != nullptr);
             }
         }
     }
@@ -571,7 +574,8 @@ StepEvents Runner::step() {
             if (std::any_of(o.logprobs.begin(), o.logprobs.end(), [](float lp) { return std::isnan(lp); })) {
                 I.finish(q, FinishReason::Error, ev,
                          "the model's log-probabilities are NaN (broken weights, or inputs so large that "
-                         "the model overflows)");
+                         "the model overflows)",
+                         true);
                 continue;
             }
             for (float lp : o.logprobs) {
@@ -590,7 +594,7 @@ StepEvents Runner::step() {
         try {
             tok = q.sampler.sample(logits);    // checks the logits first (sampler.h)
         } catch (const std::domain_error& e) { // this request ends; the others in the step go on
-            I.finish(q, FinishReason::Error, ev, e.what());
+            I.finish(q, FinishReason::Error, ev, e.what(), true);
             continue;
         }
         TokenEvent te;

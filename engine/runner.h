@@ -56,6 +56,8 @@ struct RequestResult {
     double logprob_sum = 0.0;
     uint32_t virtual_tokens = 0, prompt_tokens = 0, completion_tokens = 0;
     std::string error;                    // when finish == Error
+    bool error_from_model = false;        // Error came from the model's own output (NaN logits or
+                                          // log-probs): the same input fails again, unlike a device error
     uint32_t cached_rows = 0;             // prompt rows copied from the prefix cache (not billed differently)
 };
 

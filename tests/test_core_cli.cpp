@@ -198,6 +198,14 @@ TEST_CASE("option values outside what they mean: clear error, non-zero exit") {
                   "--model " +
                   kModel);
     CHECK(ok.code == 0);
+    // a Vulkan device named for the cpu backend is refused, not silently ignored (run, bench)
+    for (std::string cmd : {"run -n 1 --prompt x", "bench -p 4 -n 1 -r 1 --batch 1"}) {
+        auto d = prefixctl(cmd + " --backend cpu --device 0 --model " + kModel);
+        INFO(cmd << ": " << d.out);
+        CHECK(d.code != 0);
+        CHECK(d.out.find("device '0' was named, but the cpu backend runs on no Vulkan device") !=
+              std::string::npos);
+    }
     // bench: a prompt past the model's context (tiny models: 4096) names the options and the limit
     auto b = prefixctl("bench --backend cpu -p 4096 -n 4 -r 1 --batch 1 --model " + kModel);
     CHECK(b.code != 0);

@@ -96,18 +96,22 @@ struct DaemonProcess {
         endpoint = "ipc://" + (dir / "prefixd.sock").string();
         db = (dir / "prefixd.db").string();
         log = (dir / "prefixd.log").string();
+        bool backend_given = false, model_given = false;
+        for (auto& e : extra) {
+            backend_given |= e == "--backend";
+            model_given |= e == "--model";
+        }
         args = {(build_dir() / "bin" / "prefixd").string(),
-                "--model",
-                tiny_model(),
                 "--db",
                 db,
                 "--endpoint",
                 endpoint,
                 "--max-ctx",
                 "256"};
-        bool backend_given = false;
-        for (auto& e : extra)
-            backend_given |= e == "--backend";
+        if (!model_given) {
+            args.push_back("--model");
+            args.push_back(tiny_model());
+        }
         if (!backend_given) {
             args.push_back("--backend");
             args.push_back("cpu");

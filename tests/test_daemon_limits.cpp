@@ -100,6 +100,55 @@ TEST_CASE("tenant limits: concurrent jobs and tokens per minute; bounded queue a
     CHECK(st.query_jobs({}).size() == 5 + 3);
 }
 
+TEST_CASE("tokens per minute: the refusal says when the window frees, and it does free a minute later") {
+    auto dir = temp_dir("daemon-window");
+    {
+        store::Store st = store::Store::open((dir / "prefixd.db").string());
+        st.add_tenant({"tpm", std::nullopt, 0, 30});
+    }
+    DaemonProcess d(dir, {});
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    // Two jobs a few seconds apart fill the window: w1 alone stays under 30, w1 + w2 is over it.
+    Reply w1 = one(c, gen_job("w1", "hello", 8, "tpm"));
+    REQUIRE(w1.type == Reply::Result);
+    const uint32_t t1 = w1.result.usage.prompt_tokens + w1.result.usage.completion_tokens;
+    REQUIRE(t1 < 30);
+    const auto w1_done = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    Reply w2 = one(c, gen_job("w2", "hello again, a longer prompt this time", 30, "tpm"));
+    REQUIRE(w2.type == Reply::Result);
+    const auto w2_done = std::chrono::steady_clock::now();
+
+    Reply r = one(c, gen_job("w3", "hello", 2, "tpm"));
+    REQUIRE(r.type == Reply::Error);
+    CHECK(r.code == Code::RateLimited);
+    CHECK(r.retriable);
+    INFO(r.message);
+    CHECK(r.message.find("in the last minute; retry in") != std::string::npos);
+    // The window frees when enough of it has aged out: when w1 leaves it if w2 alone is under the
+    // limit, else when w2 leaves it. Either is about 60 s after that job finished.
+    const uint32_t t2 = w2.result.usage.prompt_tokens + w2.result.usage.completion_tokens;
+    INFO("w1 " << t1 << " tokens, w2 " << t2);
+    REQUIRE(t1 + t2 >= 30);
+    const auto frees_after = t2 >= 30 ? w2_done : w1_done;
+    const auto since =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - frees_after);
+    CHECK(int64_t(r.retry_after_ms) <= 60001 - since.count() + 50);
+    CHECK(int64_t(r.retry_after_ms) >= 60001 - since.count() - 2000);
+
+    // Retried a second early it is still refused; at the time it named, it is served.
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::max<int64_t>(0, int64_t(r.retry_after_ms) - 1000)));
+    Reply early = one(c, gen_job("w4", "hello", 2, "tpm"));
+    CHECK(early.code == Code::RateLimited);
+    CHECK(early.retry_after_ms <= 1000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(early.retry_after_ms + 20));
+    Reply late = one(c, gen_job("w5", "hello", 2, "tpm"));
+    CHECK(late.type == Reply::Result);
+    CHECK(d.stop() == 0);
+}
+
 TEST_CASE("SIGHUP reloads limits from the config file; a broken file keeps the old configuration") {
     auto dir = temp_dir("daemon-hup");
     auto cfg = dir / "prefixd.toml";

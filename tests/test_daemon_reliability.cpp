@@ -2,6 +2,7 @@
 // Error while the daemon keeps serving; duplicates are billed once; a vanished streaming client is
 // cancelled and billed for what was produced (a non-streamed one through the liveness probe); SIGTERM/kill -9
 // under load keep the ledger exact; the sd_notify sequence arrives on NOTIFY_SOCKET.
+#include "test_core_util.h"
 #include "test_daemon_harness.h"
 
 #include <cmath>
@@ -423,4 +424,53 @@ TEST_CASE("kill -9 under load, then restart: ledger intact, no partial or duplic
                   std::string::npos);
         }
     CHECK(d.stop() == 0);
+}
+
+TEST_CASE(
+    "a model whose logits come out NaN: the job gets a non-retriable EngineFailure, the daemon serves on") {
+    auto dir = temp_dir("daemon-nan");
+    const auto model = (dir / "nan-output.gguf").string();
+    GgufEdit poison; // one NaN in the output projection: every position's logit of token 9 is NaN
+    poison.data = [](const std::string& name, std::vector<uint8_t>& d) {
+        if (name == "output.weight") {
+            const float nan = NAN;
+            std::memcpy(d.data() + 9 * 128 * 4, &nan, 4); // F32 rows of hidden 128: row 9, column 0
+        }
+    };
+    rewrite_gguf(tiny_model(), model, poison);
+    DaemonProcess d(dir, {"--model", model});
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    JobRequest g = gen_job("nan-gen", "hello there", 4);
+    Reply r = final_of(c, g);
+    REQUIRE(r.type == Reply::Error);
+    CHECK(r.code == Code::EngineFailure);
+    CHECK(r.message.find("NaN or +Inf") != std::string::npos);
+    CHECK_FALSE(r.retriable); // the same input fails the same way: a client must not loop on it
+    JobRequest s = gen_job("nan-score", "hello there", 1);
+    s.kind = Kind::Score;
+    s.continuation = "general Kenobi";
+    Reply sr = final_of(c, s);
+    REQUIRE(sr.type == Reply::Error);
+    CHECK(sr.code == Code::EngineFailure);
+    CHECK(sr.message.find("NaN") != std::string::npos);
+    CHECK_FALSE(sr.retriable);
+    // The engine is not broken by it: health is ok and an Embed job (no logits) is served.
+    JobRequest h;
+    h.job_id = "h";
+    h.kind = Kind::Health;
+    Reply hr = final_of(c, h);
+    CHECK(hr.type == Reply::Health);
+    CHECK(hr.health.status == "ok");
+    JobRequest e = gen_job("nan-embed", "hello there", 1);
+    e.kind = Kind::Embed;
+    CHECK(final_of(c, e).type == Reply::Result);
+    CHECK(d.stop() == 0);
+    // Billed once, as failed, for the prompt the model read.
+    store::Store st = store::Store::open(d.db, {.create = false});
+    auto row = st.find_job("t1", "nan-gen");
+    REQUIRE(row);
+    CHECK(row->status == store::JobStatus::Failed);
+    CHECK(row->prompt_tokens > 0);
+    CHECK(row->completion_tokens == 0);
 }

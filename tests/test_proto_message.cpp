@@ -274,6 +274,10 @@ TEST_CASE("replies round-trip through parse_reply") {
     CHECK(e.type == Reply::Error);
     CHECK(e.code == Code::Busy);
     CHECK(e.retriable);
+    CHECK(e.retry_after_ms == 0);
+    Reply rl = parse_reply(build_error("y", Code::RateLimited, "later", true, 41234));
+    CHECK(rl.code == Code::RateLimited);
+    CHECK(rl.retry_after_ms == 41234);
     Reply c = parse_reply(build_chunk("x", 3, {7}, "a"));
     CHECK(c.type == Reply::Chunk);
     CHECK(c.index == 3);

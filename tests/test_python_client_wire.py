@@ -165,6 +165,19 @@ class ReplyDecoding(unittest.TestCase):
         _, e = pc.decode_reply(reply("x", P.Payload.Payload.Error, err))
         self.assertIsInstance(e, pc.PrefixdError)
         self.assertEqual((e.name, e.message, e.job_id), ("NotFound", "adapter not found", "x"))
+        self.assertEqual((e.retriable, e.retry_after_ms), (False, 0))
+
+        def limited(b):
+            m = b.CreateString("tenant tokens-per-minute limit reached")
+            P.Error.Start(b)
+            P.Error.AddCode(b, P.ErrorCode.ErrorCode.RateLimited)
+            P.Error.AddMessage(b, m)
+            P.Error.AddRetriable(b, True)
+            P.Error.AddRetryAfterMs(b, 41234)
+            return P.Error.End(b)
+
+        _, e = pc.decode_reply(reply("y", P.Payload.Payload.Error, limited))
+        self.assertEqual((e.name, e.retriable, e.retry_after_ms), ("RateLimited", True, 41234))
 
         def chunk(b):
             t = b.CreateString("ab")

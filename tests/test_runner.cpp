@@ -218,6 +218,7 @@ TEST_CASE("a failing item fails alone; the others in its batch continue") {
     REQUIRE(done.size() == 2);
     CHECK(done[a].finish == FinishReason::Error);
     CHECK(done[a].error.find("unknown sequence") != std::string::npos);
+    CHECK_FALSE(done[a].error_from_model); // a backend error, not the model's output
     CHECK(done[b].finish == FinishReason::Length);
     CHECK(done[b].token_ids == solo.token_ids);
 }
@@ -246,6 +247,7 @@ TEST_CASE("NaN logits (broken weights the loader does not scan) end the request 
         auto res = r.run(g);
         CHECK(res.finish == FinishReason::Error);
         CHECK(res.error.find("NaN or +Inf") != std::string::npos);
+        CHECK(res.error_from_model);
         CHECK(res.token_ids.empty());
         CHECK(res.prompt_tokens == 2); // usage still counts what the model read
     }
@@ -265,6 +267,7 @@ TEST_CASE("NaN logits (broken weights the loader does not scan) end the request 
         CHECK_MESSAGE(sc.error.find(o.backend == "cpu" ? "logits contain NaN"
                                                        : "log-probabilities are NaN") != std::string::npos,
                       sc.error);
+        CHECK(sc.error_from_model);
         CHECK(rb.idle());
     }
     std::filesystem::remove_all(dir);

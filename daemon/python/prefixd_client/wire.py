@@ -76,12 +76,14 @@ class Health:
 class PrefixdError(Exception):
     """An Error reply from the daemon (stable `code`, `name`), or a client-side failure."""
 
-    def __init__(self, code: int, message: str, job_id: str = "", retriable: bool = False):
+    def __init__(self, code: int, message: str, job_id: str = "", retriable: bool = False,
+                 retry_after_ms: int = 0):
         self.code = code
         self.name = ERROR_NAMES.get(code, "Code%d" % code)
         self.message = message
         self.job_id = job_id
         self.retriable = retriable
+        self.retry_after_ms = retry_after_ms  # when a retry can succeed, if the daemon knows (0 = unknown)
         super().__init__("%s: %s (job %s)" % (self.name, message, job_id))
 
 
@@ -279,7 +281,8 @@ def _decode_reply(buf: bytes):
     if ptype == T.Error:
         e = P.Error.Error()
         e.Init(tab.Bytes, tab.Pos)
-        return job_id, PrefixdError(e.Code(), _s(e.Message()), job_id, bool(e.Retriable()))
+        return job_id, PrefixdError(e.Code(), _s(e.Message()), job_id, bool(e.Retriable()),
+                                    int(e.RetryAfterMs()))
     if ptype == T.HealthStatus:
         h = P.HealthStatus.HealthStatus()
         h.Init(tab.Bytes, tab.Pos)
