@@ -314,9 +314,10 @@ struct Runner::Impl {
         if (q.has_seq)
             eng.backend().free_sequence(q.seq);
         q.has_seq = false;
-        ev.finished.emplace_back(q.id, std::move(q.res));
-        reqs.erase(q.id);
-        order.erase(std::find(order.begin(), order.end(), q.id));
+        const RequestId id = q.id; // q lives in reqs: erasing it destroys q
+        ev.finished.emplace_back(id, std::move(q.res));
+        order.erase(std::find(order.begin(), order.end(), id));
+        reqs.erase(id);
     }
 
     // Appends a sampled token's text; returns true when a stop string ended the request.

@@ -125,7 +125,7 @@ TEST_CASE(
     o.max_ctx = 256;
     o.max_batch_rows = 64;
     auto probe = Engine::open(o);
-    const ModelConfig& c = probe->config();
+    const ModelConfig c = probe->config(); // a copy: probe is released below
     // a: short prompt and few tokens (stays within the initial 64 positions); b: a 70-token prompt
     // whose second prefill chunk needs the cache grown to 128 positions.
     auto pa = random_tokens(10, c.n_vocab, rng), pb = random_tokens(70, c.n_vocab, rng);
