@@ -194,6 +194,7 @@ struct Server::Impl {
         trace_replies = t && *t && *t != '0';
     }
     void setup();
+    void teardown(); // idempotent: joins the engine thread, commits the ledger, closes sockets and context
     void send(const std::string& peer, const Bytes& b, uint64_t key);
     void reply_error(const std::string& peer, const std::string& id, Code c, const std::string& m,
                      bool retry = false, uint32_t retry_after_ms = 0) {
@@ -778,11 +779,20 @@ void Server::Impl::on_signal() {
 }
 
 Server::Server(Config cfg, Engine& engine) : impl_(std::make_unique<Impl>(std::move(cfg), engine)) {
-    impl_->setup();
+    try {
+        impl_->setup();
+    } catch (...) {
+        impl_->teardown(); // a bad configuration: release what setup made (threads, sockets, context)
+        throw;
+    }
 }
 
 Server::~Server() {
-    Impl& s = *impl_;
+    impl_->teardown();
+}
+
+void Server::Impl::teardown() {
+    Impl& s = *this;
     s.worker.reset(); // joins the engine thread (closes its PAIR socket)
     s.ledger.reset(); // commits what is queued
     s.waiter.reset();
@@ -793,8 +803,10 @@ Server::~Server() {
     s.zap.reset();
     if (s.ctx)
         zmq_ctx_term(s.ctx);
+    s.router = s.wake = s.ctx = nullptr;
     if (s.sigfd >= 0)
         close(s.sigfd);
+    s.sigfd = -1;
 }
 
 int Server::run() {
