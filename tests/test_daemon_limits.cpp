@@ -134,7 +134,8 @@ TEST_CASE("tokens per minute: the refusal says when the window frees, and it doe
     const auto frees_after = t2 >= 30 ? w2_done : w1_done;
     const auto since =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - frees_after);
-    CHECK(int64_t(r.retry_after_ms) <= 60001 - since.count() + 50);
+    // (the daemon stamps the window just after sending the reply: a busy host may delay that)
+    CHECK(int64_t(r.retry_after_ms) <= 60001 - since.count() + 500);
     CHECK(int64_t(r.retry_after_ms) >= 60001 - since.count() - 2000);
 
     // Retried a second early it is still refused; at the time it named, it is served.
