@@ -212,8 +212,9 @@ struct Server::Impl {
     void on_signal();
     uint64_t tokens_last_minute(TenantState& ts);
     void prune_window(TenantState& ts); // drops entries older than a minute
-    // Milliseconds until the tenant's last-minute tokens fall below `tpm` (at least 1).
-    uint32_t window_frees_in_ms(TenantState& ts, uint64_t tpm);
+    // Milliseconds until the tenant's last-minute tokens (`used`, just summed by tokens_last_minute
+    // over the pruned window) fall below `tpm` (at least 1).
+    uint32_t window_frees_in_ms(const TenantState& ts, uint64_t used, uint64_t tpm);
 };
 
 void Server::Impl::setup() {
@@ -413,9 +414,9 @@ void Server::Impl::prune_window(TenantState& ts) {
         ts.window.pop_front();
 }
 
-uint32_t Server::Impl::window_frees_in_ms(TenantState& ts, uint64_t tpm) {
+uint32_t Server::Impl::window_frees_in_ms(const TenantState& ts, uint64_t used, uint64_t tpm) {
     const int64_t now = mono_ms();
-    uint64_t left = tokens_last_minute(ts);
+    uint64_t left = used;
     for (auto& [t, k] : ts.window) {
         left -= k;
         if (left < tpm)
@@ -491,7 +492,7 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
     if (tpm) {
         const uint64_t used = tokens_last_minute(ts);
         if (used >= tpm) {
-            const uint32_t wait_ms = window_frees_in_ms(ts, tpm);
+            const uint32_t wait_ms = window_frees_in_ms(ts, used, tpm);
             return reply_error(peer, spec.job_id, Code::RateLimited,
                                "tenant tokens-per-minute limit reached (" + std::to_string(used) + " of " +
                                    std::to_string(tpm) + " in the last minute; retry in " +
