@@ -620,6 +620,23 @@ TEST_CASE("moe_group groups routed slots by expert like the host's maps") {
     }
 }
 
+// llvmpipe at 512 bits (tests/vk.cmake test_vk_ops_sg16) fills only 8 of its 16 lanes in the
+// split-row and row-interleaved matmuls' imageLoad, so the context must pick the device-address
+// matmuls there; with 8 lanes, lavapipe's default is texel mode with row-interleaved weights.
+TEST_CASE("texel mode is on for lavapipe with 8-lane subgroups and off with 16") {
+    if (std::getenv("PREFIXD_VK_TEXEL") || std::getenv("PREFIXD_VK_IL") ||
+        ctx().device_name().find("llvmpipe") == std::string::npos)
+        return; // a forced setting or another device: nothing to decide here
+    INFO(ctx().device_name() << ", " << ctx().limits().subgroup_size << " lanes");
+    if (ctx().limits().subgroup_size > 8) {
+        CHECK_FALSE(ctx().texel());
+        CHECK_FALSE(ctx().interleave());
+    } else {
+        CHECK(ctx().texel());
+        CHECK(ctx().interleave());
+    }
+}
+
 TEST_CASE("every matmul pipeline the dispatcher can pick is embedded and compiles (warm-up list)") {
     const bool lane_rows_default = ctx().lane_rows(), texel_default = ctx().texel(),
                il_default = ctx().interleave();

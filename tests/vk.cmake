@@ -42,3 +42,6 @@ prefixd_vk_variant(test_vk_ops_validation test_vk_ops ENV PREFIXD_VK_VALIDATION=
 # (AMD) or 8-32 (Intel) lanes, and the GPU shaders' reductions must not depend on lavapipe's 8.
 prefixd_vk_variant(test_vk_model_gpu_sg16 test_vk_model MODELS
                    ENV ${PREFIXD_GPU_PATH} LP_NATIVE_VECTOR_WIDTH=512 PREFIXD_TEST_SUBGROUP=16)
+# Every per-op kernel with lavapipe's default choices at 512 bits: there its imageLoad fills only 8
+# of 16 lanes, so the context must leave texel mode off (engine/vk/vk_context.cpp wide_llvmpipe).
+prefixd_vk_variant(test_vk_ops_sg16 test_vk_ops ENV LP_NATIVE_VECTOR_WIDTH=512)

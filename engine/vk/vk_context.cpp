@@ -258,8 +258,14 @@ Context::Context(const std::string& sel) {
     VkFormatProperties fp{};
     vkGetPhysicalDeviceFormatProperties(pd_, VK_FORMAT_R32G32B32A32_UINT, &fp);
     const bool has_storage_texel = (fp.bufferFeatures & VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT) != 0;
+    // llvmpipe with 16-lane subgroups (LP_NATIVE_VECTOR_WIDTH=512; Mesa 25.0.7): imageLoad in the
+    // split-row and row-interleaved matmuls returns zeros in lanes 8-15, even at a constant index
+    // (BENCHMARKS.md, seventeenth round), so texel mode stays off there and the device-address
+    // matmuls run; PREFIXD_VK_TEXEL=1 still forces it (probes).
+    const bool wide_llvmpipe = drv.driverID == VK_DRIVER_ID_MESA_LLVMPIPE && sgp.subgroupSize > 8;
     const char* tx_env = std::getenv("PREFIXD_VK_TEXEL");
-    texel_ = has_storage_texel && (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU);
+    texel_ = has_storage_texel &&
+             (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && !wide_llvmpipe);
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.pNext = &e2;
     dci.queueCreateInfoCount = 1;

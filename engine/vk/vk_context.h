@@ -114,7 +114,7 @@ class Context {
     // bindings 0..3 (one descriptor set per combination of views, made on first use and kept).
     void dispatch_views(const std::string& pipeline, const void* push, uint32_t push_bytes,
                         const VkBufferView views[4], uint32_t gx, uint32_t gy = 1);
-    // Texel mode (CPU devices with RGBA32UI storage texel buffers;
+    // Texel mode (CPU devices with RGBA32UI storage texel buffers, but not llvmpipe at 512 bits;
     // PREFIXD_VK_TEXEL=0 turns it off): every buffer gets an RGBA32UI view and matmuls read
     // through it (see shaders/matmul_tx.comp).
     bool texel() const { return texel_; }
