@@ -266,6 +266,12 @@ Context::Context(const std::string& sel) {
     const char* tx_env = std::getenv("PREFIXD_VK_TEXEL");
     texel_ = has_storage_texel &&
              (tx_env ? *tx_env == '1' : dprops.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && !wide_llvmpipe);
+    if (wide_llvmpipe && !tx_env)
+        std::fprintf(stderr,
+                     "prefixd: llvmpipe runs %u-lane subgroups (LP_NATIVE_VECTOR_WIDTH); its texel "
+                     "loads are wrong there, so the slower device-address matmuls run (decode ~8x "
+                     "slower than at the default 256 bits)\n",
+                     sgp.subgroupSize);
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.pNext = &e2;
     dci.queueCreateInfoCount = 1;
