@@ -97,9 +97,32 @@ static int64_t mono_us() {
         .count();
 }
 
+// The retriable EngineFailure of a job the engine will never run (it failed first).
+static EngineEvent never_ran(uint64_t key, const std::string& failure) {
+    EngineEvent ev;
+    ev.type = EngineEvent::Failed;
+    ev.key = key;
+    ev.code = Code::EngineFailure;
+    ev.message = "engine failure: " + failure + " (the job did not start; the daemon restarts)";
+    ev.retriable = true;
+    return ev;
+}
+
+void EngineWorker::fail_locked(const std::string& failure) {
+    failure_ = failure;
+    failed_ = true;
+    for (const EngineJob& j : inbox_)
+        outbox_.push_back(never_ran(j.key, failure));
+    inbox_.clear();
+}
+
 void EngineWorker::submit(EngineJob job) {
     {
         std::lock_guard lk(mu_);
+        if (failed_) { // no engine thread will take it: its failure is the answer
+            outbox_.push_back(never_ran(job.key, failure_));
+            return;
+        }
         inbox_.push_back(std::move(job));
         prune_expected(mono_us());
         if (!expected_.empty())
@@ -329,8 +352,7 @@ void EngineWorker::run() noexcept {
         runner = std::make_unique<Runner>(engine_);
     } catch (const std::exception& e) {
         std::lock_guard lk(mu_);
-        failure_ = e.what();
-        failed_ = true;
+        fail_locked(e.what());
     }
     std::map<uint64_t, Active> jobs;
     std::map<RequestId, uint64_t> req_job;
@@ -365,6 +387,17 @@ void EngineWorker::run() noexcept {
     // PREFIXD_TRACE_STEPS=1: one log line per step (jobs admitted, requests, step time, hold).
     const char* trace_env = std::getenv("PREFIXD_TRACE_STEPS");
     const bool trace = trace_env && *trace_env && *trace_env != '0';
+    // PREFIXD_FAULT_STEP=N[:MS] (tests of the failure path, tests/test_daemon_reliability.cpp): the
+    // N-th engine step waits MS ms, then fails as a lost device would.
+    uint64_t fault_step = 0, fault_ms = 0, attempts = 0;
+    if (const char* f = std::getenv("PREFIXD_FAULT_STEP")) {
+        char* end = nullptr;
+        fault_step = std::strtoull(f, &end, 10);
+        if (end && *end == ':')
+            fault_ms = std::strtoull(end + 1, nullptr, 10);
+        PLOG_WARN("PREFIXD_FAULT_STEP: engine step %llu will fail (a test hook)",
+                  (unsigned long long)fault_step);
+    }
     while (!stopping && runner) {
         std::deque<EngineJob> inbox;
         std::vector<uint64_t> cancels;
@@ -475,6 +508,10 @@ void EngineWorker::run() noexcept {
             auto t_step = std::chrono::steady_clock::now();
             const double c_step = thread_cpu_s();
             const size_t n_active = runner->active();
+            if (++attempts == fault_step) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(fault_ms));
+                throw EngineError("injected fault at engine step " + std::to_string(attempts));
+            }
             evs = runner->step();
             const double dt =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
@@ -496,10 +533,10 @@ void EngineWorker::run() noexcept {
             }
             jobs.clear();
             {
+                // jobs submitted during the step fail too, and any submitted later (submit)
                 std::lock_guard lk(mu_);
-                failure_ = e.what();
+                fail_locked(e.what());
             }
-            failed_ = true;
             signal_io();
             break;
         }

@@ -86,6 +86,9 @@ class EngineWorker {
     struct Impl;
     void run() noexcept;
     void post(EngineEvent ev);
+    // With mu_ held: marks the engine failed and answers every queued job with a retriable
+    // EngineFailure; submit() answers later jobs alike.
+    void fail_locked(const std::string& failure);
     double coalesce(std::unique_lock<std::mutex>& lk);
     void prune_expected(int64_t now_us);
 

@@ -458,6 +458,9 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
         worker->cancel(running->second);
         return; // the job's own final Result (finish = cancelled) follows
     }
+    if (worker->failed())
+        return reply_error(peer, spec.job_id, Code::EngineFailure,
+                           "engine failure: " + worker->failure() + " (the daemon restarts)", true);
     if (draining)
         return reply_error(peer, spec.job_id, Code::ShuttingDown, "daemon is shutting down", true);
     if (billing_down)
@@ -555,10 +558,13 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
     ++ts.active;
     by_id[id_key] = key;
     jobs[key] = js;
-    send(peer, build_accepted(spec.job_id, uint32_t(jobs.size())), key);
+    // Submitted before its Accepted goes out: a failed send cancels the job (send), and the engine
+    // drops a cancel of a key it has not been given yet
+    const Bytes accepted = build_accepted(spec.job_id, uint32_t(jobs.size()));
     ej.key = key;
     ej.spec = std::move(spec);
     worker->submit(std::move(ej));
+    send(peer, accepted, key);
 }
 
 void Server::Impl::on_events() {

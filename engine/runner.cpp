@@ -14,6 +14,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <optional>
 #include <stdexcept>
 
 namespace prefixd {
@@ -324,19 +325,25 @@ struct Runner::Impl {
     bool add_text(Req& q, int32_t id, TokenEvent& te) {
         q.raw += eng.tokenizer().token_bytes(id);
         drain_utf8(q.raw, q.text, false);
-        size_t hold = 0;
+        // The text ends at the earliest match of any stop string (not the first one listed)
+        size_t stop_at = std::string::npos;
         for (auto& s : q.r.stop) {
             if (s.empty())
                 continue;
             size_t from = q.emitted > s.size() ? q.emitted - s.size() : 0;
-            size_t at = q.text.find(s, from);
-            if (at != std::string::npos) {
-                q.text.resize(at);
-                if (q.text.size() > q.emitted)
-                    te.text = q.text.substr(q.emitted);
-                q.emitted = q.text.size();
-                return true;
-            }
+            stop_at = std::min(stop_at, q.text.find(s, from));
+        }
+        if (stop_at != std::string::npos) {
+            q.text.resize(stop_at);
+            if (q.text.size() > q.emitted)
+                te.text = q.text.substr(q.emitted);
+            q.emitted = q.text.size();
+            return true;
+        }
+        size_t hold = 0;
+        for (auto& s : q.r.stop) {
+            if (s.empty())
+                continue;
             for (size_t k = std::min(s.size() - 1, q.text.size()); k > hold; --k)
                 if (q.text.compare(q.text.size() - k, k, s, 0, k) == 0) {
                     hold = k;
@@ -497,6 +504,7 @@ StepEvents Runner::step() {
         who.push_back(id);
         --budget;
     }
+    std::optional<std::pair<RequestId, std::string>> unstartable;
     for (RequestId id : I.order) {
         auto& q = I.reqs.at(id);
         if (q.decoding || budget == 0)
@@ -506,8 +514,15 @@ StepEvents Runner::step() {
                 continue; // admitted after the leader saved the prefix (a hit)
             try {
                 q.seq = I.create_for_request();
-            } catch (const EngineError&) {
-                break; // no free slot: wait for a finished request (keeps admission order)
+            } catch (const EngineError& e) {
+                // No free slot: wait for a finished request (keeps admission order). When no
+                // request holds a sequence (and the prefix cache gave all of its way), none will
+                // free one: the backend refuses for good (out of device memory), so this request
+                // ends with the error instead of waiting forever.
+                if (std::none_of(I.reqs.begin(), I.reqs.end(),
+                                 [](const auto& kv) { return kv.second.has_seq; }))
+                    unstartable.emplace(id, std::string("cannot start: ") + e.what());
+                break;
             }
             q.has_seq = true;
             I.lookup_prefix(q, c.hidden);
@@ -531,6 +546,8 @@ StepEvents Runner::step() {
         who.push_back(id);
         budget -= n;
     }
+    if (unstartable) // after the loop over the run order, which finish() edits
+        I.finish(I.reqs.at(unstartable->first), FinishReason::Error, ev, unstartable->second, false);
     if (batch.empty())
         return ev;
 

@@ -474,3 +474,71 @@ TEST_CASE(
     CHECK(row->prompt_tokens > 0);
     CHECK(row->completion_tokens == 0);
 }
+
+// RELIABILITY.md: when the engine fails (a lost device) every job in flight fails as retriable and
+// is settled, the daemon exits non-zero for systemd to restart it. PREFIXD_FAULT_STEP=N:MS (a test
+// hook in daemon/engine_worker.cpp) makes engine step N wait MS ms and then fail. Job A streams until
+// that step starts; job B arrives during it, so it is still queued for the engine when the step
+// fails. Before the fix B got its Accepted and then nothing: the daemon exited with B unanswered.
+TEST_CASE("the engine fails mid-step: the running job and one queued during the step both get a retriable "
+          "EngineFailure and settle failed; the daemon exits 1") {
+    auto dir = temp_dir("daemon-fault");
+    ::setenv("PREFIXD_FAULT_STEP", "4:1500", 1);
+    DaemonProcess d(dir);
+    ::unsetenv("PREFIXD_FAULT_STEP");
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    JobRequest a = gen_job("fault-a", "the engine will fail", 32);
+    a.stream = true;
+    c.send(build_request(a));
+    // Steps 1-3 give A's first three tokens; step 4 starts right after the third and fails.
+    std::map<std::string, Reply> finals;
+    int chunks = 0;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (chunks < 3 && finals.empty() && std::chrono::steady_clock::now() < until)
+        if (auto b = c.recv(500)) {
+            Reply r = parse_reply(*b);
+            chunks += r.type == Reply::Chunk;
+            if (r.type == Reply::Result || r.type == Reply::Error)
+                finals[r.job_id] = r;
+        }
+    REQUIRE(chunks == 3);
+    REQUIRE(finals.empty());
+    // well inside step 4's 1.5 s, after the engine took its queue for that step
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    c.send(build_request(gen_job("fault-b", "queued during the failing step", 4)));
+    bool b_accepted = false;
+    until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (finals.size() < 2 && std::chrono::steady_clock::now() < until)
+        if (auto b = c.recv(500)) {
+            Reply r = parse_reply(*b);
+            b_accepted |= r.type == Reply::Accepted && r.job_id == "fault-b";
+            if (r.type == Reply::Result || r.type == Reply::Error)
+                finals[r.job_id] = r;
+        }
+    CHECK(b_accepted);
+    REQUIRE(finals.size() == 2);
+    for (const char* id : {"fault-a", "fault-b"}) {
+        INFO(id);
+        const Reply& r = finals[id];
+        CHECK(r.type == Reply::Error);
+        CHECK(r.code == Code::EngineFailure);
+        CHECK(r.retriable);
+        CHECK(r.message.find("injected fault at engine step 4") != std::string::npos);
+    }
+    CHECK(finals["fault-b"].message.find("did not start") != std::string::npos);
+    // The daemon goes down for a restart once both are settled.
+    for (int i = 0; i < 100 && d.alive(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK_FALSE(d.alive());
+    CHECK(d.exit_status == 1);
+    store::Store st = store::Store::open(d.db, {.create = false});
+    for (const char* id : {"fault-a", "fault-b"}) {
+        INFO(id);
+        auto row = st.find_job("t1", id);
+        REQUIRE(row);
+        CHECK(row->status == store::JobStatus::Failed);
+    }
+    CHECK(st.find_job("t1", "fault-a")->completion_tokens >= 3);
+    CHECK(st.find_job("t1", "fault-b")->total_tokens() == 0);
+}

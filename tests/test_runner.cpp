@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -145,6 +146,63 @@ TEST_CASE("stop strings end the text before the stop; text held back until decid
     CHECK(res.text == full.text.substr(0, full.text.find(stop)));
     CHECK(streamed == res.text);
     CHECK(valid_utf8(res.text));
+}
+
+// Two stop strings where the one listed first matches later in the text: the text ends at the
+// earliest match of any (the bug was: at the first one in list order that matched anywhere).
+TEST_CASE("several stop strings: the text ends at the earliest match, whatever the list order") {
+    auto e = open_cpu("tiny-v2-q8_0.gguf");
+    Runner r(*e);
+    auto full = r.run(gen(*e, "Once upon a time", 32));
+    // a 3-byte ASCII window [i, i+3) whose first occurrence is at i and whose last two bytes first
+    // occur at i+1 (so "text[i+1..i+3)" alone would cut one byte later than "text[i..i+3)")
+    size_t i = std::string::npos;
+    for (size_t k = 1; k + 3 <= full.text.size(); ++k) {
+        const std::string w = full.text.substr(k, 3);
+        if (std::all_of(w.begin(), w.end(), [](char ch) { return (ch & 0x80) == 0; }) &&
+            full.text.find(w) == k && full.text.find(w.substr(1)) == k + 1) {
+            i = k;
+            break;
+        }
+    }
+    REQUIRE(i != std::string::npos);
+    auto req = gen(*e, "Once upon a time", 32);
+    req.stop = {full.text.substr(i + 1, 2), full.text.substr(i, 3)};
+    std::string streamed;
+    RequestId id = r.submit(req);
+    RequestResult res;
+    while (!r.idle()) {
+        auto ev = r.step();
+        for (auto& [k, t] : ev.tokens)
+            streamed += t.text;
+        for (auto& [k, rr] : ev.finished)
+            if (k == id)
+                res = rr;
+    }
+    CHECK(res.finish == FinishReason::Stop);
+    CHECK(res.text == full.text.substr(0, i));
+    CHECK(streamed == res.text);
+}
+
+// A backend that refuses every new sequence while no request holds one (out of device memory;
+// here its only slot is taken outside the runner) can never free one: the request ends with the
+// error instead of waiting forever.
+TEST_CASE("a request that can never get a sequence ends with an error, not a hang") {
+    auto e = open_cpu("tiny-v2-q8_0.gguf", 1);
+    Runner r(*e);
+    const SeqId taken = e->backend().create_sequence();
+    RequestId id = r.submit(gen(*e, "no room", 4));
+    std::map<RequestId, RequestResult> done;
+    for (int k = 0; k < 50 && !r.idle(); ++k)
+        for (auto& [i, res] : r.step().finished)
+            done[i] = res;
+    REQUIRE(done.count(id) == 1);
+    CHECK(done[id].finish == FinishReason::Error);
+    CHECK(done[id].error.find("cannot start") != std::string::npos);
+    CHECK(r.idle());
+    // With the slot back the same request runs.
+    e->backend().free_sequence(taken);
+    CHECK(r.run(gen(*e, "no room", 4)).finish == FinishReason::Length);
 }
 
 TEST_CASE("cancel, PEFT order, admission errors") {
