@@ -227,6 +227,9 @@ class Store {
     // Group commit: all in one BEGIN IMMEDIATE transaction (one fsync). Outcomes in order.
     std::vector<AcceptOutcome> accept_jobs(const std::vector<JobAccept>&);
     std::vector<SettleOutcome> settle_jobs(const std::vector<JobSettle>&);
+    // A committed write that changes nothing (BillingUnavailable when the ledger cannot write):
+    // what the daemon tries before it takes jobs again after billing went down.
+    void check_ledger_writable();
     // Mixed group commit: accepts and settles applied in order in one transaction.
     using LedgerOp = std::variant<JobAccept, JobSettle>;
     using LedgerOutcome = std::variant<AcceptOutcome, SettleOutcome>;

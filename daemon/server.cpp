@@ -726,6 +726,8 @@ void Server::Impl::tick() {
             std::vector<store::JobSettle> rows = failed_settles;
             if (!rows.empty())
                 probe.settle_jobs(rows);
+            else // opening alone succeeds under another writer's lock or on a full disk
+                probe.check_ledger_writable();
             failed_settles.clear();
             billing_down = false;
             PLOG_INFO("ledger writable again: accepting jobs");

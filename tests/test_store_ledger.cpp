@@ -228,6 +228,36 @@ TEST_CASE("disk full -> BillingUnavailable, then the ledger recovers") {
     CHECK(s.integrity_check().empty());
 }
 
+// The daemon's probe before it takes jobs again after billing went down: opening the database
+// succeeds under another writer's lock, so the probe commits a write that changes nothing.
+TEST_CASE("check_ledger_writable: BillingUnavailable while another connection holds the write lock") {
+    std::string path = fresh_db("probe");
+    Store s = Store::open(path, {.busy_timeout_ms = 50, .write_retries = 1});
+    s.add_tenant({"a", {}, 0, 0});
+    CHECK_NOTHROW(s.check_ledger_writable());
+    Store other = Store::open(path);
+    other.db().exec("BEGIN IMMEDIATE");
+    CHECK_NOTHROW(Store::open(path, {.create = false})); // what the daemon used to check
+    CHECK_THROWS_AS(s.check_ledger_writable(), BillingUnavailable);
+    other.db().exec("ROLLBACK");
+    CHECK_NOTHROW(s.check_ledger_writable());
+    // full disk: the write fails at commit
+    int64_t pages = s.db().query_int("PRAGMA page_count");
+    s.db().exec(("PRAGMA max_page_count = " + std::to_string(pages)).c_str());
+    std::string big(3000, 'r');
+    bool full = false;
+    for (int i = 0; i < 100 && !full; ++i)
+        try {
+            s.settle_job(done("a", nm("p", i), 1, 1, 1, big));
+        } catch (const BillingUnavailable&) {
+            full = true;
+        }
+    REQUIRE(full);
+    s.db().exec("PRAGMA max_page_count = 1073741823");
+    CHECK_NOTHROW(s.check_ledger_writable());
+    CHECK(s.db().query_int("SELECT value FROM generations WHERE name = 'tenants'") >= 0);
+}
+
 TEST_CASE("a second process writes while this one reads: readers never wait") {
     std::string path = fresh_db("procs");
     {
