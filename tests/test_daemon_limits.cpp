@@ -1,7 +1,8 @@
 // Integration tests of admission control and operations against the real prefixd: per-tenant
 // concurrent-job and tokens-per-minute limits (RateLimited), the bounded queue (Busy), SIGHUP
 // reloading the configuration (and surviving a broken file), "billing unavailable" while the
-// ledger cannot be written (another connection holds the write lock) and its recovery.
+// ledger cannot be written (another connection holds the write lock) and its recovery, and a row the
+// ledger refuses for good (it must not keep billing down for everyone).
 #include "test_daemon_harness.h"
 
 #include <sqlite3.h>
@@ -250,4 +251,44 @@ TEST_CASE("billing unavailable while the ledger cannot be written, then recovery
     CHECK(row->completion_tokens == 3);
     CHECK_FALSE(st.find_job("t1", "refused"));
     CHECK(st.summary().at(0).open_jobs == 0);
+}
+
+// A row the ledger refuses for good (here a trigger aborts the settle of job "poison"; in life, say,
+// a stored result over SQLite's size limit) must not keep billing down for every tenant: the
+// daemon retries it without its stored result, then drops it (it stays 'accepted' until the next
+// start reconciles it) and serves the others again.
+TEST_CASE("a ledger row refused for good does not keep billing down for the other tenants") {
+    auto dir = temp_dir("daemon-poison");
+    write_file(dir / "prefixd.toml", "[store]\nbusy_timeout_ms = 100\nwrite_retries = 2\n");
+    DaemonProcess d(dir, {"--config", (dir / "prefixd.toml").string()});
+    REQUIRE(d.wait_ready());
+    Client c(d.client_options());
+    REQUIRE(one(c, gen_job("ok0", "hello", 2)).type == Reply::Result);
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(d.db.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "CREATE TRIGGER poison BEFORE UPDATE ON jobs WHEN NEW.job_id = 'poison' "
+                         "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    Reply p = one(c, gen_job("poison", "hello", 2));
+    CHECK(p.code == Code::BillingUnavailable);
+    CHECK(p.retriable);
+    Reply r;
+    for (int i = 0; i < 50; ++i) { // another tenant is served again within seconds
+        r = one(c, gen_job("next-" + std::to_string(i), "hello", 2, "t2"));
+        if (r.type == Reply::Result)
+            break;
+        CHECK(r.code == Code::BillingUnavailable);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    CHECK(r.type == Reply::Result);
+    CHECK(d.stop() == 0);
+    std::ifstream f(d.log);
+    std::string log((std::istreambuf_iterator<char>(f)), {});
+    CHECK(log.find("ledger refused the row of job poison") != std::string::npos);
+    store::Store st = store::Store::open(d.db, {.create = false});
+    auto row = st.find_job("t1", "poison");
+    REQUIRE(row);
+    CHECK(row->status == store::JobStatus::Accepted); // reconciled as interrupted at the next start
 }
