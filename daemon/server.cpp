@@ -295,12 +295,15 @@ void Server::Impl::refresh_tenants(bool force) {
         int64_t g = st->tenants_generation();
         if (!force && g == tenant_gen)
             return;
-        tenant_gen = g;
-        tenant_cache.clear();
+        // the new generation counts only once its list is read: a failed read keeps the old
+        // cache and is tried again, instead of an empty cache refusing every tenant
+        decltype(tenant_cache) fresh;
         for (auto& t : st->list_tenants())
-            tenant_cache[t.name] = t;
+            fresh[t.name] = t;
+        tenant_cache = std::move(fresh);
+        tenant_gen = g;
     } catch (const std::exception& e) {
-        PLOG_ERR("tenant reload failed: %s", e.what());
+        PLOG_ERR("tenant reload failed: %s; keeping the tenants read before", e.what());
     }
 }
 
