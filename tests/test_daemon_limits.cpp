@@ -43,6 +43,20 @@ bool log_has(const DaemonProcess& d, const std::string& what) {
     std::string all((std::istreambuf_iterator<char>(f)), {});
     return all.find(what) != std::string::npos;
 }
+// Jobs named PREFIX0, PREFIX1, ... of `tenant` every 200 ms while the answer is
+// BillingUnavailable (checked), up to 50 tries: the first other answer (a Result once billing is
+// back).
+Reply until_billing_back(Client& c, const std::string& prefix, const std::string& tenant = "t1") {
+    Reply r;
+    for (int i = 0; i < 50; ++i) {
+        r = one(c, gen_job(prefix + std::to_string(i), "hello", 2, tenant));
+        if (r.type == Reply::Result)
+            break;
+        CHECK(r.code == Code::BillingUnavailable);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return r;
+}
 } // namespace
 
 TEST_CASE("tenant limits: concurrent jobs and tokens per minute; bounded queue answers Busy") {
@@ -235,13 +249,7 @@ TEST_CASE("billing unavailable while the ledger cannot be written, then recovery
     // and serves again.
     REQUIRE(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(db);
-    for (int i = 0; i < 50; ++i) {
-        r = one(c, gen_job("after-" + std::to_string(i), "hello", 2));
-        if (r.type == Reply::Result)
-            break;
-        CHECK(r.code == Code::BillingUnavailable);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
+    r = until_billing_back(c, "after-");
     CHECK(r.type == Reply::Result);
     CHECK(d.stop() == 0);
     store::Store st = store::Store::open(d.db, {.create = false});
@@ -274,15 +282,8 @@ TEST_CASE("a ledger row refused for good does not keep billing down for the othe
     Reply p = one(c, gen_job("poison", "hello", 2));
     CHECK(p.code == Code::BillingUnavailable);
     CHECK(p.retriable);
-    Reply r;
-    for (int i = 0; i < 50; ++i) { // another tenant is served again within seconds
-        r = one(c, gen_job("next-" + std::to_string(i), "hello", 2, "t2"));
-        if (r.type == Reply::Result)
-            break;
-        CHECK(r.code == Code::BillingUnavailable);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    CHECK(r.type == Reply::Result);
+    // another tenant is served again within seconds
+    CHECK(until_billing_back(c, "next-", "t2").type == Reply::Result);
     CHECK(d.stop() == 0);
     std::ifstream f(d.log);
     std::string log((std::istreambuf_iterator<char>(f)), {});

@@ -32,6 +32,21 @@ static Request gen(const Engine& e, const std::string& text, uint32_t n) {
     return r;
 }
 
+// Runs one request to its end; `streamed` collects the text of its token events.
+static RequestResult run_streamed(Runner& r, const Request& req, std::string& streamed) {
+    RequestId id = r.submit(req);
+    RequestResult res;
+    while (!r.idle()) {
+        auto ev = r.step();
+        for (auto& [i, t] : ev.tokens)
+            streamed += t.text;
+        for (auto& [i, rr] : ev.finished)
+            if (i == id)
+                res = rr;
+    }
+    return res;
+}
+
 static bool valid_utf8(const std::string& s) {
     size_t i = 0;
     while (i < s.size()) {
@@ -132,16 +147,7 @@ TEST_CASE("stop strings end the text before the stop; text held back until decid
     auto req = gen(*e, "Once upon a time", 24);
     req.stop = {"<never appears>", stop};
     std::string streamed;
-    RequestId id = r.submit(req);
-    RequestResult res;
-    while (!r.idle()) {
-        auto ev = r.step();
-        for (auto& [i, t] : ev.tokens)
-            streamed += t.text;
-        for (auto& [i, rr] : ev.finished)
-            if (i == id)
-                res = rr;
-    }
+    RequestResult res = run_streamed(r, req, streamed);
     CHECK(res.finish == FinishReason::Stop);
     CHECK(res.text == full.text.substr(0, full.text.find(stop)));
     CHECK(streamed == res.text);
@@ -169,16 +175,7 @@ TEST_CASE("several stop strings: the text ends at the earliest match, whatever t
     auto req = gen(*e, "Once upon a time", 32);
     req.stop = {full.text.substr(i + 1, 2), full.text.substr(i, 3)};
     std::string streamed;
-    RequestId id = r.submit(req);
-    RequestResult res;
-    while (!r.idle()) {
-        auto ev = r.step();
-        for (auto& [k, t] : ev.tokens)
-            streamed += t.text;
-        for (auto& [k, rr] : ev.finished)
-            if (k == id)
-                res = rr;
-    }
+    RequestResult res = run_streamed(r, req, streamed);
     CHECK(res.finish == FinishReason::Stop);
     CHECK(res.text == full.text.substr(0, i));
     CHECK(streamed == res.text);
