@@ -675,21 +675,19 @@ void Server::Impl::poll_settles() {
         bool billed = true;
         try {
             ps.fut.get();
-        } catch (const store::BillingUnavailable& e) { // cannot write now: retried with the rest
-            PLOG_ERR("ledger settle of job %s failed: %s", js.job_id.c_str(), e.what());
-            billed = false;
-            billing_down = true;
-            failed_settles.push_back(ps.row);
         } catch (const std::exception& e) {
-            // This row is refused for good (e.g. a stored result over SQLite's size limit): it is
-            // retried without its stored result (no replay for its job id); tick() drops it if the
-            // ledger refuses that too, so one job cannot keep billing down for every tenant.
-            PLOG_ERR("ledger settle of job %s refused: %s; retrying without its stored result",
-                     js.job_id.c_str(), e.what());
+            // "Cannot write now" (BillingUnavailable) is retried as it is. A row refused for good
+            // (e.g. a stored result over SQLite's size limit) is retried without its stored result
+            // (no replay for its job id), and tick() drops it if the ledger refuses that too, so
+            // one job cannot keep billing down for every tenant.
+            const bool for_good = dynamic_cast<const store::BillingUnavailable*>(&e) == nullptr;
+            PLOG_ERR("ledger settle of job %s %s: %s", js.job_id.c_str(), for_good ? "refused" : "failed",
+                     e.what());
             billed = false;
             billing_down = true;
             failed_settles.push_back(ps.row);
-            failed_settles.back().result.clear();
+            if (for_good)
+                failed_settles.back().result.clear();
         }
         if (!js.gone) {
             if (billed)
@@ -736,29 +734,21 @@ void Server::Impl::tick() {
                 cfg.db, {.create = false,
                          .busy_timeout_ms = int(std::min<uint32_t>(cfg.busy_timeout_ms, 200)),
                          .write_retries = 1});
-            std::vector<store::JobSettle> rows = failed_settles;
-            if (rows.empty()) { // opening alone succeeds under another writer's lock or on a full disk
-                probe.check_ledger_writable();
-            } else {
+            // opening alone succeeds under another writer's lock or on a full disk
+            probe.check_ledger_writable();
+            // One row at a time (settling again is a no-op); BillingUnavailable leaves them all
+            // for the next try, and a row refused for good stays 'accepted' until the next start
+            // reconciles it as interrupted.
+            for (const store::JobSettle& r : failed_settles)
                 try {
-                    probe.settle_jobs(rows);
+                    probe.settle_job(r);
                 } catch (const store::BillingUnavailable&) {
                     throw;
-                } catch (const std::exception&) {
-                    // one row at a time (settling again is a no-op); a row refused for good
-                    // stays 'accepted' and is reconciled as interrupted at the next start
-                    for (const store::JobSettle& r : rows)
-                        try {
-                            probe.settle_job(r);
-                        } catch (const store::BillingUnavailable&) {
-                            throw;
-                        } catch (const std::exception& e) {
-                            PLOG_ERR("ledger refused the row of job %s (tenant %s) for good: %s; dropped, it "
-                                     "is reconciled as interrupted at the next start",
-                                     r.job_id.c_str(), r.tenant.c_str(), e.what());
-                        }
+                } catch (const std::exception& e) {
+                    PLOG_ERR("ledger refused the row of job %s (tenant %s) for good: %s; dropped, it is "
+                             "reconciled as interrupted at the next start",
+                             r.job_id.c_str(), r.tenant.c_str(), e.what());
                 }
-            }
             failed_settles.clear();
             billing_down = false;
             PLOG_INFO("ledger writable again: accepting jobs");
