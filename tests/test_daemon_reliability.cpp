@@ -17,6 +17,12 @@ using namespace prefixd::daemon;
 using namespace prefixd::test;
 
 namespace {
+// PREFIX followed by i (GCC 12 warns, falsely, of overlap in "literal" + std::to_string(i))
+std::string numbered(std::string_view prefix, int i) {
+    std::string s(prefix);
+    s += std::to_string(i);
+    return s;
+}
 Reply final_of(Client& c, const JobRequest& r) {
     auto out = c.run(r, 60000);
     REQUIRE_FALSE(out.timed_out);
@@ -341,7 +347,7 @@ TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed onc
     CHECK(ready_at < msgs.size());
     Client c(d.client_options());
     for (int i = 0; i < 30; ++i)
-        c.send(build_request(gen_job("L" + std::to_string(i), "load " + std::to_string(i), 6)));
+        c.send(build_request(gen_job(numbered("L", i), numbered("load ", i), 6)));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     ::kill(d.pid, SIGTERM);
     std::map<std::string, Reply> finals;
@@ -365,7 +371,7 @@ TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed onc
     CHECK(stopping);
     store::Store st = store::Store::open(d.db, {.create = false});
     for (int i = 0; i < 30; ++i) {
-        std::string id = "L" + std::to_string(i);
+        std::string id = numbered("L", i);
         auto row = st.find_job("t1", id);
         auto it = finals.find(id);
         if (it != finals.end() && it->second.type == Reply::Result) {
@@ -387,7 +393,7 @@ TEST_CASE("kill -9 under load, then restart: ledger intact, no partial or duplic
     {
         Client c(d.client_options());
         for (int i = 0; i < 40; ++i)
-            c.send(build_request(gen_job("K" + std::to_string(i), "kill " + std::to_string(i), 8)));
+            c.send(build_request(gen_job(numbered("K", i), numbered("kill ", i), 8)));
         int finals = 0;
         while (finals < 10)
             if (auto b = c.recv(20000))
