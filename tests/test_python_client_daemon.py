@@ -2,7 +2,9 @@
 # The Python client against the real daemon on the tiny model, over CURVE: a tenant and an adapter
 # registered with prefixctl; generate (greedy result equals `prefixctl run`), streaming equals the
 # final Result, embed, adapter == same rows sent raw, score, choices, many jobs in flight, cancel,
-# and the errors a client must see (unknown adapter, bad tensors, bad ranges, unknown key).
+# and the errors a client must see (unknown adapter, bad tensors, bad ranges, unknown key); job ids
+# the daemon could not read back, or already in flight, refused before sending; an Error without a
+# job id (a request the daemon could not read) reaches the waiting job; a timeout is PrefixdTimeout.
 # The daemon runs the CPU reference backend here: this test is about the client and the protocol,
 # and lavapipe decodes the tiny model ~50x slower; the Vulkan daemon is covered by daemon tests.
 import json
@@ -10,7 +12,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
+import uuid
 
 import numpy as np
 
@@ -175,8 +179,52 @@ class ClientAgainstDaemon(unittest.TestCase):
     def test_unknown_key_gets_no_service(self):
         pub, sec = pc.generate_keypair()
         with pc.Client(self.endpoint, server_key=self.server_pub, public_key=pub, secret_key=sec, timeout=3) as c:
-            with self.assertRaises(pc.PrefixdError):
-                c.health()
+            with self.assertRaises(pc.PrefixdTimeout) as cm:  # the handshake fails: no reply at all
+                c.generate("hi", job_id="unheard-job", max_tokens=2)
+            e = cm.exception
+            self.assertIsInstance(e, TimeoutError)
+            self.assertIsInstance(e, pc.PrefixdError)
+            self.assertEqual((e.name, e.job_id, e.timeout), ("Timeout", "unheard-job", 3))
+            self.assertNotEqual(e.name, "Internal")
+            self.assertIn("unheard-job", str(e))
+            self.assertIn("3s", str(e))
+
+    def test_job_ids_checked_before_sending(self):
+        for bad in ("j" * 300, "j" * (pc.MAX_JOB_ID_BYTES + 1), "nul\x00id", "line\nbreak"):
+            t = time.monotonic()
+            with self.assertRaises(pc.JobIdError) as cm:  # before: no reply for it, a 300 s wait
+                self.c.generate("hi", job_id=bad, max_tokens=2)
+            self.assertLess(time.monotonic() - t, 2.0)
+            self.assertEqual(cm.exception.name, "InvalidArgument")
+        self.assertNotIn("", self.c._pending)
+        longest = ("%s-" % uuid.uuid4().hex).ljust(pc.MAX_JOB_ID_BYTES, "k")
+        r = self.c.generate("hi", job_id=longest, max_tokens=2)  # the daemon takes the longest one
+        self.assertEqual((r.job_id, len(r.token_ids)), (longest, 2))
+
+    def test_in_flight_job_id_refused(self):
+        jid = "dup-" + uuid.uuid4().hex
+        self.c.submit("generate", jid, text="Count to ten:", max_tokens=24)
+        with self.assertRaises(pc.JobIdError) as cm:  # before: the daemon's Duplicate went to the first job
+            self.c.submit("generate", jid, text="something else", max_tokens=2)
+        self.assertEqual((cm.exception.name, cm.exception.job_id), ("Duplicate", jid))
+        r = self.c.wait(jid)  # the first job is unaffected
+        self.assertEqual((r.job_id, r.usage.completion_tokens), (jid, len(r.token_ids)))
+        self.assertGreater(len(r.token_ids), 0)
+        self.assertEqual(self.c.health().status, "ok")
+
+    def test_error_without_job_id_reaches_the_waiting_job(self):
+        with pc.Client(self.endpoint, server_key=self.server_pub, client_key_file=self.key_file,
+                       timeout=60) as c:
+            jid = c.submit("generate", text="hi", max_tokens=2)
+            c._sock.send(b"not a prefixd request")  # the daemon answers it with an empty job id
+            t = time.monotonic()
+            with self.assertRaises(pc.PrefixdError) as cm:
+                c.wait(jid)
+            self.assertLess(time.monotonic() - t, 30.0)  # before: filed under "", a 60 s timeout
+            self.assertNotIsInstance(cm.exception, pc.PrefixdTimeout)
+            self.assertEqual((cm.exception.name, cm.exception.job_id), ("Malformed", jid))
+            self.assertNotIn("", c._pending)
+            self.assertEqual(c.health().status, "ok")  # the job's own late Result is dropped
 
 
 if __name__ == "__main__":

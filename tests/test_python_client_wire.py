@@ -2,13 +2,18 @@
 # Python client wire tests (no daemon): requests built by prefixd_client read back field by field
 # through the flatc-generated readers, replies built like the daemon builds them decode to the
 # client's objects, key files parse, and malformed replies raise PrefixdError instead of crashing.
+# The Client against a scripted fake daemon (a ROUTER socket in this process): errors without a job
+# id reach a waiting job, timeouts raise PrefixdTimeout, bad or in-flight job ids are refused locally.
 import os
+import shutil
 import sys
 import tempfile
+import time
 import unittest
 
 import flatbuffers
 import numpy as np
+import zmq
 
 SRC = os.environ.get("PREFIXD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(SRC, "daemon", "python"))
@@ -231,6 +236,234 @@ class ReplyDecoding(unittest.TestCase):
 
         with self.assertRaises(pc.PrefixdError):
             pc.decode_reply(reply("e", P.Payload.Payload.Result, build))
+
+
+def error_payload(code, message):
+    def build(b):
+        m = b.CreateString(message)
+        P.Error.Start(b)
+        P.Error.AddCode(b, code)
+        P.Error.AddMessage(b, m)
+        return P.Error.End(b)
+    return build
+
+
+def accepted_payload(b):
+    P.Accepted.Start(b)
+    P.Accepted.AddQueuePosition(b, 0)
+    return P.Accepted.End(b)
+
+
+def result_payload(text):
+    def build(b):
+        t = b.CreateString(text)
+        P.Result.Start(b)
+        P.Result.AddText(b, t)
+        P.Result.AddFinish(b, P.FinishReason.FinishReason.Length)
+        return P.Result.End(b)
+    return build
+
+
+class FakeDaemon:
+    """A ROUTER socket standing in for prefixd: reads the client's requests, sends scripted replies."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="prefixd-fake-")
+        self.endpoint = "ipc://%s/fake.sock" % self.tmp
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(self.endpoint)
+        self.peer = None
+
+    def requests(self, n, timeout=5.0):
+        """The job ids of the next n requests."""
+        out = []
+        for _ in range(n):
+            self.assertion(self.sock.poll(int(timeout * 1000)), "no request came")
+            frames = self.sock.recv_multipart()
+            self.peer = frames[0]
+            out.append(read_envelope(frames[-1]).JobId().decode())
+        return out
+
+    def idle(self, seconds=0.3):
+        """True when no request arrives within `seconds`."""
+        return not self.sock.poll(int(seconds * 1000))
+
+    @staticmethod
+    def assertion(ok, msg):
+        if not ok:
+            raise AssertionError(msg)
+
+    def send(self, job_id, ptype, build):
+        self.sock.send_multipart([self.peer, reply(job_id, ptype, build)])
+
+    def error(self, job_id, code=P.ErrorCode.ErrorCode.Malformed, message="wrong file identifier"):
+        self.send(job_id, P.Payload.Payload.Error, error_payload(code, message))
+
+    def accepted(self, job_id):
+        self.send(job_id, P.Payload.Payload.Accepted, accepted_payload)
+
+    def result(self, job_id, text="ok"):
+        self.send(job_id, P.Payload.Payload.Result, result_payload(text))
+
+    def close(self):
+        self.sock.close(0)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ClientRouting(unittest.TestCase):
+    def setUp(self):
+        self.d = FakeDaemon()
+        self.c = pc.Client(self.d.endpoint, tenant="dev", timeout=5)
+
+    def tearDown(self):
+        self.c.close()
+        self.d.close()
+
+    def assert_nothing_unaddressed(self):
+        self.assertNotIn("", self.c._pending)
+
+    def test_unaddressed_error_goes_to_the_one_job_in_flight(self):
+        jid = self.c.submit("generate", "only", text="hi")
+        self.assertEqual(self.d.requests(1), ["only"])
+        self.d.error("")  # the daemon could not read the request's job id
+        t = time.monotonic()
+        with self.assertRaises(pc.PrefixdError) as cm:
+            self.c.wait(jid)
+        self.assertLess(time.monotonic() - t, 2.0)  # at once, not after the 5 s timeout
+        e = cm.exception
+        self.assertNotIsInstance(e, pc.PrefixdTimeout)
+        self.assertEqual((e.name, e.job_id, e.message), ("Malformed", "only", "wrong file identifier"))
+        self.assertIn("only", str(e))
+        self.assert_nothing_unaddressed()
+        self.assertEqual(self.c._pending, {})
+
+    def test_unaddressed_error_goes_to_the_oldest_job_not_yet_accepted(self):
+        ids = [self.c.submit("generate", j, text="hi") for j in ("a", "b", "c")]
+        self.assertEqual(self.d.requests(3), ids)
+        self.d.accepted("a")
+        self.d.error("")  # belongs to b: a was already read (Accepted), b is the oldest unread
+        self.d.accepted("c")
+        self.d.result("a", "ra")
+        self.d.result("c", "rc")
+        self.assertEqual(self.c.wait("a").text, "ra")
+        with self.assertRaises(pc.PrefixdError) as cm:
+            self.c.wait("b")
+        self.assertEqual((cm.exception.name, cm.exception.job_id), ("Malformed", "b"))
+        self.assertEqual(self.c.wait("c").text, "rc")
+        self.assert_nothing_unaddressed()
+        self.assertEqual(self.c._pending, {})
+
+    def test_unaddressed_error_with_no_job_to_claim_it_is_dropped(self):
+        self.c.submit("generate", "a", text="hi")
+        self.c.submit("generate", "b", text="hi")
+        self.assertEqual(self.d.requests(2), ["a", "b"])
+        self.d.accepted("a")
+        self.d.accepted("b")
+        self.d.error("")    # both already read by the daemon: no job to give this to
+        self.d.error("zz")  # an id this client never sent
+        self.d.result("a", "ra")
+        self.d.result("b", "rb")
+        self.assertEqual(self.c.wait("a").text, "ra")
+        self.assertEqual(list(self.c._pending), ["b"])  # "" and "zz" were not kept
+        self.assertEqual(self.c.wait("b").text, "rb")
+        self.assertEqual(self.c._pending, {})
+
+    def test_timeout_is_its_own_error(self):
+        self.c.timeout = 0.3
+        jid = self.c.submit("generate", "slow-job", text="hi")
+        self.d.requests(1)
+        t = time.monotonic()
+        with self.assertRaises(pc.PrefixdTimeout) as cm:
+            self.c.wait(jid)
+        self.assertGreaterEqual(time.monotonic() - t, 0.25)
+        e = cm.exception
+        self.assertIsInstance(e, TimeoutError)
+        self.assertIsInstance(e, pc.PrefixdError)  # callers catching PrefixdError still catch it
+        self.assertEqual((e.name, e.job_id, e.timeout), ("Timeout", "slow-job", 0.3))
+        self.assertNotEqual(e.code, P.ErrorCode.ErrorCode.Internal)
+        self.assertIn("slow-job", str(e))
+        self.assertIn("0.3s", str(e))
+        # the job stays in flight: a second wait gets its late Result
+        self.d.result(jid, "late")
+        self.assertEqual(self.c.wait(jid).text, "late")
+        # streams and health time out the same way
+        s = self.c.stream("hi", job_id="slow-stream")
+        self.d.requests(1)
+        with self.assertRaises(pc.PrefixdTimeout):
+            list(s)
+        with self.assertRaises(pc.PrefixdTimeout):
+            self.c.health()
+
+    def test_unaddressed_error_skips_a_job_that_timed_out(self):
+        self.c.timeout = 0.2
+        self.c.submit("generate", "lost", text="hi")
+        with self.assertRaises(pc.PrefixdTimeout):
+            self.c.wait("lost")
+        self.c.submit("generate", "new", text="hi")
+        self.d.requests(2)
+        self.d.error("")
+        self.c.timeout = 5
+        with self.assertRaises(pc.PrefixdError) as cm:
+            self.c.wait("new")
+        self.assertEqual((cm.exception.name, cm.exception.job_id), ("Malformed", "new"))
+
+    def test_in_flight_job_id_refused(self):
+        jid = self.c.submit("generate", "dup", text="first", max_tokens=50)
+        self.assertEqual(self.d.requests(1), ["dup"])
+        with self.assertRaises(pc.JobIdError) as cm:
+            self.c.submit("generate", "dup", text="second")
+        self.assertIsInstance(cm.exception, ValueError)
+        self.assertEqual((cm.exception.name, cm.exception.job_id), ("Duplicate", "dup"))
+        self.assertIn("in flight", str(cm.exception))
+        with self.assertRaises(pc.JobIdError):
+            self.c.generate("second", job_id="dup")
+        self.assertTrue(self.d.idle(), "the refused submit reached the daemon")
+        self.d.accepted("dup")
+        self.d.result("dup", "first result")
+        self.assertEqual(self.c.wait(jid).text, "first result")  # the first job is unaffected
+        # once its final reply is read the id may be sent again (the daemon replays the outcome)
+        self.c.submit("generate", "dup", text="again")
+        self.assertEqual(self.d.requests(1), ["dup"])
+        self.d.result("dup", "replayed")
+        self.assertEqual(self.c.wait("dup").text, "replayed")
+        with self.assertRaises(pc.JobIdError) as cm:  # read already: no longer in flight
+            self.c.wait("dup")
+        self.assertEqual(cm.exception.name, "NotFound")
+
+    def test_bad_job_ids_refused_before_sending(self):
+        bad = ["x" * 300, "x" * (pc.MAX_JOB_ID_BYTES + 1), "\u00e9" * 65, "a\x00b", "a\nb", "tab\tid",
+               "del\x7f", "\ud800", b"bytes-id"]
+        for jid in bad:
+            t = time.monotonic()
+            with self.assertRaises(pc.JobIdError, msg=repr(jid)) as cm:
+                self.c.generate("hi", job_id=jid)
+            self.assertLess(time.monotonic() - t, 1.0)
+            self.assertIsInstance(cm.exception, ValueError)
+            self.assertEqual(cm.exception.name, "InvalidArgument")
+            with self.assertRaises(pc.JobIdError):
+                self.c.cancel(jid)
+        self.assertIn("300 bytes", str(self._err("x" * 300)))
+        self.assertIn("control character", str(self._err("a\x00b")))
+        self.assertTrue(self.d.idle(), "a refused job id reached the daemon")
+        self.assertEqual(self.c._pending, {})
+        with self.assertRaises(pc.JobIdError):
+            pc.check_job_id("")
+        # the longest ids the daemon takes, and non-ASCII text, are sent
+        good = ["y" * pc.MAX_JOB_ID_BYTES, "\u00e9" * 64, "job-\u4e16\u754c-1", "spaces are fine ~"]
+        for jid in good:
+            self.assertEqual(pc.check_job_id(jid), jid)
+            self.c.submit("generate", jid, text="hi")
+            self.assertEqual(self.d.requests(1), [jid])
+            self.d.result(jid, jid)
+            self.assertEqual(self.c.wait(jid).text, jid)
+
+    def _err(self, jid):
+        try:
+            pc.check_job_id(jid)
+        except pc.JobIdError as e:
+            return e
+        self.fail("%r accepted" % jid)
 
 
 class Keys(unittest.TestCase):

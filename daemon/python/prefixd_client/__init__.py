@@ -5,12 +5,13 @@
 #       print(c.generate("Hello", adapter="support-intents", max_tokens=16).text)
 from .client import Client, Stream, from_env
 from .keys import generate_keypair, load_client_keys
-from .wire import (Accepted, Chunk, Health, PrefixdError, Result, TokenLogprob, Usage, decode_reply,
-                   encode_request)
+from .wire import (MAX_JOB_ID_BYTES, Accepted, Chunk, Health, JobIdError, PrefixdError, PrefixdTimeout,
+                   Result, TokenLogprob, Usage, check_job_id, decode_reply, encode_request)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Accepted", "Chunk", "Client", "Health", "PrefixdError", "Result", "Stream", "TokenLogprob",
-    "Usage", "decode_reply", "encode_request", "from_env", "generate_keypair", "load_client_keys",
+    "MAX_JOB_ID_BYTES", "Accepted", "Chunk", "Client", "Health", "JobIdError", "PrefixdError",
+    "PrefixdTimeout", "Result", "Stream", "TokenLogprob", "Usage", "check_job_id", "decode_reply",
+    "encode_request", "from_env", "generate_keypair", "load_client_keys",
 ]

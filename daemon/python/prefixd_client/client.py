@@ -1,17 +1,21 @@
 # The prefixd client: one ZeroMQ DEALER socket (CURVE-authenticated, or the insecure development
 # mode on ipc/loopback), many jobs in flight, replies routed to their job by job id. Blocking calls
 # (generate/score/embed/health), a streaming iterator, and submit()/collect() for batches.
+# Errors: PrefixdError for an Error reply; its subclasses PrefixdTimeout (no reply within `timeout`,
+# also a TimeoutError) and JobIdError (a job id refused before sending, also a ValueError).
 import os
 import time
 import uuid
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Set
 
 import zmq
 
 from .keys import load_client_keys, resolve_server_key
-from .wire import Accepted, Chunk, Health, PrefixdError, Result, decode_reply, encode_request
+from . import _proto as P
+from .wire import (Accepted, Chunk, Health, JobIdError, PrefixdError, PrefixdTimeout, Result, check_job_id,
+                   decode_reply, encode_request)
 
-_TIMEOUT_CODE = 0  # ErrorCode.Internal: used for client-side timeouts
+_FINAL = (Result, Health, PrefixdError)  # the last reply a job gets
 
 
 class Stream:
@@ -44,6 +48,11 @@ class Client:
     `client_key_file` (as written by `prefixctl tenant add`) or `public_key` + `secret_key`.
     Insecure development mode (daemon started with --insecure-dev, ipc/loopback only): pass
     `tenant` instead; the daemon then takes the tenant from the job.
+
+    Job ids: 1-128 bytes of UTF-8 without control characters, and not one this Client has in
+    flight (submitted, final reply not yet read); others raise JobIdError before anything is sent.
+    A wait that gets no reply within `timeout` seconds raises PrefixdTimeout; the job stays in
+    flight (wait() for it again to keep waiting).
     """
 
     def __init__(self, endpoint: str, *, server_key: Optional[str] = None,
@@ -67,7 +76,12 @@ class Client:
             self._sock.curve_publickey = public_key.encode() if isinstance(public_key, str) else public_key
             self._sock.curve_secretkey = secret_key.encode() if isinstance(secret_key, str) else secret_key
         self._sock.connect(endpoint)
+        # Jobs in flight, in submission order: job id -> replies not read yet. A job leaves when its
+        # final reply (Result, Health or Error) is read; replies for ids not here are dropped.
         self._pending: Dict[str, List[object]] = {}
+        self._answered: Set[str] = set()   # in flight and some reply (Accepted, ...) has come
+        self._finished: Set[str] = set()   # in flight and the final reply has come (not read yet)
+        self._timed_out: Set[str] = set()  # a wait for it timed out and nobody waits again yet
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -85,38 +99,95 @@ class Client:
         return uuid.uuid4().hex
 
     def submit(self, kind: str, job_id: Optional[str] = None, **fields) -> str:
-        """Sends one request without waiting; returns its job id. kind: generate|score|embed."""
+        """Sends one request without waiting; returns its job id. kind: generate|score|embed.
+        Raises JobIdError, sending nothing, for a job id the daemon could not read back or one
+        this Client already has in flight (the job in flight is unaffected)."""
         job_id = job_id or self.new_job_id()
         if self.tenant and kind in ("generate", "score", "embed"):
             fields.setdefault("tenant", self.tenant)
+        return self._send(kind, job_id, **fields)
+
+    def _send(self, kind: str, job_id: str, **fields) -> str:
+        check_job_id(job_id)
+        if job_id in self._pending:
+            # The daemon would answer "Duplicate: still running" under the same id, and the first
+            # job would take that error while its own Result was never read.
+            raise JobIdError(P.ErrorCode.ErrorCode.Duplicate,
+                             "job id is already in flight on this client (wait for it, or use another id)",
+                             job_id)
         self._sock.send(encode_request(kind, job_id, **fields))
-        self._pending.setdefault(job_id, [])
+        self._pending[job_id] = []
         return job_id
 
-    def _recv_one(self, deadline: float) -> None:
+    def _owner_of_unaddressed(self, obj) -> Optional[str]:
+        """The job an Error without a job id belongs to, or None. The daemon sends such an Error for
+        a request it could not read the job id of (a frame over its size limit, too many frames, a
+        malformed buffer; bad job ids are refused here before sending). With one job in flight it is
+        that job's. With several the reply cannot say which, so it goes to the oldest job still
+        waiting for its first reply (Accepted): the daemon answers an unreadable request at once, so
+        a job it already read has usually been accepted. Jobs whose wait timed out come last (they
+        are more likely lost than unread). Best effort: never filed under "" to wait there forever."""
+        if not isinstance(obj, PrefixdError):
+            return None
+        live = [j for j in self._pending if j not in self._finished]
+        if len(live) == 1:
+            return live[0]
+        waiting = [j for j in live if j not in self._answered]
+        waiting.sort(key=lambda j: j in self._timed_out)  # stable: submission order otherwise
+        return waiting[0] if waiting else None
+
+    def _recv_one(self, job_id: str, deadline: float) -> None:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self._sock.poll(int(remaining * 1000)):
-            raise PrefixdError(_TIMEOUT_CODE, "no reply from %s within %.0fs" % (self.endpoint, self.timeout))
+        if remaining <= 0 or not self._sock.poll(max(1, int(remaining * 1000))):
+            self._timed_out.add(job_id)
+            raise PrefixdTimeout(job_id, self.timeout, self.endpoint)
         frames = self._sock.recv_multipart()
-        job_id, obj = decode_reply(frames[-1])  # an empty delimiter frame may precede the envelope
-        self._pending.setdefault(job_id, []).append(obj)
+        rid, obj = decode_reply(frames[-1])  # an empty delimiter frame may precede the envelope
+        if not rid:
+            rid = self._owner_of_unaddressed(obj)
+            if rid is None:
+                return
+            obj.job_id = rid
+            obj.args = ("%s: %s (job %s; the daemon could not read the request's job id)"
+                        % (obj.name, obj.message, rid),)
+        queue = self._pending.get(rid)
+        if queue is None:  # no job of ours: e.g. NotFound for cancelling a job that already ended
+            return
+        queue.append(obj)
+        self._answered.add(rid)
+        if isinstance(obj, _FINAL):
+            self._finished.add(rid)
 
     def _next_for(self, job_id: str, skip_accepted: bool = True):
         """Next reply object for job_id (Chunk, Result, Health or PrefixdError)."""
+        if job_id not in self._pending:
+            raise JobIdError(P.ErrorCode.ErrorCode.NotFound,
+                             "job id is not in flight on this client (never submitted, or its final "
+                             "reply was already read)", job_id)
+        self._timed_out.discard(job_id)
         deadline = time.monotonic() + self.timeout
         while True:
-            queue = self._pending.get(job_id)
+            queue = self._pending[job_id]
             while queue:
                 obj = queue.pop(0)
                 if skip_accepted and isinstance(obj, Accepted):
                     continue
-                if isinstance(obj, (Result, Health, PrefixdError)):
-                    self._pending.pop(job_id, None)
+                if isinstance(obj, _FINAL):
+                    self._forget(job_id)
                 return obj
-            self._recv_one(deadline)
+            self._recv_one(job_id, deadline)
+
+    def _forget(self, job_id: str) -> None:
+        self._pending.pop(job_id, None)
+        self._answered.discard(job_id)
+        self._finished.discard(job_id)
+        self._timed_out.discard(job_id)
 
     def wait(self, job_id: str) -> Result:
-        """Blocks until job_id ends; returns its Result (streamed chunks are dropped)."""
+        """Blocks until job_id ends; returns its Result (streamed chunks are dropped). Raises
+        PrefixdError for the job's Error reply, PrefixdTimeout when no reply comes within `timeout`
+        seconds (the job stays in flight: wait again to keep waiting), JobIdError when job_id is
+        not in flight on this Client."""
         while True:
             obj = self._next_for(job_id)
             if isinstance(obj, PrefixdError):
@@ -161,14 +232,12 @@ class Client:
 
     def cancel(self, job_id: str) -> None:
         """Asks the daemon to cancel job_id; its final reply still arrives (finish 'cancelled')."""
+        check_job_id(job_id)
         # the tenant as for submit(): an insecure-dev daemon looks the job up under it
         self._sock.send(encode_request("cancel", job_id, **({"tenant": self.tenant} if self.tenant else {})))
 
     def health(self) -> Health:
-        jid = self.new_job_id()
-        self._sock.send(encode_request("health", jid))
-        self._pending.setdefault(jid, [])
-        return self.wait(jid)
+        return self.wait(self._send("health", self.new_job_id()))
 
 
 def from_env(**kw) -> Client:

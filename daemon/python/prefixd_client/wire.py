@@ -74,17 +74,71 @@ class Health:
 
 
 class PrefixdError(Exception):
-    """An Error reply from the daemon (stable `code`, `name`), or a client-side failure."""
+    """An Error reply from the daemon (stable `code`, `name`), or a client-side failure: the
+    subclasses PrefixdTimeout (no reply in time) and JobIdError (a job id refused before sending)."""
 
     def __init__(self, code: int, message: str, job_id: str = "", retriable: bool = False,
-                 retry_after_ms: int = 0):
+                 retry_after_ms: int = 0, name: Optional[str] = None):
         self.code = code
-        self.name = ERROR_NAMES.get(code, "Code%d" % code)
+        self.name = name or ERROR_NAMES.get(code, "Code%d" % code)
         self.message = message
         self.job_id = job_id
         self.retriable = retriable
         self.retry_after_ms = retry_after_ms  # when a retry can succeed, if the daemon knows (0 = unknown)
         super().__init__("%s: %s (job %s)" % (self.name, message, job_id))
+
+
+class PrefixdTimeout(PrefixdError, TimeoutError):
+    """The client waited `timeout` seconds for a reply to `job_id` and none came (the daemon is down,
+    unreachable, refused the CURVE handshake, or is still busy with the job). Not a daemon error:
+    `code` is -1 and `name` "Timeout". The job stays in flight on its Client: wait() for it again
+    to keep waiting."""
+
+    def __init__(self, job_id: str, timeout: float, endpoint: str = ""):
+        self.timeout = timeout
+        self.endpoint = endpoint
+        where = " from %s" % endpoint if endpoint else ""
+        super().__init__(-1, "no reply for job %r within %gs%s" % (job_id, timeout, where), job_id,
+                         name="Timeout")
+        self.args = ("%s: %s" % (self.name, self.message),)
+
+
+class JobIdError(PrefixdError, ValueError):
+    """A job id refused by the client before anything is sent: not a str of 1-MAX_JOB_ID_BYTES
+    bytes of UTF-8, holding an ASCII control character (code InvalidArgument), or already in
+    flight on this Client (code Duplicate; that job is unaffected)."""
+
+    def __init__(self, code: int, message: str, job_id=""):
+        shown = job_id if isinstance(job_id, str) else repr(job_id)
+        shown = repr(shown[:40] + "..." if len(shown) > 40 else shown)
+        super().__init__(code, "%s (job id %s)" % (message, shown),
+                         job_id if isinstance(job_id, str) else "")
+        self.args = ("%s: %s" % (self.name, self.message),)
+
+
+MAX_JOB_ID_BYTES = 128  # the daemon's limit (daemon/message.h, Limits::max_job_id)
+
+
+def check_job_id(job_id) -> str:
+    """Returns job_id if the daemon can read it back: a str of 1-MAX_JOB_ID_BYTES bytes of UTF-8
+    without ASCII control characters (0x00-0x1F, 0x7F). Raises JobIdError otherwise: a job id the
+    daemon cannot read comes back as an Error without a job id, which no job can claim for sure."""
+    IA = P.ErrorCode.ErrorCode.InvalidArgument
+    if not isinstance(job_id, str):
+        raise JobIdError(IA, "job id must be a str, not %s" % type(job_id).__name__, job_id)
+    try:
+        n = len(job_id.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates
+        raise JobIdError(IA, "job id is not valid UTF-8", job_id) from None
+    if n == 0:
+        raise JobIdError(IA, "job id is empty", job_id)
+    if n > MAX_JOB_ID_BYTES:
+        raise JobIdError(IA, "job id is %d bytes of UTF-8; the daemon takes at most %d"
+                         % (n, MAX_JOB_ID_BYTES), job_id)
+    bad = next((ch for ch in job_id if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
+    if bad is not None:
+        raise JobIdError(IA, "job id contains the control character %r" % bad, job_id)
+    return job_id
 
 
 def _s(b) -> str:
