@@ -67,9 +67,13 @@ std::span<const uint8_t> as_bytes(const std::string& s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// Control characters (0x00-0x1F, 0x7F) are refused: a job id is printed in ledger tables and logs.
 void check_job_id(const std::string& id) {
-    if (id.empty() || id.size() > 256 || id.find('\0') != std::string::npos)
-        throw InvalidArgument("job id must be 1-256 bytes without NUL");
+    bool ok = !id.empty() && id.size() <= 256;
+    for (char c : id)
+        ok = ok && uint8_t(c) >= 0x20 && uint8_t(c) != 0x7f;
+    if (!ok)
+        throw InvalidArgument("job id must be 1-256 bytes without control characters (0x00-0x1F, 0x7F)");
 }
 
 // Prepared statements for one write transaction, plus a tenant-id cache.
@@ -86,7 +90,13 @@ struct LedgerTx {
     Stmt settle{db,
                 "UPDATE jobs SET status = ?, virtual_tokens = ?, prompt_tokens = ?, completion_tokens = ?, "
                 "settled_ms = ?, finish_reason = ?, result = ? "
-                "WHERE tenant_id = ? AND job_id = ? AND status = 'accepted'"};
+                "WHERE tenant_id = ? AND job_id = ? AND status IN ('accepted', 'interrupted')"};
+    // a job id whose job failed before any work is free again (migration 2)
+    Stmt reopen{db,
+                "UPDATE jobs SET status = 'accepted', kind = ?, adapter = ?, adapter_version = ?, model = ?, "
+                "accepted_ms = ?, settled_ms = NULL, finish_reason = '', result = NULL "
+                "WHERE tenant_id = ? AND job_id = ? AND status = 'failed' AND virtual_tokens = 0 "
+                "AND prompt_tokens = 0 AND completion_tokens = 0"};
     Stmt existing{db, std::string(kJobCols) + ", j.result FROM jobs j JOIN tenants t ON t.id = j.tenant_id "
                                               "WHERE j.tenant_id = ? AND j.job_id = ?"};
 
@@ -122,6 +132,11 @@ struct LedgerTx {
             r.adapter_version = a.adapter_version, r.model = a.model, r.accepted_ms = at;
             return out;
         }
+        reopen.reset();
+        reopen.bind(1, a.kind).bind(2, a.adapter).bind(3, a.adapter_version).bind(4, a.model).bind(5, at);
+        reopen.bind(6, tid).bind(7, a.job_id);
+        reopen.run();
+        out.inserted = db.changes() == 1; // the row read below is this job's, accepted again
         existing.reset();
         existing.bind(1, tid).bind(2, a.job_id);
         if (!existing.step())

@@ -84,6 +84,18 @@ BEGIN UPDATE generations SET value = value + 1 WHERE name = 'tenants'; END;
 CREATE TRIGGER tenants_gen_del AFTER DELETE ON tenants
 BEGIN UPDATE generations SET value = value + 1 WHERE name = 'tenants'; END;
 )sql",
+    // 2: a settled row stays final, with two exceptions. A row failed before any work (no tokens)
+    // may be accepted again: its job id is free for a corrected or retried job. A row marked
+    // 'interrupted' by a reconcile while its job still ran may be settled once with its real usage.
+    R"sql(
+DROP TRIGGER jobs_settled_final;
+CREATE TRIGGER jobs_settled_final BEFORE UPDATE ON jobs
+WHEN OLD.status <> 'accepted'
+ AND NOT (OLD.status = 'failed' AND NEW.status = 'accepted'
+          AND OLD.virtual_tokens = 0 AND OLD.prompt_tokens = 0 AND OLD.completion_tokens = 0)
+ AND NOT (OLD.status = 'interrupted' AND NEW.status IN ('done', 'cancelled', 'failed'))
+BEGIN SELECT RAISE(ABORT, 'ledger row already settled'); END;
+)sql",
 };
 
 } // namespace

@@ -145,11 +145,12 @@ struct JobRecord {
 };
 
 struct AcceptOutcome {
-    bool inserted = false; // false: the (tenant, job_id) already existed
+    bool inserted = false; // false: the (tenant, job_id) already existed (true also when a row failed
+                           // before any work was accepted again: its job id is free)
     JobRecord record;      // the row as stored (existing one when !inserted)
 };
 enum class SettleOutcome : uint8_t {
-    Settled,        // an accepted row was settled
+    Settled,        // an accepted row (or one a reconcile marked interrupted) was settled
     Inserted,       // no accepted row existed: a settled row was inserted
     AlreadySettled, // the row was settled before: nothing changed (idempotent)
 };

@@ -62,6 +62,16 @@ nlohmann::json result_json(const Reply& r) {
     }
     if (o.embed_rows)
         j["embeddings"] = {{"rows", o.embed_rows}, {"cols", o.embed_cols}};
+    if (!o.tokens.empty()) { // --top-logprobs: per generated token, its log-probability and the best ones
+        nlohmann::json t = nlohmann::json::array();
+        for (auto& tok : o.tokens) {
+            nlohmann::json top = nlohmann::json::array();
+            for (auto& [id, lp] : tok.top)
+                top.push_back({id, lp});
+            t.push_back({{"id", tok.id}, {"logprob", tok.logprob}, {"top", top}});
+        }
+        j["tokens"] = t;
+    }
     return j;
 }
 
@@ -123,7 +133,8 @@ void run_submit(const SubmitArgs& a) {
         Reply rep = parse_reply(*b);
         if (rep.type == Reply::Invalid)
             throw CliFailure("invalid reply from the daemon");
-        if (rep.job_id != r.job_id)
+        // an error without a job id: the daemon could not read this job's (the only one sent)
+        if (rep.job_id != r.job_id && !(rep.type == Reply::Error && rep.job_id.empty()))
             continue;
         switch (rep.type) {
         case Reply::Accepted:
@@ -140,7 +151,7 @@ void run_submit(const SubmitArgs& a) {
                                             {"backend", rep.health.backend},
                                             {"queued", rep.health.queued},
                                             {"running", rep.health.running}}
-                                 .dump()
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                           << "\n";
             else
                 std::cout << "status " << rep.health.status << ", model " << rep.health.model << ", running "
@@ -152,18 +163,28 @@ void run_submit(const SubmitArgs& a) {
                                             {"error", code_name(rep.code)},
                                             {"message", rep.message},
                                             {"retriable", rep.retriable},
-                                            {"retry_after_ms", rep.retry_after_ms}}
-                                 .dump()
+                                            {"retry_after_ms", rep.retry_after_ms},
+                                            {"replayed", rep.replayed}}
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                           << "\n";
             throw CliFailure(std::string("job failed: ") + code_name(rep.code) + ": " + rep.message, 4);
         case Reply::Result: {
             const ResultOut& o = rep.result;
+            // a cancelled job (by its tenant, or a daemon drain) printed what it made, and fails
+            auto check_cancelled = [&] {
+                if (o.finish == Finish::Cancelled)
+                    throw CliFailure("job cancelled after " + std::to_string(o.usage.completion_tokens) +
+                                         " generated token(s)",
+                                     4);
+            };
             if (a.json) {
-                std::cout << result_json(rep).dump() << "\n";
+                std::cout << result_json(rep).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                          << "\n";
+                check_cancelled();
                 return;
             }
-            if (a.stream)
-                std::cout << "\n";
+            if (a.stream && r.kind == Kind::Generate && o.choices.empty())
+                std::cout << "\n"; // the text came in chunks
             else if (o.embed_rows)
                 std::cout << "embeddings: " << o.embed_rows << " x " << o.embed_cols << "\n";
             else if (!o.logprobs.empty() && o.token_ids.empty())
@@ -173,10 +194,17 @@ void run_submit(const SubmitArgs& a) {
                 std::cout << o.text << "\n";
             for (auto& ch : o.choices)
                 std::printf("  %-20s p=%.4f\n", ch.label.c_str(), ch.prob);
+            for (size_t i = 0; i < o.tokens.size(); ++i) {
+                std::printf("  token %zu: id %d logprob %.4f", i, o.tokens[i].id, o.tokens[i].logprob);
+                for (auto& [id, lp] : o.tokens[i].top)
+                    std::printf("  [%d %.4f]", id, lp);
+                std::printf("\n");
+            }
             std::printf("usage: virtual %u, prompt %u, completion %u, total %u%s\n", o.usage.virtual_tokens,
                         o.usage.prompt_tokens, o.usage.completion_tokens,
                         o.usage.virtual_tokens + o.usage.prompt_tokens + o.usage.completion_tokens,
                         o.replayed ? " (replayed: billed once)" : "");
+            check_cancelled();
             return;
         }
         default:
@@ -209,7 +237,9 @@ CliModule reg([](CLI::App& app, const Globals&) {
     s->add_flag("--health", a->health, "ask the daemon for its health");
     s->add_option("--top-logprobs", a->top_logprobs, "per generated token, the n best log-probabilities");
     s->add_option("--job-id", a->job_id, "client job id (idempotency key; default random)");
-    s->add_option("--timeout", a->timeout_s, "seconds to wait for the result");
+    s->add_option("--timeout", a->timeout_s, "seconds to wait for the result")
+        ->check(CLI::Range(1, 7 * 86400))
+        ->capture_default_str();
     s->add_flag("--json", a->json, "print the result as one JSON object");
     s->callback([a] { run_submit(*a); });
 });

@@ -5,6 +5,7 @@
 
 #include <zmq.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
@@ -70,7 +71,10 @@ Bytes build_request(const JobRequest& r) {
 Reply parse_reply(const Bytes& bytes) {
     Reply out;
     std::vector<uint8_t> buf(bytes); // aligned copy
-    fb::Verifier v(buf.data(), buf.size(), 16, 100000);
+    // a table takes at least 4 bytes, so the size bounds the count: a long Result with top
+    // log-probabilities holds (1 + top) tables per token, past any small fixed limit
+    fb::Verifier v(buf.data(), buf.size(), 16,
+                   fb::uoffset_t(std::min<size_t>(buf.size() / 4 + 16, 1u << 30)));
     if (buf.size() < 8 || !pb::VerifyEnvelopeBuffer(v))
         return out;
     auto* env = pb::GetEnvelope(buf.data());
@@ -131,6 +135,7 @@ Reply parse_reply(const Bytes& bytes) {
         out.message = e->message() ? e->message()->str() : "";
         out.retriable = e->retriable();
         out.retry_after_ms = e->retry_after_ms();
+        out.replayed = e->replayed();
         break;
     }
     case pb::Payload::HealthStatus: {
@@ -236,7 +241,11 @@ Client::Outcome Client::run(const JobRequest& r, int timeout_ms) {
             return out;
         }
         Reply rep = parse_reply(*b);
-        if (rep.job_id != r.job_id)
+        // An error without a job id (the daemon could not read one) or an unreadable reply ends
+        // this job too: it is the only one in flight, and waiting would only time out
+        const bool ours = rep.job_id == r.job_id || (rep.job_id.empty() && rep.type == Reply::Error) ||
+                          rep.type == Reply::Invalid;
+        if (!ours)
             continue;
         if (rep.type == Reply::Accepted)
             out.accepted = true;

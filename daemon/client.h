@@ -45,6 +45,7 @@ struct Reply {
     std::string message;
     bool retriable = false;
     uint32_t retry_after_ms = 0; // Error: when a retry can succeed, if the daemon knows (0 = unknown)
+    bool replayed = false;       // Error: the stored outcome of a job id that already ended
     HealthOut health;
 };
 Reply parse_reply(const Bytes& b); // type Invalid when the buffer does not verify

@@ -6,6 +6,7 @@
 
 #include "prefixd_generated.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -255,6 +256,11 @@ void read_job(const pb::Job* j, const Limits& lim, JobSpec& spec) {
     read_sampling(j->sampling(), lim, spec);
     spec.stream = j->stream();
     spec.choices = checked_strings(j->choices(), lim.max_choices, "choices");
+    // the answer gives one probability per label: a label twice would split (and skew) its share
+    for (size_t i = 0; i < spec.choices.size(); ++i)
+        for (size_t k = 0; k < i; ++k)
+            need(spec.choices[i] != spec.choices[k], Code::InvalidArgument,
+                 "choices[" + std::to_string(i) + "] repeats choices[" + std::to_string(k) + "]");
     need(j->top_logprobs() <= lim.max_top_logprobs && j->top_logprobs() <= lim.n_vocab, Code::InvalidArgument,
          "top_logprobs must be <= " + std::to_string(std::min(lim.max_top_logprobs, lim.n_vocab)));
     spec.top_logprobs = j->top_logprobs();
@@ -319,6 +325,16 @@ void decode_payload(const pb::Envelope* env, const Limits& lim, JobSpec& spec) {
 
 } // namespace
 
+namespace {
+// The job id bytes as sent, up to 64 KiB (for echoing in errors), or "" when absent or longer
+std::string raw_job_id(const pb::Envelope* env) {
+    const fb::String* id = env->job_id();
+    if (!id || id->size() > 65536)
+        return {};
+    return std::string(id->c_str(), id->size());
+}
+} // namespace
+
 Decoded decode_request(std::span<const uint8_t> bytes, const Limits& lim) {
     if (bytes.size() < 8)
         return DecodeError{Code::Malformed, "message shorter than 8 bytes", {}};
@@ -342,12 +358,37 @@ Decoded decode_request(std::span<const uint8_t> bytes, const Limits& lim) {
         // billing down for every tenant.
         need(spec.job_id.find('\0') == std::string::npos, Code::InvalidArgument,
              "job_id contains a NUL byte");
+        // nor control characters (store::check_job_id): they would forge lines in ledger listings
+        need(std::none_of(spec.job_id.begin(), spec.job_id.end(),
+                          [](char ch) { return uint8_t(ch) < 0x20 || uint8_t(ch) == 0x7f; }),
+             Code::InvalidArgument, "job_id contains a control character");
         decode_payload(env, lim, spec);
     } catch (const Fail& f) {
-        const bool echo = valid_utf8(spec.job_id) && spec.job_id.find('\0') == std::string::npos;
-        return DecodeError{f.code, f.msg, echo ? spec.job_id : std::string()};
+        // The id as sent, even an invalid one (too long, NUL, not UTF-8): the client files the error
+        // under the id it used; an empty id would reach none of its jobs
+        return DecodeError{f.code, f.msg, raw_job_id(env)};
     }
     return spec;
+}
+
+std::string peek_job_id(std::span<const uint8_t> bytes) {
+    if (bytes.size() < 8)
+        return {};
+    std::vector<uint8_t> buf(bytes.begin(), bytes.end());
+    if (!fb::BufferHasIdentifier(buf.data(), pb::EnvelopeIdentifier()))
+        return {};
+    // only the envelope's job id is read: a shallow check of that field, cheap on big frames
+    fb::Verifier v(buf.data(), buf.size());
+    const fb::uoffset_t root = v.VerifyOffset(0);
+    if (!root)
+        return {};
+    const auto* t = reinterpret_cast<const fb::Table*>(buf.data() + root);
+    if (!t->VerifyTableStart(v) || !t->VerifyOffset(v, pb::Envelope::VT_JOB_ID))
+        return {};
+    const auto* env = reinterpret_cast<const pb::Envelope*>(t);
+    if (!env->job_id() || !v.VerifyString(env->job_id()))
+        return {};
+    return raw_job_id(env);
 }
 
 // ---- replies ----
@@ -367,7 +408,8 @@ Bytes build_accepted(const std::string& job_id, uint32_t pos) {
 Bytes build_chunk(const std::string& job_id, uint32_t index, const std::vector<int32_t>& ids,
                   const std::string& text) {
     fb::FlatBufferBuilder b(128 + text.size() + 4 * ids.size());
-    auto c = pb::CreateTokenChunkDirect(b, index, &ids, text.c_str());
+    // length-aware strings throughout: generated text may hold NUL bytes (a byte-level token)
+    auto c = pb::CreateTokenChunk(b, index, b.CreateVector(ids), b.CreateString(text));
     return finish(b, job_id, pb::Payload::TokenChunk, c.Union());
 }
 
@@ -375,13 +417,13 @@ Bytes build_result(const std::string& job_id, const ResultOut& r) {
     fb::FlatBufferBuilder b(256 + r.text.size() + 4 * (r.token_ids.size() + r.embeds.size()));
     std::vector<fb::Offset<pb::ChoiceProb>> ch;
     for (auto& c : r.choices)
-        ch.push_back(pb::CreateChoiceProbDirect(b, c.label.c_str(), c.prob, c.logprob));
+        ch.push_back(pb::CreateChoiceProb(b, b.CreateString(c.label), c.prob, c.logprob));
     std::vector<fb::Offset<pb::TokenLogprob>> toks;
     for (auto& t : r.tokens) {
         std::vector<fb::Offset<pb::TopLogprob>> top;
         for (auto& [id, lp] : t.top)
             top.push_back(pb::CreateTopLogprob(b, id, lp));
-        toks.push_back(pb::CreateTokenLogprobDirect(b, t.id, t.logprob, &top));
+        toks.push_back(pb::CreateTokenLogprob(b, t.id, t.logprob, b.CreateVector(top)));
     }
     fb::Offset<pb::Tensor> emb = 0;
     if (r.embed_rows) {
@@ -390,23 +432,29 @@ Bytes build_result(const std::string& job_id, const ResultOut& r) {
     }
     auto usage = pb::CreateUsage(b, r.usage.virtual_tokens, r.usage.prompt_tokens, r.usage.completion_tokens,
                                  r.usage.virtual_tokens + r.usage.prompt_tokens + r.usage.completion_tokens);
-    auto res = pb::CreateResultDirect(b, r.text.c_str(), &r.token_ids, pb::FinishReason(r.finish), usage,
-                                      ch.empty() ? nullptr : &ch, r.logprobs.empty() ? nullptr : &r.logprobs,
-                                      r.logprob_sum, emb, toks.empty() ? nullptr : &toks, r.replayed);
+    auto text = b.CreateString(r.text);
+    auto ids = b.CreateVector(r.token_ids);
+    auto choices = ch.empty() ? 0 : b.CreateVector(ch);
+    auto logprobs = r.logprobs.empty() ? 0 : b.CreateVector(r.logprobs);
+    auto tokens = toks.empty() ? 0 : b.CreateVector(toks);
+    auto res = pb::CreateResult(b, text, ids, pb::FinishReason(r.finish), usage, choices, logprobs,
+                                r.logprob_sum, emb, tokens, r.replayed);
     return finish(b, job_id, pb::Payload::Result, res.Union());
 }
 
 Bytes build_error(const std::string& job_id, Code code, const std::string& message, bool retriable,
-                  uint32_t retry_after_ms) {
+                  uint32_t retry_after_ms, bool replayed) {
     fb::FlatBufferBuilder b(128 + message.size());
-    auto e = pb::CreateErrorDirect(b, pb::ErrorCode(code), message.c_str(), retriable, retry_after_ms);
+    auto e =
+        pb::CreateError(b, pb::ErrorCode(code), b.CreateString(message), retriable, retry_after_ms, replayed);
     return finish(b, job_id, pb::Payload::Error, e.Union());
 }
 
 Bytes build_health(const std::string& job_id, const HealthOut& h) {
     fb::FlatBufferBuilder b(256);
-    auto p = pb::CreateHealthStatusDirect(b, h.status.c_str(), h.model.c_str(), h.backend.c_str(), h.queued,
-                                          h.running, h.n_vocab, h.hidden, h.n_ctx);
+    auto p =
+        pb::CreateHealthStatus(b, b.CreateString(h.status), b.CreateString(h.model),
+                               b.CreateString(h.backend), h.queued, h.running, h.n_vocab, h.hidden, h.n_ctx);
     return finish(b, job_id, pb::Payload::HealthStatus, p.Union());
 }
 

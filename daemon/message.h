@@ -82,6 +82,9 @@ using Decoded = std::variant<JobSpec, DecodeError>;
 
 // Verifies and validates one request frame. Never throws on any input (bad_alloc aside).
 Decoded decode_request(std::span<const uint8_t> bytes, const Limits& lim);
+// The job id of a request that is refused before decoding (frame too large, extra frames), so
+// its error reaches the job that sent it; "" when the bytes hold no readable job id.
+std::string peek_job_id(std::span<const uint8_t> bytes);
 
 bool valid_utf8(std::string_view s);
 float half_to_float(uint16_t h);
@@ -123,8 +126,9 @@ Bytes build_accepted(const std::string& job_id, uint32_t queue_position);
 Bytes build_chunk(const std::string& job_id, uint32_t index, const std::vector<int32_t>& ids,
                   const std::string& text);
 Bytes build_result(const std::string& job_id, const ResultOut& r);
+// replayed: the stored outcome of a job id that already ended (a duplicate's answer)
 Bytes build_error(const std::string& job_id, Code code, const std::string& message, bool retriable,
-                  uint32_t retry_after_ms = 0);
+                  uint32_t retry_after_ms = 0, bool replayed = false);
 Bytes build_health(const std::string& job_id, const HealthOut& h);
 
 } // namespace prefixd::daemon

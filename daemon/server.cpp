@@ -81,6 +81,9 @@ std::vector<uint8_t> base64_decode(const std::string& in) {
 }
 
 namespace {
+std::span<const uint8_t> as_span(const std::string& s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
 struct JobState {
     uint64_t key = 0;
     std::string tenant, job_id, peer; // peer = routing id
@@ -348,7 +351,8 @@ void Server::Impl::on_message() {
         return;
     std::string peer = frames[0];
     if (frames.size() > cfg.max_frames)
-        return reply_error(peer, "", Code::Malformed, "too many frames in one message");
+        return reply_error(peer, frames.size() > 1 ? peek_job_id(as_span(frames[1])) : std::string(),
+                           Code::Malformed, "too many frames in one message");
     if (frames.size() == 3 && frames[1].empty()) {
         // A REQ socket (empty delimiter): it takes exactly one reply per request, where a job gets
         // several (Accepted, chunks, liveness probes, the Result). Refused in the one reply it
@@ -364,10 +368,13 @@ void Server::Impl::on_message() {
     }
     const size_t body = 1;
     if (frames.size() != body + 1)
-        return reply_error(peer, "", Code::Malformed, "expected exactly one body frame");
+        return reply_error(peer, frames.size() > 1 ? peek_job_id(as_span(frames[1])) : std::string(),
+                           Code::Malformed, "expected exactly one body frame");
     const std::string& f = frames[body];
     if (f.size() > cfg.max_frame_bytes)
-        return reply_error(peer, "", Code::Malformed, "frame too large");
+        return reply_error(peer, peek_job_id(as_span(f)), Code::Malformed,
+                           "frame too large (" + std::to_string(f.size()) + " bytes, the limit is " +
+                               std::to_string(cfg.max_frame_bytes) + ")");
     Decoded d = decode_request({reinterpret_cast<const uint8_t*>(f.data()), f.size()}, lim);
     if (auto* e = std::get_if<DecodeError>(&d))
         return reply_error(peer, e->job_id, e->code, e->message);
@@ -478,6 +485,10 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
         return reply_error(peer, spec.job_id, Code::BillingUnavailable,
                            std::string("ledger read failed: ") + e.what(), true);
     }
+    // A job that failed before any work (nothing billed) leaves its id free: a corrected or retried
+    // job under it runs, and the ledger accepts its row again (Store::accept_job)
+    if (prev && prev->status == store::JobStatus::Failed && prev->total_tokens() == 0)
+        prev.reset();
     if (prev) {
         Bytes stored = base64_decode(prev->result);
         if (!stored.empty())
@@ -618,7 +629,16 @@ void Server::Impl::finish_job(EngineEvent& ev) {
         row.status = store::JobStatus::Failed;
         row.finish_reason = code_name(ev.code);
         reply = build_error(js.job_id, ev.code, ev.message, ev.retriable);
-        row.result = base64_encode(reply);
+        // The stored answer for a duplicate of this id. After work (billed) it is final: marked
+        // replayed and never retriable, or a client retrying under the same id would loop on it.
+        // Without work the id is free again (admit) and this copy is only a record.
+        row.result = base64_encode(
+            build_error(js.job_id, ev.code,
+                        ev.message + (u.virtual_tokens + u.prompt_tokens + u.completion_tokens
+                                          ? " (this job id already ended with this error after work that was "
+                                            "billed: resubmit under a new job id)"
+                                          : ""),
+                        false, 0, true));
     }
     row.virtual_tokens = u.virtual_tokens;
     row.prompt_tokens = u.prompt_tokens;
@@ -674,7 +694,10 @@ void Server::Impl::poll_settles() {
         JobState& js = jobs.at(ps.key);
         bool billed = true;
         try {
-            ps.fut.get();
+            if (ps.fut.get() == store::SettleOutcome::AlreadySettled) // settled by someone else
+                PLOG_ERR("ledger: the row of job %s was already settled; this run's %u token(s) are not "
+                         "recorded",
+                         js.job_id.c_str(), ps.tokens);
         } catch (const std::exception& e) {
             // "Cannot write now" (BillingUnavailable) is retried as it is. A row refused for good
             // (e.g. a stored result over SQLite's size limit) is retried without its stored result

@@ -4,13 +4,17 @@
 #include "engine/runner.h"
 #include "test_daemon_harness.h"
 
+#include <nlohmann/json.hpp>
+
 #include <atomic>
 #include <cstdio>
-#include <fstream>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
+#include <sys/wait.h>
+#include <thread>
 
 using namespace prefixd;
 using namespace prefixd::daemon;
@@ -305,4 +309,76 @@ TEST_CASE("8 concurrent clients x 20 jobs: each answered once, ledger sums equal
     }
     CHECK(ledger == billed_by_client);
     CHECK(st.integrity_check().empty());
+}
+
+namespace {
+struct Ran {
+    int code = -1;
+    std::string out;
+};
+// `prefixctl submit` against the daemon, as tenant t1; stdout only, or with stderr when both
+Ran submit(const DaemonProcess& d, const std::string& args, bool both = false) {
+    std::string cmd = (build_dir() / "bin" / "prefixctl").string() + " submit --endpoint " + d.endpoint +
+                      " --tenant t1 " + args + (both ? " 2>&1" : " 2>/dev/null");
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    Ran r;
+    char buf[4096];
+    for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;)
+        r.out.append(buf, n);
+    int st = pclose(p);
+    INFO(cmd << "\n" << r.out);
+    REQUIRE(WIFEXITED(st)); // a signal (crash) fails here
+    r.code = WEXITSTATUS(st);
+    return r;
+}
+} // namespace
+
+TEST_CASE(
+    "prefixctl submit: top log-probabilities, streamed scores, bad job ids and timeouts, cancelled jobs") {
+    auto dir = temp_dir("daemon-submit");
+    DaemonProcess d(dir);
+    REQUIRE(d.wait_ready());
+    Ran g = submit(d, "--prompt hello -n 4 --top-logprobs 3 --json");
+    REQUIRE(g.code == 0);
+    auto j = nlohmann::json::parse(g.out);
+    REQUIRE(j["token_ids"].size() == 4);
+    REQUIRE(j["tokens"].size() == 4);
+    for (size_t i = 0; i < 4; ++i) {
+        CHECK(j["tokens"][i]["id"] == j["token_ids"][i]);
+        REQUIRE(j["tokens"][i]["top"].size() == 3);
+        CHECK(j["tokens"][i]["top"][0][1].get<double>() >= j["tokens"][i]["top"][2][1].get<double>());
+    }
+    Ran sc = submit(d, "--prompt hello --score ' world' --stream");
+    CHECK(sc.code == 0);
+    CHECK(sc.out.find("logprob_sum") != std::string::npos);
+    // a job id the daemon refuses: its error (with the id echoed) ends the command at once, exit 4
+    Ran bad = submit(d, "--prompt hi -n 2 --timeout 60 --job-id " + std::string(300, 'q'), true);
+    CHECK(bad.code == 4);
+    CHECK(bad.out.find("job_id longer than") != std::string::npos);
+    Ran t = submit(d, "--prompt hi -n 2 --timeout 3000000", true);
+    CHECK(t.code != 0);
+    CHECK(t.out.find("--timeout") != std::string::npos);
+    // cancelled by its tenant from another connection: what was made is printed, and it fails
+    Ran cancelled;
+    std::thread th(
+        [&] { cancelled = submit(d, "--prompt count -n 240 --stream --job-id cli-cancel", true); });
+    Client c(d.client_options());
+    bool running = false;
+    for (int i = 0; i < 300 && !running; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        store::Store st = store::Store::open(d.db, {.create = false});
+        running = st.find_job("t1", "cli-cancel").has_value();
+    }
+    CHECK(running);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    JobRequest k;
+    k.kind = Kind::Cancel;
+    k.job_id = "cli-cancel";
+    k.tenant = "t1";
+    c.send(build_request(k));
+    th.join();
+    CHECK(cancelled.code == 4);
+    CHECK(cancelled.out.find("job cancelled after") != std::string::npos);
+    CHECK(d.stop() == 0);
 }

@@ -91,6 +91,13 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         b = c.recv(5000);
         REQUIRE(b);
         CHECK(parse_reply(*b).code == Code::Malformed);
+        // extra frames after a readable job: the error names that job
+        Bytes job = build_request(gen_job("two-bodies", "x", 2));
+        c.send_raw({std::string(job.begin(), job.end()), "extra"});
+        b = c.recv(5000);
+        REQUIRE(b);
+        CHECK(parse_reply(*b).code == Code::Malformed);
+        CHECK(parse_reply(*b).job_id == "two-bodies");
         still_serving(d, "ok1");
     }
     SUBCASE("an oversize frame closes that connection only") {
@@ -113,11 +120,15 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
     SUBCASE("a NUL in the job id or a name is refused at decode; billing stays up for everyone") {
         JobRequest r = gen_job(std::string("x\0y", 3), "x", 2);
         c.send(build_request(r));
-        auto b = c.recv(5000); // the error does not echo an id it refused
+        auto b = c.recv(5000);
         REQUIRE(b);
         Reply e = parse_reply(*b);
+        CHECK(e.job_id == r.job_id); // echoed as sent, so the client can tell which job it ends
         CHECK(e.code == Code::InvalidArgument);
         CHECK(e.message.find("job_id contains a NUL") != std::string::npos);
+        e = final_of(c, gen_job("line\nbreak", "x", 2));
+        CHECK(e.code == Code::InvalidArgument);
+        CHECK(e.message.find("job_id contains a control character") != std::string::npos);
         r = gen_job("nul-tenant", "x", 2, std::string("t\0", 2));
         e = final_of(c, r);
         CHECK(e.code == Code::InvalidArgument);
@@ -218,6 +229,12 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         r.text = std::string(4000, 'a') + " b c d e f g h";
         Reply big = final_of(c, r);
         CHECK(big.type == Reply::Error);
+        // refused before any work (nothing billed): the id is free for the corrected job
+        r.text = "short now";
+        Reply fixed = final_of(c, r);
+        REQUIRE(fixed.type == Reply::Result);
+        CHECK_FALSE(fixed.result.replayed);
+        CHECK(fixed.result.usage.completion_tokens > 0);
         still_serving(d, "ok4");
         for (auto& row : rows(d.db))
             CHECK(row.total_tokens() <= 260);
@@ -547,4 +564,24 @@ TEST_CASE("the engine fails mid-step: the running job and one queued during the 
     }
     CHECK(st.find_job("t1", "fault-a")->completion_tokens >= 3);
     CHECK(st.find_job("t1", "fault-b")->total_tokens() == 0);
+    // After the restart: B failed before any work, so its id is free and the retry runs; A failed
+    // after billed work, so its id answers with the stored error, replayed and no longer retriable
+    // (a client retrying under that id would loop forever on a retriable answer).
+    d.start();
+    REQUIRE(d.wait_ready());
+    Client c2(d.client_options());
+    Reply rb = final_of(c2, gen_job("fault-b", "queued during the failing step", 4));
+    REQUIRE(rb.type == Reply::Result);
+    CHECK_FALSE(rb.result.replayed);
+    Reply ra = final_of(c2, gen_job("fault-a", "the engine will fail", 32));
+    CHECK(ra.type == Reply::Error);
+    CHECK(ra.code == Code::EngineFailure);
+    CHECK(ra.replayed);
+    CHECK_FALSE(ra.retriable);
+    CHECK(ra.message.find("resubmit under a new job id") != std::string::npos);
+    CHECK(d.stop() == 0);
+    auto b_row = st.find_job("t1", "fault-b");
+    REQUIRE(b_row);
+    CHECK(b_row->status == store::JobStatus::Done);
+    CHECK(b_row->completion_tokens == 4);
 }

@@ -282,3 +282,75 @@ TEST_CASE("replies round-trip through parse_reply") {
     CHECK(c.type == Reply::Chunk);
     CHECK(c.index == 3);
 }
+
+TEST_CASE("replies keep NUL bytes; a stored error parses as replayed; long results verify") {
+    ResultOut r;
+    r.text = std::string("a\0b\0c", 5); // a byte-level token can be NUL
+    r.choices = {{std::string("x\0y", 3), 1.0f, 0.0f}};
+    Reply p = parse_reply(build_result("j", r));
+    REQUIRE(p.type == Reply::Result);
+    CHECK(p.result.text == r.text);
+    CHECK(p.result.choices[0].label == r.choices[0].label);
+    Reply c = parse_reply(build_chunk("j", 0, {1}, std::string("\0z", 2)));
+    CHECK(c.text == std::string("\0z", 2));
+    Reply e = parse_reply(build_error("j", Code::EngineFailure, std::string("m\0n", 3), false, 0, true));
+    CHECK(e.message == std::string("m\0n", 3));
+    CHECK(e.replayed);
+    CHECK_FALSE(parse_reply(build_error("j", Code::Busy, "b", true)).replayed);
+    // 6000 generated tokens with 20 top log-probabilities each: 126k tables in one Result
+    ResultOut big;
+    for (int i = 0; i < 6000; ++i) {
+        TokenOut t{i, -0.5f, {}};
+        for (int k = 0; k < 20; ++k)
+            t.top.emplace_back(k, -1.0f - k);
+        big.tokens.push_back(std::move(t));
+        big.token_ids.push_back(i);
+    }
+    Reply bp = parse_reply(build_result("long", big));
+    REQUIRE(bp.type == Reply::Result);
+    CHECK(bp.job_id == "long");
+    REQUIRE(bp.result.tokens.size() == 6000);
+    CHECK(bp.result.tokens[5999].top[19].second == doctest::Approx(-20.0f));
+}
+
+TEST_CASE("choices may not repeat a label") {
+    JobRequest r = base();
+    r.choices = {"yes", "no", "yes"};
+    Decoded d = dec(r);
+    REQUIRE(std::holds_alternative<DecodeError>(d));
+    CHECK(std::get<DecodeError>(d).code == Code::InvalidArgument);
+    CHECK(std::get<DecodeError>(d).message.find("repeats choices[0]") != std::string::npos);
+    r.choices = {"yes", "Yes", "no"};
+    CHECK(std::holds_alternative<JobSpec>(dec(r)));
+}
+
+TEST_CASE("errors name the job id as sent, even an invalid one; peek_job_id reads it from any frame") {
+    JobRequest r = base();
+    r.job_id = std::string(300, 'q'); // over the 256-byte limit
+    Decoded d = dec(r);
+    REQUIRE(std::holds_alternative<DecodeError>(d));
+    CHECK(std::get<DecodeError>(d).job_id == r.job_id);
+    r.job_id = std::string("a\0b", 3);
+    d = dec(r);
+    REQUIRE(std::holds_alternative<DecodeError>(d));
+    CHECK(std::get<DecodeError>(d).job_id == r.job_id);
+
+    r = base();
+    r.job_id = "peek-me";
+    r.embed_rows = 1000; // a large frame whose tensor does not matter to the peek
+    r.embed_cols = 4096;
+    r.embed_bytes.assign(size_t(1000) * 4096 * 4, 0);
+    Bytes b = build_request(r);
+    CHECK(peek_job_id(b) == "peek-me");
+    Bytes cut(b.begin(), b.begin() + 6); // too short
+    CHECK(peek_job_id(cut).empty());
+    std::mt19937 rng(11);
+    Bytes junk(4096);
+    for (auto& x : junk)
+        x = uint8_t(rng());
+    CHECK(peek_job_id(junk).empty());
+    Bytes bad_root = b; // the root offset points past the end
+    bad_root[0] = bad_root[1] = bad_root[2] = 0xff;
+    bad_root[3] = 0x7f;
+    CHECK(peek_job_id(bad_root).empty());
+}

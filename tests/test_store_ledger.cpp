@@ -111,10 +111,74 @@ TEST_CASE("reconcile marks accepted-but-never-settled rows interrupted, once") {
     CHECK(count(s, "status = 'interrupted'") == 3);
     CHECK(count(s, "status = 'done'") == 2);
     CHECK(s.find_job("a", "j0")->total_tokens() == 6);
-    // A late settle of an interrupted row changes nothing.
-    CHECK(s.settle_job(done("a", "j4", 1, 1, 1)) == SettleOutcome::AlreadySettled);
-    CHECK(s.find_job("a", "j4")->status == JobStatus::Interrupted);
+    // A late settle of an interrupted row (a reconcile ran while its daemon still served it)
+    // records the real usage, once: the tokens are billed, not lost.
+    CHECK(s.settle_job(done("a", "j4", 1, 1, 1)) == SettleOutcome::Settled);
+    CHECK(s.find_job("a", "j4")->status == JobStatus::Done);
+    CHECK(s.find_job("a", "j4")->total_tokens() == 3);
+    CHECK(s.settle_job(done("a", "j4", 5, 5, 5)) == SettleOutcome::AlreadySettled);
+    CHECK(s.find_job("a", "j4")->total_tokens() == 3);
     CHECK(s.integrity_check().empty());
+}
+
+namespace {
+JobSettle failed(const std::string& tenant, const std::string& id, uint32_t completion) {
+    JobSettle f = done(tenant, id, 0, 0, completion, "stored error");
+    f.status = JobStatus::Failed;
+    f.finish_reason = "invalid_argument";
+    return f;
+}
+} // namespace
+
+TEST_CASE("a job id whose job failed before any work is accepted again; after billed work it is not") {
+    Store s = Store::open(fresh_db("reopen"));
+    s.add_tenant({"a", {}, 0, 0});
+    s.accept_job(acc("a", "free"));
+    s.settle_job(failed("a", "free", 0));
+    JobAccept again = acc("a", "free");
+    again.kind = "score";
+    AcceptOutcome o = s.accept_job(again);
+    CHECK(o.inserted);
+    CHECK(o.record.status == JobStatus::Accepted);
+    CHECK(o.record.kind == "score");
+    CHECK(o.record.result.empty()); // the old error is not replayed
+    CHECK_FALSE(o.record.settled_ms);
+    CHECK(s.settle_job(done("a", "free", 1, 2, 3)) == SettleOutcome::Settled);
+    CHECK(s.find_job("a", "free")->total_tokens() == 6);
+    CHECK(count(s, "job_id = 'free'") == 1);
+    // once done, the id is used for good
+    CHECK_FALSE(s.accept_job(acc("a", "free")).inserted);
+
+    s.accept_job(acc("a", "billed"));
+    s.settle_job(failed("a", "billed", 4)); // failed after 4 generated tokens: billed, final
+    AcceptOutcome b = s.accept_job(acc("a", "billed"));
+    CHECK_FALSE(b.inserted);
+    CHECK(b.record.status == JobStatus::Failed);
+    CHECK(b.record.completion_tokens == 4);
+    // the triggers hold for anything else: a done row cannot be reopened by hand either
+    CHECK_THROWS(s.db().exec("UPDATE jobs SET status = 'accepted' WHERE job_id = 'free'"));
+    CHECK_THROWS(s.db().exec("UPDATE jobs SET status = 'accepted' WHERE job_id = 'billed'"));
+    CHECK(s.integrity_check().empty());
+}
+
+TEST_CASE("a database of schema version 1 migrates: its ledger trigger becomes version 2's") {
+    std::string path = fresh_db("migrate-v1");
+    {
+        Store s = Store::open(path);
+        s.add_tenant({"a", {}, 0, 0});
+        s.accept_job(acc("a", "old"));
+        s.settle_job(failed("a", "old", 0));
+        // back to version 1's trigger: every settled row final
+        s.db().exec("DROP TRIGGER jobs_settled_final");
+        s.db().exec("CREATE TRIGGER jobs_settled_final BEFORE UPDATE ON jobs WHEN OLD.status <> 'accepted' "
+                    "BEGIN SELECT RAISE(ABORT, 'ledger row already settled'); END");
+        s.db().exec("PRAGMA user_version=1");
+        CHECK_THROWS(s.db().exec("UPDATE jobs SET status = 'accepted' WHERE job_id = 'old'"));
+    }
+    Store s = Store::open(path);
+    CHECK(s.schema_version() == 2);
+    CHECK(s.accept_job(acc("a", "old")).inserted);
+    CHECK(s.find_job("a", "old")->status == JobStatus::Accepted);
 }
 
 TEST_CASE("group commit: one transaction for many rows; a bad row rolls back the whole batch") {
