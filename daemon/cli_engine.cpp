@@ -66,6 +66,9 @@ std::vector<float> load_embeds(const std::string& path, uint32_t hidden, uint32_
 
 void do_run(const RunArgs& a) {
     auto eng = open_engine(a.model, a.backend, a.device, a.max_ctx, 1, 512, a.verbose, a.kv_f16);
+    if (a.top_logits > eng->config().n_vocab)
+        throw CliFailure("--top-logits " + std::to_string(a.top_logits) + " is larger than the vocabulary (" +
+                         std::to_string(eng->config().n_vocab) + ")");
     uint32_t rows = 0;
     std::vector<float> emb;
     if (!a.embeds.empty())
@@ -151,14 +154,23 @@ void register_run(CLI::App& app, const Globals&) {
     auto* run = app.add_subcommand("run", "Generate locally with the engine (no daemon)");
     run->add_option("--model", a->model, "GGUF model file")->required();
     run->add_option("--prompt", a->prompt, "prompt text (tokenized with BOS when the model asks)");
-    run->add_option("--embeds", a->embeds, ".npy [rows, hidden] embedding rows placed before the prompt");
+    run->add_option("--embeds", a->embeds, ".npy [rows, hidden] embedding rows placed before the prompt")
+        ->check(
+            [](const std::string& v) { return v.empty() ? std::string("an empty path") : std::string(); });
     run->add_option("-n,--max-tokens", a->n, "tokens to generate")->check(CLI::Range(1u, 1u << 20));
     run->add_option("--temperature", a->temperature, "0 = greedy")->check(CLI::Range(0.0f, 100.0f));
-    run->add_option("--top-p", a->top_p)->check(CLI::Range(0.0f, 1.0f));
+    run->add_option("--top-p", a->top_p, "nucleus sampling, in (0, 1]")
+        ->check([](const std::string& v) { // the runner's range: 0 (or a value rounding to it) keeps nothing
+            float f = 0;
+            return CLI::detail::lexical_cast(v, f) && f > 0.0f && f <= 1.0f
+                       ? std::string()
+                       : std::string("must be in (0, 1]");
+        });
     run->add_option("--top-k", a->top_k);
     run->add_option("--seed", a->seed)->check(uint64_text());
     run->add_option("--stop", a->stop, "stop string (repeatable)");
-    run->add_option("--device", a->device, "Vulkan device index or name substring");
+    run->add_option("--device", a->device,
+                    "Vulkan device: an index (prefixctl devices), else a part of its name");
     run->add_option("--backend", a->backend, "vulkan | cpu")->check(CLI::IsMember({"vulkan", "cpu"}));
     run->add_option("--ctx", a->max_ctx, "context limit");
     run->add_option_function<std::string>(

@@ -178,7 +178,7 @@ void do_bench(const BenchArgs& a) {
                             {"tg_thread_cpu_ms_per_step", tg_thread_ms.median()},
                             {"peak_device_memory_bytes", b.peak_device_memory()},
                             {"load_s", load_s}};
-        std::printf("%s\n", j.dump().c_str());
+        std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         return;
     }
     std::printf("model   %s (%s, %u layers)\ndevice  %s\n", a.model.c_str(), c.name.c_str(), c.n_layer,
@@ -211,7 +211,8 @@ void register_bench(CLI::App& app, const Globals&) {
     bench->add_option("--batch-prompt", a->batch_prompt, "prompt tokens of each batched sequence")
         ->check(CLI::Range(1u, 4096u));
     bench->add_option("--backend", a->backend, "vulkan | cpu")->check(CLI::IsMember({"vulkan", "cpu"}));
-    bench->add_option("--device", a->device, "Vulkan device index or name substring");
+    bench->add_option("--device", a->device,
+                      "Vulkan device: an index (prefixctl devices), else a part of its name");
     bench->add_option("--kv-cache", a->kv_cache, "latent KV cache element type: f32 or f16")
         ->check(CLI::IsMember({"f32", "f16"}));
     bench->add_flag("--json", a->json, "print one JSON object (pp_tps, tg_tps, tg_batch_tps, device, ...)");

@@ -206,6 +206,37 @@ TEST_CASE("option values outside what they mean: clear error, non-zero exit") {
         CHECK(d.out.find("device '0' was named, but the cpu backend runs on no Vulkan device") !=
               std::string::npos);
     }
+    // --top-p 0 keeps no token: refused by the option itself, as the runner would (after loading)
+    for (const char* tp : {"0", "1e-50", "1.5"}) {
+        auto r = prefixctl(std::string("run --backend cpu -n 1 --prompt x --temperature 1 --top-p ") + tp +
+                           " --model " + kModel);
+        INFO(tp << ": " << r.out);
+        CHECK(r.code != 0);
+        CHECK(r.out.find("--top-p") != std::string::npos);
+        CHECK(r.out.find("(0, 1]") != std::string::npos);
+    }
+    auto e = prefixctl("run --backend cpu -n 1 --prompt x --embeds '' --model " +
+                       kModel); // e.g. an unset variable
+    CHECK(e.code != 0);
+    CHECK(e.out.find("--embeds") != std::string::npos);
+    auto big = prefixctl("run --backend cpu -n 1 --prompt x --json --top-logits 200000 --model " + kModel);
+    CHECK(big.code != 0);
+    CHECK(big.out.find("--top-logits 200000 is larger than the vocabulary") != std::string::npos);
+    // a model path that is not UTF-8 still gives bench's JSON (the path's bad byte replaced)
+    auto dir = test::temp_dir("cli-utf8");
+    const fs::path odd = dir / std::string("m\xff.gguf");
+    fs::create_symlink(fs::absolute(kModel), odd);
+    auto bj = prefixctl("bench --backend cpu -p 4 -n 2 -r 1 --batch 1 --json --model '" + odd.string() + "'");
+    CHECK(bj.code == 0);
+    CHECK(nlohmann::json::parse(bj.out.substr(bj.out.find('{')))["tg_tps"].get<double>() > 0);
+    fs::remove_all(dir);
+    // a device index past 32 bits is no device, not device 0 after wrapping
+    for (const char* dev : {"4294967296", "99999999999999999999999"}) {
+        auto r = prefixctl(std::string("run -n 1 --prompt x --device ") + dev + " --model " + kModel);
+        INFO(dev << ": " << r.out);
+        CHECK(r.code != 0);
+        CHECK(r.out.find(std::string("no Vulkan 1.2 device matches '") + dev + "'") != std::string::npos);
+    }
     // bench: a prompt past the model's context (tiny models: 4096) names the options and the limit
     auto b = prefixctl("bench --backend cpu -p 4096 -n 4 -r 1 --batch 1 --model " + kModel);
     CHECK(b.code != 0);

@@ -4,6 +4,7 @@
 #include "vk_context.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -163,15 +164,24 @@ Context::Context(const std::string& sel) {
         vkDestroyInstance(inst_, nullptr);
         throw EngineError("Vulkan: no physical devices");
     }
+    // sel: "" = the best by type; digits = an index into the enumeration (when one exists: a
+    // number past it is tried as part of a name, e.g. "15" of "llvmpipe (LLVM 15.0.6)"); else a
+    // part of the device name
     int best = -1, best_rank = -1;
-    bool numeric = !sel.empty() && std::all_of(sel.begin(), sel.end(), ::isdigit);
+    uint64_t index = UINT64_MAX;
+    {
+        auto [end, ec] = std::from_chars(sel.data(), sel.data() + sel.size(), index);
+        if (sel.empty() || ec != std::errc() || end != sel.data() + sel.size())
+            index = UINT64_MAX;
+    }
+    const bool by_index = index < n;
     for (uint32_t i = 0; i < n; ++i) {
         VkPhysicalDeviceProperties p;
         vkGetPhysicalDeviceProperties(pds[i], &p);
         if (p.apiVersion < VK_API_VERSION_1_2)
             continue;
-        if (numeric) {
-            if (uint32_t(std::stoul(sel)) == i)
+        if (by_index) {
+            if (index == i)
                 best = int(i);
             continue;
         }
