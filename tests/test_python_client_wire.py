@@ -183,6 +183,18 @@ class ReplyDecoding(unittest.TestCase):
 
         _, e = pc.decode_reply(reply("y", P.Payload.Payload.Error, limited))
         self.assertEqual((e.name, e.retriable, e.retry_after_ms), ("RateLimited", True, 41234))
+        self.assertFalse(e.replayed)
+
+        def stored(b):
+            m = b.CreateString("engine failed")
+            P.Error.Start(b)
+            P.Error.AddCode(b, P.ErrorCode.ErrorCode.EngineFailure)
+            P.Error.AddMessage(b, m)
+            P.Error.AddReplayed(b, True)
+            return P.Error.End(b)
+
+        _, e = pc.decode_reply(reply("z", P.Payload.Payload.Error, stored))
+        self.assertEqual((e.name, e.retriable, e.replayed), ("EngineFailure", False, True))
 
         def chunk(b):
             t = b.CreateString("ab")

@@ -85,6 +85,7 @@ class PrefixdError(Exception):
         self.job_id = job_id
         self.retriable = retriable
         self.retry_after_ms = retry_after_ms  # when a retry can succeed, if the daemon knows (0 = unknown)
+        self.replayed = False  # an Error answering a duplicate job id: the stored outcome, final
         super().__init__("%s: %s (job %s)" % (self.name, message, job_id))
 
 
@@ -335,8 +336,10 @@ def _decode_reply(buf: bytes):
     if ptype == T.Error:
         e = P.Error.Error()
         e.Init(tab.Bytes, tab.Pos)
-        return job_id, PrefixdError(e.Code(), _s(e.Message()), job_id, bool(e.Retriable()),
-                                    int(e.RetryAfterMs()))
+        err = PrefixdError(e.Code(), _s(e.Message()), job_id, bool(e.Retriable()), int(e.RetryAfterMs()))
+        # the stored outcome of a job id that already ended with this error (after billed work)
+        err.replayed = bool(e.Replayed())
+        return job_id, err
     if ptype == T.HealthStatus:
         h = P.HealthStatus.HealthStatus()
         h.Init(tab.Bytes, tab.Pos)
