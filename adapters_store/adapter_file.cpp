@@ -150,7 +150,28 @@ void check_finite(const Tensor2D& t) {
     }
 }
 
-void detail::check_shape(uint64_t rows, uint64_t cols, size_t elem, uint64_t avail, const char* what) {
+size_t printable_utf8_len(std::string_view s, size_t i) {
+    auto b = uint8_t(s[i]);
+    if (b < 0x80)
+        return b >= 0x20 && b != 0x7f ? 1 : 0;
+    size_t n = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (n == 0 || i + n > s.size())
+        return 0;
+    uint32_t cp = b & (0xffu >> (n + 1));
+    for (size_t k = 1; k < n; ++k) {
+        auto c = uint8_t(s[i + k]);
+        if ((c & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (c & 0x3fu);
+    }
+    bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
+    if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp <= 0x9f)
+        return 0;
+    return n;
+}
+
+void detail::check_shape(uint64_t rows, uint64_t cols, size_t elem, uint64_t avail, const char* what,
+                         size_t stored_elem) {
     if (rows == 0 || cols == 0)
         throw AdapterFileError(std::string(what) + ": empty tensor (shape " + std::to_string(rows) + "x" +
                                std::to_string(cols) + ")");
@@ -159,8 +180,12 @@ void detail::check_shape(uint64_t rows, uint64_t cols, size_t elem, uint64_t ava
                                std::to_string(cols) + " exceeds the limits (" + std::to_string(kMaxRows) +
                                " rows, " + std::to_string(kMaxCols) + " columns)");
     uint64_t need = rows * cols * elem; // cannot overflow: both bounded above
-    if (need > kMaxTensorBytes)
-        throw AdapterFileError(std::string(what) + ": tensor larger than 1 GiB");
+    uint64_t stored = rows * cols * std::max(elem, stored_elem);
+    if (stored > kMaxTensorBytes)
+        throw AdapterFileError(std::string(what) + ": shape " + std::to_string(rows) + "x" +
+                               std::to_string(cols) + " needs " + std::to_string(stored) +
+                               " bytes, over the adapter limit of " + kMaxTensorBytesText + " (" +
+                               std::to_string(kMaxTensorBytes) + " bytes)");
     if (avail < need)
         throw AdapterFileError(std::string(what) + ": truncated data (" + std::to_string(avail) +
                                " bytes, shape needs " + std::to_string(need) + ")");
@@ -220,7 +245,8 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
     }
     if (uint64_t(st.st_size) > kMaxTensorBytes + (1u << 20)) {
         ::close(fd);
-        throw AdapterFileError("'" + path + "' is too large for an adapter (over 1 GiB)");
+        throw AdapterFileError("'" + path + "' is too large for an adapter (" + std::to_string(st.st_size) +
+                               " bytes; the limit is " + kMaxTensorBytesText + ")");
     }
     std::vector<uint8_t> buf(size_t(st.st_size));
     size_t got = 0;

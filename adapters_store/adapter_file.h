@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace prefixd::store {
@@ -20,9 +21,12 @@ size_t dtype_size(DType);              // 4 | 2
 DType parse_dtype(const std::string&); // "f32"/"float32"/"f16"/"float16"; throws InvalidArgument
 
 // Limits applied to every imported tensor (a virtual-token prefix is small).
-constexpr uint64_t kMaxRows = 1u << 16;          // n_virtual
-constexpr uint64_t kMaxCols = 1u << 17;          // hidden
-constexpr uint64_t kMaxTensorBytes = 1ull << 30; // 1 GiB
+constexpr uint64_t kMaxRows = 1u << 16; // n_virtual
+constexpr uint64_t kMaxCols = 1u << 17; // hidden
+// Below SQLite's default SQLITE_MAX_LENGTH (1,000,000,000 bytes per blob and per row), with room
+// for the rest of the adapter row; a larger tensor could never be stored.
+constexpr uint64_t kMaxTensorBytes = 900ull << 20; // 900 MiB = 943,718,400 bytes
+constexpr const char* kMaxTensorBytesText = "900 MiB";
 
 // A 2-D row-major tensor [rows, cols] whose bytes are little-endian values of `dtype`.
 struct Tensor2D {
@@ -56,7 +60,8 @@ std::pair<uint64_t, uint64_t> parse_shape(const std::string&);
 Tensor2D parse_adapter_file(std::span<const uint8_t> bytes, AdapterFormat fmt,
                             std::optional<std::pair<uint64_t, uint64_t>> shape = {},
                             const std::optional<std::string>& tensor = {});
-// Reads a whole file (throws AdapterFileError on I/O errors or files over kMaxTensorBytes+1 MiB).
+// Reads a whole file (throws AdapterFileError on I/O errors, and before reading anything for files
+// over kMaxTensorBytes + 1 MiB).
 std::vector<uint8_t> read_file_bytes(const std::string& path);
 
 // Throws AdapterFileError naming the first element (row, col) that is NaN, Inf, or outside
@@ -64,6 +69,11 @@ std::vector<uint8_t> read_file_bytes(const std::string& path);
 void check_finite(const Tensor2D&);
 // A version-1 .npy file ('<f4' or '<f2', C order) holding `t`.
 std::vector<uint8_t> write_npy(const Tensor2D& t);
+
+// Byte length of the character at s[i] when it is valid UTF-8 (no overlong forms, surrogates or
+// code points past U+10FFFF) and not a control character (C0, DEL, C1); 0 otherwise. Used to
+// refuse unprintable adapter text and to escape it when printing.
+size_t printable_utf8_len(std::string_view s, size_t i);
 
 // IEEE half <-> float conversions (round-to-nearest-even), exposed for tests and the daemon.
 float f16_to_f32(uint16_t h);

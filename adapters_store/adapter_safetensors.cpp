@@ -197,7 +197,7 @@ Tensor2D parse_safetensors(std::span<const uint8_t> b, const std::optional<std::
         detail::check_shape(rows, cols, dtype_size(t.dtype), data.size(), what.c_str());
         t.data.assign(data.begin(), data.end());
     } else if (e->dtype == "BF16") {
-        detail::check_shape(rows, cols, 2, data.size(), what.c_str());
+        detail::check_shape(rows, cols, 2, data.size(), what.c_str(), 4); // stored as F32
         t.dtype = DType::F32;
         t.data.resize(data.size() * 2);
         for (size_t i = 0; i < data.size() / 2; ++i) {

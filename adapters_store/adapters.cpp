@@ -6,6 +6,8 @@
 #include "sha256.h"
 #include "store.h"
 
+#include <sqlite3.h>
+
 namespace prefixd::store {
 namespace {
 
@@ -52,6 +54,15 @@ Adapter verify(AdapterInfo info, std::span<const uint8_t> blob) {
     return a;
 }
 
+// Throws InvalidArgument unless `s` is valid UTF-8 without control characters (C0, DEL, C1):
+// stored text must print safely and dump as JSON.
+void require_text(const std::string& s, const char* what) {
+    for (size_t i = 0, n; i < s.size(); i += n)
+        if ((n = printable_utf8_len(s, i)) == 0)
+            throw InvalidArgument(std::string(what) + " holds a control character or invalid UTF-8 at byte " +
+                                  std::to_string(i) + " (only printable UTF-8 text is stored)");
+}
+
 // Own-then-global lookup (tenant set) or global only; `exact` restricts to the given scope.
 std::string lookup_sql(bool with_data, bool exact, bool has_tenant) {
     std::string sql =
@@ -74,13 +85,23 @@ AdapterInfo Store::add_adapter(const NewAdapter& na) {
     if (t.rows == 0 || t.cols == 0 || t.rows > kMaxRows || t.cols > kMaxCols)
         throw InvalidArgument("adapter shape " + std::to_string(t.rows) + "x" + std::to_string(t.cols) +
                               " is empty or too large");
+    // Before binding: SQLite refuses a blob over SQLITE_LIMIT_LENGTH (1e9 by default) only after
+    // the whole copy; leave room for the rest of the row.
+    uint64_t sqlite_max = uint64_t(sqlite3_limit(db_->handle(), SQLITE_LIMIT_LENGTH, -1));
+    if (t.byte_size() > kMaxTensorBytes || t.byte_size() + (1u << 16) > sqlite_max)
+        throw InvalidArgument("adapter of " + std::to_string(t.byte_size()) + " bytes exceeds the limit of " +
+                              std::to_string(std::min<uint64_t>(kMaxTensorBytes, sqlite_max - (1u << 16))) +
+                              " bytes (" + kMaxTensorBytesText + ")");
     if (t.data.size() != t.byte_size())
         throw InvalidArgument("adapter data size does not match its shape");
-    check_finite(t);
     if (na.description.size() > 4096)
         throw InvalidArgument("description longer than 4096 bytes");
+    require_text(na.description, "description");
     if (na.model_fingerprint && (na.model_fingerprint->empty() || na.model_fingerprint->size() > 256))
         throw InvalidArgument("model fingerprint must be 1-256 characters");
+    if (na.model_fingerprint)
+        require_text(*na.model_fingerprint, "model fingerprint");
+    check_finite(t);
     std::string digest = sha256_hex(t.data);
 
     return with_write_tx(*db_, opts_.write_retries, [&] {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <optional>
 
 namespace prefixd::store {
 
@@ -16,19 +17,77 @@ int64_t now_ms() {
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+// What parse_time accepts (also in prefixctl's --since/--until help).
+static constexpr const char* kTimeForms =
+    "YYYY-MM-DD[THH:MM[:SS[.fff]]][Z] in UTC, unix seconds (9+ digits), or an age like 90s/15m/2h/7d";
+
 static bool all_digits(const std::string& s) {
     return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
 }
 
+// Reads exactly `n` ASCII digits at `p` (no signs, no spaces) into `out`; advances `p`.
+static bool take_digits(const char*& p, int n, int& out) {
+    out = 0;
+    for (int i = 0; i < n; ++i, ++p) {
+        if (*p < '0' || *p > '9')
+            return false;
+        out = out * 10 + (*p - '0');
+    }
+    return true;
+}
+
+// YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z] in UTC; nullopt unless every field is strict digits and
+// the date exists (2026-02-31 does not: timegm would roll it into March).
+static std::optional<int64_t> parse_utc_date(const std::string& s) {
+    const char* p = s.c_str();
+    int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, ms = 0;
+    if (!take_digits(p, 4, y) || *p++ != '-' || !take_digits(p, 2, mo) || *p++ != '-' ||
+        !take_digits(p, 2, d))
+        return std::nullopt;
+    if (*p == 'T' || *p == ' ') {
+        ++p;
+        if (!take_digits(p, 2, h) || *p++ != ':' || !take_digits(p, 2, mi))
+            return std::nullopt;
+        if (*p == ':') {
+            ++p;
+            if (!take_digits(p, 2, sec))
+                return std::nullopt;
+            if (*p == '.') { // 1-9 fraction digits, kept to milliseconds
+                ++p;
+                int n = 0, digit = 0;
+                for (; n < 9 && take_digits(p, 1, digit); ++n)
+                    if (n < 3)
+                        ms = ms * 10 + digit;
+                if (n == 0 || (*p >= '0' && *p <= '9'))
+                    return std::nullopt;
+                for (int i = n; i < 3; ++i)
+                    ms *= 10;
+            }
+        }
+    }
+    if (*p == 'Z')
+        ++p;
+    if (*p != '\0' || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59)
+        return std::nullopt;
+    std::tm tm{};
+    tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi,
+    tm.tm_sec = sec;
+    std::time_t t = timegm(&tm);
+    std::tm back{};
+    if (t == std::time_t(-1) || !gmtime_r(&t, &back) || back.tm_year != y - 1900 || back.tm_mon != mo - 1 ||
+        back.tm_mday != d)
+        return std::nullopt;
+    return int64_t(t) * 1000 + ms;
+}
+
 int64_t parse_time(const std::string& s) {
     auto bad = [&]() -> InvalidArgument {
-        return InvalidArgument("bad time '" + s +
-                               "' (expected YYYY-MM-DD[THH:MM[:SS]][Z], unix seconds, or an age like 2h/7d)");
+        return InvalidArgument("bad time '" + s + "' (expected " + std::string(kTimeForms) + ")");
     };
     if (s.empty() || s.size() > 40)
         throw bad();
-    if (all_digits(s)) {
-        if (s.size() > 12)
+    if (all_digits(s)) { // unix seconds: 9+ digits, so that "2026" is not taken for 1970-01-01T00:33:46
+        if (s.size() < 9 || s.size() > 12)
             throw bad();
         return std::stoll(s) * 1000;
     }
@@ -38,32 +97,9 @@ int64_t parse_time(const std::string& s) {
         int64_t mult = unit == 's' ? 1000 : unit == 'm' ? 60000 : unit == 'h' ? 3600000 : 86400000;
         return now_ms() - std::stoll(num) * mult;
     }
-    std::tm tm{};
-    int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, n = 0;
-    const char* p = s.c_str();
-    if (std::sscanf(p, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
-        throw bad();
-    p += n;
-    if (*p == 'T' || *p == ' ') {
-        int m = 0;
-        if (std::sscanf(p + 1, "%2d:%2d%n", &h, &mi, &m) != 2 || m != 5)
-            throw bad();
-        p += 1 + m;
-        if (*p == ':') {
-            if (std::sscanf(p + 1, "%2d%n", &sec, &m) != 1 || m != 2)
-                throw bad();
-            p += 1 + m;
-        }
-    }
-    if (*p == 'Z')
-        ++p;
-    if (*p != '\0')
-        throw bad();
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        throw bad();
-    tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi,
-    tm.tm_sec = sec;
-    return int64_t(timegm(&tm)) * 1000;
+    if (auto t = parse_utc_date(s))
+        return *t;
+    throw bad();
 }
 
 std::string format_time(int64_t ms) {

@@ -282,4 +282,65 @@ TEST_CASE("time parsing and formatting") {
     CHECK(std::llabs(parse_time("2h") - (now - 7200000)) < 5000);
     for (const char* bad : {"", "yesterday", "2026-13-01", "2026-11-24T25:00", "2026-11-24X", "5w", "-3h"})
         CHECK_THROWS_AS(parse_time(bad), InvalidArgument);
+
+    // format_time's own output (milliseconds) parses back to the same instant.
+    CHECK(parse_time("2026-12-07T16:07:54.840Z") == parse_time("2026-12-07T16:07:54Z") + 840);
+    CHECK(parse_time(format_time(1796659674840)) == 1796659674840);
+    CHECK(parse_time("2026-12-07T16:07:54.8") == parse_time("2026-12-07T16:07:54") + 800);
+    CHECK(parse_time("2026-12-07T16:07:54.123456Z") == parse_time("2026-12-07T16:07:54") + 123);
+    CHECK(parse_time("2028-02-29") == parse_time("2028-02-28") + 86400000); // a leap day exists
+    CHECK(parse_time("123456789") == 123456789000);                         // 9 digits: unix seconds
+    for (const char* bad : {"2026-02-31", "2026-04-31", "2027-02-29", "2026-11-24T-1:00", "2026-11-24T 1:00",
+                            "2026-11-24T01:+5", "2026-1-24", "+2026-11-24", "2026-11-24T01:00:60",
+                            "2026-11-24T01:00.5", "2026-11-24T01:00:00.", "2026-11-24T01:00:00.1234567890",
+                            "2026-11-24T01:00:00.12a", "2026", "12345678", "0", "1969-12-31"})
+        CHECK_THROWS_WITH_AS(parse_time(bad), doctest::Contains("bad time"), InvalidArgument);
+}
+
+TEST_CASE("ledger: job ids with control characters are refused") {
+    Store s = Store::open(fresh_db("job-id"));
+    s.add_tenant({"a", {}, 0, 0});
+    for (std::string bad : {std::string("x\ny"), std::string("\x1b[2J"), std::string("tab\there"),
+                            std::string("del\x7f"), std::string("nul\0x", 5), std::string()}) {
+        JobAccept acc;
+        acc.tenant = "a", acc.job_id = bad;
+        CHECK_THROWS_WITH_AS(s.accept_job(acc), doctest::Contains("control characters"), InvalidArgument);
+        JobSettle j;
+        j.tenant = "a", j.job_id = bad, j.status = JobStatus::Done;
+        CHECK_THROWS_AS(s.settle_job(j), InvalidArgument);
+    }
+    JobAccept ok;
+    ok.tenant = "a", ok.job_id = "caf\xc3\xa9 job #1 ~!";
+    CHECK_NOTHROW(s.accept_job(ok));
+    CHECK(s.query_jobs({}).size() == 1);
+}
+
+TEST_CASE("adapters: description and fingerprint must be printable UTF-8; size limit before insert") {
+    Store s = Store::open(fresh_db("adapter-text"));
+    auto with_text = [](const std::string& desc, std::optional<std::string> fp = {}) {
+        NewAdapter na = adapter("t", {}, 1);
+        na.description = desc;
+        na.model_fingerprint = std::move(fp);
+        return na;
+    };
+    for (std::string bad :
+         {std::string("\xff"), std::string("bad \xc3("), std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),
+          std::string("\xf4\x90\x80\x80"), std::string("line\nbreak"), std::string("esc \x1b[31m"),
+          std::string("\x7f"), std::string("tab\t"), std::string("c1 \xc2\x9b"), std::string("nul\0", 4)}) {
+        CHECK_THROWS_WITH_AS(s.add_adapter(with_text(bad)), doctest::Contains("description"),
+                             InvalidArgument);
+        CHECK_THROWS_WITH_AS(s.add_adapter(with_text("ok", "model " + bad)),
+                             doctest::Contains("model fingerprint"), InvalidArgument);
+    }
+    CHECK(s.list_adapters({}, true, true).empty());
+    AdapterInfo ok = s.add_adapter(with_text("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80", "llama-3 q8"));
+    CHECK(ok.description == "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
+
+    // Over kMaxTensorBytes (below SQLite's 1e9-byte blob limit): refused from the declared shape,
+    // before any data is bound (no 1 GB buffer needed for the test).
+    NewAdapter big{"big", {}, Tensor2D{DType::F32, 65536, 4000, {}}, {}, "", false};
+    static_assert(65536ull * 4000 * 4 > 1000000000 &&
+                  65536ull * 4000 * 4 < (1ull << 30)); // old limit let it by
+    CHECK_THROWS_WITH_AS(s.add_adapter(big), doctest::Contains("900 MiB"), InvalidArgument);
+    static_assert(kMaxTensorBytes + (1u << 20) < 1000000000, "files up to the limit must fit in SQLite");
 }

@@ -2,6 +2,7 @@
 // prompt_embeddings, BF16, --tensor selection) and raw f32, plus every malformed case the
 // parsers must reject (truncation, NaN/Inf, wrong dtype/rank, bad JSON, offsets out of range).
 #include "adapters_store/adapter_file.h"
+#include "adapters_store/adapter_file_detail.h"
 #include "test_store_util.h"
 
 #include <doctest/doctest.h>
@@ -139,6 +140,53 @@ TEST_CASE("raw f32: exact length for the given shape") {
     CHECK(parse_shape("3x4") == std::pair<uint64_t, uint64_t>{3, 4});
     for (const char* bad : {"", "3", "3,", ",4", "a,b", "-3,4", "0,4", "3,4,5", "1234567890,4"})
         CHECK_THROWS_AS(parse_shape(bad), InvalidArgument);
+}
+
+TEST_CASE("tensors over kMaxTensorBytes (below SQLite's 1e9-byte blob limit) are refused from the shape") {
+    // 65536 x 4000 f32 = 1,048,576,000 bytes: under the old 1 GiB limit, over SQLite's 1e9 limit.
+    static_assert(65536ull * 4000 * 4 > 1000000000 && 65536ull * 4000 * 4 < (1ull << 30));
+    static_assert(kMaxTensorBytes + (1u << 20) < 1000000000);
+    Tensor2D t = random_tensor(2, 4, 1); // the declared shape fails before the data length is looked at
+    auto limit_msg = [](auto&& parse) -> std::string {
+        try {
+            parse();
+        } catch (const AdapterFileError& e) {
+            return e.what();
+        }
+        return "accepted";
+    };
+    std::string raw = limit_msg([&] { parse_raw_f32(t.data, 65536, 4000); });
+    CHECK_MESSAGE(raw.find("over the adapter limit of 900 MiB (943718400 bytes)") != std::string::npos, raw);
+    std::string npy = limit_msg([&] {
+        parse_npy(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (65536, 4000), }", t.data));
+    });
+    CHECK_MESSAGE(npy.find("900 MiB") != std::string::npos, npy);
+    // f16 of the same shape is half the size and fits: only the length is wrong.
+    std::string f16 = limit_msg([&] {
+        parse_npy(make_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (65536, 4000), }", t.data));
+    });
+    CHECK_MESSAGE(f16.find("truncated") != std::string::npos, f16);
+    // BF16 is stored as F32: its stored size counts (file data of 2 bytes per element).
+    std::string bf16 = limit_msg([] { detail::check_shape(65536, 4000, 2, 0, "bf16", 4); });
+    CHECK_MESSAGE(bf16.find("900 MiB") != std::string::npos, bf16);
+}
+
+TEST_CASE("printable_utf8_len: printable UTF-8 characters only") {
+    auto len = [](const std::string& s) { return printable_utf8_len(s, 0); };
+    CHECK(len("a") == 1);
+    CHECK(len(" ") == 1);
+    CHECK(len("~") == 1);
+    CHECK(len("\xc3\xa9") == 2);         // é
+    CHECK(len("\xc2\xa0") == 2);         // no-break space, first after C1
+    CHECK(len("\xe2\x9c\x93") == 3);     // check mark
+    CHECK(len("\xf0\x9f\x98\x80") == 4); // emoji
+    for (std::string bad :
+         {std::string(1, '\0'), std::string("\n"), std::string("\t"), std::string("\x1b"),
+          std::string("\x7f"), std::string("\xc2\x9b"), std::string("\xc2\x80"), std::string("\xc0\xaf"),
+          std::string("\xe0\x80\xaf"), std::string("\xed\xa0\x80"), std::string("\xf4\x90\x80\x80"),
+          std::string("\xf8\x88\x80\x80\x80"), std::string("\x80"), std::string("\xc3"),
+          std::string("\xe2\x9c"), std::string("\xc3(")})
+        CHECK_MESSAGE(len(bad) == 0, bad.size());
 }
 
 TEST_CASE("safetensors: PEFT prompt_embeddings, single tensor, selection, BF16") {
