@@ -9,9 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace prefixd::cli {
 namespace {
@@ -33,6 +35,36 @@ std::optional<std::string> opt(const std::string& s, const CLI::Option* o) {
     return o->count() ? std::optional<std::string>(s) : std::nullopt;
 }
 
+// Invalid UTF-8 in an old row becomes U+FFFD instead of failing the whole listing.
+std::string dump(const json& j) {
+    return j.dump(2, ' ', false, json::error_handler_t::replace);
+}
+
+// Text for a terminal table: printable UTF-8 as is; control characters, invalid UTF-8 and '\\'
+// as \xNN, so that a stored value cannot forge table rows or send escape sequences.
+std::string printable(const std::string& s) {
+    std::string o;
+    for (size_t i = 0; i < s.size();) {
+        size_t n = s[i] == '\\' ? 0 : printable_utf8_len(s, i);
+        if (n == 0) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", unsigned(uint8_t(s[i])));
+            o += buf;
+            n = 1;
+        } else {
+            o.append(s, i, n);
+        }
+        i += n;
+    }
+    return o;
+}
+
+// A tenant named with --tenant must exist (as `adapter list --tenant` and `ledger` require).
+void require_tenant(Store& st, const std::string& name) {
+    if (!st.find_tenant(name))
+        throw CliFailure("no tenant named '" + name + "'");
+}
+
 json adapter_json(const AdapterInfo& a) {
     return {{"name", a.name},
             {"tenant", a.tenant ? json(*a.tenant) : json(nullptr)},
@@ -52,8 +84,8 @@ void print_adapter(const AdapterInfo& a) {
                 "description:       %s\ncreated:           %s\n",
                 a.name.c_str(), a.tenant ? ("tenant " + *a.tenant).c_str() : "global", (long long)a.version,
                 a.n_virtual, a.hidden, dtype_name(a.dtype), (unsigned long long)a.byte_size(),
-                a.model_fingerprint ? a.model_fingerprint->c_str() : "-", a.sha256.c_str(),
-                a.description.c_str(), format_time(a.created_ms).c_str());
+                a.model_fingerprint ? printable(*a.model_fingerprint).c_str() : "-", a.sha256.c_str(),
+                printable(a.description).c_str(), format_time(a.created_ms).c_str());
 }
 
 AdapterFormat detect_format(const std::string& path, const std::vector<uint8_t>& bytes) {
@@ -129,7 +161,7 @@ void register_adapter(CLI::App& app, const Globals& g) {
             json arr = json::array();
             for (auto& x : v)
                 arr.push_back(adapter_json(x));
-            std::cout << arr.dump(2) << "\n";
+            std::cout << dump(arr) << "\n";
             return;
         }
         std::printf("%-24s %-16s %8s %6s %7s %-4s %-19s %s\n", "NAME", "SCOPE", "VERSION", "ROWS", "HIDDEN",
@@ -138,7 +170,7 @@ void register_adapter(CLI::App& app, const Globals& g) {
             std::printf("%-24s %-16s %8lld %6u %7u %-4s %-19s %s\n", x.name.c_str(),
                         x.tenant ? x.tenant->c_str() : "(global)", (long long)x.version, x.n_virtual,
                         x.hidden, dtype_name(x.dtype), format_time(x.created_ms).substr(0, 19).c_str(),
-                        x.description.c_str());
+                        printable(x.description).c_str());
     });
 
     // show / rm / export: --tenant T looks in T's namespace (show/export fall back to global as a
@@ -150,12 +182,14 @@ void register_adapter(CLI::App& app, const Globals& g) {
     show->add_flag("--json", s->json, "JSON output");
     show->callback([&g, s, st_opt] {
         Store st = open_store(g, false);
+        if (st_opt->count())
+            require_tenant(st, s->tenant);
         auto info = st.find_adapter(opt(s->tenant, st_opt), s->name);
         if (!info)
             throw CliFailure("no adapter named '" + s->name + "'" +
                              (st_opt->count() ? " for tenant '" + s->tenant + "'" : " in global scope"));
         if (s->json)
-            std::cout << adapter_json(*info).dump(2) << "\n";
+            std::cout << dump(adapter_json(*info)) << "\n";
         else
             print_adapter(*info);
     });
@@ -177,6 +211,8 @@ void register_adapter(CLI::App& app, const Globals& g) {
     ex->add_option("--out", e->out, "Output .npy file")->required();
     ex->callback([&g, e, et] {
         Store st = open_store(g, false);
+        if (et->count())
+            require_tenant(st, e->tenant);
         auto ad = st.load_adapter(opt(e->tenant, et), e->name);
         if (!ad)
             throw CliFailure("no adapter named '" + e->name + "'");
@@ -222,9 +258,25 @@ void register_tenant(CLI::App& app, const Globals& g) {
         if (!pk->count())
             kp = generate_curve_keypair();
         Store st = open_store(g, true);
-        Tenant t = st.add_tenant({a->name, kp ? kp->public_key : a->key, a->max_jobs, a->tpm});
-        if (kp && kf->count())
-            write_key_file(a->key_file, *kp, "prefixd client key for tenant " + t.name);
+        // The key file first (exclusive create, mode 0600), then the tenant: a tenant must never be
+        // registered with a public key whose secret was lost because its file could not be written.
+        bool wrote_key = false;
+        if (kp && kf->count()) {
+            try {
+                write_key_file(a->key_file, *kp, "prefixd client key for tenant " + a->name);
+            } catch (const StoreError& e) {
+                throw CliFailure(std::string(e.what()) + "; tenant '" + a->name + "' not added");
+            }
+            wrote_key = true;
+        }
+        Tenant t;
+        try {
+            t = st.add_tenant({a->name, kp ? kp->public_key : a->key, a->max_jobs, a->tpm});
+        } catch (...) {
+            if (wrote_key)
+                ::unlink(a->key_file.c_str()); // ours: created exclusively above
+            throw;
+        }
         std::printf("tenant '%s' added\n", t.name.c_str());
         if (kp) {
             std::printf("client public key: %s\nclient secret key: %s\n", kp->public_key.c_str(),
@@ -244,7 +296,7 @@ void register_tenant(CLI::App& app, const Globals& g) {
             json arr = json::array();
             for (auto& t : v)
                 arr.push_back(tenant_json(t));
-            std::cout << arr.dump(2) << "\n";
+            std::cout << dump(arr) << "\n";
             return;
         }
         std::printf("%-20s %-8s %-40s %8s %12s %s\n", "NAME", "STATUS", "PUBLIC KEY", "MAX JOBS",
@@ -277,7 +329,12 @@ void register_tenant(CLI::App& app, const Globals& g) {
     });
 }
 
-std::string csv(const std::string& s) {
+// One CSV cell (RFC 4180 quoting). A cell that a spreadsheet would take for a formula (starting
+// with = + - @ tab or CR) gets a leading single quote.
+std::string csv(const std::string& text) {
+    std::string s = text;
+    if (!s.empty() && std::strchr("=+-@\t\r", s[0]))
+        s.insert(0, 1, '\'');
     if (s.find_first_of(",\"\n\r") == std::string::npos)
         return s;
     std::string o = "\"";
@@ -295,24 +352,35 @@ void register_ledger(CLI::App& app, const Globals& g) {
     auto a = std::make_shared<Args>();
     auto* le = app.add_subcommand("ledger", "Show ledger rows (one per job), or a per-tenant summary");
     auto* sum = le->add_subcommand("summary", "Token totals per tenant");
+    // Options given either before or after `summary` (`ledger --csv summary` = `ledger summary --csv`).
     for (auto* c : {le, sum}) {
         c->add_option("--tenant", a->tenant, "Only this tenant");
         c->add_option("--since", a->since,
-                      "Accepted at/after: 2026-11-24[T03:00:00Z], unix seconds, or 2h/7d");
+                      "Accepted at/after: YYYY-MM-DD[THH:MM[:SS[.fff]]][Z] in UTC, unix seconds (9+ digits), "
+                      "or an age like 90s/15m/2h/7d");
         c->add_option("--until", a->until, "Accepted before (same forms)");
         c->add_flag("--json", a->json, "JSON output");
+        c->add_flag("--csv", a->csv, "CSV output");
     }
-    auto* csv_flag = le->add_flag("--csv", a->csv, "CSV output");
-    csv_flag->excludes(le->get_option("--json"));
     le->add_option("--status", a->status, "accepted | done | cancelled | failed | interrupted");
-    le->add_option("--limit", a->limit, "At most this many rows");
-    le->callback([&g, a, sum] {
+    auto* limit = le->add_option("--limit", a->limit, "At most this many rows (not with summary)");
+    auto given = [le, sum](const char* name) {
+        return le->get_option(name)->count() + sum->get_option(name)->count() > 0;
+    };
+    le->callback([&g, a, sum, limit, given] {
+        if (a->json && a->csv)
+            throw CliFailure("ledger: --json and --csv exclude each other");
+        if (sum->parsed() && limit->count())
+            throw CliFailure("ledger summary: --limit applies to ledger rows, not to the summary");
         LedgerFilter f;
-        if (!a->tenant.empty())
+        if (given("--tenant")) {
+            if (a->tenant.empty())
+                throw CliFailure("ledger: --tenant needs a tenant name (leave it out for every tenant)");
             f.tenant = a->tenant;
-        if (!a->since.empty())
+        }
+        if (given("--since"))
             f.since_ms = parse_time(a->since);
-        if (!a->until.empty())
+        if (given("--until"))
             f.until_ms = parse_time(a->until);
         if (!a->status.empty())
             f.status = parse_job_status(a->status);
@@ -334,7 +402,20 @@ void register_ledger(CLI::App& app, const Globals& g) {
                                    {"total_tokens", t.total_tokens},
                                    {"first", t.first_ms ? json(format_time(*t.first_ms)) : json(nullptr)},
                                    {"last", t.last_ms ? json(format_time(*t.last_ms)) : json(nullptr)}});
-                std::cout << arr.dump(2) << "\n";
+                std::cout << dump(arr) << "\n";
+                return;
+            }
+            if (a->csv) {
+                std::printf(
+                    "tenant,jobs,open_jobs,virtual_tokens,prompt_tokens,completion_tokens,total_tokens,"
+                    "first,last\n");
+                for (auto& t : v)
+                    std::printf("%s,%llu,%llu,%llu,%llu,%llu,%llu,%s,%s\n", csv(t.tenant).c_str(),
+                                (unsigned long long)t.jobs, (unsigned long long)t.open_jobs,
+                                (unsigned long long)t.virtual_tokens, (unsigned long long)t.prompt_tokens,
+                                (unsigned long long)t.completion_tokens, (unsigned long long)t.total_tokens,
+                                t.first_ms ? format_time(*t.first_ms).c_str() : "",
+                                t.last_ms ? format_time(*t.last_ms).c_str() : "");
                 return;
             }
             std::printf("%-20s %8s %6s %12s %12s %12s %12s\n", "TENANT", "JOBS", "OPEN", "VIRTUAL", "PROMPT",
@@ -367,7 +448,7 @@ void register_ledger(CLI::App& app, const Globals& g) {
                                {"accepted", format_time(r.accepted_ms)},
                                {"settled", r.settled_ms ? json(settled(r)) : json(nullptr)},
                                {"finish_reason", r.finish_reason}});
-            std::cout << arr.dump(2) << "\n";
+            std::cout << dump(arr) << "\n";
         } else if (a->csv) {
             std::printf(
                 "tenant,job_id,kind,adapter,adapter_version,model,status,virtual_tokens,prompt_tokens,"
@@ -384,10 +465,11 @@ void register_ledger(CLI::App& app, const Globals& g) {
                         "STATUS", "ADAPTER", "VIRTUAL", "PROMPT", "COMPLETION", "TOTAL", "FINISH");
             for (auto& r : rows)
                 std::printf("%-24s %-16s %-24s %-11s %-16s %8u %8u %10u %8llu %s\n",
-                            format_time(r.accepted_ms).c_str(), r.tenant.c_str(), r.job_id.c_str(),
-                            job_status_name(r.status), r.adapter.value_or("-").c_str(), r.virtual_tokens,
-                            r.prompt_tokens, r.completion_tokens, (unsigned long long)r.total_tokens(),
-                            r.finish_reason.c_str());
+                            format_time(r.accepted_ms).c_str(), printable(r.tenant).c_str(),
+                            printable(r.job_id).c_str(), job_status_name(r.status),
+                            printable(r.adapter.value_or("-")).c_str(), r.virtual_tokens, r.prompt_tokens,
+                            r.completion_tokens, (unsigned long long)r.total_tokens(),
+                            printable(r.finish_reason).c_str());
         }
     });
 }

@@ -2,6 +2,7 @@
 // messages and outputs of the adapter / tenant / ledger / server-key / store subcommands,
 // including .npy files written by numpy itself (Debian's python3-numpy) for interoperability.
 #include "adapters_store/curve_keys.h"
+#include "adapters_store/db.h"
 #include "adapters_store/store.h"
 #include "test_store_util.h"
 
@@ -119,6 +120,34 @@ TEST_CASE("prefixctl tenant: add with generated keys, key file, list, revoke, er
     CHECK(json::parse(cli({"tenant", "list", "--json"}).out)[0]["status"] == "revoked");
     CHECK(cli({"tenant", "limits", "beta", "--max-jobs", "1", "--tokens-per-minute", "2"}).rc == 0);
     CHECK(json::parse(cli({"tenant", "list", "--json"}).out)[1]["tokens_per_minute"] == 2);
+
+    // The key file is written before the tenant is added: when it cannot be, no tenant is left
+    // registered with a public key whose secret nobody holds.
+    std::string acme_key = slurp(cli.dir / "acme.key");
+    r = cli({"tenant", "add", "epsilon", "--key-file", "acme.key"}); // exists
+    CHECK(r.rc != 0);
+    CHECK_MESSAGE(has(r.err, "refusing to overwrite"), r.err);
+    CHECK_MESSAGE(has(r.err, "tenant 'epsilon' not added"), r.err);
+    CHECK(slurp(cli.dir / "acme.key") == acme_key);
+    r = cli({"tenant", "add", "epsilon", "--key-file", "no-such-dir/e.key"});
+    CHECK(r.rc != 0);
+    CHECK_MESSAGE(has(r.err, "cannot create key file"), r.err);
+    CHECK(!has(cli({"tenant", "list"}).out, "epsilon"));
+    CHECK(json::parse(cli({"tenant", "list", "--json"}).out).size() == 2);
+    // A tenant that cannot be added leaves no key file behind.
+    r = cli({"tenant", "add", "acme", "--key-file", "dup.key"});
+    CHECK(r.rc != 0);
+    CHECK(has(r.err, "already exists"));
+    CHECK(!fs::exists(cli.dir / "dup.key"));
+    r = cli({"tenant", "add", "epsilon", "--key-file", "epsilon.key"});
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    CurveKeypair ek = read_key_file((cli.dir / "epsilon.key").string());
+    REQUIRE(::stat((cli.dir / "epsilon.key").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    json tl = json::parse(cli({"tenant", "list", "--json"}).out);
+    REQUIRE(tl.size() == 3);
+    CHECK(tl[2]["name"] == "epsilon");
+    CHECK(tl[2]["public_key"] == ek.public_key);
 
     r = cli({"server-key", "generate", "--out", "server.key", "--public-out", "server.pub"});
     REQUIRE_MESSAGE(r.rc == 0, r.err);
@@ -243,6 +272,75 @@ TEST_CASE("prefixctl adapter: numpy / safetensors / raw imports, visibility, exp
     CHECK(cli({"store", "check"}).rc == 0);
 }
 
+TEST_CASE("prefixctl adapter: unknown tenants, unprintable text, old rows, size limit") {
+    Cli cli;
+    REQUIRE(cli({"tenant", "add", "a"}).rc == 0);
+    Tensor2D t = random_tensor(2, 8, 4);
+    write_bytes(cli.dir / "emb.raw", t.data);
+    Run r = cli({"adapter", "add", "g", "--global", "--file", "emb.raw", "--shape", "2,8"});
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+
+    // show / export with a tenant that does not exist: refused like `adapter list --tenant`, not
+    // answered from the global scope.
+    for (auto* cmd : {"show", "export"}) {
+        std::vector<std::string> args = {"adapter", cmd, "g", "--tenant", "nosuch"};
+        if (std::string(cmd) == "export")
+            args.insert(args.end(), {"--out", "g.npy"});
+        r = cli(args);
+        CHECK(r.rc != 0);
+        CHECK_MESSAGE(has(r.err, "no tenant named 'nosuch'"), r.err);
+    }
+    CHECK(!fs::exists(cli.dir / "g.npy"));
+    CHECK(has(cli({"adapter", "list", "--tenant", "nosuch"}).err, "no tenant named 'nosuch'"));
+    CHECK(cli({"adapter", "show", "g", "--tenant", "a"}).rc == 0); // a real tenant sees global ones
+    CHECK(cli({"adapter", "export", "g", "--tenant", "a", "--out", "g.npy"}).rc == 0);
+
+    // Descriptions and fingerprints must be printable UTF-8.
+    for (std::string bad : {std::string("\xff\xfe"), std::string("two\nlines"), std::string("\x1b[31mred")}) {
+        r = cli(
+            {"adapter", "add", "x", "--global", "--file", "emb.raw", "--shape", "2,8", "--description", bad});
+        CHECK(r.rc != 0);
+        CHECK_MESSAGE(has(r.err, "description holds a control character or invalid UTF-8"), r.err);
+        r = cli({"adapter", "add", "x", "--global", "--file", "emb.raw", "--shape", "2,8",
+                 "--model-fingerprint", bad});
+        CHECK(r.rc != 0);
+        CHECK_MESSAGE(has(r.err, "model fingerprint holds"), r.err);
+    }
+    r = cli({"adapter", "add", "u", "--global", "--file", "emb.raw", "--shape", "2,8", "--description",
+             "caf\xc3\xa9"});
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+
+    // A row stored before the check (invalid UTF-8, control characters) cannot break listings.
+    {
+        Store s = Store::open(cli.db);
+        s.db().exec("UPDATE adapters SET description = CAST(X'6f6c64ff0a1b5b324a' AS TEXT), "
+                    "model_fingerprint = CAST(X'fe' AS TEXT) WHERE name = 'g'");
+    }
+    r = cli({"adapter", "list", "--json"});
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    json l = json::parse(r.out);
+    REQUIRE(l.size() == 2);
+    CHECK(l[0]["description"] == "old\xef\xbf\xbd\n\x1b[2J"); // U+FFFD for the bad byte
+    CHECK(l[1]["description"] == "caf\xc3\xa9");
+    r = cli({"adapter", "show", "g", "--json"});
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    CHECK(json::parse(r.out)["model_fingerprint"] == "\xef\xbf\xbd");
+    r = cli({"adapter", "list"});
+    REQUIRE(r.rc == 0);
+    CHECK(has(r.out, "old\\xff\\x0a\\x1b[2J"));
+    CHECK(has(r.out, "caf\xc3\xa9"));
+    CHECK(!has(r.out, "\x1b"));
+    r = cli({"adapter", "show", "g"});
+    REQUIRE(r.rc == 0);
+    CHECK(has(r.out, "old\\xff\\x0a\\x1b[2J"));
+    CHECK(has(r.out, "model fingerprint: \\xfe"));
+
+    // Over the limit (below SQLite's 1e9-byte blob limit): refused from the shape, at once.
+    r = cli({"adapter", "add", "big", "--global", "--file", "emb.raw", "--shape", "65536,4000"});
+    CHECK(r.rc != 0);
+    CHECK_MESSAGE(has(r.err, "over the adapter limit of 900 MiB"), r.err);
+}
+
 TEST_CASE("prefixctl ledger: table, JSON, CSV, filters, summary, errors") {
     Cli cli;
     {
@@ -314,4 +412,74 @@ TEST_CASE("prefixctl ledger: table, JSON, CSV, filters, summary, errors") {
     Run junk = run_cmd({cli.bin, "--db", (cli.dir / "junk.db").string(), "store", "check"}, cli.dir);
     CHECK(junk.rc != 0);
     CHECK(has(junk.err, "prefixctl: "));
+}
+
+TEST_CASE("prefixctl ledger: CSV formula cells, escaped table cells, summary options, empty --tenant") {
+    Cli cli;
+    {
+        Store s = Store::open(cli.db);
+        s.add_tenant({"a", {}, 0, 0});
+        for (const char* id : {"=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "plain"}) {
+            JobSettle j;
+            j.tenant = "a", j.job_id = id, j.status = JobStatus::Done, j.prompt_tokens = 1;
+            j.finish_reason = std::string(id) == "plain" ? "=cmd" : "stop";
+            s.settle_job(j);
+        }
+        JobAccept open;
+        open.tenant = "a", open.job_id = "forged";
+        s.accept_job(open);
+        // A row written before job ids were checked: a newline and an escape sequence.
+        s.db().exec("UPDATE jobs SET job_id = 'x' || char(10) || 'FORGED ROW ' || char(27) || '[2J' "
+                    "WHERE job_id = 'forged'");
+    }
+    Run r = cli({"ledger", "--csv"});
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    CHECK(has(r.out, ",\"'=HYPERLINK(\"\"http://x\"\")\","));
+    CHECK(has(r.out, ",'+1,"));
+    CHECK(has(r.out, ",'-2,"));
+    CHECK(has(r.out, ",'@SUM(A1),"));
+    CHECK(has(r.out, ",plain,"));
+    CHECK(has(r.out, ",'=cmd\n"));
+    for (const char* formula : {",=", ",+", ",-", ",@"})
+        CHECK_MESSAGE(!has(r.out, formula), formula);
+
+    r = cli({"ledger"});
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 7); // header + 6 rows, none forged
+    CHECK(has(r.out, "x\\x0aFORGED ROW \\x1b[2J"));
+    CHECK(!has(r.out, "\x1b"));
+    CHECK(has(cli({"ledger", "--json"}).out, "x\\nFORGED ROW \\u001b[2J")); // JSON escapes it itself
+
+    // summary: --csv works (before or after the subcommand); --limit is refused.
+    for (auto args : {std::vector<std::string>{"ledger", "--csv", "summary"},
+                      std::vector<std::string>{"ledger", "summary", "--csv"}}) {
+        r = cli(args);
+        REQUIRE_MESSAGE(r.rc == 0, r.err);
+        CHECK(r.out.rfind("tenant,jobs,open_jobs,", 0) == 0);
+        CHECK(has(r.out, "\na,5,1,0,5,0,5,"));
+    }
+    r = cli({"ledger", "--limit", "1", "summary"});
+    CHECK(r.rc != 0);
+    CHECK_MESSAGE(has(r.err, "--limit applies to ledger rows"), r.err);
+    CHECK(cli({"ledger", "--json", "summary", "--csv"}).rc != 0);
+
+    // An empty --tenant is refused instead of meaning every tenant; so are empty times.
+    for (auto args : {std::vector<std::string>{"ledger", "--tenant", ""},
+                      std::vector<std::string>{"ledger", "summary", "--tenant", ""}}) {
+        r = cli(args);
+        CHECK(r.rc != 0);
+        CHECK_MESSAGE(has(r.err, "--tenant needs a tenant name"), r.err);
+    }
+    r = cli({"ledger", "--since", ""});
+    CHECK(r.rc != 0);
+    CHECK_MESSAGE(has(r.err, "bad time"), r.err);
+
+    // Times: the tool's own format parses; impossible dates and bare years do not.
+    CHECK(json::parse(cli({"ledger", "--since", "2000-01-01T00:00:00.000Z", "--json"}).out).size() == 6);
+    CHECK(json::parse(cli({"ledger", "--until", "2000-01-01T00:00:00.000Z", "--json"}).out).empty());
+    for (const char* bad : {"2026-02-31", "2026", "2026-11-24T-1:00"}) {
+        r = cli({"ledger", "--since", bad});
+        CHECK(r.rc != 0);
+        CHECK_MESSAGE(has(r.err, "bad time"), r.err);
+    }
 }
