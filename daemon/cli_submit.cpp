@@ -44,7 +44,7 @@ nlohmann::json result_json(const Reply& r) {
         {"job_id", r.job_id},
         {"text", o.text},
         {"token_ids", o.token_ids},
-        {"finish_reason", fin[unsigned(int(o.finish)) > 5 ? 5 : int(o.finish)]}, // a bad peer may send any byte
+        {"finish_reason", fin[unsigned(int(o.finish)) > 5 ? 5 : int(o.finish)]}, // a bad peer: any byte
         {"usage",
          {{"virtual_tokens", o.usage.virtual_tokens},
           {"prompt_tokens", o.usage.prompt_tokens},
