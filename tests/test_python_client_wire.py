@@ -160,39 +160,18 @@ class ReplyDecoding(unittest.TestCase):
         np.testing.assert_array_equal(r.embeddings, emb)
 
     def test_error_chunk_health(self):
-        def err(b):
-            m = b.CreateString("adapter not found")
-            P.Error.Start(b)
-            P.Error.AddCode(b, P.ErrorCode.ErrorCode.NotFound)
-            P.Error.AddMessage(b, m)
-            return P.Error.End(b)
-
+        err = error_payload(P.ErrorCode.ErrorCode.NotFound, "adapter not found")
         _, e = pc.decode_reply(reply("x", P.Payload.Payload.Error, err))
         self.assertIsInstance(e, pc.PrefixdError)
         self.assertEqual((e.name, e.message, e.job_id), ("NotFound", "adapter not found", "x"))
         self.assertEqual((e.retriable, e.retry_after_ms), (False, 0))
 
-        def limited(b):
-            m = b.CreateString("tenant tokens-per-minute limit reached")
-            P.Error.Start(b)
-            P.Error.AddCode(b, P.ErrorCode.ErrorCode.RateLimited)
-            P.Error.AddMessage(b, m)
-            P.Error.AddRetriable(b, True)
-            P.Error.AddRetryAfterMs(b, 41234)
-            return P.Error.End(b)
-
+        limited = error_payload(P.ErrorCode.ErrorCode.RateLimited, "tenant tokens-per-minute limit reached",
+                                retriable=True, retry_after_ms=41234)
         _, e = pc.decode_reply(reply("y", P.Payload.Payload.Error, limited))
         self.assertEqual((e.name, e.retriable, e.retry_after_ms), ("RateLimited", True, 41234))
         self.assertFalse(e.replayed)
-
-        def stored(b):
-            m = b.CreateString("engine failed")
-            P.Error.Start(b)
-            P.Error.AddCode(b, P.ErrorCode.ErrorCode.EngineFailure)
-            P.Error.AddMessage(b, m)
-            P.Error.AddReplayed(b, True)
-            return P.Error.End(b)
-
+        stored = error_payload(P.ErrorCode.ErrorCode.EngineFailure, "engine failed", replayed=True)
         _, e = pc.decode_reply(reply("z", P.Payload.Payload.Error, stored))
         self.assertEqual((e.name, e.retriable, e.replayed), ("EngineFailure", False, True))
 
@@ -250,12 +229,18 @@ class ReplyDecoding(unittest.TestCase):
             pc.decode_reply(reply("e", P.Payload.Payload.Result, build))
 
 
-def error_payload(code, message):
+def error_payload(code, message, retriable=False, retry_after_ms=0, replayed=False):
     def build(b):
         m = b.CreateString(message)
         P.Error.Start(b)
         P.Error.AddCode(b, code)
         P.Error.AddMessage(b, m)
+        if retriable:
+            P.Error.AddRetriable(b, True)
+        if retry_after_ms:
+            P.Error.AddRetryAfterMs(b, retry_after_ms)
+        if replayed:
+            P.Error.AddReplayed(b, True)
         return P.Error.End(b)
     return build
 
