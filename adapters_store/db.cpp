@@ -1,6 +1,7 @@
 // Implementation of the RAII SQLite layer (db.h): connection set-up with the pragmas the ledger
 // relies on, prepared statements, the BEGIN IMMEDIATE guard and SQLite-code -> error mapping.
 #include "db.h"
+#include "migrations.h"
 
 #include <sqlite3.h>
 
@@ -78,6 +79,15 @@ Db::Db(const std::string& path, bool create, int busy_timeout_ms) {
     try {
         sqlite3_busy_timeout(db_, busy_timeout_ms);
         exec("PRAGMA foreign_keys=ON");
+        // Another application's file is refused before the WAL switch, which would change it for
+        // good (the schema checks in migrate() come later)
+        const int64_t app = query_int("PRAGMA application_id");
+        if (app != 0 && app != kApplicationId)
+            throw DatabaseCorrupt("'" + path +
+                                  "' is an SQLite database of another application, not prefixd's");
+        if (app == 0 && query_int("SELECT count(*) FROM sqlite_schema") > 0)
+            throw DatabaseCorrupt("'" + path +
+                                  "' already holds tables that are not prefixd's; refusing to use it");
         // journal_mode returns a row; "wal" confirms it took effect.
         Stmt jm(*this, "PRAGMA journal_mode=WAL");
         if (!jm.step() || jm.col_text(0) != "wal")

@@ -26,8 +26,10 @@ struct StoreOptions {
 
 // Milliseconds since the Unix epoch (UTC); all timestamps in the store use this.
 int64_t now_ms();
-// "2026-11-24", "2026-11-24T03:00:00Z", "2026-11-24 03:00:00", unix seconds ("1764000000"),
-// or a relative age ("90s", "15m", "2h", "7d" = that long before now). Throws InvalidArgument.
+// "2026-11-24", "2026-11-24T03:00:00Z", "2026-11-24 03:00:00", format_time's own output with a
+// fraction ("2026-11-24T03:00:00.123Z"), unix seconds (9-12 digits: "1764000000"), or a relative
+// age ("90s", "15m", "2h", "7d" = that long before now). Impossible dates and signed or spaced
+// fields are refused. Throws InvalidArgument.
 int64_t parse_time(const std::string&);
 // "2026-11-24T03:00:00.123Z"
 std::string format_time(int64_t ms);

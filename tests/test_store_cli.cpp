@@ -349,8 +349,9 @@ TEST_CASE("prefixctl ledger: table, JSON, CSV, filters, summary, errors") {
         s.add_tenant({"b", {}, 0, 0});
         for (int i = 0; i < 30; ++i) {
             JobSettle j;
-            j.tenant.assign(i % 3 ? "a" : "b", 1);
-            j.job_id = std::string("job,") += std::to_string(i); // a comma to exercise CSV quoting
+            j.tenant = std::string(i % 3 ? "a" : "b");
+            j.job_id = "job,"; // a comma to exercise CSV quoting
+            j.job_id += std::to_string(i);
             j.status = i % 5 ? JobStatus::Done : JobStatus::Cancelled;
             j.virtual_tokens = 2, j.prompt_tokens = uint32_t(i), j.completion_tokens = 3;
             j.finish_reason = "stop";

@@ -73,6 +73,28 @@ TEST_CASE("newer schema, foreign database and non-database files are refused") {
         sqlite3_close(db);
     }
     CHECK_THROWS_WITH_AS(Store::open(foreign), doctest::Contains("not prefixd"), DatabaseCorrupt);
+    CHECK_THROWS_WITH_AS(Store::open(foreign, {.create = false}), doctest::Contains("not prefixd"),
+                         DatabaseCorrupt); // read-only commands say so too
+    // another application's file (its own application_id) likewise, and neither is changed: the
+    // refusal comes before the WAL switch, which would rewrite its journal mode for good
+    std::string other = fresh_db("other-app");
+    {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(other.c_str(), &db) == SQLITE_OK);
+        sqlite3_exec(db, "PRAGMA application_id = 1234; PRAGMA user_version = 3", nullptr, nullptr, nullptr);
+        sqlite3_close(db);
+    }
+    CHECK_THROWS_WITH_AS(Store::open(other), doctest::Contains("another application"), DatabaseCorrupt);
+    for (const std::string& f : {foreign, other}) {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(f.c_str(), &db) == SQLITE_OK);
+        sqlite3_stmt* st = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+        CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))) == "delete");
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
 
     std::string junk = fresh_db("junk");
     std::vector<uint8_t> noise(8192);
