@@ -5,6 +5,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/runner.h"
 #include "engine/vk/vk_backend.h"
+#include "test_core_util.h"
 #include "test_env.h"
 #include "test_model_util.h"
 
@@ -165,4 +166,27 @@ TEST_CASE(
     CHECK(cb.error.find("out of device memory") != std::string::npos);
     CHECK_FALSE(cb.error_from_model); // memory may free up: the daemon marks it retriable
     CHECK(cb.completion_tokens == 0);
+}
+
+// A sequence's latent cache is one allocation, so a context longer than one allocation can hold
+// is refused when the engine opens (before the weights load), naming the limit. Before, the engine
+// opened and a long request failed only when its cache grew past the limit, after producing tokens.
+TEST_CASE("a context longer than one allocation can cache is refused at open, with the limit") {
+    auto dir = test::temp_dir("vk-long-ctx");
+    const std::string model = (dir / "long-ctx.gguf").string();
+    test::GgufEdit e;
+    e.kv = [](gguf::Writer& w) { w.set_u32("deepseek2.context_length", 1u << 30); };
+    test::rewrite_gguf((test::models_dir() / "tiny-v2-q8_0.gguf").string(), model, e);
+    EngineOptions o;
+    o.model_path = model;
+    o.backend = "vulkan";
+    o.max_seqs = 1;
+    o.max_ctx = 1u << 30; // a billion positions: far past lavapipe's 2 GiB allocations
+    CHECK_THROWS_WITH_AS(Engine::open(o),
+                         doctest::Contains("bytes per sequence; this device allows one allocation"),
+                         EngineError);
+    o.max_ctx = 4096;
+    auto eng = Engine::open(o); // a context that fits opens as before
+    CHECK_NOTHROW(eng->backend().create_sequence());
+    std::filesystem::remove_all(dir);
 }

@@ -344,8 +344,33 @@ TEST_CASE("a step submitted in parts (every layer, every 2) gives the logits of 
 TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
     Pair p = open_pair("tiny-v2-q4_0.gguf");
     const ModelConfig& c = p.model->config();
+    // Both backends refuse alike: a sequence twice in one batch (the CPU backend ran the items one
+    // after another and grew past max_ctx), a truncate past the length (Vulkan clamped it), and an
+    // id kept after its free (Vulkan reused slot ids, so the stale id named the next sequence)
+    for (Backend* b : {p.cpu.get(), p.gpu.get()}) {
+        INFO(b->device_name());
+        SeqId a = b->create_sequence();
+        BatchItem half = item(a, {Segment::from_tokens(std::vector<int32_t>(200, 1))}, false);
+        CHECK_THROWS_WITH_AS(b->step({half, half}), doctest::Contains("twice"), EngineError); // 400 > 256
+        CHECK(b->sequence_length(a) == 0);
+        b->step({item(a, {Segment::from_tokens({1, 2, 3})}, false)});
+        CHECK_THROWS_WITH_AS(b->truncate(a, 5), doctest::Contains("fewer rows"), EngineError);
+        CHECK(b->sequence_length(a) == 3);
+        b->truncate(a, 1);
+        CHECK(b->sequence_length(a) == 1);
+        b->free_sequence(a);
+        SeqId next = b->create_sequence();
+        CHECK(next != a);
+        CHECK_THROWS_WITH_AS(b->sequence_length(a), doctest::Contains("unknown sequence"), EngineError);
+        CHECK_THROWS_AS(b->truncate(a, 0), EngineError);
+        b->free_sequence(a); // a stale id frees nothing
+        CHECK(b->sequence_length(next) == 0);
+        b->free_sequence(next);
+    }
     SeqId s = p.gpu->create_sequence();
     CHECK_THROWS_AS(p.gpu->step({item(s + 5, {Segment::from_tokens({1})}, false)}), EngineError); // unknown
+    CHECK_THROWS_AS(p.gpu->step({item(s ^ (1u << 16), {Segment::from_tokens({1})}, false)}),
+                    EngineError); // its slot, another generation
     CHECK_THROWS_AS(p.gpu->step({item(s, {Segment::from_tokens(std::vector<int32_t>(257, 1))}, false)}),
                     EngineError);                                                  // beyond max_ctx 256
     Segment bad = Segment::from_embeds(std::vector<float>(c.hidden + 1, 0.1f), 1); // wrong width
@@ -356,10 +381,12 @@ TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
     auto o = p.gpu->step({item(s, {Segment::from_tokens({1, 2, 3})}, false)});
     CHECK(o[0].logits.size() == c.n_vocab);
     CHECK(p.gpu->sequence_length(s) == 3);
-    for (int i = 1; i < 8; ++i)
+    SeqId other = p.gpu->create_sequence();
+    for (int i = 2; i < 8; ++i)
         p.gpu->create_sequence(); // max_seqs = 8
     CHECK_THROWS_AS(p.gpu->create_sequence(), EngineError);
-    CHECK_THROWS_AS(p.gpu->copy_prefix(s, s + 1, 4), EngineError); // source holds only 3 rows
+    CHECK_THROWS_WITH_AS(p.gpu->copy_prefix(s, other, 4), doctest::Contains("source holds only 3 rows"),
+                         EngineError);
 }
 
 // One workgroup per row in the per-row kernels: a step is limited to maxComputeWorkGroupCount[0]

@@ -252,6 +252,28 @@ void put_row(uint32_t* rows, uint32_t t, uint64_t addr, uint32_t pos) {
 
 // kv_store_f16 (a float16 cache) is held to the same reference rounded to float16: a value the
 // device rounds the other way (its fp32 input differs in the last bits) is one f16 step off.
+TEST_CASE(
+    "a weight tensor takes one allocation up to the device's limit, past 1 GiB; beyond it a clear error") {
+    GpuWeights gw(ctx());
+    const uint64_t cap = gw.chunk_cap();
+    // DeepSeek-V2's Q8_0 expert stacks are 1.34 GB: they must fit wherever the device allows it
+    // (lavapipe: 2 GiB allocations, texel views to 2^31 bytes)
+    CHECK(cap >= std::min<uint64_t>(ctx().limits().max_alloc & ~uint64_t(15), (uint64_t(1) << 31) - 16));
+    CHECK(cap > (uint64_t(1) << 30));
+    // A stack past the limit is refused before any byte is read (data stays unread) and named
+    Tensor t;
+    t.type = GgmlType::Q8_0;
+    t.rows = 2048;
+    t.cols = 7168;
+    t.n_mat = cap / (uint64_t(2048) * 7168) + 1; // ~1.06 bytes per weight: over the cap
+    static const uint8_t dummy[16] = {};
+    t.data = dummy;
+    const uint64_t before = ctx().allocated_bytes();
+    CHECK_THROWS_WITH_AS(gw.add(t, "blk.3.ffn_gate_exps"),
+                         doctest::Contains("tensor blk.3.ffn_gate_exps needs"), EngineError);
+    CHECK(ctx().allocated_bytes() == before); // no chunk was made for it
+}
+
 TEST_CASE("kv_store matches cpu::rmsnorm and cpu::rope (plain and YaRN; f32 and f16 cache)") {
     const uint32_t seed = fresh_seed();
     INFO("seed " << seed);

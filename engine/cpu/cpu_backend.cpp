@@ -54,8 +54,12 @@ class CpuBackend final : public Backend {
     }
 
     std::vector<ItemOutput> step(const std::vector<BatchItem>& batch) override {
-        for (auto& it : batch)
+        std::set<SeqId> seen;    // items run one after another: a sequence twice would pass each
+        for (auto& it : batch) { // item's own context check and grow past max_ctx (as on Vulkan)
             validate(it);
+            if (!seen.insert(it.seq).second)
+                throw EngineError("step: sequence appears twice in one batch");
+        }
         std::vector<ItemOutput> outs;
         for (auto& it : batch)
             outs.push_back(run_item(it));

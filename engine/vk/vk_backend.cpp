@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <utility>
 
 #include <time.h>
 
@@ -88,6 +89,18 @@ VulkanBackend::VulkanBackend(const Model& model, const EngineOptions& opts)
         throw EngineError("Vulkan backend: max_ctx is 0");
     ctx_ = std::make_unique<Context>(opts.device);
     ctx_->set_budget(opts.max_device_memory);
+    if (opts.max_seqs >= (1u << 16))
+        throw EngineError("max_seqs must be below 65536");
+    // A sequence's latent cache is one allocation: a context it could never hold is refused here,
+    // not when a long request reaches it after producing tokens
+    const uint64_t max_positions = ctx_->limits().max_alloc / kv_row_bytes();
+    if (max_ctx_ > max_positions)
+        throw EngineError("a context of " + std::to_string(max_ctx_) +
+                          " positions needs a latent KV cache of " +
+                          std::to_string(uint64_t(max_ctx_) * kv_row_bytes()) +
+                          " bytes per sequence; this device allows one allocation of " +
+                          std::to_string(ctx_->limits().max_alloc) + " bytes: at most " +
+                          std::to_string(max_positions) + " positions (a float16 cache holds twice as many)");
     {
         const char* a = std::getenv("PREFIXD_VK_ATTN");
         attn_tiled_ = a && *a ? std::string(a) == "tiled" : ctx_->lane_rows();
@@ -115,26 +128,31 @@ VulkanBackend::~VulkanBackend() {
     w_.reset();
 }
 
+// A sequence id is its slot in the low 16 bits and the slot's generation above: an id kept after
+// its free_sequence names no sequence, even once the slot is reused (as on the CPU backend).
+static constexpr uint32_t kSlotBits = 16;
+
 VulkanBackend::Seq& VulkanBackend::seq(SeqId id) {
-    if (id >= seqs_.size() || !seqs_[id].used)
-        throw EngineError("unknown sequence " + std::to_string(id));
-    return seqs_[id];
+    return const_cast<Seq&>(std::as_const(*this).seq(id));
 }
 const VulkanBackend::Seq& VulkanBackend::seq(SeqId id) const {
-    if (id >= seqs_.size() || !seqs_[id].used)
+    const uint32_t slot = id & ((1u << kSlotBits) - 1);
+    if (slot >= seqs_.size() || !seqs_[slot].used || seqs_[slot].gen != id >> kSlotBits)
         throw EngineError("unknown sequence " + std::to_string(id));
-    return seqs_[id];
+    return seqs_[slot];
 }
 
 SeqId VulkanBackend::create_sequence() {
     for (SeqId i = 0; i < seqs_.size(); ++i) {
-        if (seqs_[i].used)
+        Seq& s = seqs_[i];
+        if (s.used)
             continue;
-        seqs_[i].cap = std::min(max_ctx_, kKvInitialPositions);
-        seqs_[i].cache = ctx_->create_buffer(seqs_[i].cap * kv_row_bytes(), false);
-        seqs_[i].used = true;
-        seqs_[i].len = 0;
-        return i;
+        s.cap = std::min(max_ctx_, kKvInitialPositions);
+        s.cache = ctx_->create_buffer(s.cap * kv_row_bytes(), false);
+        s.used = true;
+        s.len = 0;
+        s.gen = (s.gen + 1) & ((1u << (32 - kSlotBits)) - 1);
+        return i | (s.gen << kSlotBits);
     }
     throw EngineError("all " + std::to_string(seqs_.size()) + " sequence slots are in use");
 }
@@ -163,12 +181,14 @@ void VulkanBackend::reserve(Seq& s, uint32_t positions) {
 }
 
 void VulkanBackend::free_sequence(SeqId id) noexcept {
-    if (id >= seqs_.size() || !seqs_[id].used)
+    const uint32_t slot = id & ((1u << kSlotBits) - 1);
+    if (slot >= seqs_.size() || !seqs_[slot].used || seqs_[slot].gen != id >> kSlotBits)
         return;
-    seqs_[id].cache = Buffer();
-    seqs_[id].cap = 0;
-    seqs_[id].used = false;
-    seqs_[id].len = 0;
+    Seq& s = seqs_[slot];
+    s.cache = Buffer();
+    s.cap = 0;
+    s.used = false;
+    s.len = 0;
 }
 
 uint32_t VulkanBackend::sequence_length(SeqId id) const {
@@ -192,7 +212,9 @@ void VulkanBackend::copy_prefix(SeqId src, SeqId dst, uint32_t n) {
 
 void VulkanBackend::truncate(SeqId id, uint32_t n) {
     Seq& s = seq(id);
-    s.len = std::min(s.len, n);
+    if (n > s.len)
+        throw EngineError("truncate: sequence holds fewer rows than asked");
+    s.len = n;
 }
 
 // Words of the expert maps at the start of the map region: the host's two maps (3 header words per

@@ -502,7 +502,6 @@ Buffer Context::create_buffer(uint64_t bytes, MemUse use) {
     VkBufferDeviceAddressInfo ai{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
     ai.buffer = b.buf_;
     b.addr_ = vkGetBufferDeviceAddress(dev_, &ai);
-    b.size_ = bytes;
     if (texel_ && bytes / 16 <= limits_.max_texels) {
         VkBufferViewCreateInfo vi{VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO};
         vi.buffer = b.buf_;
@@ -511,6 +510,7 @@ Buffer Context::create_buffer(uint64_t bytes, MemUse use) {
         vk_check(vkCreateBufferView(dev_, &vi, nullptr, &b.view_), "vkCreateBufferView");
         views_[b.addr_] = {vi.range, b.view_};
     }
+    b.size_ = bytes; // counted once it is allocated for good (~Buffer takes size_ back)
     allocated_ += bytes;
     peak_ = std::max(peak_, allocated_);
     return b;

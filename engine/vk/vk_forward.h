@@ -63,6 +63,7 @@ class VulkanBackend final : public Backend {
     StepTime step_time_;
     struct Seq {
         bool used = false;
+        uint32_t gen = 0; // bumped at each create: a freed id is never valid again (SeqId = slot | gen << 16)
         uint32_t len = 0;
         uint32_t cap = 0; // positions the cache holds now (grows on demand up to max_ctx)
         Buffer cache;     // (cap, n_layer, kv_lora_rank + qk_rope) f32 or f16, position-major so it grows by copy

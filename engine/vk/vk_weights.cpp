@@ -110,8 +110,14 @@ uint64_t GpuWeights::interleaved_mat_bytes(GgmlType type, uint64_t rows, uint64_
     return round16(q + prow / 8 * ((cols / 32 + 7) / 8) * 128);
 }
 
+// One allocation per chunk, as large as the device allows: a stacked expert tensor lies in one
+// (V2's Q8_0 expert stacks are 1.34 GB). Texel views (CPU drivers) reach a chunk through 32-bit
+// byte offsets below 2^31, within maxTexelBufferElements.
 uint64_t GpuWeights::chunk_cap() const {
-    return std::min<uint64_t>(ctx_.limits().max_alloc, 1ull << 30);
+    uint64_t cap = ctx_.limits().max_alloc;
+    if (ctx_.texel())
+        cap = std::min<uint64_t>({cap, (uint64_t(1) << 31) - 16, ctx_.limits().max_texels * 16});
+    return cap & ~uint64_t(15);
 }
 
 // Without a plan (tests adding tensors one by one): the next tensor goes at the end of the last
@@ -226,6 +232,10 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32, bool a
     g.mat_stride = g.il ? interleaved_mat_bytes(g.type, g.rows, g.cols) : packed_mat_bytes(g.type, prow, g.cols);
     g.d_off = prow * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) + (g.type == GgmlType::Q4_0 ? prow * g.cols / 2 : 0);
     const uint64_t total = g.mat_stride * g.n_mat;
+    if (round16(total) > chunk_cap())
+        throw EngineError(std::string("Vulkan: tensor ") + what + " needs " + std::to_string(total) +
+                          " bytes in one allocation; this device allows " + std::to_string(chunk_cap()) +
+                          " (maxMemoryAllocationSize" + (ctx_.texel() ? ", texel views" : "") + ")");
     if (planning_) {
         plan_sizes_.push_back(total);
         return g;

@@ -35,6 +35,8 @@ class GpuWeights {
     const GpuTensor& output_norm() const { return output_norm_; }
     const GpuTensor& output() const { return output_; }
     const std::vector<GpuLayer>& layers() const { return layers_; }
+    // The most bytes one tensor (a whole expert stack included) may take: one allocation
+    uint64_t chunk_cap() const;
     uint64_t bytes() const { return used_; }
 
     // Repacked byte size of one matrix (rows, cols) of `type`, rounded to 16.
@@ -56,7 +58,6 @@ class GpuWeights {
         size_t chunk = 0;
         uint64_t off = 0;
     };
-    uint64_t chunk_cap() const;
     Slot alloc(uint64_t bytes);
     void plan_chunks();
     void add_model(const Model& model, bool verbose);
