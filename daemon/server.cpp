@@ -24,6 +24,8 @@
 #include <map>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <thread>
 #include <unistd.h>
 
@@ -81,6 +83,21 @@ std::vector<uint8_t> base64_decode(const std::string& in) {
 }
 
 namespace {
+// Whether a process accepts connections on the UNIX socket at path (a refused connection or no
+// file: a stale socket or none)
+bool unix_socket_live(const std::string& path) {
+    sockaddr_un a{};
+    if (path.size() >= sizeof a.sun_path)
+        return false;
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    const bool live = ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return live;
+}
 std::span<const uint8_t> as_span(const std::string& s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
@@ -275,8 +292,14 @@ void Server::Impl::setup() {
             "Never use this in production. ***");
     }
     for (auto& ep : cfg.endpoints) {
-        if (ep.rfind("ipc://", 0) == 0)
-            ::unlink(ep.substr(6).c_str()); // stale socket from a crash
+        if (ep.rfind("ipc://", 0) == 0) {
+            // a socket left by a crash is removed; one a running daemon listens on is not (a second
+            // instance started by hand to try a configuration would cut the service off)
+            const std::string path = ep.substr(6);
+            if (unix_socket_live(path))
+                throw std::runtime_error("cannot bind " + ep + ": another process is listening on it");
+            ::unlink(path.c_str());
+        }
         if (zmq_bind(router, ep.c_str()) != 0)
             throw std::runtime_error("cannot bind " + ep + ": " + zmq_strerror(zmq_errno()));
         PLOG_INFO("listening on %s (%s)", ep.c_str(), cfg.insecure_dev ? "insecure dev" : "CURVE");

@@ -19,7 +19,12 @@ add_test(NAME python_client_wire
 set_tests_properties(python_client_wire PROPERTIES TIMEOUT 60 LABELS python
                                                    ENVIRONMENT "${PREFIXD_TEST_ENV}")
 
-# The packaged prefixd from the packaged config reports READY=1 through NOTIFY_SOCKET.
+# Runs a command with only the socket address families named (as RestrictAddressFamilies= does).
+add_executable(restrict_af ${PKG_TEST_DIR}/restrict_af.c)
+set_target_properties(restrict_af PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+
+# The packaged prefixd from the packaged config, under the unit's address families, reports
+# READY=1 through NOTIFY_SOCKET.
 add_test(NAME packaging_ready COMMAND /usr/bin/python3 ${PKG_TEST_DIR}/test_packaging_ready.py)
 set_tests_properties(packaging_ready PROPERTIES TIMEOUT 400 LABELS packaging
                      FIXTURES_REQUIRED "packaging_deb;test_models" ENVIRONMENT "${PREFIXD_TEST_ENV}")

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sqlite3.h>
 #include <zmq.h>
 
 using namespace prefixd;
@@ -340,6 +341,74 @@ TEST_CASE("hostile and invalid messages get errors; the daemon keeps serving") {
         CHECK(keys.insert({r.tenant, r.job_id}).second);
         CHECK(r.status != store::JobStatus::Accepted);
     }
+}
+
+// A stop during the model load (PREFIXD_FAULT_LOAD_MS makes it last 30 s) ends the process at once
+// with status 0 and STOPPING=1, never READY=1. Before, the signal waited for the whole load, then
+// the daemon became ready only to drain.
+TEST_CASE("SIGTERM while the model loads: exits 0 at once, never READY") {
+    auto dir = temp_dir("daemon-term-load");
+    NotifySocket ns(dir / "notify.sock");
+    ::setenv("PREFIXD_FAULT_LOAD_MS", "30000", 1);
+    DaemonProcess d(dir, {}, true, ns.path);
+    ::unsetenv("PREFIXD_FAULT_LOAD_MS");
+    auto msgs = ns.read(20000, "loading model");
+    REQUIRE_FALSE(msgs.empty());
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(d.stop(SIGTERM, 10000) == 0); // -1 if it were still loading after 10 s
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+    auto rest = ns.read(2000, "STOPPING=1");
+    bool stopping = false, ready = false;
+    for (auto& m : rest) {
+        stopping |= m.find("STOPPING=1") != std::string::npos;
+        ready |= m.find("READY=1") != std::string::npos;
+    }
+    CHECK(stopping);
+    CHECK_FALSE(ready);
+    std::ifstream f(d.log);
+    std::string log((std::istreambuf_iterator<char>(f)), {});
+    CHECK(log.find("while loading the model: exiting without serving") != std::string::npos);
+}
+
+// What can be checked before the load is: a database prefixd cannot use is a configuration error
+// (exit 2, not restarted by the unit), said before any model is read.
+TEST_CASE("a database that is not prefixd's: exit 2 before the model loads") {
+    auto dir = temp_dir("daemon-foreign-db");
+    {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open((dir / "prefixd.db").c_str(), &db) == SQLITE_OK);
+        sqlite3_exec(db, "CREATE TABLE users(id INTEGER)", nullptr, nullptr, nullptr);
+        sqlite3_close(db);
+    }
+    DaemonProcess d(dir);
+    for (int i = 0; i < 200 && d.alive(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(d.alive());
+    CHECK(d.exit_status == 2);
+    std::ifstream f(d.log);
+    std::string log((std::istreambuf_iterator<char>(f)), {});
+    CHECK(log.find("not prefixd's") != std::string::npos);
+    CHECK(log.find("loading model") == std::string::npos);
+}
+
+// A second prefixd given a running one's ipc endpoint (say, started by hand to try a configuration)
+// exits without touching it. Before, it unlinked the live socket first, cutting the service off.
+TEST_CASE("a second daemon on a live ipc endpoint leaves it alone") {
+    auto dir = temp_dir("daemon-live-ipc");
+    std::filesystem::create_directories(dir / "a");
+    std::filesystem::create_directories(dir / "b");
+    DaemonProcess a(dir / "a");
+    REQUIRE(a.wait_ready());
+    DaemonProcess b(dir / "b", {"--endpoint", a.endpoint});
+    for (int i = 0; i < 600 && b.alive(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE_FALSE(b.alive());
+    CHECK(b.exit_status != 0);
+    std::ifstream f(b.log);
+    std::string log((std::istreambuf_iterator<char>(f)), {});
+    CHECK(log.find("another process is listening on it") != std::string::npos);
+    still_serving(a, "after-b");
+    CHECK(a.stop() == 0);
 }
 
 TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed once") {

@@ -2,12 +2,13 @@
 # The packaged daemon starts from the packaged config: unpacks nothing itself (the packaging_deb
 # fixture left BUILD/packaging-test/root), copies root/etc/prefixd/prefixd.toml with only the
 # site-specific paths changed (model, db, endpoint, server key) and runs root/usr/sbin/prefixd
-# --config on it. It must send READY=1 through NOTIFY_SOCKET, answer Health over CURVE through the
+# --config on it, under the socket address families its unit allows. It must send READY=1 through NOTIFY_SOCKET, answer Health over CURVE through the
 # packaged Python client for a tenant made by the packaged prefixctl (and refuse an unknown key),
 # then send STOPPING=1 and exit 0 on SIGTERM.
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,11 +52,16 @@ class PackagedDaemon(unittest.TestCase):
             self.assertTrue(os.path.isfile(model), model)
             server_pub = new_server_key(os.path.join(tmp, "server.key"))
             endpoint = "ipc://%s/prefixd.sock" % tmp
+            # a loopback tcp endpoint too, as the packaged default has: libzmq's tcp bind needs more
+            # than the obvious address families (it aborted under the unit's list before AF_NETLINK)
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                tcp = "tcp://127.0.0.1:%d" % probe.getsockname()[1]
             with open(conf_src) as f:
                 conf = f.read()
             conf = set_key(conf, "engine", "model", '"%s"' % model)
             conf = set_key(conf, "store", "db", '"%s/prefixd.db"' % tmp)
-            conf = set_key(conf, "server", "endpoints", '["%s"]' % endpoint)
+            conf = set_key(conf, "server", "endpoints", '["%s", "%s"]' % (endpoint, tcp))
             conf = set_key(conf, "server", "server_key_file", '"%s/server.key"' % tmp)
             conf_path = os.path.join(tmp, "prefixd.toml")
             with open(conf_path, "w") as f:
@@ -65,7 +71,12 @@ class PackagedDaemon(unittest.TestCase):
             subprocess.run([prefixctl, "--db", os.path.join(tmp, "prefixd.db"), "tenant", "add", "ops",
                             "--key-file", key_file], check=True, capture_output=True, timeout=60)
             t0 = time.monotonic()
-            d = Daemon([binary, "--config", conf_path])
+            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "packaging",
+                                   "prefixd.service")) as f:
+                families = re.search(r"^RestrictAddressFamilies=(.*)$", f.read(), re.M).group(1).strip()
+            restrict = os.path.join(BUILD, "bin", "restrict_af")
+            self.assertTrue(os.access(restrict, os.X_OK), restrict)
+            d = Daemon([restrict, families, binary, "--config", conf_path])
             try:
                 d.wait_for("READY=1", timeout=300)
                 ready_s = time.monotonic() - t0
@@ -76,6 +87,9 @@ class PackagedDaemon(unittest.TestCase):
                     h = c.health()
                 self.assertEqual(h.status, "ok")
                 self.assertEqual(h.backend, "vulkan")  # the packaged default
+                with prefixd_client.Client(tcp, server_key=server_pub, client_key_file=key_file,
+                                           timeout=60) as c:
+                    self.assertEqual(c.health().status, "ok")  # served on tcp as well
                 self.assertGreater(h.hidden, 0)
                 # Health over CURVE with an unregistered client key: the daemon must refuse it.
                 pub, sec = prefixd_client.generate_keypair()

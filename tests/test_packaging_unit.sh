@@ -14,7 +14,7 @@ for d in 'Type=notify' 'WatchdogSec=' 'Restart=on-failure' 'User=prefixd' 'Group
          'StateDirectory=prefixd' 'RuntimeDirectory=prefixd' 'ConfigurationDirectory=prefixd' \
          'DeviceAllow=char-drm rw' 'DeviceAllow=/dev/nvidiactl rw' 'SupplementaryGroups=render video' \
          'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' 'NoNewPrivileges=yes' \
-         'SystemCallFilter=@system-service' 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6' \
+         'SystemCallFilter=@system-service' 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK' 'RestartPreventExitStatus=2' \
          'MemoryMax=' 'CapabilityBoundingSet=' 'ExecStart=/usr/sbin/prefixd '; do
     grep -q "^$d" "$unit" || fail "unit lacks '$d'"
 done
