@@ -45,5 +45,5 @@ grep -q '^prefixd:' "$tmp/root/etc/group" || fail "sysusers created no prefixd g
 systemd-tmpfiles --root="$tmp/root" --create "$src/packaging/tmpfiles.conf" ||
     fail "systemd-tmpfiles --create failed"
 mode=$(stat -c %a "$tmp/root/var/lib/prefixd")
-[ "$mode" = 770 ] || fail "/var/lib/prefixd mode $mode, want 770"
+[ "$mode" = 2770 ] || fail "/var/lib/prefixd mode $mode, want 2770 (setgid: files admins create there belong to group prefixd)"
 echo "PASS"
