@@ -1,13 +1,12 @@
 // prefixd configuration: a TOML file (default /etc/prefixd/prefixd.toml when it exists) with
 // command-line overrides. `prefixd --model F --db F --endpoint E [--insecure-dev]` is enough.
-// Sections: [engine] model backend device max_seqs max_ctx kv_cache max_device_memory_mib admission_window_us
-// admission_quiet_us; [store] db busy_timeout_ms
-// write_retries; [server] endpoints
-// insecure_dev server_key_file zap_domain max_frame_bytes max_pending heartbeat_ms drain_timeout_s;
-// [limits] max_concurrent_jobs tokens_per_minute (defaults for tenants whose own limit is 0).
+// The sections and keys are one table in config.cpp (kKeys); an unknown section or key, a value of
+// the wrong type or out of its range is a ConfigError. SIGHUP re-reads the file (reload_config):
+// [limits] max_concurrent_jobs tokens_per_minute, [server] max_pending drain_timeout_s take effect.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -18,8 +17,19 @@ struct ConfigError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// What the command line set (parse_config keeps it in Config so that a reload applies it again
+// over the re-read file). An empty optional or vector: not given.
+struct CliOverrides {
+    std::optional<std::string> model, db, backend, device, server_key_file, kv_cache;
+    std::vector<std::string> endpoints;
+    bool insecure_dev = false; // --insecure-dev given
+    std::optional<uint32_t> max_seqs, max_ctx, max_device_memory_mib, admission_window_us, admission_quiet_us,
+        max_pending;
+};
+
 struct Config {
     std::string config_file; // "" = none
+    CliOverrides cli;
     // [engine]
     std::string model;
     std::string backend = "vulkan";
@@ -57,11 +67,17 @@ struct Config {
 // Parses argv (CLI11) and the config file. Returns false with `exit_code` set when the process
 // should exit right away (--help, --version, parse error; the message is already printed).
 bool parse_config(int argc, char** argv, Config& out, int& exit_code);
-// Re-reads the file (SIGHUP): updates the reloadable fields (limits, max_pending, drain) of `cfg`.
-void reload_config(Config& cfg);
-// Applies a TOML file onto cfg (throws ConfigError naming the file and key).
+// Re-reads the file (SIGHUP) as defaults + file + the command line's overrides (cfg.cli) and
+// validates the result; only then updates the reloadable fields of `cfg` (max_concurrent_jobs,
+// tokens_per_minute, max_pending, drain_timeout_s). Returns the keys whose value changed but that
+// need a restart (e.g. {"model", "max_seqs"}), in table order. Throws ConfigError (cfg untouched)
+// when the file does not parse or validate. Does nothing without a config file.
+std::vector<std::string> reload_config(Config& cfg);
+// Applies a TOML file onto cfg (throws ConfigError naming the file, section and key; unknown
+// sections and keys are refused).
 void apply_toml_file(const std::string& path, Config& cfg);
-// Checks consistency (model/db set, endpoints allowed in insecure mode). Throws ConfigError.
+// Checks consistency and ranges (model/db set, each numeric key in its range, backend and kv_cache
+// names, endpoints allowed in insecure mode). Throws ConfigError naming the key and its range.
 void validate_config(const Config& cfg);
 // True for ipc:// and loopback tcp endpoints (127.0.0.0/8, [::1], localhost).
 bool is_local_endpoint(const std::string& ep);

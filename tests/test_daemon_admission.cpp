@@ -110,6 +110,154 @@ TEST_CASE("config: admission window keys from TOML and the command line, validat
     }
 }
 
+namespace {
+// parse_config on {"prefixd", args...}; REQUIREs that it asks to go on.
+daemon::Config parsed(std::vector<std::string> a) {
+    a.insert(a.begin(), "prefixd");
+    std::vector<char*> argv;
+    for (auto& s : a)
+        argv.push_back(s.data());
+    daemon::Config c;
+    int code = 0;
+    REQUIRE(daemon::parse_config(int(argv.size()), argv.data(), c, code));
+    return c;
+}
+// Runs f, which must throw a ConfigError whose message holds each of `parts`.
+template <class F> void refused(F&& f, std::initializer_list<std::string> parts) {
+    try {
+        f();
+        FAIL("accepted; wanted a ConfigError with " << *parts.begin());
+    } catch (const daemon::ConfigError& e) {
+        for (auto& p : parts)
+            CHECK_MESSAGE(std::string(e.what()).find(p) != std::string::npos, e.what(), " lacks ", p);
+    }
+}
+} // namespace
+
+TEST_CASE("config: integers are range-checked, unknown keys refused, each key validated") {
+    auto dir = temp_dir("daemon-config-ranges");
+    const std::string toml = (dir / "p.toml").string();
+    auto load = [&](const std::string& text) {
+        std::ofstream(toml) << text;
+        daemon::Config c;
+        daemon::apply_toml_file(toml, c);
+        return c;
+    };
+    // Integers: never narrowed or wrapped, floats and negatives refused; the message says where.
+    refused([&] { load("[server]\nmax_pending = 4294967296\n"); },
+            {toml, "[server] max_pending", "0 to 4294967295"});
+    refused([&] { load("[engine]\nmax_seqs = 16.0\n"); }, {"[engine] max_seqs", "integer"});
+    refused([&] { load("[store]\nbusy_timeout_ms = -1\n"); }, {"[store] busy_timeout_ms"});
+    refused([&] { load("[server]\ninsecure_dev = 1\n"); }, {"[server] insecure_dev"});
+    refused([&] { load("[server]\nendpoints = [\"ipc:///x\", 5]\n"); }, {"[server] endpoints"});
+    CHECK(load("[limits]\ntokens_per_minute = 9223372036854775807\n").tokens_per_minute ==
+          9223372036854775807ull);
+    CHECK(load("[server]\nmax_pending = 4294967295\n").max_pending == 4294967295u);
+    // Unknown sections and keys are refused by name (a typo would silently keep the default).
+    refused([&] { load("[server]\ndrain_timeout = 60\n"); }, {"unknown key 'drain_timeout' in [server]"});
+    refused([&] { load("[server]\nmax_pendng = 5\n"); }, {"'max_pendng'", "[server]", "max_pending"});
+    refused([&] { load("[limit]\nmax_concurrent_jobs = 1\n"); }, {"unknown section [limit]"});
+    refused([&] { load("model = \"m.gguf\"\n"); }, {"'model' outside any section"});
+    refused([&] { load("[engine.extra]\nx = 1\n"); }, {"unknown key 'extra' in [engine]"});
+
+    // validate_config: each key in its range; the boundaries pass.
+    daemon::Config ok;
+    ok.model = "m.gguf";
+    CHECK_NOTHROW(daemon::validate_config(ok)); // the defaults are valid
+    struct Bad {
+        uint32_t daemon::Config::*field;
+        uint32_t bad, good;
+        const char* name;
+    };
+    const Bad bads[] = {
+        {&daemon::Config::max_pending, 0, 1, "max_pending"},
+        {&daemon::Config::handshake_ms, 0, 1, "handshake_ms"},
+        {&daemon::Config::handshake_ms, 600001, 600000, "handshake_ms"},
+        {&daemon::Config::heartbeat_ms, 3000000000u, 600000, "heartbeat_ms"},
+        {&daemon::Config::busy_timeout_ms, 4294967295u, 600000, "busy_timeout_ms"},
+        {&daemon::Config::write_retries, 1001, 1000, "write_retries"},
+        {&daemon::Config::drain_timeout_s, 3601, 3600, "drain_timeout_s"},
+        {&daemon::Config::max_ctx, 16777217, 16777216, "max_ctx"},
+        {&daemon::Config::max_ctx, 7, 8, "max_ctx"},
+        {&daemon::Config::max_seqs, 65536, 65535, "max_seqs"},
+        {&daemon::Config::max_seqs, 0, 1, "max_seqs"},
+    };
+    for (const Bad& b : bads) {
+        CAPTURE(b.name);
+        daemon::Config c = ok;
+        c.*b.field = b.bad;
+        refused([&] { daemon::validate_config(c); }, {b.name, "must be from"});
+        c.*b.field = b.good;
+        CHECK_NOTHROW(daemon::validate_config(c));
+    }
+    // The backend is checked with the configuration (exit 2), not after the model load.
+    daemon::Config vk = load("[engine]\nmodel = \"m.gguf\"\nbackend = \"Vulkan\"\n");
+    refused([&] { daemon::validate_config(vk); }, {"backend must be \"cpu\" or \"vulkan\"", "Vulkan"});
+    vk.backend = "cpu";
+    CHECK_NOTHROW(daemon::validate_config(vk));
+    // A command-line 0 is a value, not "unset": --max-pending 0 is refused.
+    daemon::Config z = parsed({"--model", "m.gguf", "--db", "x.db", "--max-pending", "0"});
+    refused([&] { daemon::validate_config(z); }, {"max_pending"});
+
+    // The packaged config parses and, with a model, validates.
+    daemon::Config pkg;
+    daemon::apply_toml_file((source_dir() / "packaging" / "prefixd.toml").string(), pkg);
+    CHECK(pkg.max_concurrent_jobs == 32);
+    pkg.model = "m.gguf";
+    CHECK_NOTHROW(daemon::validate_config(pkg));
+}
+
+TEST_CASE("config: SIGHUP reload is defaults + file + command line, validated, and names restart keys") {
+    auto dir = temp_dir("daemon-config-reload");
+    const std::string toml = (dir / "p.toml").string();
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\nmax_seqs = 4\n"
+                           "[server]\nmax_pending = 7\ndrain_timeout_s = 30\n"
+                           "[limits]\nmax_concurrent_jobs = 5\ntokens_per_minute = 100\n";
+    daemon::Config c = parsed({"-c", toml, "--db", "x.db", "--max-pending", "9"});
+    REQUIRE_NOTHROW(daemon::validate_config(c));
+    CHECK(c.max_pending == 9); // the command line wins
+    CHECK(c.drain_timeout_s == 30);
+    CHECK(c.tokens_per_minute == 100);
+
+    // A deleted key goes back to its default; the command line's --max-pending stays.
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\nmax_seqs = 4\n"
+                           "[server]\nmax_pending = 11\n[limits]\nmax_concurrent_jobs = 6\n";
+    CHECK(daemon::reload_config(c).empty());
+    CHECK(c.tokens_per_minute == 0);
+    CHECK(c.drain_timeout_s == 20);
+    CHECK(c.max_concurrent_jobs == 6);
+    CHECK(c.max_pending == 9);
+
+    // Invalid files throw and leave the running configuration as it was.
+    const daemon::Config before = c;
+    auto unchanged = [&] {
+        CHECK(c.max_concurrent_jobs == before.max_concurrent_jobs);
+        CHECK(c.tokens_per_minute == before.tokens_per_minute);
+        CHECK(c.drain_timeout_s == before.drain_timeout_s);
+        CHECK(c.max_pending == before.max_pending);
+    };
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\n[server]\ndrain_timeout_s = 7200\n"
+                           "[limits]\nmax_concurrent_jobs = 1\ntokens_per_minute = 5\n";
+    refused([&] { daemon::reload_config(c); }, {"drain_timeout_s"});
+    unchanged();
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\n[limits]\ntokens_per_minute = \"lots\"\n";
+    CHECK_THROWS_AS(daemon::reload_config(c), daemon::ConfigError);
+    unchanged();
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\n[limits]\nmax_concurent_jobs = 1\n";
+    refused([&] { daemon::reload_config(c); }, {"max_concurent_jobs"});
+    unchanged();
+
+    // Keys that need a restart: named, not applied; the reloadable ones still apply. --db came
+    // from the command line, so the file's db changes nothing.
+    std::ofstream(toml) << "[engine]\nmodel = \"other.gguf\"\nmax_seqs = 8\n"
+                           "[store]\ndb = \"y.db\"\n[limits]\nmax_concurrent_jobs = 2\n";
+    CHECK(daemon::reload_config(c) == std::vector<std::string>{"model", "max_seqs"});
+    CHECK(c.model == "m.gguf");
+    CHECK(c.max_seqs == 4);
+    CHECK(c.db == "x.db");
+    CHECK(c.max_concurrent_jobs == 2);
+}
+
 TEST_CASE("closed-loop clients: each wave starts in one step; a lone client's next job is not held") {
     setenv("PREFIXD_TRACE_STEPS", "1", 1);
     auto dir = temp_dir("daemon-admission");
