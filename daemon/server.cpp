@@ -838,9 +838,15 @@ void Server::Impl::on_signal() {
     while (read(sigfd, &si, sizeof si) == sizeof si) {
         if (si.ssi_signo == SIGHUP) {
             try {
-                reload_config(cfg);
+                const std::vector<std::string> restart = reload_config(cfg);
                 refresh_tenants(true);
                 PLOG_INFO("reloaded configuration and tenant keys");
+                if (!restart.empty()) { // changed in the file, kept as they are until a restart
+                    std::string keys;
+                    for (auto& k : restart)
+                        keys += (keys.empty() ? "" : ", ") + k;
+                    PLOG_WARN("configuration changes that need a restart (not applied): %s", keys.c_str());
+                }
             } catch (const std::exception& e) {
                 PLOG_ERR("reload failed, keeping the old configuration: %s", e.what());
             }

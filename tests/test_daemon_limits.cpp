@@ -208,6 +208,13 @@ TEST_CASE("SIGHUP reloads limits from the config file; a broken file keeps the o
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     CHECK(r.type == Reply::Result);
+    // A key that needs a restart is named, not applied silently (nor ignored without a word)
+    write_file(cfg, "[engine]\nmax_seqs = 3\n[limits]\ntokens_per_minute = 0\n");
+    ::kill(d.pid, SIGHUP);
+    for (int i = 0; i < 50 && !log_has(d, "need a restart"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(log_has(d, "configuration changes that need a restart (not applied): max_seqs"));
+    CHECK(one(c, gen_job("h6", "hello", 2)).type == Reply::Result);
     CHECK(d.stop() == 0);
 }
 
