@@ -58,6 +58,47 @@ const char* type_name(GgmlType t) {
     case GgmlType::BF16:
         return "BF16";
     }
+    // ggml types the engine does not read, named for the error message (GGUF's type numbering)
+    switch (unsigned(t)) {
+    case 16:
+        return "IQ2_XXS";
+    case 17:
+        return "IQ2_XS";
+    case 18:
+        return "IQ3_XXS";
+    case 19:
+        return "IQ1_S";
+    case 20:
+        return "IQ4_NL";
+    case 21:
+        return "IQ3_S";
+    case 22:
+        return "IQ2_S";
+    case 23:
+        return "IQ4_XS";
+    case 29:
+        return "IQ1_M";
+    case 31:
+        return "Q4_0_4_4";
+    case 32:
+        return "Q4_0_4_8";
+    case 33:
+        return "Q4_0_8_8";
+    case 34:
+        return "TQ1_0";
+    case 35:
+        return "TQ2_0";
+    case 36:
+        return "IQ4_NL_4_4";
+    case 37:
+        return "IQ4_NL_4_8";
+    case 38:
+        return "IQ4_NL_8_8";
+    case 39:
+        return "MXFP4";
+    default:
+        break;
+    }
     static thread_local char buf[32];
     std::snprintf(buf, sizeof buf, "type#%u", unsigned(t));
     return buf;
@@ -372,6 +413,10 @@ Parsed Parsed::parse(std::span<const uint8_t> bytes) {
     if (auto it = p.kv.find("general.alignment"); it != p.kv.end()) {
         if (!is_int(it->second.type))
             r.fail("general.alignment is not an integer");
+        if (it->second.type == ValueType::I8 || it->second.type == ValueType::I16 ||
+            it->second.type == ValueType::I32 || it->second.type == ValueType::I64)
+            if (it->second.as_i64() <= 0)
+                r.fail("bad general.alignment " + std::to_string(it->second.as_i64()));
         uint64_t a = it->second.as_u64();
         if (a == 0 || (a & (a - 1)) != 0 || a > (1u << 20))
             r.fail("bad general.alignment " + std::to_string(a));

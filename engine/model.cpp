@@ -124,6 +124,18 @@ void read_config(const gguf::Parsed& g, const Loader& L, ModelConfig& c) {
         throw ModelError("missing key general.architecture");
     if (arch != "deepseek2")
         throw ModelError("unsupported architecture '" + arch + "' (prefixd runs deepseek2 models only)");
+    // shards (model-00001-of-00005.gguf) hold part of the tensors each: named, not "missing tensor"
+    if (const gguf::Value* v = g.get("split.count")) {
+        int64_t shards = 0;
+        try {
+            shards = v->as_i64();
+        } catch (const gguf::GgufError&) { // not an integer: not a shard count this refusal is about
+        }
+        if (shards > 1)
+            throw ModelError(
+                "split GGUF (" + std::to_string(shards) +
+                " shards): prefixd loads one file; merge the shards first (llama-gguf-split --merge)");
+    }
     c.name = g.get_str("general.name", "");
     c.n_ctx_train = L.u32("context_length");
     c.hidden = L.u32("embedding_length");

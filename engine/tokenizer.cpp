@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
+#include <charconv>
 #include <mutex>
 #include <unordered_map>
 
@@ -168,12 +170,15 @@ void Tokenizer::Impl::build(const std::string& pre, const std::vector<std::strin
         }
         case kTypeUnused:
             break; // placeholders render as nothing
-        case kTypeByte:
-            if (t.size() == 6 && t.rfind("<0x", 0) == 0 && t[5] == '>')
-                bytes_of[i] = std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
-            else
-                bytes_of[i] = t;
+        case kTypeByte: { // "<0xHH>" is that byte; any other text (even "<0xZZ>") stays text
+            unsigned v = 0;
+            const bool hex = t.size() == 6 && t.rfind("<0x", 0) == 0 && t[5] == '>' &&
+                             std::isxdigit(uint8_t(t[3])) && std::isxdigit(uint8_t(t[4]));
+            if (hex)
+                std::from_chars(t.data() + 3, t.data() + 5, v, 16);
+            bytes_of[i] = hex ? std::string(1, static_cast<char>(v)) : t;
             break;
+        }
         default:
             bytes_of[i] = t; // control, user-defined, unknown: their text
         }

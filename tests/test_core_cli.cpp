@@ -157,6 +157,10 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
             std::memset(d.data() + 8, 0xff, 4); // element 2: a NaN
     };
     test::rewrite_gguf(kModel, p("nan.gguf"), nan);
+    test::GgufEdit split; // the first of two shards (llama-gguf-split): said so, not "missing tensor"
+    split.kv = [](gguf::Writer& w) { w.set_u32("split.count", 2); };
+    split.drop_tensor = "blk.1.attn_norm.weight";
+    test::rewrite_gguf(kModel, p("split.gguf"), split);
     struct Case {
         const char* file;
         const char* needle;
@@ -168,7 +172,8 @@ TEST_CASE("bad model files: clear error, non-zero exit") {
           Case{"type.gguf", "tensor blk.0.ffn_down.weight has unsupported type Q5_K"},
           Case{"trunc.gguf", "truncated"}, Case{"empty.gguf", "truncated"},
           Case{"nonexistent.gguf", "cannot open"}, Case{"fifo.gguf", "not a regular file"},
-          Case{"nan.gguf", "tensor output_norm.weight holds NaN or Inf (element 2)"}}) {
+          Case{"nan.gguf", "tensor output_norm.weight holds NaN or Inf (element 2)"},
+          Case{"split.gguf", "split GGUF (2 shards): prefixd loads one file"}}) {
         for (std::string cmd : {"run --backend cpu -n 1 --prompt x --model ", "tokenize x --model ",
                                 "bench --backend cpu -p 4 -n 1 -r 1 --model "}) {
             auto r = prefixctl(cmd + p(c.file));

@@ -130,6 +130,24 @@ TEST_CASE("malformed headers") {
         } catch (const GgufError&) {
         }
     }
+    // general.alignment written signed and negative: named, not "negative value where unsigned expected"
+    {
+        Writer w;
+        Value a;
+        a.type = ValueType::I32;
+        a.v = int64_t(32);
+        w.set("general.alignment", a);
+        const auto path = (dir / "neg-align.gguf").string();
+        w.write(path);
+        auto bytes = read_all(path); // the writer needs a valid alignment: the value becomes -32 here
+        const std::string key = "general.alignment";
+        auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+        REQUIRE(at != bytes.end());
+        const size_t value = size_t(at - bytes.begin()) + key.size() + 4; // past the I32 type tag
+        const int32_t neg = -32;
+        std::memcpy(&bytes[value], &neg, 4);
+        expect_error(bytes, "bad general.alignment -32");
+    }
     CHECK_THROWS_AS(File::open((dir / "does-not-exist.gguf").string()), GgufError);
     CHECK_THROWS_AS(File::open(dir.string()), GgufError);
     // A FIFO: open() would wait for a writer forever unless it does not block

@@ -352,6 +352,11 @@ TEST_CASE("constructor rejects unsupported pre-tokenizers and inconsistent input
     Tokenizer tiny({"a", "b", "ab"}, {1, 1, 1}, {"a b"}, "deepseek-v3", -1, -1, false);
     CHECK(tiny.encode("abab", false) == std::vector<int32_t>{2, 2});
     CHECK_THROWS_AS(tiny.encode("abc", false), TokenizerError);
+    // A byte-typed token (GGUF type 6) is "<0xHH>"; other text, even "<0xZZ>", stays text (it threw
+    // std::invalid_argument "stoi" before, with no file or token named)
+    Tokenizer bytes({"a", "<0x62>", "<0xZZ>", "<0x-1>"}, {1, 6, 6, 6}, {}, "deepseek-v3", -1, -1, false);
+    CHECK(bytes.decode(std::vector<int32_t>{1}) == "b");
+    CHECK(bytes.decode(std::vector<int32_t>{2, 3}) == "<0xZZ><0x-1>");
 }
 
 namespace {
