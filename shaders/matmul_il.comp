@@ -202,7 +202,12 @@ void cell(uint wx, uint g) {
     const uint gend = (rend + 7) / 8; // row groups of this workgroup end here
     const bool use_map = (p.flags & MM_MAP) != 0;
     const bool norm = (p.flags & MM_NORM_X) != 0;
-    const uint mat = use_map ? map_at(3 * g) : g;
+    uint mat = use_map ? map_at(3 * g) : g;
+    if (use_map && p.mat_count != 0) { // one part of a split stack (push.h): its matrices only
+        mat -= p.mat_first;                 // below mat_first wraps past mat_count
+        if (mat >= p.mat_count)
+            return;
+    }
     const uint count = use_map ? map_at(3 * g + 1) : p.n_tok;
     const uint moff = use_map ? map_at(3 * g + 2) : 0;
     const uint steps = p.cols / 32, units = ROW_TEXELS(p.cols);

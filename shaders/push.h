@@ -34,6 +34,10 @@ struct MatmulPush {
     PX_U32 rows, cols, n_tok, x_stride, y_stride, x_mat_off, y_mat_off, flags;
     float eps;
     PX_U32 rows_per_group;  // weight rows per workgroup (the host sizes the grid from it)
+    // With MM_MAP and mat_count > 0: w holds matrices mat_first .. mat_first + mat_count - 1 of a
+    // stack split over several allocations; map groups naming other matrices are skipped (another
+    // dispatch, on the part that holds them, computes them)
+    PX_U32 mat_first, mat_count;
 };
 
 // Writes the latent cache rows: c_kv = rmsnorm(kva[:rank]) * norm, k_pe = rope(kva[rank:]).

@@ -5,6 +5,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/runner.h"
 #include "engine/vk/vk_backend.h"
+#include "engine/vk/vk_weights.h"
 #include "test_core_util.h"
 #include "test_env.h"
 #include "test_model_util.h"
@@ -189,4 +190,39 @@ TEST_CASE("a context longer than one allocation can cache is refused at open, wi
     auto eng = Engine::open(o); // a context that fits opens as before
     CHECK_NOTHROW(eng->backend().create_sequence());
     std::filesystem::remove_all(dir);
+}
+
+// An expert stack larger than one allocation (DeepSeek-V3's 2.11 GB Q4_0 stacks on lavapipe's
+// 2 GiB) is placed in parts of whole experts, each map-driven matmul running once per part.
+// PREFIXD_VK_STACK_CAP lowers the limit so the tiny models' stacks split; the whole-model checks
+// run on split stacks in the ctest variants test_vk_model_split_stacks(_gpu_path).
+TEST_CASE("an expert stack over the allocation limit is placed in parts of whole experts") {
+    auto model = Model::load((test::models_dir() / "tiny-v3-q8_0.gguf").string());
+    vk::Context ctx("");
+    ::setenv("PREFIXD_VK_STACK_CAP", "65536", 1);
+    vk::GpuWeights w(ctx, *model, false);
+    ::unsetenv("PREFIXD_VK_STACK_CAP");
+    size_t split = 0;
+    for (const vk::GpuLayer& l : w.layers()) {
+        if (!l.gate_exps)
+            continue; // a dense layer
+        REQUIRE(l.gate_exps.parts.size() >= 2);
+        ++split;
+        for (const vk::GpuTensor* t : {&l.gate_exps, &l.up_exps, &l.down_exps}) {
+            uint64_t next = 0;
+            for (const vk::GpuTensor& part : t->parts) {
+                CHECK(part.mat_first == next); // consecutive, whole experts
+                CHECK(part.n_mat * part.mat_stride <= 65536);
+                CHECK(part.parts.empty());
+                next += part.n_mat;
+            }
+            CHECK(next == t->n_mat);
+        }
+        CHECK(l.up_exps.parts.size() == l.gate_exps.parts.size());
+    }
+    CHECK(split > 0);
+    // Without the lower limit every stack is whole
+    vk::GpuWeights whole(ctx, *model, false);
+    for (const vk::GpuLayer& l : whole.layers())
+        CHECK(l.gate_exps.parts.empty());
 }

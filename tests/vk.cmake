@@ -34,6 +34,12 @@ set(PREFIXD_GPU_PATH PREFIXD_VK_TEXEL=0 PREFIXD_VK_ATTN=wg PREFIXD_VK_DEVICE_GRO
 prefixd_vk_variant(test_vk_model_gpu_path test_vk_model MODELS
                    ENV ${PREFIXD_GPU_PATH} PREFIXD_VK_REORDER=1 PREFIXD_VK_VALIDATION=1
                        PREFIXD_VK_MAP_DEVICE=0 PREFIXD_VK_READBACK=1)
+# Expert stacks split into parts of at most 64 KiB (as a stack over the device's allocation limit
+# is, tests/test_vk_memory.cpp): every map-driven matmul runs once per part, on the CPU-driver
+# kernels and on the GPU path.
+prefixd_vk_variant(test_vk_model_split_stacks test_vk_model MODELS ENV PREFIXD_VK_STACK_CAP=65536)
+prefixd_vk_variant(test_vk_model_split_stacks_gpu_path test_vk_model MODELS
+                   ENV ${PREFIXD_GPU_PATH} PREFIXD_VK_STACK_CAP=65536)
 # The default (CPU-driver) kernels with their phases reversed alike: their barriers too.
 prefixd_vk_variant(test_vk_model_reorder test_vk_model MODELS ENV PREFIXD_VK_REORDER=1 PREFIXD_VK_SUBMIT_LAYERS=2)
 # Every per-op kernel test under the validation layer, on the CPU-driver (texel) path.

@@ -72,6 +72,23 @@ void dispatch_matmul(Context& ctx, const GpuTensor& w, const GpuTensor* w2, Matm
                      bool one_token, const char* il_variant) {
     if (w2 && (w2->type != w.type || w2->rows != w.rows || w2->cols != w.cols))
         throw EngineError("Vulkan: SwiGLU gate/up tensors differ in type or shape");
+    if (!w.parts.empty()) { // a stack split over allocations: one dispatch per part (push.h)
+        if (!(p.flags & MM_MAP))
+            throw EngineError(
+                "Vulkan: a weight stack split over allocations is read through an expert map only");
+        if (w2 && w2->parts.size() != w.parts.size())
+            throw EngineError("Vulkan: SwiGLU gate/up stacks are split differently");
+        for (size_t i = 0; i < w.parts.size(); ++i) {
+            const GpuTensor* w2i = w2 ? &w2->parts[i] : nullptr;
+            if (w2i && w2i->mat_first != w.parts[i].mat_first)
+                throw EngineError("Vulkan: SwiGLU gate/up stacks are split differently");
+            MatmulPush q = p;
+            q.mat_first = uint32_t(w.parts[i].mat_first);
+            q.mat_count = uint32_t(w.parts[i].n_mat);
+            dispatch_matmul(ctx, w.parts[i], w2i, q, groups, one_token, il_variant);
+        }
+        return;
+    }
     p.w = w.addr;
     p.w2 = w2 ? w2->addr : 0;
     p.mat_stride = w.mat_stride;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -118,6 +119,14 @@ uint64_t GpuWeights::chunk_cap() const {
     if (ctx_.texel())
         cap = std::min<uint64_t>({cap, (uint64_t(1) << 31) - 16, ctx_.limits().max_texels * 16});
     return cap & ~uint64_t(15);
+}
+
+// The most bytes of a stack in one part: chunk_cap(), or less with PREFIXD_VK_STACK_CAP=bytes (tests
+// split the tiny models' expert stacks, which are far below any device's limit)
+uint64_t GpuWeights::stack_cap() const {
+    const char* e = std::getenv("PREFIXD_VK_STACK_CAP");
+    const uint64_t want = e && *e ? std::max<uint64_t>(4096, std::strtoull(e, nullptr, 10)) : UINT64_MAX;
+    return std::min(chunk_cap(), want) & ~uint64_t(15);
 }
 
 // Without a plan (tests adding tensors one by one): the next tensor goes at the end of the last
@@ -232,6 +241,22 @@ GpuTensor GpuWeights::add(const Tensor& t, const char* what, bool as_f32, bool a
     g.mat_stride = g.il ? interleaved_mat_bytes(g.type, g.rows, g.cols) : packed_mat_bytes(g.type, prow, g.cols);
     g.d_off = prow * g.cols * (g.type == GgmlType::Q8_0 ? 1 : 0) + (g.type == GgmlType::Q4_0 ? prow * g.cols / 2 : 0);
     const uint64_t total = g.mat_stride * g.n_mat;
+    if (round16(total) > stack_cap() && g.n_mat > 1 && round16(g.mat_stride) <= stack_cap()) {
+        // A stack over one allocation (DeepSeek-V3's expert stacks: 2.11 GB in Q4_0) goes in parts
+        // of whole matrices, each placed like a tensor of its own (both passes see the same parts)
+        const uint64_t per = stack_cap() / g.mat_stride;
+        GpuTensor whole = g;
+        for (uint64_t m0 = 0; m0 < g.n_mat; m0 += per) {
+            Tensor sub = t;
+            sub.n_mat = std::min(per, g.n_mat - m0);
+            sub.data = t.data + m0 * t.mat_bytes();
+            GpuTensor part = add(sub, what, as_f32, allow_il);
+            part.mat_first = m0;
+            whole.parts.push_back(part);
+        }
+        whole.addr = whole.parts[0].addr;
+        return whole;
+    }
     if (round16(total) > chunk_cap())
         throw EngineError(std::string("Vulkan: tensor ") + what + " needs " + std::to_string(total) +
                           " bytes in one allocation; this device allows " + std::to_string(chunk_cap()) +

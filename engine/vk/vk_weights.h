@@ -6,6 +6,7 @@
 #include "vk_context.h"
 
 #include <memory>
+#include <vector>
 
 namespace prefixd::vk {
 
@@ -16,6 +17,11 @@ struct GpuTensor {
     uint64_t mat_stride = 0; // bytes between stacked matrices
     uint64_t d_off = 0;      // bytes from a matrix start to its scales (Q8_0/Q4_0)
     bool il = false;         // rows interleaved by 8 (Context::interleave, shaders/matmul_il.comp)
+    // A stack larger than one allocation (GpuWeights::chunk_cap): its matrices in parts, each one
+    // GpuTensor holding matrices mat_first .. mat_first + n_mat - 1 (dispatch_matmul runs one
+    // dispatch per part). Empty when the stack is whole; addr is then part 0's.
+    uint64_t mat_first = 0;
+    std::vector<GpuTensor> parts;
     explicit operator bool() const { return addr != 0; }
 };
 
@@ -37,6 +43,7 @@ class GpuWeights {
     const std::vector<GpuLayer>& layers() const { return layers_; }
     // The most bytes one tensor (a whole expert stack included) may take: one allocation
     uint64_t chunk_cap() const;
+    uint64_t stack_cap() const; // the most bytes of a stack in one part (<= chunk_cap())
     uint64_t bytes() const { return used_; }
 
     // Repacked byte size of one matrix (rows, cols) of `type`, rounded to 16.
