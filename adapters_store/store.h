@@ -140,6 +140,9 @@ struct JobRecord {
     JobStatus status = JobStatus::Accepted;
     uint32_t virtual_tokens = 0, prompt_tokens = 0, completion_tokens = 0;
     uint64_t total_tokens() const { return uint64_t(virtual_tokens) + prompt_tokens + completion_tokens; }
+    // a job that failed before any work (nothing billed) leaves its id free for another job: the
+    // ledger accepts the row again (migration 2's trigger, Store::accept_job)
+    bool id_reusable() const { return status == JobStatus::Failed && total_tokens() == 0; }
     int64_t accepted_ms = 0;
     std::optional<int64_t> settled_ms;
     std::string finish_reason;

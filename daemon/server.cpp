@@ -508,9 +508,7 @@ void Server::Impl::admit(const std::string& peer, const std::string& user_id, Jo
         return reply_error(peer, spec.job_id, Code::BillingUnavailable,
                            std::string("ledger read failed: ") + e.what(), true);
     }
-    // A job that failed before any work (nothing billed) leaves its id free: a corrected or retried
-    // job under it runs, and the ledger accepts its row again (Store::accept_job)
-    if (prev && prev->status == store::JobStatus::Failed && prev->total_tokens() == 0)
+    if (prev && prev->id_reusable()) // a corrected or retried job runs under the id
         prev.reset();
     if (prev) {
         Bytes stored = base64_decode(prev->result);

@@ -132,14 +132,21 @@ VulkanBackend::~VulkanBackend() {
 // its free_sequence names no sequence, even once the slot is reused (as on the CPU backend).
 static constexpr uint32_t kSlotBits = 16;
 
+// The live sequence an id names, or nullptr (unknown slot, free slot, or an older generation)
+const VulkanBackend::Seq* VulkanBackend::find_seq(SeqId id) const {
+    const uint32_t slot = id & ((1u << kSlotBits) - 1);
+    if (slot >= seqs_.size() || !seqs_[slot].used || seqs_[slot].gen != id >> kSlotBits)
+        return nullptr;
+    return &seqs_[slot];
+}
 VulkanBackend::Seq& VulkanBackend::seq(SeqId id) {
     return const_cast<Seq&>(std::as_const(*this).seq(id));
 }
 const VulkanBackend::Seq& VulkanBackend::seq(SeqId id) const {
-    const uint32_t slot = id & ((1u << kSlotBits) - 1);
-    if (slot >= seqs_.size() || !seqs_[slot].used || seqs_[slot].gen != id >> kSlotBits)
+    const Seq* s = find_seq(id);
+    if (!s)
         throw EngineError("unknown sequence " + std::to_string(id));
-    return seqs_[slot];
+    return *s;
 }
 
 SeqId VulkanBackend::create_sequence() {
@@ -181,10 +188,10 @@ void VulkanBackend::reserve(Seq& s, uint32_t positions) {
 }
 
 void VulkanBackend::free_sequence(SeqId id) noexcept {
-    const uint32_t slot = id & ((1u << kSlotBits) - 1);
-    if (slot >= seqs_.size() || !seqs_[slot].used || seqs_[slot].gen != id >> kSlotBits)
+    const Seq* found = find_seq(id);
+    if (!found)
         return;
-    Seq& s = seqs_[slot];
+    Seq& s = const_cast<Seq&>(*found);
     s.cache = Buffer();
     s.cap = 0;
     s.used = false;

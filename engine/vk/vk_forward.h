@@ -80,6 +80,7 @@ class VulkanBackend final : public Backend {
     std::string kv_pipeline(const char* base) const { return opts_.kv_f16 ? std::string(base) + "_f16" : base; }
     void reserve(Seq& s, uint32_t positions);
     const Seq& seq(SeqId id) const;
+    const Seq* find_seq(SeqId id) const;
     void matmul(const GpuTensor& w, const GpuTensor* w2, uint64_t x, uint64_t y, uint32_t n_tok,
                 uint32_t x_stride, uint32_t y_stride, uint32_t flags, uint64_t norm = 0, uint64_t map = 0,
                 uint32_t groups = 1, uint32_t x_mat_off = 0, uint32_t y_mat_off = 0);
