@@ -370,16 +370,21 @@ void EngineWorker::run() noexcept {
     };
     // WATCHDOG=1 only when systemd asked for it (WATCHDOG_USEC), at half its interval: sd_notify
     // can block when the notify socket's queue is full, so never once per step.
-    const int64_t wd_ms = int64_t(watchdog_usec() / 2000);
-    int64_t last_wd = 0;
+    const int64_t wd_us = int64_t(watchdog_usec() / 2);
+    int64_t last_wd = INT64_MIN / 2;
     auto feed_watchdog = [&] {
-        int64_t now = mono_ms();
-        last_progress_ = now;
-        if (wd_ms > 0 && now - last_wd >= wd_ms) {
-            last_wd = now;
+        const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
+        last_progress_ = now_us / 1000;
+        if (wd_us > 0 && now_us - last_wd >= wd_us) {
+            last_wd = now_us;
             notify_watchdog();
         }
     };
+    // A long step (a prefill chunk on a CPU driver can take minutes) feeds it as its parts finish:
+    // progress the device made, so a hung device still starves the watchdog.
+    engine_.backend().set_progress([&] { feed_watchdog(); });
     bool stopping = false;
     uint64_t steps = 0, coalesced = 0; // reported at exit (benchmarks: steps and time in them)
     double step_s = 0, held_s = 0, step_cpu_s = 0;
@@ -604,6 +609,7 @@ void EngineWorker::run() noexcept {
             (unsigned long long)pc.hits, (unsigned long long)pc.misses, (unsigned long long)pc.saves,
             (unsigned long long)pc.evictions);
     }
+    engine_.backend().set_progress({});
     zmq_close(wake);
 }
 

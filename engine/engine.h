@@ -7,6 +7,7 @@
 #include "tokenizer.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -96,6 +97,16 @@ class Backend {
     // Runs the device's kernels on small known inputs against the CPU twins; throws EngineError
     // naming a kernel that computes wrong answers (a broken driver). No-op on the CPU backend.
     virtual void self_check() {}
+    // Progress inside step(): fn is called on the stepping thread each time a part of the step's
+    // work is done (CPU reference: each layer of each item; Vulkan: each submission the device
+    // has finished; steps of 32 rows or more go in parts of one layer on CPU drivers).
+    // A device that hangs makes no progress. Should fn throw, step() throws it and leaves every
+    // sequence as it was. Empty: none (the default).
+    // The daemon feeds the systemd watchdog from it, so a long prefill step is not a hang.
+    void set_progress(std::function<void()> fn) { progress_ = std::move(fn); }
+
+  protected:
+    std::function<void()> progress_;
 };
 
 class Engine {

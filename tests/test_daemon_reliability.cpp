@@ -411,6 +411,47 @@ TEST_CASE("a second daemon on a live ipc endpoint leaves it alone") {
     CHECK(a.stop() == 0);
 }
 
+// The watchdog is fed from the engine's progress inside a step, not only between steps: a prefill
+// chunk on a CPU driver can run past WatchdogSec (512 rows of V2-Lite on lavapipe: over a minute),
+// and systemd would kill a daemon that was working. WATCHDOG_USEC=2 asks for a ping at most every
+// microsecond, so every layer the CPU reference finishes sends one: 8 prompts x 3 layers give at
+// least 24 pings, where pings only between steps give 2 per step (8 steps at most here).
+TEST_CASE("the watchdog is fed by each layer of a step, so a long step is not taken for a hang") {
+    auto dir = temp_dir("daemon-watchdog");
+    NotifySocket ns(dir / "notify.sock");
+    ::setenv("WATCHDOG_USEC", "2", 1);
+    DaemonProcess d(dir, {}, true, ns.path);
+    ::unsetenv("WATCHDOG_USEC");
+    REQUIRE_FALSE(ns.read(60000, "READY=1").empty());
+    auto pings = [&] {
+        std::lock_guard lk(ns.mu);
+        return std::count_if(ns.got.begin(), ns.got.end(),
+                             [](const std::string& m) { return m.find("WATCHDOG=1") != std::string::npos; });
+    };
+    Client c(d.client_options());
+    std::string text;
+    for (int i = 0; i < 60; ++i)
+        text += numbered(" word", i);
+    const auto before = pings();
+    for (int i = 0; i < 8; ++i)
+        c.send(build_request(gen_job(numbered("wd", i), text, 1)));
+    int results = 0;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (results < 8 && std::chrono::steady_clock::now() < end)
+        if (auto b = c.recv(1000)) {
+            Reply r = parse_reply(*b);
+            if (r.type == Reply::Result || r.type == Reply::Error) {
+                CHECK(r.type == Reply::Result);
+                ++results;
+            }
+        }
+    REQUIRE(results == 8);
+    const auto during = pings() - before;
+    INFO("watchdog pings while 8 prompts ran: " << during);
+    CHECK(during >= 8 * 3);
+    CHECK(d.stop() == 0);
+}
+
 TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed once") {
     auto dir = temp_dir("daemon-term");
     NotifySocket ns(dir / "notify.sock");

@@ -341,6 +341,90 @@ TEST_CASE("a step submitted in parts (every layer, every 2) gives the logits of 
     CHECK(std::memcmp(one.data(), two.data(), one.size() * 4) == 0);
 }
 
+TEST_CASE("a step reports progress as its parts finish; a failure inside leaves the sequences as they were") {
+    Pair p = open_pair("tiny-v3-q8_0.gguf");
+    const ModelConfig& c = p.model->config();
+    REQUIRE(c.n_layer >= 3);
+    vk::Context& ctx = dynamic_cast<vk::VulkanBackend&>(*p.gpu).context();
+    const uint32_t saved = ctx.submit_layers();
+    std::mt19937 rng(std::random_device{}());
+    const auto prompt = random_tokens(40, c.n_vocab, rng), other = random_tokens(7, c.n_vocab, rng);
+    const int32_t next = random_tokens(1, c.n_vocab, rng)[0];
+    int calls = 0;
+    for (Backend* b : {p.cpu.get(), p.gpu.get()})
+        b->set_progress([&] { ++calls; });
+    // CPU reference: after every layer of every item.
+    SeqId s = p.cpu->create_sequence(), t = p.cpu->create_sequence();
+    p.cpu->step(
+        {item(s, {Segment::from_tokens(prompt)}, true), item(t, {Segment::from_tokens(other)}, true)});
+    CHECK(calls == int(2 * c.n_layer));
+    p.cpu->free_sequence(s);
+    p.cpu->free_sequence(t);
+    // Vulkan: one call per submission the device has finished (parts of layers, the host's
+    // routing of a prefill chunk's MoE layers on CPU drivers, the step's last one).
+    const bool cpu_driver = ctx.cpu_device();
+    for (uint32_t every : {0u, 1u, 2u}) {
+        INFO("submit every " << every << " layers, CPU driver " << cpu_driver);
+        ctx.set_submit_layers(every);
+        s = p.gpu->create_sequence();
+        calls = 0;
+        uint64_t n0 = ctx.submit_count();
+        p.gpu->step({item(s, {Segment::from_tokens(prompt)}, true)});
+        CHECK(calls == int(ctx.submit_count() - n0));
+        if (every || cpu_driver) // 40 rows: one layer per part on CPU drivers
+            CHECK(calls >= int(c.n_layer / std::max(every, 1u)));
+        calls = 0;
+        n0 = ctx.submit_count();
+        p.gpu->step({item(s, {Segment::from_tokens({next})}, true)}); // one row: parts only when asked
+        CHECK(calls == int(ctx.submit_count() - n0));
+        CHECK(calls == int(every ? (c.n_layer - 1) / every + 1 : 1));
+        p.gpu->free_sequence(s);
+    }
+    ctx.set_submit_layers(saved);
+    // A throw from the callback (or any failure mid-step) ends the step and leaves every sequence
+    // where it was: the CPU reference had appended the first layers' rows and the first item's,
+    // so a retry attended to stale rows. The retry equals a first run, bit for bit.
+    for (Backend* b : {p.cpu.get(), p.gpu.get()}) {
+        INFO(b->device_name());
+        auto run = [&](bool fail) {
+            SeqId a = b->create_sequence(), d = b->create_sequence();
+            b->step({item(a, {Segment::from_tokens({next, next})}, false)});
+            // CPU: after the second item's first layer; Vulkan: after the first part
+            const int throw_at = b == p.cpu.get() ? int(c.n_layer) + 1 : 1;
+            int n = 0;
+            b->set_progress([&] {
+                if (fail && ++n == throw_at)
+                    throw std::runtime_error("progress refused");
+            });
+            if (fail) {
+                CHECK_THROWS_WITH(b->step({item(d, {Segment::from_tokens(other)}, true),
+                                           item(a, {Segment::from_tokens(prompt)}, true)}),
+                                  "progress refused");
+                CHECK(b->sequence_length(a) == 2);
+                CHECK(b->sequence_length(d) == 0);
+            }
+            b->set_progress({});
+            auto outs = b->step({item(d, {Segment::from_tokens(other)}, true),
+                                 item(a, {Segment::from_tokens(prompt)}, true)});
+            CHECK(b->sequence_length(a) == 42);
+            CHECK(b->sequence_length(d) == 7);
+            auto after = b->step({item(a, {Segment::from_tokens({next})}, true)})[0].logits;
+            b->free_sequence(a);
+            b->free_sequence(d);
+            std::vector<float> all = outs[0].logits;
+            all.insert(all.end(), outs[1].logits.begin(), outs[1].logits.end());
+            all.insert(all.end(), after.begin(), after.end());
+            return all;
+        };
+        if (b == p.gpu.get() && !cpu_driver)
+            ctx.set_submit_layers(1); // parts, so the callback runs
+        const auto clean = run(false), retried = run(true);
+        ctx.set_submit_layers(saved);
+        REQUIRE(clean.size() == retried.size());
+        CHECK(std::memcmp(clean.data(), retried.data(), clean.size() * 4) == 0);
+    }
+}
+
 TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {
     Pair p = open_pair("tiny-v2-q4_0.gguf");
     const ModelConfig& c = p.model->config();

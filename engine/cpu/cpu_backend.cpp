@@ -61,8 +61,15 @@ class CpuBackend final : public Backend {
                 throw EngineError("step: sequence appears twice in one batch");
         }
         std::vector<ItemOutput> outs;
-        for (auto& it : batch)
-            outs.push_back(run_item(it));
+        try {
+            for (auto& it : batch)
+                outs.push_back(run_item(it));
+        } catch (...) { // the items already run are cut back too: a step fails whole
+            for (size_t i = 0; i < outs.size(); ++i)
+                get(batch[i].seq)
+                    .truncate(get(batch[i].seq).n_tok - batch[i].n_rows(), m_.config().kv_cache_width());
+            throw;
+        }
         return outs;
     }
 
@@ -117,7 +124,7 @@ class CpuBackend final : public Backend {
             }
             r += s.size();
         }
-        forward(m_, get(it.seq), x.data(), rows);
+        forward(m_, get(it.seq), x.data(), rows, &progress_);
         // Logits only for the rows asked for (directly or through a target).
         std::set<uint32_t> need(it.logit_rows.begin(), it.logit_rows.end());
         for (auto& t : it.targets)

@@ -168,11 +168,23 @@ void moe(const Model& m, uint32_t il, const float* xn, uint32_t n, float* out) {
     }
 }
 
-void forward(const Model& m, LatentCache& cache, float* x, uint32_t n) {
+void forward(const Model& m, LatentCache& cache, float* x, uint32_t n,
+             const std::function<void()>* progress) {
     const ModelConfig& c = m.config();
     const uint32_t E = c.hidden;
     if (cache.layers.size() != c.n_layer)
         cache.init(c);
+    // attention() appends each layer's rows as it goes: a throw mid-way (e.g. bad_alloc) must not
+    // leave some layers longer than n_tok, or a retry would append after the stale rows.
+    struct Rollback {
+        LatentCache& cache;
+        uint32_t n_tok, width;
+        bool done = false;
+        ~Rollback() {
+            if (!done)
+                cache.truncate(n_tok, width);
+        }
+    } rollback{cache, cache.n_tok, c.kv_cache_width()};
     std::vector<float> xn(uint64_t(n) * E), y(uint64_t(n) * E);
     for (uint32_t il = 0; il < c.n_layer; ++il) {
         const LayerWeights& L = m.weights().layers[il];
@@ -190,8 +202,11 @@ void forward(const Model& m, LatentCache& cache, float* x, uint32_t n) {
         }
         for (uint64_t i = 0; i < uint64_t(n) * E; ++i)
             x[i] += y[i];
+        if (progress && *progress)
+            (*progress)();
     }
     cache.n_tok += n;
+    rollback.done = true;
 }
 
 void output(const Model& m, const float* x, uint32_t n, float* logits) {

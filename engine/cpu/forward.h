@@ -6,6 +6,7 @@
 #include "../model.h"
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace prefixd::cpu {
@@ -37,8 +38,10 @@ void ffn_dense(const Model& m, uint32_t il, const float* xn, uint32_t n, float* 
 void moe(const Model& m, uint32_t il, const float* xn, uint32_t n, float* out);
 
 // Runs rows x (n, hidden) through every layer, appending to the cache; on return x holds the
-// final residual stream (before output_norm) and cache.n_tok has grown by n.
-void forward(const Model& m, LatentCache& cache, float* x, uint32_t n);
+// final residual stream (before output_norm) and cache.n_tok has grown by n. progress (if set) is
+// called after each layer. If a layer throws, the cache is cut back to where it was.
+void forward(const Model& m, LatentCache& cache, float* x, uint32_t n,
+             const std::function<void()>* progress = nullptr);
 
 // logits (n, n_vocab) = W_out · rmsnorm(x, output_norm).
 void output(const Model& m, const float* x, uint32_t n, float* logits);

@@ -22,6 +22,8 @@ namespace prefixd::vk {
 
 // Latent-cache positions a new sequence starts with; reserve() doubles from there on demand.
 constexpr uint32_t kKvInitialPositions = 64;
+// Steps of at least this many rows are submitted one layer per part on CPU drivers (progress).
+constexpr uint32_t kProgressPartRows = 32;
 
 static const char* type_str(VkPhysicalDeviceType t) {
     switch (t) {
@@ -324,6 +326,11 @@ std::vector<ItemOutput> VulkanBackend::step(const std::vector<BatchItem>& batch)
             return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
         }
     } timer{step_time_, *ctx_};
+    struct Progress { // the step's waits report progress (set_progress), no other waits do
+        Context& ctx;
+        ~Progress() { ctx.set_progress(nullptr); }
+    } progress{*ctx_};
+    ctx_->set_progress(&progress_);
     return run_step(batch);
 }
 
@@ -436,7 +443,11 @@ std::vector<ItemOutput> VulkanBackend::run_step(const std::vector<BatchItem>& ba
     const auto freqs = rope_freqs(cfg_);
     std::memcpy(host + s.freqs, freqs.data(), freqs.size() * 4);
     try {
-        const uint32_t every = ctx_->submit_layers();
+        uint32_t every = ctx_->submit_layers();
+        // A CPU driver runs a prefill chunk for seconds to minutes: one layer per part there, so
+        // the step reports progress (set_progress) as it goes. Decode steps stay one submit.
+        if (every == 0 && ctx_->cpu_device() && R >= kProgressPartRows)
+            every = 1;
         for (uint32_t il = 0; il < cfg_.n_layer; ++il) {
             attention(il, R, s);
             ffn(il, R, s);

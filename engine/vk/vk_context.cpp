@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 
 namespace prefixd::vk {
@@ -369,6 +370,10 @@ Context::~Context() {
         vkDestroyDescriptorSetLayout(dev_, set_layout_, nullptr);
     if (fence_)
         vkDestroyFence(dev_, fence_, nullptr);
+    for (VkFence f : spare_fences_)
+        vkDestroyFence(dev_, f, nullptr);
+    for (VkFence f : part_fences_)
+        vkDestroyFence(dev_, f, nullptr);
     if (pool_)
         vkDestroyCommandPool(dev_, pool_, nullptr);
     if (dev_)
@@ -731,6 +736,7 @@ void Context::discard() noexcept {
         vkQueueWaitIdle(queue_);
         recycle_in_flight();
     }
+    recycle_part_fences();
     if (!recording_)
         return;
     vkEndCommandBuffer(cmd_);
@@ -744,6 +750,14 @@ void Context::recycle_in_flight() noexcept {
         spare_cmds_.push_back(c);
     }
     in_flight_.clear();
+}
+
+void Context::recycle_part_fences() noexcept {
+    if (part_fences_.empty())
+        return;
+    vkResetFences(dev_, uint32_t(part_fences_.size()), part_fences_.data());
+    spare_fences_.insert(spare_fences_.end(), part_fences_.begin(), part_fences_.end());
+    part_fences_.clear();
 }
 
 VkCommandBuffer Context::new_command_buffer() {
@@ -774,7 +788,22 @@ void Context::submit() {
     if (!recording_ || profiling_)
         return;
     flush_held();
-    end_and_submit(VK_NULL_HANDLE);
+    // Each part carries its own fence, so submit_wait can tell when it is done (progress).
+    VkFence f = VK_NULL_HANDLE;
+    if (!spare_fences_.empty()) {
+        f = spare_fences_.back();
+        spare_fences_.pop_back();
+    } else {
+        VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+        vk_check(vkCreateFence(dev_, &fci, nullptr, &f), "vkCreateFence");
+    }
+    try {
+        end_and_submit(f);
+    } catch (...) {
+        spare_fences_.push_back(f); // not submitted: still unsignalled
+        throw;
+    }
+    part_fences_.push_back(f);
     in_flight_.push_back(cmd_);
     if (!spare_cmds_.empty()) {
         cmd_ = spare_cmds_.back();
@@ -799,7 +828,32 @@ void Context::submit_wait() {
                          VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
     end_and_submit(fence_);
     const auto t0 = std::chrono::steady_clock::now();
-    VkResult r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX);
+    VkResult r = VK_SUCCESS;
+    // The parts submitted earlier finish in order, then this one; each one done is real progress
+    // (progress_), so a device that hangs makes none. Should progress_ throw, the wait still ends
+    // first (nothing left in flight), then the exception goes on.
+    std::exception_ptr progress_error;
+    auto done = [&] {
+        if (progress_ && *progress_ && !progress_error) {
+            try {
+                (*progress_)();
+            } catch (...) {
+                progress_error = std::current_exception();
+            }
+        }
+    };
+    for (VkFence f : part_fences_) {
+        r = vkWaitForFences(dev_, 1, &f, VK_TRUE, UINT64_MAX);
+        if (r != VK_SUCCESS)
+            break;
+        done();
+    }
+    recycle_part_fences();
+    if (r == VK_SUCCESS) {
+        r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX);
+        if (r == VK_SUCCESS)
+            done();
+    }
     wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     vkResetFences(dev_, 1, &fence_);
     vkResetCommandBuffer(cmd_, 0);
@@ -807,6 +861,8 @@ void Context::submit_wait() {
     vk_check(r, "vkWaitForFences");
     if (messenger_)
         check_validation();
+    if (progress_error)
+        std::rethrow_exception(progress_error);
 }
 
 } // namespace prefixd::vk

@@ -9,6 +9,7 @@
 #include <vulkan/vulkan.h>
 
 #include <array>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -127,7 +128,12 @@ class Context {
     // the host records the rest of the step; submit_wait waits for everything. Barriers recorded
     // later still order what follows after it (they cover earlier submissions on the queue).
     void submit();
+    // Ends the recording, submits it and waits for everything submitted.
     void submit_wait();
+    // While set (a step), submit_wait calls *fn on this thread as each submitted part, and then
+    // the last submission, is seen done: the step's progress (the daemon feeds the systemd
+    // watchdog from it). If fn throws, the wait ends first, then the exception goes on.
+    void set_progress(const std::function<void()>* fn) { progress_ = fn; }
     void discard() noexcept; // drops what was recorded (after an error mid-recording)
     uint64_t submit_count() const { return submits_; } // vkQueueSubmit calls so far
     // Layers a step records before it submits them (VulkanBackend::run_step; 0: the whole step in
@@ -204,8 +210,9 @@ class Context {
     void enqueue(const Command& c); // emit, or hold it until the phase ends (reorder_)
     void flush_held();              // the held commands, last first
     void recycle_in_flight() noexcept; // after a wait: submitted command buffers back to spare
+    void recycle_part_fences() noexcept; // after a wait: the parts' fences reset, back to spare
     VkCommandBuffer new_command_buffer();
-    void end_and_submit(VkFence fence); // ends cmd_ and submits it (fence: VK_NULL_HANDLE or fence_)
+    void end_and_submit(VkFence fence); // ends cmd_ and submits it, signalling fence (a part's, or fence_)
     VkPipeline pipeline(const std::string& name); // compiled on first use
     void record(const std::string& name, const void* push, uint32_t bytes, const VkBufferView* views,
                 uint32_t gx, uint32_t gy, uint32_t gz);
@@ -227,6 +234,8 @@ class Context {
     uint64_t submits_ = 0;
     uint32_t submit_layers_ = 0;
     VkFence fence_ = VK_NULL_HANDLE;
+    std::vector<VkFence> part_fences_, spare_fences_; // submit() parts in flight, in order; unused
+    const std::function<void()>* progress_ = nullptr;
     VkPipelineLayout layout_ = VK_NULL_HANDLE;
     std::map<std::string, VkPipeline> pipelines_;
     bool recording_ = false, dirty_ = false;
