@@ -50,6 +50,7 @@ const Key kKeys[] = {
     {"engine", "max_device_memory_mib", &Config::max_device_memory_mib, false},
     {"engine", "admission_window_us", &Config::admission_window_us, false},
     {"engine", "admission_quiet_us", &Config::admission_quiet_us, false},
+    {"engine", "max_step_ms", &Config::max_step_ms, false},
     {"store", "db", &Config::db, false},
     {"store", "busy_timeout_ms", &Config::busy_timeout_ms, false},
     {"store", "write_retries", &Config::write_retries, false},
@@ -152,6 +153,7 @@ void apply_cli(Config& c) {
     set(c.max_device_memory_mib, o.max_device_memory_mib);
     set(c.admission_window_us, o.admission_window_us);
     set(c.admission_quiet_us, o.admission_quiet_us);
+    set(c.max_step_ms, o.max_step_ms);
     set(c.max_pending, o.max_pending);
     if (!o.endpoints.empty())
         c.endpoints = o.endpoints;
@@ -208,6 +210,8 @@ bool parse_config(int argc, char** argv, Config& c, int& exit_code) {
                    "idle engine: longest wait for more jobs before the first step (0 = off)");
     app.add_option("--admission-quiet-us", o.admission_quiet_us,
                    "idle engine: start the step once no job arrived for this long");
+    app.add_option("--max-step-ms", o.max_step_ms,
+                   "while jobs generate, prefill rows per step are cut to keep a step within this (0 = off)");
     app.add_option("--max-pending", o.max_pending, "jobs admitted and not finished before Busy");
     app.set_version_flag("--version", std::string("prefixd ") + prefixd::version());
     try {
@@ -263,6 +267,7 @@ void validate_config(const Config& c) {
         throw ConfigError("kv_cache must be \"f32\" or \"f16\", not \"" + c.kv_cache + "\"");
     check_range("admission_window_us", c.admission_window_us, 0, 1'000'000, " (1 s)");
     check_range("admission_quiet_us", c.admission_quiet_us, 0, 1'000'000, " (1 s)");
+    check_range("max_step_ms", c.max_step_ms, 0, 3'600'000, " (1 h; 0 = off)");
     check_range("busy_timeout_ms", c.busy_timeout_ms, 0, 600'000, " (10 min)");
     check_range("write_retries", c.write_retries, 0, 1000);
     if (c.max_frame_bytes < 1024)

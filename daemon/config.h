@@ -24,7 +24,7 @@ struct CliOverrides {
     std::vector<std::string> endpoints;
     bool insecure_dev = false; // --insecure-dev given
     std::optional<uint32_t> max_seqs, max_ctx, max_device_memory_mib, admission_window_us, admission_quiet_us,
-        max_pending;
+        max_pending, max_step_ms;
 };
 
 struct Config {
@@ -43,6 +43,10 @@ struct Config {
     // (quiet_us) after unexpected ones. admission_window_us = 0 disables it.
     uint32_t admission_window_us = 20000;
     uint32_t admission_quiet_us = 400;
+    // While jobs are generating, a step takes only the prefill rows that keep it within this many
+    // ms (RunnerOptions::max_step_seconds), so their streams do not stall behind a long prompt's
+    // chunk; 0 = chunks of the engine's full row budget.
+    uint32_t max_step_ms = 2000;
     // [store]
     std::string db = "/var/lib/prefixd/prefixd.db";
     uint32_t busy_timeout_ms = 5000; // ledger writer: sqlite busy timeout per attempt

@@ -52,8 +52,9 @@ struct Active {
     std::vector<TokenOut> tokens; // top logprobs
 };
 
-EngineWorker::EngineWorker(Engine& engine, void* ctx, std::string wake, AdmissionWindow window)
-    : engine_(engine), ctx_(ctx), wake_ep_(std::move(wake)), window_(window) {
+EngineWorker::EngineWorker(Engine& engine, void* ctx, std::string wake, AdmissionWindow window,
+                           RunnerOptions runner)
+    : engine_(engine), ctx_(ctx), wake_ep_(std::move(wake)), window_(window), runner_opts_(runner) {
     window_.quiet_us = std::min(window_.quiet_us, window_.window_us);
     last_progress_ = mono_ms();
 }
@@ -349,7 +350,7 @@ void EngineWorker::run() noexcept {
     auto signal_io = [&] { zmq_send(wake, "", 0, ZMQ_DONTWAIT); };
     std::unique_ptr<Runner> runner;
     try {
-        runner = std::make_unique<Runner>(engine_);
+        runner = std::make_unique<Runner>(engine_, runner_opts_);
     } catch (const std::exception& e) {
         std::lock_guard lk(mu_);
         fail_locked(e.what());

@@ -6,6 +6,7 @@
 
 #include "daemon/message.h"
 #include "engine/engine.h"
+#include "engine/runner.h"
 
 #include <zmq.h>
 
@@ -62,7 +63,8 @@ struct AdmissionWindow {
 class EngineWorker {
   public:
     // `wake_endpoint`: inproc endpoint the I/O loop bound a PAIR socket on.
-    EngineWorker(Engine& engine, void* zmq_ctx, std::string wake_endpoint, AdmissionWindow window = {});
+    EngineWorker(Engine& engine, void* zmq_ctx, std::string wake_endpoint, AdmissionWindow window = {},
+                 RunnerOptions runner = {});
     ~EngineWorker(); // stops and joins
     void start();
     void join(); // stops the engine thread (jobs still running are dropped) and joins; idempotent
@@ -96,6 +98,7 @@ class EngineWorker {
     void* ctx_;
     std::string wake_ep_;
     AdmissionWindow window_;
+    RunnerOptions runner_opts_;
     std::thread thread_;
     mutable std::mutex mu_;
     std::condition_variable cv_;

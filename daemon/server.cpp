@@ -310,8 +310,11 @@ void Server::Impl::setup() {
     sigaddset(&s, SIGINT);
     sigaddset(&s, SIGHUP);
     sigfd = signalfd(-1, &s, SFD_NONBLOCK | SFD_CLOEXEC);
-    worker = std::make_unique<EngineWorker>(engine, ctx, "inproc://prefixd-wake",
-                                            AdmissionWindow{cfg.admission_window_us, cfg.admission_quiet_us});
+    RunnerOptions ro;
+    ro.max_step_seconds = cfg.max_step_ms / 1000.0;
+    worker =
+        std::make_unique<EngineWorker>(engine, ctx, "inproc://prefixd-wake",
+                                       AdmissionWindow{cfg.admission_window_us, cfg.admission_quiet_us}, ro);
     worker->start();
     refresh_tenants(true);
 }

@@ -9,6 +9,7 @@
 #include "input_limits.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -133,6 +134,30 @@ struct Runner::Impl {
     RequestId next_id = 1;
     std::list<CachedPrefix> cache; // most recently used first
     PrefixCacheStats stats;
+    StepCosts costs;
+
+    // Prefill rows a step with n_decode decode rows may take (RunnerOptions::max_step_seconds).
+    uint32_t prefill_budget(uint32_t n_decode, uint32_t budget) const {
+        if (n_decode == 0 || opts.max_step_seconds <= 0 || budget == 0)
+            return budget;
+        uint32_t rows = 4 * RunnerOptions::kMinPrefillRows; // nothing measured yet
+        if (costs.prefill_row_s > 0) {
+            const double left = opts.max_step_seconds - costs.decode_row_s * n_decode;
+            rows = left <= 0 ? 0 : uint32_t(std::min(left / costs.prefill_row_s, 1e9));
+        }
+        return std::min(budget, std::max(rows, RunnerOptions::kMinPrefillRows));
+    }
+    // Folds a step's time into the estimates (each new measure weighs half).
+    void measured(double seconds, uint32_t n_decode, uint32_t n_prefill) {
+        auto fold = [](double& est, double v) { est = est > 0 ? 0.5 * est + 0.5 * v : v; };
+        if (n_prefill == 0) {
+            if (n_decode > 0)
+                fold(costs.decode_row_s, seconds / n_decode);
+            return;
+        }
+        const double prefill_s = std::max(seconds - costs.decode_row_s * n_decode, 0.0);
+        fold(costs.prefill_row_s, std::max(prefill_s / n_prefill, 1e-9));
+    }
 
     Impl(Engine& e, RunnerOptions o) : eng(e), opts(o) {}
 
@@ -423,6 +448,10 @@ Runner::~Runner() {
         impl_->eng.backend().free_sequence(c.seq);
 }
 
+StepCosts Runner::step_costs() const {
+    return impl_->costs;
+}
+
 PrefixCacheStats Runner::prefix_cache_stats() const {
     PrefixCacheStats s = impl_->stats;
     s.entries = impl_->cache.size();
@@ -504,6 +533,10 @@ StepEvents Runner::step() {
         who.push_back(id);
         --budget;
     }
+    const uint32_t n_decode = uint32_t(batch.size());
+    budget = I.prefill_budget(n_decode, budget);
+    if (n_decode > 0)
+        I.costs.last_prefill_budget = budget;
     std::optional<std::pair<RequestId, std::string>> unstartable;
     for (RequestId id : I.order) {
         auto& q = I.reqs.at(id);
@@ -561,8 +594,14 @@ StepEvents Runner::step() {
             before.push_back(UINT32_MAX); // broken sequence: its item fails below
         }
     }
+    uint32_t n_prefill = 0; // the items after the decode rows
+    for (size_t k = n_decode; k < batch.size(); ++k)
+        n_prefill += batch[k].n_rows();
     try {
+        const auto t0 = std::chrono::steady_clock::now();
         outs = I.eng.backend().step(batch);
+        I.measured(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), n_decode,
+                   n_prefill);
     } catch (const std::exception& e) {
         // Isolate the failure (e.g. out of device memory on a big batch): roll every sequence
         // back to where it was and run the items one by one; only those that fail alone end.

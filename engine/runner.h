@@ -67,6 +67,21 @@ struct RunnerOptions {
     // Cached prefixes kept at most (each holds one backend sequence slot; cached ones are evicted,
     // least recently used first, whenever a live request needs a slot). 0 disables the cache.
     size_t prefix_cache_entries = 8;
+    // Latency bound for requests that are generating: while any request decodes, a step takes only
+    // as many prefill rows as keep it within this many seconds, by the costs the earlier steps
+    // measured (a decode row, a prefill row), and at least kMinPrefillRows so prompts still
+    // advance. A prefill chunk of max_batch_rows can take a minute on a CPU driver, and every
+    // running stream would stall that long. When nothing decodes, prefill takes max_batch_rows
+    // (throughput). 0 = no bound.
+    double max_step_seconds = 2.0;
+    static constexpr uint32_t kMinPrefillRows = 8;
+};
+
+// Step costs the runner has measured (RunnerOptions::max_step_seconds), seconds; 0 = none yet.
+struct StepCosts {
+    double decode_row_s = 0;  // a step's time per decode row, in steps without prefill
+    double prefill_row_s = 0; // a prefill row's share of a step's time, once the decode rows' is taken off
+    uint32_t last_prefill_budget = 0; // prefill rows the last step with decode rows allowed
 };
 
 struct PrefixCacheStats {
@@ -105,6 +120,7 @@ class Runner {
     // e.g. when an adapter is deleted. Returns how many were dropped.
     PrefixCacheStats prefix_cache_stats() const;
     size_t drop_prefixes(std::string_view key_prefix);
+    StepCosts step_costs() const;
 
   private:
     struct Impl;

@@ -1,6 +1,7 @@
 // Admission coalescing ([engine] admission_window_us / admission_quiet_us): config parsing and
 // validation, closed-loop clients whose waves each start in one engine step, a lone client's
-// next job starting without a hold, and the window disabled. Reads prefixd's per-step trace
+// next job starting without a hold, and the window disabled. [engine] max_step_ms: a stream
+// goes on while a long prompt is read in. Reads prefixd's per-step trace
 // (PREFIXD_TRACE_STEPS=1) and its exit line "engine thread: N steps".
 #include "daemon/config.h"
 #include "test_daemon_harness.h"
@@ -12,6 +13,7 @@
 
 using namespace prefixd;
 using namespace prefixd::test;
+using namespace prefixd::daemon;
 
 namespace {
 
@@ -94,6 +96,22 @@ TEST_CASE("config: admission window keys from TOML and the command line, validat
     CHECK_THROWS_AS(daemon::apply_toml_file(toml, c3), daemon::ConfigError);
     std::ofstream(toml) << "[engine]\nadmission_quiet_us = -1\n";
     CHECK_THROWS_AS(daemon::apply_toml_file(toml, c3), daemon::ConfigError);
+    // [engine] max_step_ms: 2000 by default, from the file, the command line wins, at most 1 h
+    daemon::Config c5;
+    CHECK(c5.max_step_ms == 2000);
+    std::ofstream(toml) << "[engine]\nmodel = \"m.gguf\"\nmax_step_ms = 500\n[store]\ndb = \"x.db\"\n";
+    daemon::apply_toml_file(toml, c5);
+    CHECK(c5.max_step_ms == 500);
+    std::vector<std::string> a5 = {"prefixd", "-c", toml, "--max-step-ms", "0"};
+    std::vector<char*> argv5;
+    for (auto& s : a5)
+        argv5.push_back(s.data());
+    daemon::Config c6;
+    REQUIRE(daemon::parse_config(int(argv5.size()), argv5.data(), c6, code));
+    CHECK(c6.max_step_ms == 0);
+    CHECK_NOTHROW(daemon::validate_config(c6));
+    c6.max_step_ms = 3'600'001;
+    CHECK_THROWS_WITH_AS(daemon::validate_config(c6), doctest::Contains("max_step_ms"), daemon::ConfigError);
     // [engine] kv_cache: "f32" (default) or "f16"; anything else is refused by name
     daemon::Config c4;
     CHECK(c4.kv_cache == "f32");
@@ -297,4 +315,57 @@ TEST_CASE("admission window disabled: jobs run, nothing is held") {
     CHECK(d.stop() == 0);
     const std::string log = read_file(d.log);
     CHECK(log.find("0 admission holds") != std::string::npos);
+}
+
+// [engine] max_step_ms: a prompt that arrives while a job streams is read in chunks that keep each
+// step short, so the stream goes on. At 1 ms no step fits (the engine's least chunk, 8 rows, each
+// step), and the streaming job gets a token per chunk before the prompt's job starts generating;
+// at 0 the prompt takes one step.
+TEST_CASE("max_step_ms: a stream keeps getting tokens while a long prompt is prefilled") {
+    auto tokens_before_prompt_starts = [](const std::string& max_step_ms) {
+        auto dir = temp_dir("daemon-step-bound-" + max_step_ms);
+        DaemonProcess d(dir, {"--max-step-ms", max_step_ms});
+        REQUIRE(d.wait_ready());
+        Client c(d.client_options());
+        JobRequest a = gen_job("streaming", "a story", 150);
+        a.stream = true;
+        c.send(build_request(a));
+        std::string text;
+        for (int i = 0; i < 30; ++i)
+            text += " word" + std::to_string(i);
+        JobRequest b = gen_job("long-prompt", text, 2);
+        b.stream = true;
+        bool sent_b = false, b_started = false;
+        int a_tokens_between = 0;
+        auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        int finals = 0;
+        while (finals < 2 && std::chrono::steady_clock::now() < end) {
+            auto m = c.recv(1000);
+            if (!m)
+                continue;
+            Reply r = parse_reply(*m);
+            if (r.type == Reply::Chunk && r.job_id == "streaming") {
+                if (!sent_b) { // a is decoding: the prompt comes now
+                    c.send(build_request(b));
+                    sent_b = true;
+                } else if (!b_started) {
+                    ++a_tokens_between;
+                }
+            }
+            if (r.type == Reply::Chunk && r.job_id == "long-prompt")
+                b_started = true;
+            if (r.type == Reply::Result || r.type == Reply::Error) {
+                CHECK(r.type == Reply::Result);
+                ++finals;
+            }
+        }
+        CHECK(finals == 2);
+        CHECK(b_started);
+        CHECK(d.stop() == 0);
+        return a_tokens_between;
+    };
+    const int bounded = tokens_before_prompt_starts("1"), unbounded = tokens_before_prompt_starts("0");
+    INFO("stream tokens while the prompt was read: bounded " << bounded << ", unbounded " << unbounded);
+    CHECK(bounded >= 6);   // ~62 prompt rows in 8-row chunks
+    CHECK(unbounded <= 3); // one step (and a token already on its way)
 }

@@ -114,6 +114,68 @@ TEST_CASE("continuous batching with chunked prefill equals single runs; events s
     }
 }
 
+// A long prompt arriving while another request generates is prefilled in chunks that keep each
+// step within max_step_seconds, by the costs measured so far, so the running request gets a token
+// every step instead of waiting for a max_batch_rows chunk. A bound no step can meet (1 ns) gives
+// the least chunk, kMinPrefillRows; no bound gives one chunk. The results do not change.
+TEST_CASE("while a request decodes, a new prompt is prefilled in chunks that keep steps short") {
+    auto e = open_cpu("tiny-v2-f32.gguf");
+    std::string text;
+    for (int i = 0; i < 30; ++i)
+        text += " word" + std::to_string(i);
+    const Request longer = gen(*e, text, 4);
+    uint32_t rows = 0;
+    for (auto& sg : longer.prompt)
+        rows += sg.size();
+    REQUIRE(rows > 4 * RunnerOptions::kMinPrefillRows);
+    struct Outcome {
+        int steps_to_first = 0;   // steps from the long prompt's submit to its first token
+        int running_tokens = 0;   // tokens the running request got in those steps
+        std::vector<int32_t> ids; // the long prompt's tokens
+        StepCosts costs;
+    };
+    auto run = [&](double bound) {
+        RunnerOptions o;
+        o.max_step_seconds = bound;
+        Runner r(*e, o);
+        RequestId a = r.submit(gen(*e, "running", 200));
+        for (int i = 0; i < 3; ++i) // a decodes from here on; the steps measured decode rows
+            r.step();
+        RequestId b = r.submit(longer);
+        Outcome out;
+        bool first = false;
+        while (!r.idle()) {
+            auto ev = r.step();
+            if (!first)
+                ++out.steps_to_first;
+            for (auto& [id, t] : ev.tokens) {
+                if (id == a && !first)
+                    ++out.running_tokens;
+                if (id == b) {
+                    first = true;
+                    out.ids.push_back(t.id);
+                }
+            }
+            if (first && out.ids.size() == 4)
+                r.cancel(a);
+            REQUIRE(out.steps_to_first < 1000);
+        }
+        out.costs = r.step_costs();
+        return out;
+    };
+    const Outcome unbounded = run(0), tight = run(1e-9), loose = run(3600);
+    CHECK(unbounded.steps_to_first == 1);
+    CHECK(tight.steps_to_first ==
+          int((rows + RunnerOptions::kMinPrefillRows - 1) / RunnerOptions::kMinPrefillRows));
+    CHECK(tight.running_tokens == tight.steps_to_first); // a token every step
+    CHECK(tight.costs.last_prefill_budget == RunnerOptions::kMinPrefillRows);
+    CHECK(tight.costs.decode_row_s > 0);
+    CHECK(tight.costs.prefill_row_s > 0);
+    CHECK(loose.steps_to_first == 1); // an hour: the whole prompt fits one step
+    CHECK(tight.ids == unbounded.ids);
+    CHECK(loose.ids == unbounded.ids);
+}
+
 TEST_CASE("score log-probs equal the generation's") {
     auto e = open_cpu("tiny-v2-f32.gguf", 4, 5);
     Runner r(*e);
