@@ -136,10 +136,15 @@ void do_tokenize(const std::string& model, const std::string& text, bool as_json
     auto tok = Engine::load_tokenizer(*m, model);
     auto ids = tok->encode(text, tok->add_bos());
     if (as_json) {
-        json pieces = json::array();
-        for (auto id : ids)
-            pieces.push_back(tok->token_bytes(id));
-        std::printf("%s\n", json{{"ids", ids}, {"tokens", pieces}}
+        // "tokens": each token's text (a byte fragment of a character shows as U+FFFD there);
+        // "bytes": its exact bytes
+        json pieces = json::array(), bytes = json::array();
+        for (auto id : ids) {
+            const std::string b = tok->token_bytes(id);
+            pieces.push_back(b);
+            bytes.push_back(std::vector<uint8_t>(b.begin(), b.end()));
+        }
+        std::printf("%s\n", json{{"ids", ids}, {"tokens", pieces}, {"bytes", bytes}}
                                 .dump(-1, ' ', false, json::error_handler_t::replace)
                                 .c_str());
     } else {

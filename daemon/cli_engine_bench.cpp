@@ -178,6 +178,10 @@ void do_bench(const BenchArgs& a) {
                             {"tg_thread_cpu_ms_per_step", tg_thread_ms.median()},
                             {"peak_device_memory_bytes", b.peak_device_memory()},
                             {"load_s", load_s}};
+        if (a.batch <= 1) // not measured: null, not a rate of 0
+            for (const char* k :
+                 {"tg_batch_tps", "tg_batch_tps_min", "tg_batch_tps_max", "tg_batch_tokens_per_cpu_s"})
+                j[k] = nullptr;
         std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         return;
     }

@@ -76,6 +76,18 @@ TEST_CASE("run --json and tokenize print the documented fields") {
     auto tj = nlohmann::json::parse(t.out);
     CHECK(tj["ids"][0] == 0);
     CHECK(tj["ids"].size() == 3);
+    // "bytes" gives each token's exact bytes, also where a token is a fragment of a character
+    // ("tokens" shows such a fragment as U+FFFD): the crab emoji is F0 9F A6 80 in three tokens here
+    auto crab = prefixctl("tokenize --model " + kModel + " '\xF0\x9F\xA6\x80' --json");
+    REQUIRE(crab.code == 0);
+    auto cj = nlohmann::json::parse(crab.out);
+    REQUIRE(cj["bytes"].size() == cj["ids"].size());
+    std::vector<int> joined;
+    for (size_t i = 1; i < cj["bytes"].size(); ++i) // after BOS
+        for (auto& v : cj["bytes"][i])
+            joined.push_back(v.get<int>());
+    CHECK(joined == std::vector<int>{0xF0, 0x9F, 0xA6, 0x80});
+    CHECK(cj["ids"].size() > 2); // split: the fragments are what "bytes" is for
     auto b = prefixctl("bench --backend cpu --model " + kModel + " -p 8 -n 2 -r 1 --batch 2 --json");
     REQUIRE(b.code == 0);
     auto bj = nlohmann::json::parse(b.out);
@@ -92,6 +104,13 @@ TEST_CASE("run --json and tokenize print the documented fields") {
         CHECK(per_cpu > 0);
         CHECK(per_cpu >= bj[std::string(k) + "_tps"].get<double>() / cores * 0.9);
     }
+    // --batch 1 skips the batched figure: null, not a rate of 0
+    auto b1 = prefixctl("bench --backend cpu --model " + kModel + " -p 8 -n 2 -r 1 --batch 1 --json");
+    REQUIRE(b1.code == 0);
+    auto b1j = nlohmann::json::parse(b1.out);
+    CHECK(b1j["tg_tps"].get<double>() > 0);
+    CHECK(b1j["tg_batch_tps"].is_null());
+    CHECK(b1j["tg_batch_tokens_per_cpu_s"].is_null());
 }
 
 TEST_CASE("run with embedding rows puts them first") {
