@@ -134,32 +134,9 @@ struct Runner::Impl {
     RequestId next_id = 1;
     std::list<CachedPrefix> cache; // most recently used first
     PrefixCacheStats stats;
-    StepCosts costs;
+    StepBudget step_budget;
 
-    // Prefill rows a step with n_decode decode rows may take (RunnerOptions::max_step_seconds).
-    uint32_t prefill_budget(uint32_t n_decode, uint32_t budget) const {
-        if (n_decode == 0 || opts.max_step_seconds <= 0 || budget == 0)
-            return budget;
-        uint32_t rows = 4 * RunnerOptions::kMinPrefillRows; // nothing measured yet
-        if (costs.prefill_row_s > 0) {
-            const double left = opts.max_step_seconds - costs.decode_row_s * n_decode;
-            rows = left <= 0 ? 0 : uint32_t(std::min(left / costs.prefill_row_s, 1e9));
-        }
-        return std::min(budget, std::max(rows, RunnerOptions::kMinPrefillRows));
-    }
-    // Folds a step's time into the estimates (each new measure weighs half).
-    void measured(double seconds, uint32_t n_decode, uint32_t n_prefill) {
-        auto fold = [](double& est, double v) { est = est > 0 ? 0.5 * est + 0.5 * v : v; };
-        if (n_prefill == 0) {
-            if (n_decode > 0)
-                fold(costs.decode_row_s, seconds / n_decode);
-            return;
-        }
-        const double prefill_s = std::max(seconds - costs.decode_row_s * n_decode, 0.0);
-        fold(costs.prefill_row_s, std::max(prefill_s / n_prefill, 1e-9));
-    }
-
-    Impl(Engine& e, RunnerOptions o) : eng(e), opts(o) {}
+    Impl(Engine& e, RunnerOptions o) : eng(e), opts(o), step_budget(o.max_step_seconds) {}
 
     static bool same_rows(const std::vector<Segment>& a, const std::vector<Segment>& b) {
         if (a.size() != b.size())
@@ -448,8 +425,34 @@ Runner::~Runner() {
         impl_->eng.backend().free_sequence(c.seq);
 }
 
+uint32_t StepBudget::prefill_rows(uint32_t n_decode, uint32_t budget) {
+    if (n_decode == 0 || max_s_ <= 0 || budget == 0)
+        return budget;
+    uint32_t rows = 4 * RunnerOptions::kMinPrefillRows; // nothing measured yet
+    if (c_.prefill_row_s > 0) {
+        const double left = max_s_ - c_.decode_row_s * n_decode;
+        rows = left <= 0 ? 0 : uint32_t(std::min(left / c_.prefill_row_s, 1e9));
+    }
+    return c_.last_prefill_budget = std::min(budget, std::max(rows, RunnerOptions::kMinPrefillRows));
+}
+
+void StepBudget::measured(double seconds, uint32_t n_decode, uint32_t n_prefill) {
+    auto fold = [](double& est, double v) { est = est > 0 ? 0.5 * est + 0.5 * v : v; };
+    if (n_prefill == 0) {
+        if (n_decode > 0)
+            fold(c_.decode_row_s, seconds / n_decode);
+        return;
+    }
+    // The decode rows' share is an estimate (a decode step's cost is partly fixed). Where it leaves
+    // the prefill rows under a tenth of the step, the step says nothing of them: folding ~0 in
+    // would drive the estimate to nothing, and a later step to a whole chunk.
+    const double prefill_s = seconds - c_.decode_row_s * n_decode;
+    if (prefill_s >= 0.1 * seconds)
+        fold(c_.prefill_row_s, prefill_s / n_prefill);
+}
+
 StepCosts Runner::step_costs() const {
-    return impl_->costs;
+    return impl_->step_budget.costs();
 }
 
 PrefixCacheStats Runner::prefix_cache_stats() const {
@@ -534,9 +537,7 @@ StepEvents Runner::step() {
         --budget;
     }
     const uint32_t n_decode = uint32_t(batch.size());
-    budget = I.prefill_budget(n_decode, budget);
-    if (n_decode > 0)
-        I.costs.last_prefill_budget = budget;
+    budget = I.step_budget.prefill_rows(n_decode, budget);
     std::optional<std::pair<RequestId, std::string>> unstartable;
     for (RequestId id : I.order) {
         auto& q = I.reqs.at(id);
@@ -600,8 +601,8 @@ StepEvents Runner::step() {
     try {
         const auto t0 = std::chrono::steady_clock::now();
         outs = I.eng.backend().step(batch);
-        I.measured(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), n_decode,
-                   n_prefill);
+        I.step_budget.measured(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                               n_decode, n_prefill);
     } catch (const std::exception& e) {
         // Isolate the failure (e.g. out of device memory on a big batch): roll every sequence
         // back to where it was and run the items one by one; only those that fail alone end.

@@ -84,6 +84,21 @@ struct StepCosts {
     uint32_t last_prefill_budget = 0; // prefill rows the last step with decode rows allowed
 };
 
+// The runner's prefill budget under max_step_seconds (its own class so tests can feed it times).
+class StepBudget {
+  public:
+    explicit StepBudget(double max_step_seconds) : max_s_(max_step_seconds) {}
+    // Prefill rows for a step with n_decode decode rows, at most `budget` (the rows left).
+    uint32_t prefill_rows(uint32_t n_decode, uint32_t budget);
+    // A finished step's wall time and rows (each new measure weighs half in the estimates).
+    void measured(double seconds, uint32_t n_decode, uint32_t n_prefill);
+    const StepCosts& costs() const { return c_; }
+
+  private:
+    double max_s_;
+    StepCosts c_;
+};
+
 struct PrefixCacheStats {
     uint64_t hits = 0, misses = 0;   // keyed requests admitted with / without a cached prefix
     uint64_t saves = 0, evictions = 0;

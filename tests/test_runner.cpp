@@ -176,6 +176,32 @@ TEST_CASE("while a request decodes, a new prompt is prefilled in chunks that kee
     CHECK(loose.ids == unbounded.ids);
 }
 
+// The cost model alone, fed step times. A decode step's cost is partly fixed, so the per-row
+// decode estimate from one stream over-counts two streams' share of a mixed step. Those steps leave
+// nothing for the prefill rows and must not be folded in: folding ~0 drove the prefill estimate to
+// nothing, and the first step after a stream ended took a whole 511-row chunk (a minute on lavapipe).
+TEST_CASE("step budget: a decode estimate that over-counts does not collapse the prefill estimate") {
+    StepBudget b(2.0);
+    CHECK(b.prefill_rows(0, 512) == 512);                                // nothing decodes: the whole chunk
+    CHECK(b.prefill_rows(1, 511) == 4 * RunnerOptions::kMinPrefillRows); // nothing measured yet
+    b.measured(1.0, 1, 0);                                               // one stream: 1.0 s per decode step
+    b.measured(3.0, 1, 16); // a mixed step: 16 prefill rows took 2.0 s
+    CHECK(b.costs().prefill_row_s == doctest::Approx(0.125));
+    CHECK(b.prefill_rows(1, 511) == 8); // (2.0 - 1.0) / 0.125
+    for (int i = 0; i < 20; ++i) {      // two streams (1.1 s, not 2 x 1.0) and 8 prefill rows
+        CHECK(b.prefill_rows(2, 510) == RunnerOptions::kMinPrefillRows);
+        b.measured(2.1, 2, 8);
+    }
+    CHECK(b.costs().prefill_row_s == doctest::Approx(0.125)); // unchanged, not ~0
+    CHECK(b.prefill_rows(1, 511) == 8);                       // one stream again: not 511
+    b.measured(1.5, 1, 8);                                    // 8 rows in 0.5 s: cheaper
+    CHECK(b.costs().prefill_row_s == doctest::Approx(0.5 * 0.125 + 0.5 * 0.0625));
+    CHECK(b.prefill_rows(1, 511) == 10); // 1.0 / 0.09375 = 10.7
+    StepBudget off(0);
+    off.measured(1.0, 1, 0);
+    CHECK(off.prefill_rows(1, 511) == 511); // no bound
+}
+
 TEST_CASE("score log-probs equal the generation's") {
     auto e = open_cpu("tiny-v2-f32.gguf", 4, 5);
     Runner r(*e);

@@ -60,14 +60,17 @@ class CpuBackend final : public Backend {
             if (!seen.insert(it.seq).second)
                 throw EngineError("step: sequence appears twice in one batch");
         }
+        std::vector<uint32_t> before;
+        for (auto& it : batch)
+            before.push_back(get(it.seq).n_tok);
         std::vector<ItemOutput> outs;
         try {
             for (auto& it : batch)
                 outs.push_back(run_item(it));
-        } catch (...) { // the items already run are cut back too: a step fails whole
-            for (size_t i = 0; i < outs.size(); ++i)
-                get(batch[i].seq)
-                    .truncate(get(batch[i].seq).n_tok - batch[i].n_rows(), m_.config().kv_cache_width());
+        } catch (...) { // every item is cut back, those already run too: a step fails whole
+            for (size_t i = 0; i < batch.size(); ++i)
+                if (LatentCache& c = get(batch[i].seq); c.n_tok > before[i])
+                    c.truncate(before[i], m_.config().kv_cache_width());
             throw;
         }
         return outs;

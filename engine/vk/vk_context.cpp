@@ -374,6 +374,8 @@ Context::~Context() {
         vkDestroyFence(dev_, f, nullptr);
     for (VkFence f : part_fences_)
         vkDestroyFence(dev_, f, nullptr);
+    for (VkFence f : lost_fences_)
+        vkDestroyFence(dev_, f, nullptr);
     if (pool_)
         vkDestroyCommandPool(dev_, pool_, nullptr);
     if (dev_)
@@ -733,7 +735,10 @@ void Context::copy(const Buffer& src, uint64_t so, const Buffer& dst, uint64_t d
 void Context::discard() noexcept {
     held_.clear();
     if (!in_flight_.empty()) { // already submitted parts of the step finish first
-        vkQueueWaitIdle(queue_);
+        if (vkQueueWaitIdle(queue_) != VK_SUCCESS) { // lost device: pending fences are not reused
+            lost_fences_.insert(lost_fences_.end(), part_fences_.begin(), part_fences_.end());
+            part_fences_.clear();
+        }
         recycle_in_flight();
     }
     recycle_part_fences();
@@ -798,6 +803,8 @@ void Context::submit() {
         vk_check(vkCreateFence(dev_, &fci, nullptr, &f), "vkCreateFence");
     }
     try {
+        part_fences_.reserve(part_fences_.size() + 1); // no throw once it is submitted
+        in_flight_.reserve(in_flight_.size() + 1);
         end_and_submit(f);
     } catch (...) {
         spare_fences_.push_back(f); // not submitted: still unsignalled
@@ -842,17 +849,25 @@ void Context::submit_wait() {
             }
         }
     };
-    for (VkFence f : part_fences_) {
+    const bool reporting = progress_ && *progress_;
+    for (VkFence f : part_fences_) { // without a callback the last fence alone is waited for
+        if (!reporting)
+            break;
         r = vkWaitForFences(dev_, 1, &f, VK_TRUE, UINT64_MAX);
         if (r != VK_SUCCESS)
             break;
         done();
     }
-    recycle_part_fences();
     if (r == VK_SUCCESS) {
         r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX);
         if (r == VK_SUCCESS)
             done();
+    }
+    if (r == VK_SUCCESS) {
+        recycle_part_fences(); // all signalled: the last fence covers every earlier submission
+    } else {                   // a lost device: fences that may still be pending are never reset nor reused
+        lost_fences_.insert(lost_fences_.end(), part_fences_.begin(), part_fences_.end());
+        part_fences_.clear();
     }
     wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     vkResetFences(dev_, 1, &fence_);

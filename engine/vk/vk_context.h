@@ -235,6 +235,7 @@ class Context {
     uint32_t submit_layers_ = 0;
     VkFence fence_ = VK_NULL_HANDLE;
     std::vector<VkFence> part_fences_, spare_fences_; // submit() parts in flight, in order; unused
+    std::vector<VkFence> lost_fences_; // left pending by a failed wait (device lost): destroyed at the end
     const std::function<void()>* progress_ = nullptr;
     VkPipelineLayout layout_ = VK_NULL_HANDLE;
     std::map<std::string, VkPipeline> pipelines_;
