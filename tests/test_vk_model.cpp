@@ -310,15 +310,23 @@ TEST_CASE("step_time: every step counted, thrown ones too; the device wait is pa
 
 // Context::submit_layers: a step hands its layers to the queue in parts, so a GPU starts on them
 // while the host records the rest. Same kernels, same order: the same bits as one submit.
-TEST_CASE("a step submitted in parts (every layer, every 2) gives the logits of one submit, bit for bit") {
+// The two cases on parts: the tiny V3 pair, its Vulkan context (its submit_layers restored after),
+// a random 40-row prompt and a next token.
+struct PartsCase {
     Pair p = open_pair("tiny-v3-q8_0.gguf");
     const ModelConfig& c = p.model->config();
-    REQUIRE(c.n_layer >= 3);
     vk::Context& ctx = dynamic_cast<vk::VulkanBackend&>(*p.gpu).context();
     const uint32_t saved = ctx.submit_layers();
-    std::mt19937 rng(std::random_device{}());
-    const auto prompt = random_tokens(40, c.n_vocab, rng);
+    std::mt19937 rng{std::random_device{}()};
+    const std::vector<int32_t> prompt = random_tokens(40, c.n_vocab, rng);
     const int32_t next = random_tokens(1, c.n_vocab, rng)[0];
+    PartsCase() { REQUIRE(c.n_layer >= 3); }
+    ~PartsCase() { ctx.set_submit_layers(saved); }
+};
+
+TEST_CASE_FIXTURE(
+    PartsCase,
+    "a step submitted in parts (every layer, every 2) gives the logits of one submit, bit for bit") {
     auto run = [&](uint32_t every, uint64_t* submits) {
         ctx.set_submit_layers(every);
         SeqId s = p.gpu->create_sequence();
@@ -341,15 +349,10 @@ TEST_CASE("a step submitted in parts (every layer, every 2) gives the logits of 
     CHECK(std::memcmp(one.data(), two.data(), one.size() * 4) == 0);
 }
 
-TEST_CASE("a step reports progress as its parts finish; a failure inside leaves the sequences as they were") {
-    Pair p = open_pair("tiny-v3-q8_0.gguf");
-    const ModelConfig& c = p.model->config();
-    REQUIRE(c.n_layer >= 3);
-    vk::Context& ctx = dynamic_cast<vk::VulkanBackend&>(*p.gpu).context();
-    const uint32_t saved = ctx.submit_layers();
-    std::mt19937 rng(std::random_device{}());
-    const auto prompt = random_tokens(40, c.n_vocab, rng), other = random_tokens(7, c.n_vocab, rng);
-    const int32_t next = random_tokens(1, c.n_vocab, rng)[0];
+TEST_CASE_FIXTURE(
+    PartsCase,
+    "a step reports progress as its parts finish; a failure inside leaves the sequences as they were") {
+    const auto other = random_tokens(7, c.n_vocab, rng);
     int calls = 0;
     for (Backend* b : {p.cpu.get(), p.gpu.get()})
         b->set_progress([&] { ++calls; });
