@@ -735,10 +735,8 @@ void Context::copy(const Buffer& src, uint64_t so, const Buffer& dst, uint64_t d
 void Context::discard() noexcept {
     held_.clear();
     if (!in_flight_.empty()) { // already submitted parts of the step finish first
-        if (vkQueueWaitIdle(queue_) != VK_SUCCESS) { // lost device: pending fences are not reused
-            lost_fences_.insert(lost_fences_.end(), part_fences_.begin(), part_fences_.end());
-            part_fences_.clear();
-        }
+        if (vkQueueWaitIdle(queue_) != VK_SUCCESS)
+            abandon_part_fences();
         recycle_in_flight();
     }
     recycle_part_fences();
@@ -755,6 +753,11 @@ void Context::recycle_in_flight() noexcept {
         spare_cmds_.push_back(c);
     }
     in_flight_.clear();
+}
+
+void Context::abandon_part_fences() noexcept {
+    lost_fences_.insert(lost_fences_.end(), part_fences_.begin(), part_fences_.end());
+    part_fences_.clear();
 }
 
 void Context::recycle_part_fences() noexcept {
@@ -840,8 +843,9 @@ void Context::submit_wait() {
     // (progress_), so a device that hangs makes none. Should progress_ throw, the wait still ends
     // first (nothing left in flight), then the exception goes on.
     std::exception_ptr progress_error;
+    const bool reporting = progress_ && *progress_;
     auto done = [&] {
-        if (progress_ && *progress_ && !progress_error) {
+        if (reporting && !progress_error) {
             try {
                 (*progress_)();
             } catch (...) {
@@ -849,26 +853,17 @@ void Context::submit_wait() {
             }
         }
     };
-    const bool reporting = progress_ && *progress_;
-    for (VkFence f : part_fences_) { // without a callback the last fence alone is waited for
-        if (!reporting)
-            break;
-        r = vkWaitForFences(dev_, 1, &f, VK_TRUE, UINT64_MAX);
-        if (r != VK_SUCCESS)
-            break;
-        done();
-    }
-    if (r == VK_SUCCESS) {
-        r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX);
+    for (size_t i = 0; reporting && i < part_fences_.size() && r == VK_SUCCESS; ++i) {
+        r = vkWaitForFences(dev_, 1, &part_fences_[i], VK_TRUE, UINT64_MAX); // (no callback: the last alone)
         if (r == VK_SUCCESS)
             done();
     }
-    if (r == VK_SUCCESS) {
+    if (r == VK_SUCCESS && (r = vkWaitForFences(dev_, 1, &fence_, VK_TRUE, UINT64_MAX)) == VK_SUCCESS)
+        done();
+    if (r == VK_SUCCESS)
         recycle_part_fences(); // all signalled: the last fence covers every earlier submission
-    } else {                   // a lost device: fences that may still be pending are never reset nor reused
-        lost_fences_.insert(lost_fences_.end(), part_fences_.begin(), part_fences_.end());
-        part_fences_.clear();
-    }
+    else
+        abandon_part_fences();
     wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     vkResetFences(dev_, 1, &fence_);
     vkResetCommandBuffer(cmd_, 0);

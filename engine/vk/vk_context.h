@@ -211,6 +211,7 @@ class Context {
     void flush_held();              // the held commands, last first
     void recycle_in_flight() noexcept; // after a wait: submitted command buffers back to spare
     void recycle_part_fences() noexcept; // after a wait: the parts' fences reset, back to spare
+    void abandon_part_fences() noexcept; // a lost device: they may be pending, never reset nor reused
     VkCommandBuffer new_command_buffer();
     void end_and_submit(VkFence fence); // ends cmd_ and submits it, signalling fence (a part's, or fence_)
     VkPipeline pipeline(const std::string& name); // compiled on first use
