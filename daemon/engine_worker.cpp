@@ -68,6 +68,7 @@ void EngineWorker::join() {
         std::lock_guard lk(mu_);
         stop_ = true;
     }
+    recheck_step_ = true;
     cv_.notify_all();
     if (thread_.joinable())
         thread_.join();
@@ -139,6 +140,7 @@ void EngineWorker::cancel(uint64_t key) {
         std::lock_guard lk(mu_);
         cancels_.push_back(key);
     }
+    recheck_step_ = true;
     cv_.notify_one();
 }
 
@@ -173,6 +175,7 @@ void EngineWorker::cancel_all() {
         std::lock_guard lk(mu_);
         cancel_all_ = true;
     }
+    recheck_step_ = true;
     cv_.notify_one();
 }
 
@@ -383,11 +386,54 @@ void EngineWorker::run() noexcept {
             notify_watchdog();
         }
     };
+    uint64_t steps = 0, coalesced = 0, cut_short = 0; // reported at exit (benchmarks: steps and time in them)
     // A long step (a prefill chunk on a CPU driver can take minutes) feeds it as its parts finish:
     // progress the device made, so a hung device still starves the watchdog.
-    engine_.backend().set_progress([&] { feed_watchdog(); });
+    // The same callback cuts the step short (StepInterrupted: no request advances) when a stop or
+    // cancel-all came, or when the jobs cancelled since the step began fill at least half of its
+    // rows: their client should not wait a minute for the answer, nor the others for work
+    // nobody wants. Below half, the step's work is mostly for others and goes on (a client
+    // cancelling jobs over and over cannot keep the engine from advancing the rest).
+    // PREFIXD_TEST_PART_DELAY_MS=MS (tests of cutting steps short, tests/test_daemon_reliability.cpp):
+    // each part of a step the engine reports done takes MS ms longer, as on a slow device.
+    uint64_t part_delay_ms = 0;
+    if (const char* f = std::getenv("PREFIXD_TEST_PART_DELAY_MS")) {
+        part_delay_ms = std::strtoull(f, nullptr, 10);
+        PLOG_WARN("PREFIXD_TEST_PART_DELAY_MS: each part of a step takes %llu ms longer (a test hook)",
+                  (unsigned long long)part_delay_ms);
+    }
+    bool in_runner_step = false; // (embed jobs step the backend outside the runner: never cut short)
+    engine_.backend().set_progress([&] {
+        if (part_delay_ms)
+            std::this_thread::sleep_for(std::chrono::milliseconds(part_delay_ms));
+        feed_watchdog();
+        if (!in_runner_step || !recheck_step_.exchange(false))
+            return;
+        std::vector<uint64_t> keys;
+        bool everything;
+        {
+            std::lock_guard lk(mu_);
+            everything = stop_ || cancel_all_;
+            keys = cancels_;
+            if (stop_)
+                recheck_step_ = true; // the thread is stopping: any later step is cut too
+        }
+        std::vector<RequestId> ids;
+        for (uint64_t key : keys)
+            if (auto it = jobs.find(key); it != jobs.end())
+                ids.insert(ids.end(), it->second.reqs.begin(), it->second.reqs.end());
+        const double share = runner->step_share(ids);
+        if (!everything && share < 0.5)
+            return;
+        ++cut_short;
+        PLOG_INFO(
+            "engine step cut short: %s",
+            everything
+                ? "stopping or cancelling every job"
+                : (std::to_string(int(share * 100 + 0.5)) + "% of its rows are cancelled jobs'").c_str());
+        throw StepInterrupted();
+    });
     bool stopping = false;
-    uint64_t steps = 0, coalesced = 0; // reported at exit (benchmarks: steps and time in them)
     double step_s = 0, held_s = 0, step_cpu_s = 0;
     const double cpu_start = thread_cpu_s();
     // PREFIXD_TRACE_STEPS=1: one log line per step (jobs admitted, requests, step time, hold).
@@ -507,8 +553,8 @@ void EngineWorker::run() noexcept {
                 for (auto id : a.reqs)
                     runner->cancel(id);
         running_ = jobs.size();
-        if (runner->idle())
-            continue;
+        if (stopping || runner->idle())
+            continue; // (stopping: the jobs still running are dropped, see join())
         StepEvents evs;
         try {
             auto t_step = std::chrono::steady_clock::now();
@@ -518,7 +564,14 @@ void EngineWorker::run() noexcept {
                 std::this_thread::sleep_for(std::chrono::milliseconds(fault_ms));
                 throw EngineError("injected fault at engine step " + std::to_string(attempts));
             }
-            evs = runner->step();
+            {
+                in_runner_step = true;
+                struct Stepping {
+                    bool& on;
+                    ~Stepping() { on = false; }
+                } stepping{in_runner_step};
+                evs = runner->step();
+            }
             const double dt =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
             step_s += dt;
@@ -599,10 +652,10 @@ void EngineWorker::run() noexcept {
         signal_io();
     }
     engine_cpu_s_ = thread_cpu_s() - cpu_start;
-    PLOG_INFO("engine thread: %llu steps, %.3f s in steps (%.3f s CPU; thread %.3f s CPU); %llu admission "
-              "holds, %.3f s held",
-              (unsigned long long)steps, step_s, step_cpu_s, engine_cpu_s_.load(),
-              (unsigned long long)coalesced, held_s);
+    PLOG_INFO("engine thread: %llu steps (%llu cut short), %.3f s in steps (%.3f s CPU; thread %.3f s CPU); "
+              "%llu admission holds, %.3f s held",
+              (unsigned long long)steps, (unsigned long long)cut_short, step_s, step_cpu_s,
+              engine_cpu_s_.load(), (unsigned long long)coalesced, held_s);
     if (runner) {
         auto pc = runner->prefix_cache_stats();
         PLOG_INFO(

@@ -114,6 +114,7 @@ class EngineWorker {
     std::deque<EngineEvent> outbox_;
     std::atomic<size_t> running_{0};
     std::atomic<bool> failed_{false};
+    std::atomic<bool> recheck_step_{false}; // a cancel or stop came: the running step may be cut short
     std::atomic<int64_t> last_progress_{0};
     std::atomic<double> engine_cpu_s_{0};
     std::string failure_;

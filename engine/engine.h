@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,14 @@ namespace prefixd {
 
 struct EngineError : std::runtime_error {
     using std::runtime_error::runtime_error;
+};
+
+// Thrown by a progress callback (Backend::set_progress) to stop a step between its parts, e.g.
+// because the job that fills it was cancelled: the step throws it, leaving every sequence as it
+// was, and Runner::step returns with StepEvents::interrupted and nothing advanced. Not an
+// EngineError: nothing failed.
+struct StepInterrupted : std::runtime_error {
+    StepInterrupted() : std::runtime_error("step interrupted") {}
 };
 
 using SeqId = uint32_t;
@@ -101,8 +110,10 @@ class Backend {
     // work is done (CPU reference: each layer of each item; Vulkan: each submission the device
     // has finished; steps of 32 rows or more go in parts of one layer on CPU drivers).
     // A device that hangs makes no progress. Should fn throw, step() throws it and leaves every
-    // sequence as it was. Empty: none (the default).
-    // The daemon feeds the systemd watchdog from it, so a long prefill step is not a hang.
+    // sequence as it was; on Vulkan it stops submitting the step's parts, so the step ends within
+    // the parts already queued (at most two parts ahead of the last one reported). Empty: none
+    // (the default). The daemon feeds the systemd watchdog from it, so a long prefill step is not
+    // a hang, and throws StepInterrupted from it to cut short a step whose work was cancelled.
     void set_progress(std::function<void()> fn) { progress_ = std::move(fn); }
 
   protected:

@@ -135,6 +135,7 @@ struct Runner::Impl {
     std::list<CachedPrefix> cache; // most recently used first
     PrefixCacheStats stats;
     StepBudget step_budget;
+    std::vector<std::pair<RequestId, uint32_t>> in_step; // the running step's requests and rows
 
     Impl(Engine& e, RunnerOptions o) : eng(e), opts(o), step_budget(o.max_step_seconds) {}
 
@@ -586,7 +587,7 @@ StepEvents Runner::step() {
         return ev;
 
     std::vector<ItemOutput> outs;
-    std::vector<bool> failed(batch.size(), false);
+    std::vector<bool> failed(batch.size(), false), skipped(batch.size(), false);
     std::vector<uint32_t> before;
     for (auto& b : batch) {
         try {
@@ -598,22 +599,39 @@ StepEvents Runner::step() {
     uint32_t n_prefill = 0; // the items after the decode rows
     for (size_t k = n_decode; k < batch.size(); ++k)
         n_prefill += batch[k].n_rows();
+    I.in_step.clear();
+    for (size_t k = 0; k < batch.size(); ++k)
+        I.in_step.emplace_back(who[k], batch[k].n_rows());
+    struct InStep {
+        std::vector<std::pair<RequestId, uint32_t>>& v;
+        ~InStep() { v.clear(); }
+    } in_step_guard{I.in_step};
     try {
         const auto t0 = std::chrono::steady_clock::now();
         outs = I.eng.backend().step(batch);
         I.step_budget.measured(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                                n_decode, n_prefill);
+    } catch (const StepInterrupted&) {
+        ev.interrupted = true; // every sequence is as it was: no request advanced
+        return ev;
     } catch (const std::exception& e) {
         // Isolate the failure (e.g. out of device memory on a big batch): roll every sequence
         // back to where it was and run the items one by one; only those that fail alone end.
+        // An interrupt (StepInterrupted) among them leaves that item and the rest for the next step.
         outs.assign(batch.size(), {});
         for (size_t k = 0; k < batch.size(); ++k) {
+            if (ev.interrupted) {
+                skipped[k] = true;
+                continue;
+            }
             try {
                 if (batch.size() == 1)
                     throw;
                 if (before[k] != UINT32_MAX && I.eng.backend().sequence_length(batch[k].seq) != before[k])
                     I.eng.backend().truncate(batch[k].seq, before[k]);
                 outs[k] = std::move(I.eng.backend().step({batch[k]})[0]);
+            } catch (const StepInterrupted&) {
+                ev.interrupted = skipped[k] = true;
             } catch (const std::exception& e2) {
                 failed[k] = true; // std::domain_error: the logits check (sampler.h) inside the step
                 I.finish(I.reqs.at(who[k]), FinishReason::Error, ev, e2.what(),
@@ -622,7 +640,7 @@ StepEvents Runner::step() {
         }
     }
     for (size_t k = 0; k < who.size(); ++k) {
-        if (failed[k])
+        if (failed[k] || skipped[k])
             continue;
         auto& q = I.reqs.at(who[k]);
         q.fed += batch[k].n_rows();
@@ -684,6 +702,16 @@ StepEvents Runner::step() {
             I.finish(q, fr, ev);
     }
     return ev;
+}
+
+double Runner::step_share(const std::vector<RequestId>& ids) const {
+    uint64_t all = 0, theirs = 0;
+    for (auto& [id, rows] : impl_->in_step) {
+        all += rows;
+        if (std::find(ids.begin(), ids.end(), id) != ids.end())
+            theirs += rows;
+    }
+    return all ? double(theirs) / double(all) : 0.0;
 }
 
 std::vector<Segment> make_prompt(const Engine& e, std::vector<float> embeds, uint32_t n_rows,

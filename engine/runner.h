@@ -110,6 +110,9 @@ struct PrefixCacheStats {
 struct StepEvents {
     std::vector<std::pair<RequestId, TokenEvent>> tokens;
     std::vector<std::pair<RequestId, RequestResult>> finished;
+    // The progress callback threw StepInterrupted: the step's requests did not advance (the next
+    // step runs them again, with the same results). Cancellations before it did finish.
+    bool interrupted = false;
 };
 
 // A prompt in PEFT order: the embedding rows (virtual tokens, if n_rows > 0) first, then `text`
@@ -136,6 +139,10 @@ class Runner {
     PrefixCacheStats prefix_cache_stats() const;
     size_t drop_prefixes(std::string_view key_prefix);
     StepCosts step_costs() const;
+    // While step() runs (e.g. from the backend's progress callback): the share of the step's rows
+    // that belong to `ids`, 0..1; 0 outside a step. The daemon cuts a step short when cancelled
+    // jobs fill at least half of it.
+    double step_share(const std::vector<RequestId>& ids) const;
 
   private:
     struct Impl;

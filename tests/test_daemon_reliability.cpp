@@ -452,6 +452,114 @@ TEST_CASE("the watchdog is fed by each layer of a step, so a long step is not ta
     CHECK(d.stop() == 0);
 }
 
+// A step does not stop inside a kernel, but it can between its parts: when the jobs cancelled since
+// the step began fill at least half of its rows, or every job is cancelled (a drain's deadline),
+// the engine thread drops the step at the next part it sees done, and the cancelled jobs finish
+// without waiting for it (on lavapipe a 512-row V2-Lite step runs over a minute). A cancel of a
+// small share waits: the step's work is for the others. PREFIXD_TEST_PART_DELAY_MS=500 makes each
+// part (the CPU reference: a layer of an item) take 500 ms longer, as on a slow device, so a
+// 3-layer prompt step takes 1.5 s and a cancel sent 300 ms into it lands mid-step.
+TEST_CASE(
+    "a cancel cuts short the step its job fills, not one it is a small share of; a drain's deadline does") {
+    using Clock = std::chrono::steady_clock;
+    auto dir = temp_dir("daemon-cut-short");
+    std::ofstream(dir / "prefixd.toml") << "[server]\ndrain_timeout_s = 0\n";
+    ::setenv("PREFIXD_TEST_PART_DELAY_MS", "500", 1);
+    DaemonProcess d(dir, {"--config", (dir / "prefixd.toml").string(), "--max-step-ms", "0"});
+    ::unsetenv("PREFIXD_TEST_PART_DELAY_MS");
+    REQUIRE(d.wait_ready());
+    auto cut_lines = [&] {
+        std::ifstream f(d.log);
+        std::string all((std::istreambuf_iterator<char>(f)), {}), what = "engine step cut short";
+        size_t n = 0;
+        for (size_t at = all.find(what); at != std::string::npos; at = all.find(what, at + 1))
+            ++n;
+        return n;
+    };
+    std::string text;
+    for (int i = 0; i < 60; ++i) // ~120 prompt rows
+        text += numbered(" word", i);
+    Client c(d.client_options());
+    std::map<std::string, Reply> finals;
+    std::set<std::string> accepted;
+    auto pump = [&](auto done, int seconds) {
+        for (auto end = Clock::now() + std::chrono::seconds(seconds); !done() && Clock::now() < end;)
+            if (auto b = c.recv(200)) {
+                Reply r = parse_reply(*b);
+                if (r.type == Reply::Accepted)
+                    accepted.insert(r.job_id);
+                if (r.type == Reply::Result || r.type == Reply::Error)
+                    finals[r.job_id] = r;
+            }
+    };
+    auto cancel = [&](const std::string& id) {
+        JobRequest k;
+        k.kind = Kind::Cancel;
+        k.job_id = id;
+        k.tenant = "t1";
+        c.send(build_request(k));
+    };
+
+    // 1. The job fills its step: the cancel ends it at the next part (<= 500 ms), not after the
+    // step's remaining >= 1.2 s.
+    c.send(build_request(gen_job("cut-1", text, 4)));
+    pump([&] { return accepted.count("cut-1") > 0; }, 30);
+    REQUIRE(accepted.count("cut-1"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const auto t_cancel = Clock::now();
+    cancel("cut-1");
+    pump([&] { return finals.count("cut-1") > 0; }, 30);
+    const double waited_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_cancel).count();
+    REQUIRE(finals.count("cut-1"));
+    CHECK(finals["cut-1"].type == Reply::Result);
+    CHECK(finals["cut-1"].result.finish == Finish::Cancelled);
+    CHECK(finals["cut-1"].result.usage.completion_tokens == 0);
+    CHECK(cut_lines() == 1);
+    CHECK(log_mentions(d, "engine step cut short: 100% of its rows are cancelled jobs'"));
+    INFO("cancel to final: " << waited_ms << " ms");
+    CHECK(waited_ms < 1000);
+
+    // 2. A 3-row prompt sharing a step with a 120-row one: its cancel does not cut the step, and
+    // the other job runs to its end.
+    JobRequest small = gen_job("cut-small", "a story", 8);
+    small.stream = true;
+    c.send(build_request(small));
+    c.send(build_request(gen_job("cut-big", text, 2)));
+    pump([&] { return accepted.count("cut-small") && accepted.count("cut-big"); }, 30);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cancel("cut-small");
+    pump([&] { return finals.count("cut-small") && finals.count("cut-big"); }, 60);
+    REQUIRE(finals.count("cut-small"));
+    REQUIRE(finals.count("cut-big"));
+    CHECK(finals["cut-small"].result.finish == Finish::Cancelled);
+    CHECK(finals["cut-big"].type == Reply::Result);
+    CHECK(finals["cut-big"].result.finish == Finish::Length);
+    CHECK(finals["cut-big"].result.usage.completion_tokens == 2);
+    CHECK(cut_lines() == 1);
+
+    // 3. SIGTERM with drain_timeout_s = 0: every job is cancelled at once, and the step is cut.
+    c.send(build_request(gen_job("cut-3", text, 4)));
+    pump([&] { return accepted.count("cut-3") > 0; }, 30);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(d.stop() == 0);
+    pump([&] { return finals.count("cut-3") > 0; }, 10);
+    REQUIRE(finals.count("cut-3"));
+    CHECK(finals["cut-3"].result.finish == Finish::Cancelled);
+    CHECK(cut_lines() == 2);
+    CHECK(log_mentions(d, "engine step cut short: stopping or cancelling every job"));
+    // Each job settled once, as its final reply said.
+    store::Store st = store::Store::open(d.db, {.create = false});
+    for (const char* id : {"cut-1", "cut-small", "cut-big", "cut-3"}) {
+        INFO(id);
+        auto row = st.find_job("t1", id);
+        REQUIRE(row);
+        CHECK(row->status ==
+              (std::string(id) == "cut-big" ? store::JobStatus::Done : store::JobStatus::Cancelled));
+        CHECK(row->prompt_tokens == finals[id].result.usage.prompt_tokens);
+        CHECK(row->completion_tokens == finals[id].result.usage.completion_tokens);
+    }
+}
+
 TEST_CASE("sd_notify sequence, SIGTERM under load: drained, every job billed once") {
     auto dir = temp_dir("daemon-term");
     NotifySocket ns(dir / "notify.sock");

@@ -344,6 +344,70 @@ TEST_CASE("cancel, PEFT order, admission errors") {
     CHECK(r.run(noeos).token_ids.size() == 3);
 }
 
+// The daemon cuts a step short (StepInterrupted from the progress callback) when cancelled jobs
+// fill most of it: nothing advances, the next step runs the same rows, and the results are those
+// of a run never cut. step_share tells the callback how much of the step is whose.
+TEST_CASE("a step cut short by its progress callback advances nothing; results equal an uncut run") {
+    auto e = open_cpu("tiny-v2-f32.gguf");
+    const Request a = gen(*e, "a prompt long enough to be most of the first step, in words", 10);
+    const Request b = gen(*e, "short", 10);
+    const uint32_t rows_a = a.prompt[0].size(), rows_b = b.prompt[0].size();
+    REQUIRE(rows_a > rows_b);
+    struct Run {
+        std::map<RequestId, RequestResult> res;
+        int cuts = 0;
+        std::vector<double> shares; // step_share({a}) at each cut
+    };
+    // cut at these calls of the callback (the CPU reference calls it per layer per item)
+    auto run = [&](std::vector<int> cut_at) {
+        Runner r(*e);
+        Run out;
+        const RequestId ia = r.submit(a);
+        r.submit(b);
+        int calls = 0;
+        e->backend().set_progress([&] {
+            if (std::find(cut_at.begin(), cut_at.end(), ++calls) == cut_at.end())
+                return;
+            out.shares.push_back(r.step_share({ia}));
+            throw StepInterrupted();
+        });
+        while (!r.idle()) {
+            auto ev = r.step();
+            if (ev.interrupted) {
+                ++out.cuts;
+                CHECK(ev.tokens.empty());
+                CHECK(ev.finished.empty());
+            }
+            for (auto& [id, rr] : ev.finished)
+                out.res[id] = rr;
+        }
+        e->backend().set_progress({});
+        CHECK(r.step_share({ia}) == 0.0); // outside a step
+        return out;
+    };
+    const Run clean = run({});
+    const uint32_t layers = e->config().n_layer;
+    // 2 items x layers calls per step: the first step's last call (both prompts all but done), its
+    // rerun's third, then the first decode step's second
+    const int per_step = int(2 * layers);
+    const Run cut = run({per_step, per_step + 3, per_step + 3 + per_step + 2});
+    CHECK(clean.cuts == 0);
+    CHECK(cut.cuts == 3);
+    REQUIRE(cut.shares.size() == 3);
+    CHECK(cut.shares[0] == doctest::Approx(double(rows_a) / (rows_a + rows_b)));
+    CHECK(cut.shares[1] == doctest::Approx(double(rows_a) / (rows_a + rows_b))); // the same step again
+    CHECK(cut.shares[2] == doctest::Approx(0.5));                                // one decode row each
+    REQUIRE(clean.res.size() == 2);
+    REQUIRE(cut.res.size() == 2);
+    for (auto& [id, rr] : clean.res) {
+        INFO("request " << id);
+        CHECK(rr.finish == FinishReason::Length);
+        CHECK(cut.res.at(id).token_ids == rr.token_ids);
+        CHECK(cut.res.at(id).text == rr.text);
+        CHECK(cut.res.at(id).prompt_tokens == rr.prompt_tokens);
+    }
+}
+
 TEST_CASE("a failing item fails alone; the others in its batch continue") {
     auto e = open_cpu("tiny-v2-q8_0.gguf");
     Runner r(*e);

@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 
@@ -169,6 +170,72 @@ TEST_CASE("submit(): a chain of matmuls in separate parts, then a submit_wait wi
         ref.swap(next);
         INFO("link " << i + 1);
         CHECK(norm_err(v[i + 1].as<float>(), ref.data(), n) < 1e-4);
+    }
+}
+
+// While a progress callback is set (a step), submit() keeps at most kPartsAhead parts queued: it
+// waits for the oldest and reports it first. A callback that throws there stops the recording,
+// so the parts never recorded never run (the daemon cuts a cancelled job's step short this way).
+TEST_CASE(
+    "submit() with progress: at most kPartsAhead parts queued; a callback's throw stops the chain there") {
+    const uint32_t seed = fresh_seed();
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    const uint32_t n = 256, chain = 7;
+    const size_t ahead = Context::kPartsAhead;
+    REQUIRE(chain > ahead + 2);
+    SquareQ8 w(n, rng);
+    std::vector<DevBuf> v;
+    for (uint32_t i = 0; i <= chain; ++i)
+        v.emplace_back(n * 4);
+    const auto x0 = randv(n, rng), stale = randv(n, rng);
+    std::vector<std::vector<float>> ref{x0};
+    for (uint32_t i = 0; i < chain; ++i) {
+        ref.emplace_back(n);
+        cpu::matmul(w.a.t, 0, ref[i].data(), ref[i + 1].data(), 1);
+    }
+    int calls = 0, throw_at = 0;
+    std::function<void()> fn = [&] {
+        if (++calls == throw_at)
+            throw StepInterrupted();
+    };
+    struct Unset {
+        ~Unset() { ctx().set_progress(nullptr); }
+    } unset;
+    for (const int at : {0, 1}) {
+        INFO("throw at report " << at);
+        throw_at = at;
+        calls = 0;
+        std::memcpy(v[0].as<float>(), x0.data(), n * 4);
+        for (uint32_t i = 1; i <= chain; ++i)
+            std::memcpy(v[i].as<float>(), stale.data(), n * 4);
+        ctx().set_progress(&fn);
+        uint32_t stopped = chain; // the part whose submit() threw
+        for (uint32_t i = 0; i < chain; ++i) {
+            dispatch_matmul(ctx(), w.ga, nullptr, push_for(v[i], v[i + 1], n, n, 1), 1, true);
+            ctx().barrier();
+            try {
+                ctx().submit();
+            } catch (const StepInterrupted&) {
+                stopped = i;
+                ctx().discard(); // waits for the parts queued
+                break;
+            }
+            CHECK(calls == int(std::max<size_t>(i + 1, ahead) - ahead)); // reported as they leave the window
+        }
+        if (stopped == chain)
+            ctx().submit_wait();
+        ctx().set_progress(nullptr);
+        const uint32_t ran = at ? uint32_t(ahead + 1) : chain; // parts submitted
+        CHECK(stopped == (at ? ahead : chain));
+        CHECK(calls == (at ? 1 : int(chain) + 1)); // every part, then the wait's own submission
+        for (uint32_t i = 1; i <= chain; ++i) {
+            INFO("link " << i);
+            if (i <= ran)
+                CHECK(norm_err(v[i].as<float>(), ref[i].data(), n) < 1e-4);
+            else // never recorded: untouched
+                CHECK(std::memcmp(v[i].as<float>(), stale.data(), n * 4) == 0);
+        }
     }
 }
 

@@ -758,9 +758,11 @@ void Context::recycle_in_flight() noexcept {
 void Context::abandon_part_fences() noexcept {
     lost_fences_.insert(lost_fences_.end(), part_fences_.begin(), part_fences_.end());
     part_fences_.clear();
+    parts_reported_ = 0;
 }
 
 void Context::recycle_part_fences() noexcept {
+    parts_reported_ = 0;
     if (part_fences_.empty())
         return;
     vkResetFences(dev_, uint32_t(part_fences_.size()), part_fences_.data());
@@ -821,6 +823,18 @@ void Context::submit() {
     } else {
         cmd_ = new_command_buffer();
     }
+    // Progress reported: keep at most kPartsAhead parts queued. The callback may throw (the step
+    // is cut short: the caller discards the recording, which waits for the queued parts).
+    if (!(progress_ && *progress_))
+        return;
+    while (part_fences_.size() - parts_reported_ > kPartsAhead) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const VkResult r = vkWaitForFences(dev_, 1, &part_fences_[parts_reported_], VK_TRUE, UINT64_MAX);
+        wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        vk_check(r, "vkWaitForFences");
+        ++parts_reported_;
+        (*progress_)();
+    }
 }
 
 void Context::submit_wait() {
@@ -853,7 +867,7 @@ void Context::submit_wait() {
             }
         }
     };
-    for (size_t i = 0; reporting && i < part_fences_.size() && r == VK_SUCCESS; ++i) {
+    for (size_t i = parts_reported_; reporting && i < part_fences_.size() && r == VK_SUCCESS; ++i) {
         r = vkWaitForFences(dev_, 1, &part_fences_[i], VK_TRUE, UINT64_MAX); // (no callback: the last alone)
         if (r == VK_SUCCESS)
             done();

@@ -127,7 +127,11 @@ class Context {
     // Hands what was recorded so far to the queue without waiting, so the device starts on it while
     // the host records the rest of the step; submit_wait waits for everything. Barriers recorded
     // later still order what follows after it (they cover earlier submissions on the queue).
+    // While a progress callback is set, at most kPartsAhead parts wait on the queue: submit()
+    // first waits for the oldest (and reports it), so a callback that throws stops the step within
+    // the parts already queued instead of after all of them.
     void submit();
+    static constexpr size_t kPartsAhead = 2;
     // Ends the recording, submits it and waits for everything submitted.
     void submit_wait();
     // While set (a step), submit_wait calls *fn on this thread as each submitted part, and then
@@ -236,6 +240,7 @@ class Context {
     uint32_t submit_layers_ = 0;
     VkFence fence_ = VK_NULL_HANDLE;
     std::vector<VkFence> part_fences_, spare_fences_; // submit() parts in flight, in order; unused
+    size_t parts_reported_ = 0;        // part_fences_[0..n) seen signalled and reported (progress_)
     std::vector<VkFence> lost_fences_; // left pending by a failed wait (device lost): destroyed at the end
     const std::function<void()>* progress_ = nullptr;
     VkPipelineLayout layout_ = VK_NULL_HANDLE;
