@@ -67,6 +67,14 @@ std::unique_ptr<Tokenizer> Engine::load_tokenizer(const Model& m, const std::str
         throw ModelError(path + ": the tokenizer has " + std::to_string(t->vocab_size()) +
                          " tokens, the model's vocabulary (token_embd rows) is " +
                          std::to_string(m.config().n_vocab));
+    // Byte-level BPE starts from one token per byte: without one, every text holding that byte
+    // would fail at encode, as if the job's input were wrong.
+    if (const int b = t->missing_byte(); b >= 0) {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "0x%02X", b);
+        throw ModelError(path + ": tokenizer: the vocabulary has no token for byte " + hex +
+                         ", so text holding it could not be encoded");
+    }
     return t;
 }
 

@@ -450,6 +450,13 @@ std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
     return std::vector<std::string>(views.begin(), views.end());
 }
 
+int Tokenizer::missing_byte() const {
+    for (int b = 0; b < 256; ++b)
+        if (impl_->byte_id[b] < 0 && b != 0xC0 && b != 0xC1 && b < 0xF5)
+            return b;
+    return -1;
+}
+
 size_t Tokenizer::vocab_size() const {
     return impl_->tokens.size();
 }

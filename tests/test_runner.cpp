@@ -480,6 +480,53 @@ TEST_CASE("NaN logits (broken weights the loader does not scan) end the request 
     std::filesystem::remove_all(dir);
 }
 
+// Byte-level BPE needs a token for every byte that UTF-8 text can hold. Without one the model
+// loaded and every job whose text held that byte failed at encode, as if its input were wrong.
+TEST_CASE("a vocabulary without a token for a byte UTF-8 text can hold is refused at load") {
+    auto dir = test::temp_dir("runner-bytes");
+    const auto src = (test::models_dir() / "tiny-v2-q8_0.gguf").string();
+    gguf::File f = gguf::File::open(src);
+    // The byte-level alphabet maps byte 0xF4 (the lead byte of U+100000..U+10FFFF) to U+00F4 and
+    // 0xFF (never in UTF-8) to U+00FF: rename one of these tokens, and drop merges naming it.
+    auto without = [&](const std::string& token, const std::string& path) {
+        test::GgufEdit e;
+        e.kv = [&f, token](gguf::Writer& w) {
+            gguf::Value tokens = *f.parsed().get("tokenizer.ggml.tokens");
+            gguf::Value merges = *f.parsed().get("tokenizer.ggml.merges");
+            size_t renamed = 0;
+            for (auto& t : std::get<gguf::Array>(tokens.v))
+                if (auto* s = std::get_if<std::string>(&t.v); s && *s == token) {
+                    *s = "<not a byte>";
+                    ++renamed;
+                }
+            REQUIRE(renamed == 1);
+            auto& ma = std::get<gguf::Array>(merges.v);
+            std::erase_if(ma, [&](const gguf::Value& m) {
+                const std::string& s = std::get<std::string>(m.v);
+                const size_t sp = s.find(' ');
+                return s.substr(0, sp) == token || s.substr(sp + 1) == token;
+            });
+            w.set("tokenizer.ggml.tokens", tokens);
+            w.set("tokenizer.ggml.merges", merges);
+        };
+        test::rewrite_gguf(src, path, e);
+        EngineOptions o;
+        o.model_path = path;
+        o.backend = "cpu";
+        return o;
+    };
+    const auto f4 = (dir / "no-f4.gguf").string(), ff = (dir / "no-ff.gguf").string();
+    CHECK_THROWS_WITH_AS(
+        Engine::open(without("\u00f4", f4)),
+        doctest::Contains("no-f4.gguf: tokenizer: the vocabulary has no token for byte 0xF4"), ModelError);
+    // 0xFF never occurs in UTF-8 text: the model loads and encodes any text, U+10FFFF included.
+    auto e = Engine::open(without("\u00ff", ff));
+    const std::string top = "\U0010FFFF";
+    CHECK(e->tokenizer().decode(e->tokenizer().encode(top, false)) == top);
+    e.reset();
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("a tokenizer that does not cover the model's vocabulary is refused at load") {
     auto dir = test::temp_dir("runner-vocab");
     const auto src = (test::models_dir() / "tiny-v2-q8_0.gguf").string();
