@@ -25,7 +25,7 @@ struct RunArgs {
     std::vector<std::string> stop;
     uint32_t n = 32, top_k = 0, top_logits = 0, max_ctx = 4096;
     float temperature = 0.0f, top_p = 1.0f;
-    uint64_t seed = 0;
+    std::optional<uint64_t> seed; // absent: drawn when sampling (temperature > 0)
     bool json = false, verbose = false, kv_f16 = false;
 };
 
@@ -76,7 +76,13 @@ void do_run(const RunArgs& a) {
     Request r;
     r.prompt = make_prompt(*eng, std::move(emb), rows, a.prompt);
     r.max_tokens = a.n;
-    r.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
+    // Sampling without --seed draws one (each run a new sample), printed so that it can be repeated.
+    std::optional<uint64_t> seed = a.seed;
+    if (a.temperature > 0 && !seed) {
+        std::random_device rd;
+        seed = (uint64_t(rd()) << 32) | rd();
+    }
+    r.sampling = {a.temperature, a.top_k, a.top_p, seed.value_or(0)};
     r.stop = a.stop;
     r.top_logprobs = a.top_logits;
     r.top_raw_logits = true;
@@ -122,12 +128,15 @@ void do_run(const RunArgs& a) {
                   {"seconds", secs}};
         if (a.top_logits)
             j["top_logits"] = tops;
+        if (a.temperature > 0)
+            j["seed"] = *seed;
         std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     } else {
         std::printf("\n");
-        std::fprintf(stderr, "[%u virtual + %u prompt tokens, %u generated in %.2f s on %s, finish: %s]\n",
+        std::fprintf(stderr, "[%u virtual + %u prompt tokens, %u generated in %.2f s on %s, finish: %s%s]\n",
                      res.virtual_tokens, res.prompt_tokens, res.completion_tokens, secs,
-                     eng->backend().device_name().c_str(), finish_reason_name(res.finish));
+                     eng->backend().device_name().c_str(), finish_reason_name(res.finish),
+                     a.temperature > 0 ? (", seed " + std::to_string(*seed)).c_str() : "");
     }
 }
 
@@ -172,7 +181,10 @@ void register_run(CLI::App& app, const Globals&) {
                        : std::string("must be in (0, 1]");
         });
     run->add_option("--top-k", a->top_k);
-    run->add_option("--seed", a->seed)->check(uint64_text());
+    run->add_option("--seed", a->seed,
+                    "sampling seed (default: a new one each run when --temperature > 0, printed with the "
+                    "result; the same seed gives the same tokens)")
+        ->check(uint64_text());
     run->add_option("--stop", a->stop, "stop string (repeatable)");
     run->add_option("--device", a->device,
                     "Vulkan device: an index (prefixctl devices), else a part of its name");

@@ -24,7 +24,7 @@ struct SubmitArgs {
     std::string choices, score, job_id, stop;
     int n = 16, top_k = 0, top_logprobs = 0, timeout_s = 600;
     float temperature = 0, top_p = 1;
-    uint64_t seed = 0;
+    std::optional<uint64_t> seed; // absent: the daemon draws one for a sampled job
     bool stream = false, embed = false, json = false, health = false;
 };
 
@@ -51,6 +51,8 @@ nlohmann::json result_json(const Reply& r) {
           {"completion_tokens", o.usage.completion_tokens},
           {"total_tokens", o.usage.virtual_tokens + o.usage.prompt_tokens + o.usage.completion_tokens}}},
         {"replayed", o.replayed}};
+    if (o.seed)
+        j["seed"] = *o.seed;
     if (!o.choices.empty()) {
         nlohmann::json c = nlohmann::json::array();
         for (auto& ch : o.choices)
@@ -229,7 +231,11 @@ CliModule reg([](CLI::App& app, const Globals&) {
     s->add_option("--temperature", a->temperature, "0 = greedy");
     s->add_option("--top-p", a->top_p, "nucleus sampling");
     s->add_option("--top-k", a->top_k, "top-k sampling (0 = off)");
-    s->add_option("--seed", a->seed, "sampling seed")->check(uint64_text());
+    s->add_option(
+         "--seed", a->seed,
+         "sampling seed (default: the daemon draws one, printed with --json; the same seed gives the "
+         "same tokens)")
+        ->check(uint64_text());
     s->add_option("--stop", a->stop, "comma-separated stop strings");
     s->add_flag("--stream", a->stream, "print tokens as they arrive");
     s->add_option("--choices", a->choices, "comma-separated labels: reply with each label's probability");

@@ -126,6 +126,7 @@ Reply parse_reply(const Bytes& bytes) {
                 o.tokens.push_back(std::move(to));
             }
         o.replayed = r->replayed();
+        o.seed = r->seed();
         break;
     }
     case pb::Payload::Error: {

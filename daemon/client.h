@@ -22,7 +22,7 @@ struct JobRequest {
     int32_t max_tokens = 16;
     float temperature = 0.0f, top_p = 1.0f;
     int32_t top_k = 0;
-    uint64_t seed = 0;
+    std::optional<uint64_t> seed; // absent: the daemon draws one for a sampled job (Result seed)
     std::vector<std::string> stop;
     bool stream = false;
     std::vector<std::string> choices;

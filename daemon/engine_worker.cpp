@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
+#include <random>
 
 namespace prefixd::daemon {
 
@@ -260,13 +261,18 @@ static std::vector<Segment> build_prompt(Engine& eng, EngineJob& job) {
     return segs;
 }
 
+static uint64_t draw_seed() {
+    std::random_device rd;
+    return (uint64_t(rd()) << 32) | rd();
+}
+
 static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
     Request r;
     r.prompt = std::move(prompt);
     r.sampling.temperature = s.temperature;
     r.sampling.top_k = s.top_k;
     r.sampling.top_p = s.top_p;
-    r.sampling.seed = s.seed;
+    r.sampling.seed = s.seed.value_or(0); // (drawn at intake for a sampled Generate without one)
     r.max_tokens = s.max_tokens;
     r.stop = s.stop;
     r.top_logprobs = s.top_logprobs;
@@ -340,6 +346,8 @@ static ResultOut assemble(Active& a) {
     out.logprob_sum = r0.logprob_sum;
     out.usage.completion_tokens =
         a.spec.kind == Kind::Score ? uint32_t(r0.token_logprobs.size()) : r0.completion_tokens;
+    if (a.spec.kind == Kind::Generate && a.spec.temperature > 0)
+        out.seed = a.spec.seed; // the one it sampled with, so the client can get the same tokens again
     if (a.spec.top_logprobs)
         out.tokens = std::move(a.tokens);
     return out;
@@ -487,6 +495,11 @@ void EngineWorker::run() noexcept {
                 a.key = key;
                 std::vector<Segment> prompt = build_prompt(engine_, job);
                 a.spec = std::move(job.spec);
+                // A sampled job without a seed gets its own, as on any inference API (the same
+                // request twice gives two samples); its Result says which.
+                if (a.spec.kind == Kind::Generate && a.spec.choices.empty() && a.spec.temperature > 0 &&
+                    !a.spec.seed)
+                    a.spec.seed = draw_seed();
                 // Adapter rows lead the prompt: their latent KV is computed once and reused.
                 auto make_request = [&](std::vector<Segment> p) {
                     Request r = base_request(a.spec, std::move(p));

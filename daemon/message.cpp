@@ -239,7 +239,7 @@ void read_sampling(const pb::Sampling* s, const Limits& lim, JobSpec& spec) {
     need(s->top_k() >= 0 && uint32_t(s->top_k()) <= lim.n_vocab, Code::InvalidArgument,
          "top_k must be in [0, vocabulary size " + std::to_string(lim.n_vocab) + "]");
     spec.top_k = uint32_t(s->top_k());
-    spec.seed = s->seed();
+    spec.seed = s->seed(); // std::optional: absent stays absent
     spec.stop = checked_strings(s->stop(), lim.max_stop, "stop strings");
 }
 
@@ -438,7 +438,7 @@ Bytes build_result(const std::string& job_id, const ResultOut& r) {
     auto logprobs = r.logprobs.empty() ? 0 : b.CreateVector(r.logprobs);
     auto tokens = toks.empty() ? 0 : b.CreateVector(toks);
     auto res = pb::CreateResult(b, text, ids, pb::FinishReason(r.finish), usage, choices, logprobs,
-                                r.logprob_sum, emb, tokens, r.replayed);
+                                r.logprob_sum, emb, tokens, r.replayed, r.seed);
     return finish(b, job_id, pb::Payload::Result, res.Union());
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <variant>
@@ -60,7 +61,7 @@ struct JobSpec {
     uint32_t max_tokens = 16;
     float temperature = 0.0f, top_p = 1.0f;
     uint32_t top_k = 0;
-    uint64_t seed = 0;
+    std::optional<uint64_t> seed; // absent: drawn for a sampled Generate (ResultOut::seed)
     std::vector<std::string> stop;
     bool stream = false;
     std::vector<std::string> choices;
@@ -115,6 +116,7 @@ struct ResultOut {
     uint32_t embed_rows = 0, embed_cols = 0;
     std::vector<TokenOut> tokens;
     bool replayed = false;
+    std::optional<uint64_t> seed; // Generate with temperature > 0: the seed it sampled with
 };
 struct HealthOut {
     std::string status, model, backend;

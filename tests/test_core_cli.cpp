@@ -222,6 +222,23 @@ TEST_CASE("option values outside what they mean: clear error, non-zero exit") {
                   "--model " +
                   kModel);
     CHECK(ok.code == 0);
+    CHECK(ok.out.find("\"seed\":18446744073709551615") != std::string::npos);
+    // Sampling without --seed: a new seed each run, printed; given back, the same tokens.
+    auto run_json = [&](const std::string& args) {
+        auto r = prefixctl("run --backend cpu --prompt x --json " + args + " --model " + kModel);
+        REQUIRE(r.code == 0);
+        return nlohmann::json::parse(r.out.substr(r.out.find('{')));
+    };
+    auto sampled = [&](const std::string& extra) { return run_json("-n 6 --temperature 1 " + extra); };
+    const auto s1 = sampled(""), s2 = sampled("");
+    REQUIRE(s1.contains("seed"));
+    REQUIRE(s2.contains("seed"));
+    CHECK(s1["seed"] != s2["seed"]);
+    CHECK(s1["token_ids"] != s2["token_ids"]);
+    const auto s3 = sampled("--seed " + std::to_string(s1["seed"].get<uint64_t>()));
+    CHECK(s3["token_ids"] == s1["token_ids"]);
+    CHECK(s3["seed"] == s1["seed"]);
+    CHECK_FALSE(run_json("-n 2").contains("seed")); // greedy
     // a Vulkan device named for the cpu backend is refused, not silently ignored (run, bench)
     for (std::string cmd : {"run -n 1 --prompt x", "bench -p 4 -n 1 -r 1 --batch 1"}) {
         auto d = prefixctl(cmd + " --backend cpu --device 0 --model " + kModel);

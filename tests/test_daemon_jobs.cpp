@@ -105,6 +105,31 @@ TEST_CASE("four job kinds: results equal the engine's direct run, streaming equa
         CHECK(out.final.result.usage.prompt_tokens == ref.prompt_tokens);
         CHECK(out.final.result.usage.completion_tokens == 8);
     }
+    SUBCASE("sampling without a seed: each job draws its own and reports it; sent back, it repeats the "
+            "tokens") {
+        JobRequest r = gen_job("s1", text, 8);
+        r.temperature = 1.0f;
+        auto a = c.run(r, 60000);
+        r.job_id = "s2";
+        auto b = c.run(r, 60000);
+        REQUIRE(a.final.type == Reply::Result);
+        REQUIRE(b.final.type == Reply::Result);
+        REQUIRE(a.final.result.seed.has_value());
+        REQUIRE(b.final.result.seed.has_value());
+        CHECK(*a.final.result.seed != *b.final.result.seed);
+        // 8 tokens at temperature 1 from a random model's 129280-token vocabulary: never all equal
+        CHECK(a.final.result.token_ids != b.final.result.token_ids);
+        r.job_id = "s3";
+        r.seed = a.final.result.seed;
+        auto again = c.run(r, 60000);
+        REQUIRE(again.final.type == Reply::Result);
+        CHECK(again.final.result.token_ids == a.final.result.token_ids);
+        CHECK(again.final.result.seed == a.final.result.seed);
+        // greedy: nothing drawn, nothing reported
+        auto greedy = c.run(gen_job("s4", text, 4), 60000);
+        REQUIRE(greedy.final.type == Reply::Result);
+        CHECK_FALSE(greedy.final.result.seed.has_value());
+    }
     SUBCASE("adapter name + text") {
         JobRequest r = gen_job("b", text, 8);
         r.adapter = "ad1";

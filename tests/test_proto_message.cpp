@@ -71,6 +71,21 @@ TEST_CASE("valid generate request decodes with every field") {
     CHECK(s.tenant == "acme");
 }
 
+// No seed on the wire is not seed 0: the daemon draws one for a sampled job. Seed 0 sent is kept.
+TEST_CASE("the seed is optional: absent, 0 and the largest value are told apart") {
+    JobRequest r = base();
+    auto seed_of = [](const JobRequest& q) {
+        Decoded d = dec(q);
+        REQUIRE(std::holds_alternative<JobSpec>(d));
+        return std::get<JobSpec>(d).seed;
+    };
+    CHECK_FALSE(seed_of(r).has_value());
+    for (const uint64_t seed : {uint64_t(0), uint64_t(1), UINT64_MAX}) {
+        r.seed = seed;
+        CHECK(seed_of(r) == seed);
+    }
+}
+
 TEST_CASE("f16 embeddings are converted to f32") {
     JobRequest r = base();
     r.embed_rows = 1;
@@ -270,6 +285,11 @@ TEST_CASE("replies round-trip through parse_reply") {
     CHECK(p.result.usage.completion_tokens == 2);
     CHECK(p.result.choices[0].label == "yes");
     CHECK(p.result.embeds == r.embeds);
+    CHECK_FALSE(p.result.seed.has_value()); // only a sampled Generate's result carries one
+    for (const uint64_t seed : {uint64_t(0), uint64_t(7), UINT64_MAX}) {
+        r.seed = seed;
+        CHECK(parse_reply(build_result("abc", r)).result.seed == seed);
+    }
     Reply e = parse_reply(build_error("x", Code::Busy, "queue full", true));
     CHECK(e.type == Reply::Error);
     CHECK(e.code == Code::Busy);

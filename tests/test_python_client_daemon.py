@@ -81,6 +81,17 @@ class ClientAgainstDaemon(unittest.TestCase):
         self.assertEqual(r.token_ids, ref["token_ids"])
         self.assertEqual(r.text, ref["text"])
 
+    def test_sampling_seed_drawn_and_repeatable(self):
+        a = self.c.generate("Once upon a time", max_tokens=8, temperature=1.0)
+        b = self.c.generate("Once upon a time", max_tokens=8, temperature=1.0)
+        self.assertIsNotNone(a.seed)
+        self.assertNotEqual(a.seed, b.seed)
+        self.assertNotEqual(a.token_ids, b.token_ids)
+        again = self.c.generate("Once upon a time", max_tokens=8, temperature=1.0, seed=a.seed)
+        self.assertEqual(again.token_ids, a.token_ids)
+        self.assertEqual(again.seed, a.seed)
+        self.assertIsNone(self.c.generate("Once upon a time", max_tokens=2).seed)  # greedy
+
     def test_stream_matches_result(self):
         s = self.c.stream("Once upon a time", max_tokens=12)
         chunks = list(s)

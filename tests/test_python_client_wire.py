@@ -66,6 +66,10 @@ class RequestEncoding(unittest.TestCase):
         self.assertEqual(job.Tenant(), b"dev")
         s = job.Sampling()
         self.assertEqual((s.MaxTokens(), s.TopK(), s.Seed()), (9, 40, 123))
+        # no seed: the field is absent (the daemon draws one), and seed=0 is sent as 0
+        for kw, want in (({}, None), ({"seed": 0}, 0)):
+            env = read_envelope(pc.encode_request("generate", "job-2", text="x", temperature=1.0, **kw))
+            self.assertEqual(payload_as(env, P.Generate.Generate).Job().Sampling().Seed(), want)
         self.assertAlmostEqual(s.Temperature(), 0.7, places=6)
         self.assertAlmostEqual(s.TopP(), 0.9, places=6)
         self.assertEqual([s.Stop(i) for i in range(s.StopLength())], [b"\n", b"END"])
@@ -132,6 +136,7 @@ class ReplyDecoding(unittest.TestCase):
             P.Result.AddUsage(b, u)
             P.Result.AddChoices(b, cv)
             P.Result.AddLogprobSum(b, -1.5)
+            P.Result.AddSeed(b, 2**64 - 1)
             return P.Result.End(b)
 
         jid, r = pc.decode_reply(reply("r1", P.Payload.Payload.Result, build))
@@ -141,6 +146,7 @@ class ReplyDecoding(unittest.TestCase):
         self.assertEqual(r.usage, pc.Usage(4, 5, 2, 11))
         self.assertAlmostEqual(r.choices["billing"], 0.75)
         self.assertAlmostEqual(r.logprob_sum, -1.5)
+        self.assertEqual(r.seed, 2**64 - 1)
 
     def test_embed_result_tensor(self):
         emb = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)

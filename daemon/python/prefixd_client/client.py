@@ -210,7 +210,8 @@ class Client:
     # -- requests --------------------------------------------------------------------------
     def generate(self, text: Optional[str] = None, *, job_id: Optional[str] = None, **fields) -> Result:
         """Generate. Fields: token_ids, adapter, embeddings (np [n, hidden]), max_tokens,
-        temperature, top_p, top_k, seed, stop, choices, top_logprobs."""
+        temperature, top_p, top_k, seed (default: drawn by the daemon when sampling; Result.seed),
+        stop, choices, top_logprobs."""
         return self.wait(self.submit("generate", job_id, text=text, **fields))
 
     def stream(self, text: Optional[str] = None, *, job_id: Optional[str] = None, **fields) -> Stream:

@@ -45,6 +45,8 @@ class Result:
     embeddings: Optional[np.ndarray] = None                        # Embed: [n, hidden] float32
     tokens: List[TokenLogprob] = field(default_factory=list)       # Generate with top_logprobs
     replayed: bool = False
+    seed: Optional[int] = None  # Generate with temperature > 0: the seed it sampled with (send it back
+                                # as seed= to get the same tokens again)
 
 
 @dataclass
@@ -182,7 +184,7 @@ def _int_vector(builder, start_fn, items: Sequence[int]):
 
 
 def _job(builder, *, text=None, token_ids=None, adapter=None, embeddings=None, max_tokens=16,
-         temperature=0.0, top_p=1.0, top_k=0, seed=0, stop=None, stream=False, choices=None,
+         temperature=0.0, top_p=1.0, top_k=0, seed=None, stop=None, stream=False, choices=None,
          top_logprobs=0, tenant=None):
     # Children first: FlatBuffers builds bottom-up.
     adapter_o = builder.CreateString(adapter) if adapter else None
@@ -197,7 +199,8 @@ def _job(builder, *, text=None, token_ids=None, adapter=None, embeddings=None, m
     P.Sampling.AddTemperature(builder, float(temperature))
     P.Sampling.AddTopP(builder, float(top_p))
     P.Sampling.AddTopK(builder, int(top_k))
-    P.Sampling.AddSeed(builder, int(seed))
+    if seed is not None:  # absent: the daemon draws one for a sampled job (Result.seed)
+        P.Sampling.AddSeed(builder, int(seed))
     if stop_o is not None:
         P.Sampling.AddStop(builder, stop_o)
     sampling_o = P.Sampling.End(builder)
@@ -282,7 +285,7 @@ def _decode_result(job_id: str, r) -> Result:
     out = Result(job_id=job_id, text=_s(r.Text()),
                  token_ids=[r.TokenIds(i) for i in range(r.TokenIdsLength())],
                  finish=FINISH_NAMES.get(r.Finish(), str(r.Finish())),
-                 logprob_sum=r.LogprobSum(), replayed=bool(r.Replayed()))
+                 logprob_sum=r.LogprobSum(), replayed=bool(r.Replayed()), seed=r.Seed())
     if u is not None:
         out.usage = Usage(u.VirtualTokens(), u.PromptTokens(), u.CompletionTokens(), u.TotalTokens())
     for i in range(r.ChoicesLength()):
