@@ -78,10 +78,8 @@ void do_run(const RunArgs& a) {
     r.max_tokens = a.n;
     // Sampling without --seed draws one (each run a new sample), printed so that it can be repeated.
     std::optional<uint64_t> seed = a.seed;
-    if (a.temperature > 0 && !seed) {
-        std::random_device rd;
-        seed = (uint64_t(rd()) << 32) | rd();
-    }
+    if (a.temperature > 0 && !seed)
+        seed = random_seed();
     r.sampling = {a.temperature, a.top_k, a.top_p, seed.value_or(0)};
     r.stop = a.stop;
     r.top_logprobs = a.top_logits;

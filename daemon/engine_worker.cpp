@@ -13,7 +13,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
-#include <random>
 
 namespace prefixd::daemon {
 
@@ -261,11 +260,6 @@ static std::vector<Segment> build_prompt(Engine& eng, EngineJob& job) {
     return segs;
 }
 
-static uint64_t draw_seed() {
-    std::random_device rd;
-    return (uint64_t(rd()) << 32) | rd();
-}
-
 static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
     Request r;
     r.prompt = std::move(prompt);
@@ -400,8 +394,9 @@ void EngineWorker::run() noexcept {
     // The same callback cuts the step short (StepInterrupted: no request advances) when a stop or
     // cancel-all came, or when the jobs cancelled since the step began fill at least half of its
     // rows: their client should not wait a minute for the answer, nor the others for work
-    // nobody wants. Below half, the step's work is mostly for others and goes on (a client
-    // cancelling jobs over and over cannot keep the engine from advancing the rest).
+    // nobody wants. Below half, the step's work is mostly for others and goes on. Never two cuts
+    // in a row (but for a stop or cancel-all): a client that sends long prompts and cancels each
+    // one cannot keep the engine from advancing the other jobs.
     // PREFIXD_TEST_PART_DELAY_MS=MS (tests of cutting steps short, tests/test_daemon_reliability.cpp):
     // each part of a step the engine reports done takes MS ms longer, as on a slow device.
     uint64_t part_delay_ms = 0;
@@ -410,7 +405,8 @@ void EngineWorker::run() noexcept {
         PLOG_WARN("PREFIXD_TEST_PART_DELAY_MS: each part of a step takes %llu ms longer (a test hook)",
                   (unsigned long long)part_delay_ms);
     }
-    bool in_runner_step = false; // (embed jobs step the backend outside the runner: never cut short)
+    bool in_runner_step = false; // only Runner::step expects StepInterrupted
+    bool cut_last = false;       // the last step that ran was cut short
     engine_.backend().set_progress([&] {
         if (part_delay_ms)
             std::this_thread::sleep_for(std::chrono::milliseconds(part_delay_ms));
@@ -431,7 +427,7 @@ void EngineWorker::run() noexcept {
             if (auto it = jobs.find(key); it != jobs.end())
                 ids.insert(ids.end(), it->second.reqs.begin(), it->second.reqs.end());
         const double share = runner->step_share(ids);
-        if (!everything && share < 0.5)
+        if (!everything && (share < 0.5 || cut_last))
             return;
         ++cut_short;
         PLOG_INFO(
@@ -499,7 +495,7 @@ void EngineWorker::run() noexcept {
                 // request twice gives two samples); its Result says which.
                 if (a.spec.kind == Kind::Generate && a.spec.choices.empty() && a.spec.temperature > 0 &&
                     !a.spec.seed)
-                    a.spec.seed = draw_seed();
+                    a.spec.seed = random_seed();
                 // Adapter rows lead the prompt: their latent KV is computed once and reused.
                 auto make_request = [&](std::vector<Segment> p) {
                     Request r = base_request(a.spec, std::move(p));
@@ -585,6 +581,10 @@ void EngineWorker::run() noexcept {
                 } stepping{in_runner_step};
                 evs = runner->step();
             }
+            if (evs.interrupted)
+                cut_last = true;
+            else if (evs.rows)
+                cut_last = false;
             const double dt =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
             step_s += dt;

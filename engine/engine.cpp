@@ -69,11 +69,10 @@ std::unique_ptr<Tokenizer> Engine::load_tokenizer(const Model& m, const std::str
                          std::to_string(m.config().n_vocab));
     // Byte-level BPE starts from one token per byte: without one, every text holding that byte
     // would fail at encode, as if the job's input were wrong.
-    if (const int b = t->missing_byte(); b >= 0) {
-        char hex[8];
-        std::snprintf(hex, sizeof hex, "0x%02X", b);
-        throw ModelError(path + ": tokenizer: the vocabulary has no token for byte " + hex +
-                         ", so text holding it could not be encoded");
+    try {
+        t->check_bytes();
+    } catch (const TokenizerError& e) {
+        throw ModelError(path + ": " + e.what() + ", so text holding it could not be encoded");
     }
     return t;
 }

@@ -513,14 +513,20 @@ StepEvents Runner::step() {
     Impl& I = *impl_;
     StepEvents ev;
     const ModelConfig& c = I.eng.config();
-    // Cancellations and empty scores finish without work.
+    // Cancellations and empty scores finish without work. A cancellation returns at once, with
+    // no step: its client is not kept waiting for the others' work (the next call does that).
+    bool cancelled = false;
     for (RequestId id : std::vector<RequestId>(I.order.begin(), I.order.end())) {
         auto& q = I.reqs.at(id);
-        if (q.cancelled)
+        if (q.cancelled) {
             I.finish(q, FinishReason::Cancelled, ev);
-        else if (q.r.kind == RequestKind::Score && q.r.continuation.empty())
+            cancelled = true;
+        } else if (q.r.kind == RequestKind::Score && q.r.continuation.empty()) {
             I.finish(q, FinishReason::Length, ev);
+        }
     }
+    if (cancelled)
+        return ev;
     // Build the batch: decode rows first (latency), then prefill chunks in admission order.
     std::vector<BatchItem> batch;
     std::vector<RequestId> who;
@@ -611,6 +617,9 @@ StepEvents Runner::step() {
         outs = I.eng.backend().step(batch);
         I.step_budget.measured(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                                n_decode, n_prefill);
+        ev.rows = n_prefill;
+        for (size_t k = 0; k < n_decode; ++k)
+            ev.rows += batch[k].n_rows();
     } catch (const StepInterrupted&) {
         ev.interrupted = true; // every sequence is as it was: no request advanced
         return ev;
@@ -630,6 +639,7 @@ StepEvents Runner::step() {
                 if (before[k] != UINT32_MAX && I.eng.backend().sequence_length(batch[k].seq) != before[k])
                     I.eng.backend().truncate(batch[k].seq, before[k]);
                 outs[k] = std::move(I.eng.backend().step({batch[k]})[0]);
+                ev.rows += batch[k].n_rows();
             } catch (const StepInterrupted&) {
                 ev.interrupted = skipped[k] = true;
             } catch (const std::exception& e2) {

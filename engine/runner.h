@@ -111,8 +111,10 @@ struct StepEvents {
     std::vector<std::pair<RequestId, TokenEvent>> tokens;
     std::vector<std::pair<RequestId, RequestResult>> finished;
     // The progress callback threw StepInterrupted: the step's requests did not advance (the next
-    // step runs them again, with the same results). Cancellations before it did finish.
+    // step runs them again, with the same results). After a failed step, when the runner retries
+    // its items one by one, the items before the interrupted one did advance (their events are here).
     bool interrupted = false;
+    uint32_t rows = 0; // rows the backend ran and kept (0: no backend step, or it was cut short)
 };
 
 // A prompt in PEFT order: the embedding rows (virtual tokens, if n_rows > 0) first, then `text`

@@ -6,9 +6,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <stdexcept>
 
 namespace prefixd {
+
+uint64_t random_seed() {
+    std::random_device rd;
+    return (uint64_t(rd()) << 32) | rd();
+}
 
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
 

@@ -17,6 +17,9 @@ struct SamplingParams {
     uint64_t seed = 0;
 };
 
+// A fresh seed (64 bits from std::random_device) for a sampled request that names none.
+uint64_t random_seed();
+
 // sample(), sampling_candidates() and log_prob() throw std::domain_error when the logits hold a
 // NaN or +Inf, or are all -Inf (a broken model or overflowing inputs): nothing can be drawn then.
 class Sampler {

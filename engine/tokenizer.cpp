@@ -17,6 +17,12 @@
 namespace prefixd {
 namespace {
 
+TokenizerError no_token_for_byte(unsigned b) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02X", b);
+    return TokenizerError(std::string("tokenizer: the vocabulary has no token for byte ") + hex);
+}
+
 // GGUF token types.
 constexpr int32_t kTypeNormal = 1, kTypeUnknown = 2, kTypeControl = 3, kTypeUserDefined = 4, kTypeUnused = 5,
                   kTypeByte = 6;
@@ -297,11 +303,8 @@ void Tokenizer::Impl::bpe_uncached(std::string_view piece, std::vector<int32_t>&
     heap.clear();
     for (int32_t i = 0; i < n; ++i) {
         unsigned char c = static_cast<unsigned char>(piece[i]);
-        if (byte_id[c] < 0) {
-            char hex[8];
-            std::snprintf(hex, sizeof hex, "0x%02X", c);
-            throw TokenizerError(std::string("tokenizer: the vocabulary has no token for byte ") + hex);
-        }
+        if (byte_id[c] < 0)
+            throw no_token_for_byte(c);
         sym[i] = {byte_id[c], i - 1, i + 1 < n ? i + 1 : -1, true};
     }
     const std::greater<Cand> later; // min-heap on (rank, pos)
@@ -450,11 +453,10 @@ std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
     return std::vector<std::string>(views.begin(), views.end());
 }
 
-int Tokenizer::missing_byte() const {
-    for (int b = 0; b < 256; ++b)
-        if (impl_->byte_id[b] < 0 && b != 0xC0 && b != 0xC1 && b < 0xF5)
-            return b;
-    return -1;
+void Tokenizer::check_bytes() const {
+    for (unsigned b = 0; b < 0xF5; ++b)
+        if (impl_->byte_id[b] < 0 && b != 0xC0 && b != 0xC1)
+            throw no_token_for_byte(b);
 }
 
 size_t Tokenizer::vocab_size() const {

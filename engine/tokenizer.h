@@ -36,9 +36,9 @@ class Tokenizer {
     // The pre-tokenizer's pieces of `text` (valid UTF-8, else TokenizerError), without added-token
     // matching: what BPE runs over. For tests and debugging.
     std::vector<std::string> pre_tokenize(std::string_view text) const;
-    // The first byte that valid UTF-8 text can hold (not 0xC0, 0xC1, 0xF5-0xFF) and the vocabulary
-    // has no token for, or -1: encode() throws TokenizerError on text containing it.
-    int missing_byte() const;
+    // Throws TokenizerError naming the first byte that valid UTF-8 text can hold (not 0xC0, 0xC1,
+    // 0xF5-0xFF) and the vocabulary has no token for: encode() would fail on text holding it.
+    void check_bytes() const;
     size_t vocab_size() const;
     int32_t bos() const;
     int32_t eos() const;

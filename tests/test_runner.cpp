@@ -387,16 +387,18 @@ TEST_CASE("a step cut short by its progress callback advances nothing; results e
     };
     const Run clean = run({});
     const uint32_t layers = e->config().n_layer;
-    // 2 items x layers calls per step: the first step's last call (both prompts all but done), its
-    // rerun's third, then the first decode step's second
+    // 2 items x layers calls per step. The first step cut at its next-to-last call (both prompts
+    // all but done), its rerun at its third; the second rerun's last call does not cut (the work
+    // is done: cutting would only throw it away); the first decode step cut at its second call.
     const int per_step = int(2 * layers);
-    const Run cut = run({per_step, per_step + 3, per_step + 3 + per_step + 2});
+    const int first = per_step - 1, second = first + 3, last_call = second + per_step, decode = last_call + 2;
+    const Run cut = run({first, second, last_call, decode});
     CHECK(clean.cuts == 0);
     CHECK(cut.cuts == 3);
-    REQUIRE(cut.shares.size() == 3);
-    CHECK(cut.shares[0] == doctest::Approx(double(rows_a) / (rows_a + rows_b)));
-    CHECK(cut.shares[1] == doctest::Approx(double(rows_a) / (rows_a + rows_b))); // the same step again
-    CHECK(cut.shares[2] == doctest::Approx(0.5));                                // one decode row each
+    REQUIRE(cut.shares.size() == 4);
+    for (int i = 0; i < 3; ++i) // the same step each time
+        CHECK(cut.shares[i] == doctest::Approx(double(rows_a) / (rows_a + rows_b)));
+    CHECK(cut.shares[3] == doctest::Approx(0.5)); // one decode row each
     REQUIRE(clean.res.size() == 2);
     REQUIRE(cut.res.size() == 2);
     for (auto& [id, rr] : clean.res) {

@@ -426,6 +426,45 @@ TEST_CASE_FIXTURE(
         REQUIRE(clean.size() == retried.size());
         CHECK(std::memcmp(clean.data(), retried.data(), clean.size() * 4) == 0);
     }
+    // StepInterrupted from the last report (the step's work all done) does not cut the step: it
+    // would only throw the results away. The CPU reference's report before it does; on Vulkan a
+    // report inside the step's final wait cannot (everything is submitted), so only the first
+    // report, which on a CPU driver comes from a wait mid-step (the host's MoE routing), does.
+    for (Backend* b : {p.cpu.get(), p.gpu.get()}) {
+        INFO(b->device_name());
+        if (b == p.gpu.get() && !cpu_driver)
+            ctx.set_submit_layers(1);
+        auto step_with = [&](int interrupt_at, int* n_calls) {
+            SeqId s2 = b->create_sequence();
+            int n = 0;
+            b->set_progress([&] {
+                if (++n == interrupt_at)
+                    throw StepInterrupted();
+            });
+            std::vector<ItemOutput> out;
+            try {
+                out = b->step({item(s2, {Segment::from_tokens(prompt)}, true)});
+            } catch (const StepInterrupted&) {
+                CHECK(b->sequence_length(s2) == 0);
+            }
+            b->set_progress({});
+            b->free_sequence(s2);
+            *n_calls = n;
+            return out;
+        };
+        int calls_all = 0, calls_last = 0, calls_before = 0;
+        const auto all = step_with(0, &calls_all);
+        REQUIRE(calls_all >= 2);
+        const auto at_last = step_with(calls_all, &calls_last);
+        REQUIRE(at_last.size() == 1);
+        CHECK(calls_last == calls_all);
+        CHECK(std::memcmp(at_last[0].logits.data(), all[0].logits.data(), all[0].logits.size() * 4) == 0);
+        if (b == p.cpu.get())
+            CHECK(step_with(calls_all - 1, &calls_before).empty()); // cut
+        else if (cpu_driver)
+            CHECK(step_with(1, &calls_before).empty());
+        ctx.set_submit_layers(saved);
+    }
 }
 
 TEST_CASE("bad step input gives EngineError and leaves the sequence usable") {

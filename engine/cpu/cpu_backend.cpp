@@ -65,8 +65,8 @@ class CpuBackend final : public Backend {
             before.push_back(get(it.seq).n_tok);
         std::vector<ItemOutput> outs;
         try {
-            for (auto& it : batch)
-                outs.push_back(run_item(it));
+            for (size_t i = 0; i < batch.size(); ++i)
+                outs.push_back(run_item(batch[i], i + 1 == batch.size()));
         } catch (...) { // every item is cut back, those already run too: a step fails whole
             for (size_t i = 0; i < batch.size(); ++i)
                 if (LatentCache& c = get(batch[i].seq); c.n_tok > before[i])
@@ -114,7 +114,7 @@ class CpuBackend final : public Backend {
                 throw EngineError("bad score target");
     }
 
-    ItemOutput run_item(const BatchItem& it) {
+    ItemOutput run_item(const BatchItem& it, bool last_item) {
         const ModelConfig& c = m_.config();
         const uint32_t E = c.hidden, rows = it.n_rows();
         std::vector<float> x(uint64_t(rows) * E);
@@ -127,7 +127,18 @@ class CpuBackend final : public Backend {
             }
             r += s.size();
         }
-        forward(m_, get(it.seq), x.data(), rows, &progress_);
+        // The last item's last layer ends the step's work: a StepInterrupted from its report is
+        // dropped, for cutting the step there would only throw finished work away.
+        uint32_t layers_done = 0;
+        const std::function<void()> report = [&] {
+            if (!last_item || ++layers_done < c.n_layer)
+                return progress_();
+            try {
+                progress_();
+            } catch (const StepInterrupted&) {
+            }
+        };
+        forward(m_, get(it.seq), x.data(), rows, progress_ ? &report : nullptr);
         // Logits only for the rows asked for (directly or through a target).
         std::set<uint32_t> need(it.logit_rows.begin(), it.logit_rows.end());
         for (auto& t : it.targets)

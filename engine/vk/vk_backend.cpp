@@ -463,7 +463,12 @@ std::vector<ItemOutput> VulkanBackend::run_step(const std::vector<BatchItem>& ba
                 ctx_->copy(scratch_, s.logits, readback_, 0, logit_bytes);
             }
         }
-        ctx_->submit_wait();
+        try {
+            ctx_->submit_wait();
+        } catch (const StepInterrupted&) {
+            // reported as the step's last work finished: cutting it now would save nothing and
+            // throw the results away (submit_wait reports and cleans up before it throws)
+        }
     } catch (...) {
         ctx_->discard();
         throw;

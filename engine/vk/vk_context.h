@@ -134,9 +134,11 @@ class Context {
     static constexpr size_t kPartsAhead = 2;
     // Ends the recording, submits it and waits for everything submitted.
     void submit_wait();
-    // While set (a step), submit_wait calls *fn on this thread as each submitted part, and then
-    // the last submission, is seen done: the step's progress (the daemon feeds the systemd
-    // watchdog from it). If fn throws, the wait ends first, then the exception goes on.
+    // While set (a step), *fn is called on this thread as each submitted part, and then the last
+    // submission, is seen done: by submit() when more than kPartsAhead parts are queued, and by
+    // submit_wait for the rest. It is the step's progress (the daemon feeds the systemd watchdog
+    // from it). If fn throws in submit_wait, the wait ends first, then the exception goes on; if
+    // it throws in submit(), parts stay queued and the caller must discard() (which waits for them).
     void set_progress(const std::function<void()>* fn) { progress_ = fn; }
     void discard() noexcept; // drops what was recorded (after an error mid-recording)
     uint64_t submit_count() const { return submits_; } // vkQueueSubmit calls so far

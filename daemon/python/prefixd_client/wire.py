@@ -285,7 +285,8 @@ def _decode_result(job_id: str, r) -> Result:
     out = Result(job_id=job_id, text=_s(r.Text()),
                  token_ids=[r.TokenIds(i) for i in range(r.TokenIdsLength())],
                  finish=FINISH_NAMES.get(r.Finish(), str(r.Finish())),
-                 logprob_sum=r.LogprobSum(), replayed=bool(r.Replayed()), seed=r.Seed())
+                 logprob_sum=r.LogprobSum(), replayed=bool(r.Replayed()),
+                 seed=r.Seed() if hasattr(r, "Seed") else None)  # (an older generated module lacks it)
     if u is not None:
         out.usage = Usage(u.VirtualTokens(), u.PromptTokens(), u.CompletionTokens(), u.TotalTokens())
     for i in range(r.ChoicesLength()):
