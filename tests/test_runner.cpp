@@ -15,10 +15,15 @@
 
 using namespace prefixd;
 
-static std::unique_ptr<Engine> open_cpu(const char* f, uint32_t max_seqs = 16, uint32_t rows = 512) {
+static EngineOptions cpu_options(const std::string& path) {
     EngineOptions o;
-    o.model_path = (test::models_dir() / f).string();
+    o.model_path = path;
     o.backend = "cpu";
+    return o;
+}
+
+static std::unique_ptr<Engine> open_cpu(const char* f, uint32_t max_seqs = 16, uint32_t rows = 512) {
+    EngineOptions o = cpu_options((test::models_dir() / f).string());
     o.max_seqs = max_seqs;
     o.max_batch_rows = rows;
     o.max_ctx = 256;
@@ -512,10 +517,7 @@ TEST_CASE("a vocabulary without a token for a byte UTF-8 text can hold is refuse
             w.set("tokenizer.ggml.merges", merges);
         };
         test::rewrite_gguf(src, path, e);
-        EngineOptions o;
-        o.model_path = path;
-        o.backend = "cpu";
-        return o;
+        return cpu_options(path);
     };
     const auto f4 = (dir / "no-f4.gguf").string(), ff = (dir / "no-ff.gguf").string();
     CHECK_THROWS_WITH_AS(
@@ -548,11 +550,8 @@ TEST_CASE("a tokenizer that does not cover the model's vocabulary is refused at 
         w.set("tokenizer.ggml.token_type", types);
     };
     test::rewrite_gguf(src, path, extra);
-    EngineOptions o;
-    o.model_path = path;
-    o.backend = "cpu";
     CHECK_THROWS_WITH_AS(
-        Engine::open(o),
+        Engine::open(cpu_options(path)),
         doctest::Contains(
             "the tokenizer has 129281 tokens, the model's vocabulary (token_embd rows) is 129280"),
         ModelError);
