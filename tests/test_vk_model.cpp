@@ -427,9 +427,9 @@ TEST_CASE_FIXTURE(
         CHECK(std::memcmp(clean.data(), retried.data(), clean.size() * 4) == 0);
     }
     // StepInterrupted from the last report (the step's work all done) does not cut the step: it
-    // would only throw the results away. The CPU reference's report before it does; on Vulkan a
-    // report inside the step's final wait cannot (everything is submitted), so only the first
-    // report, which on a CPU driver comes from a wait mid-step (the host's MoE routing), does.
+    // would only throw the results away. The CPU reference's report before it does. (On Vulkan
+    // the reports inside the step's final wait cannot cut either, everything being submitted;
+    // which reports come before it depends on the kernel path: test_vk_cells covers the cut.)
     for (Backend* b : {p.cpu.get(), p.gpu.get()}) {
         INFO(b->device_name());
         if (b == p.gpu.get() && !cpu_driver)
@@ -461,8 +461,6 @@ TEST_CASE_FIXTURE(
         CHECK(std::memcmp(at_last[0].logits.data(), all[0].logits.data(), all[0].logits.size() * 4) == 0);
         if (b == p.cpu.get())
             CHECK(step_with(calls_all - 1, &calls_before).empty()); // cut
-        else if (cpu_driver)
-            CHECK(step_with(1, &calls_before).empty());
         ctx.set_submit_layers(saved);
     }
 }
