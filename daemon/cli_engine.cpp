@@ -76,11 +76,7 @@ void do_run(const RunArgs& a) {
     Request r;
     r.prompt = make_prompt(*eng, std::move(emb), rows, a.prompt);
     r.max_tokens = a.n;
-    // Sampling without --seed draws one (each run a new sample), printed so that it can be repeated.
-    std::optional<uint64_t> seed = a.seed;
-    if (a.temperature > 0 && !seed)
-        seed = random_seed();
-    r.sampling = {a.temperature, a.top_k, a.top_p, seed.value_or(0)};
+    r.sampling = {a.temperature, a.top_k, a.top_p, a.seed}; // sampling without one: the runner draws it
     r.stop = a.stop;
     r.top_logprobs = a.top_logits;
     r.top_raw_logits = true;
@@ -126,15 +122,15 @@ void do_run(const RunArgs& a) {
                   {"seconds", secs}};
         if (a.top_logits)
             j["top_logits"] = tops;
-        if (a.temperature > 0)
-            j["seed"] = *seed;
+        if (res.seed)
+            j["seed"] = *res.seed;
         std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     } else {
         std::printf("\n");
         std::fprintf(stderr, "[%u virtual + %u prompt tokens, %u generated in %.2f s on %s, finish: %s%s]\n",
                      res.virtual_tokens, res.prompt_tokens, res.completion_tokens, secs,
                      eng->backend().device_name().c_str(), finish_reason_name(res.finish),
-                     a.temperature > 0 ? (", seed " + std::to_string(*seed)).c_str() : "");
+                     res.seed ? (", seed " + std::to_string(*res.seed)).c_str() : "");
     }
 }
 

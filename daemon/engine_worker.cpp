@@ -266,7 +266,7 @@ static Request base_request(const JobSpec& s, std::vector<Segment> prompt) {
     r.sampling.temperature = s.temperature;
     r.sampling.top_k = s.top_k;
     r.sampling.top_p = s.top_p;
-    r.sampling.seed = s.seed.value_or(0); // (drawn at intake for a sampled Generate without one)
+    r.sampling.seed = s.seed;
     r.max_tokens = s.max_tokens;
     r.stop = s.stop;
     r.top_logprobs = s.top_logprobs;
@@ -340,8 +340,7 @@ static ResultOut assemble(Active& a) {
     out.logprob_sum = r0.logprob_sum;
     out.usage.completion_tokens =
         a.spec.kind == Kind::Score ? uint32_t(r0.token_logprobs.size()) : r0.completion_tokens;
-    if (a.spec.kind == Kind::Generate && a.spec.temperature > 0)
-        out.seed = a.spec.seed; // the one it sampled with, so the client can get the same tokens again
+    out.seed = r0.seed; // a sampled Generate's: the client can get the same tokens again
     if (a.spec.top_logprobs)
         out.tokens = std::move(a.tokens);
     return out;
@@ -491,11 +490,6 @@ void EngineWorker::run() noexcept {
                 a.key = key;
                 std::vector<Segment> prompt = build_prompt(engine_, job);
                 a.spec = std::move(job.spec);
-                // A sampled job without a seed gets its own, as on any inference API (the same
-                // request twice gives two samples); its Result says which.
-                if (a.spec.kind == Kind::Generate && a.spec.choices.empty() && a.spec.temperature > 0 &&
-                    !a.spec.seed)
-                    a.spec.seed = random_seed();
                 // Adapter rows lead the prompt: their latent KV is computed once and reused.
                 auto make_request = [&](std::vector<Segment> p) {
                     Request r = base_request(a.spec, std::move(p));

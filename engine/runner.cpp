@@ -490,6 +490,13 @@ RequestId Runner::submit(Request r) {
             Segment::from_tokens(std::vector<int32_t>(r.continuation.begin(), r.continuation.end() - 1)));
         q.total_rows += uint32_t(r.continuation.size() - 1);
     }
+    // A sampled Generate without a seed gets its own (the same request twice gives two samples);
+    // the result says which, so that it can be repeated.
+    if (r.kind == RequestKind::Generate && r.sampling.temperature > 0) {
+        if (!r.sampling.seed)
+            r.sampling.seed = random_seed();
+        q.res.seed = r.sampling.seed;
+    }
     q.sampler = Sampler(r.sampling);
     q.r = std::move(r);
     impl_->reqs.emplace(id, std::move(q));
@@ -617,9 +624,7 @@ StepEvents Runner::step() {
         outs = I.eng.backend().step(batch);
         I.step_budget.measured(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                                n_decode, n_prefill);
-        ev.rows = n_prefill;
-        for (size_t k = 0; k < n_decode; ++k)
-            ev.rows += batch[k].n_rows();
+        ev.rows = n_decode + n_prefill; // a decode item is one row
     } catch (const StepInterrupted&) {
         ev.interrupted = true; // every sequence is as it was: no request advanced
         return ev;

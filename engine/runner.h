@@ -59,6 +59,7 @@ struct RequestResult {
     bool error_from_model = false;        // Error came from the model's own output (NaN logits or
                                           // log-probs): the same input fails again, unlike a device error
     uint32_t cached_rows = 0;             // prompt rows copied from the prefix cache (not billed differently)
+    std::optional<uint64_t> seed;         // Generate with temperature > 0: the seed it sampled with
 };
 
 using RequestId = uint64_t;

@@ -16,7 +16,7 @@ uint64_t random_seed() {
     return (uint64_t(rd()) << 32) | rd();
 }
 
-Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
+Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed.value_or(0)) {}
 
 namespace {
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -14,7 +15,7 @@ struct SamplingParams {
     float temperature = 0.0f;  // 0 = greedy
     uint32_t top_k = 0;        // 0 = off
     float top_p = 1.0f;        // 1 = off
-    uint64_t seed = 0;
+    std::optional<uint64_t> seed; // none: 0 here; Runner::submit draws one for a sampled Generate
 };
 
 // A fresh seed (64 bits from std::random_device) for a sampled request that names none.
